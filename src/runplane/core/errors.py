@@ -1,0 +1,61 @@
+"""Every error runplane raises on purpose. The class docstring is the default message.
+
+RunplaneError
+├── NotFound            unknown id, or an id that belongs to another owner (never "forbidden")
+├── ThreadBusy          `reject` strategy on a thread with an active run
+├── Conflict            duplicate id, idempotency key replayed with another payload
+├── InvalidInput        a request the core refuses to act on
+├── InvalidTransition   a status change the lifecycle table forbids
+├── LeaseLost           a worker's claim is no longer current (expired, or a newer attempt holds it)
+├── CancelRequested     a worker tried to finish a run whose cancel won the race
+└── StoreUnavailable    the backing database failed in a way the caller cannot fix
+"""
+
+from __future__ import annotations
+
+
+class RunplaneError(Exception):
+    """Runplane failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (type(self).__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class NotFound(RunplaneError):
+    """Not found."""
+
+
+class ThreadBusy(RunplaneError):
+    """The thread already has an active run."""
+
+
+class Conflict(RunplaneError):
+    """The request conflicts with the current state."""
+
+
+class InvalidInput(RunplaneError):
+    """The request is invalid."""
+
+
+class InvalidTransition(RunplaneError):
+    """That status change is not allowed."""
+
+
+class LeaseLost(RunplaneError):
+    """The worker no longer holds this run."""
+
+
+class CancelRequested(RunplaneError):
+    """A cancel request won over completion."""
+
+    def __init__(self, action: str, message: str | None = None) -> None:
+        super().__init__(message or f"cancel ({action}) requested")
+        self.action = action
+
+
+class StoreUnavailable(RunplaneError):
+    """The store is unavailable."""

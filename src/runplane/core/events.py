@@ -1,0 +1,65 @@
+"""The `EventBus` protocol: run output streams and cross-process notifications.
+
+The database is the truth; the bus carries hints (wake-ups, cancel requests, "run done") and the
+resumable stream of each run's output. Losing a hint only costs latency: every listener has a
+fallback that re-reads the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+#: Channel on which a new runnable run wakes idle workers.
+WAKEUP_CHANNEL = "runplane:wakeup"
+
+
+def cancel_channel(run_id: str) -> str:
+    """Channel on which the worker executing `run_id` hears a cancel request."""
+    return f"runplane:cancel:{run_id}"
+
+
+def done_channel(run_id: str) -> str:
+    """Channel on which joiners of `run_id` hear that it reached a terminal status (or was deleted)."""
+    return f"runplane:done:{run_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """One item of a run's output stream: an SSE event name and its payload, already JSON-encoded
+    once by the publisher so that fan-out and SSE framing never re-encode it."""
+
+    event: str
+    data: bytes
+    #: Monotonic per run; the SSE `id:` a client resumes from with Last-Event-ID.
+    id: str = ""
+
+
+class EventBus(Protocol):
+    """Fan-out of run events and notifications. Implemented by `runplane.events.*`."""
+
+    async def publish(self, run_id: str, event: str, data: bytes) -> str:
+        """Append an event to the run's stream; returns its id (strictly increasing per run)."""
+        ...
+
+    async def end_stream(self, run_id: str) -> None:
+        """Mark the run's stream complete: subscribers stop after the events published so far."""
+        ...
+
+    def subscribe(self, run_id: str, last_event_id: str | None = None) -> AsyncIterator[StreamEvent]:
+        """Events of the run after `last_event_id` (all retained ones when None), then live ones,
+        until the stream is ended. Invalid ids raise `InvalidInput` before anything is yielded."""
+        ...
+
+    async def notify(self, channel: str, message: str = "") -> None:
+        """Send a hint to every current listener of `channel` (in any process sharing the bus)."""
+        ...
+
+    def listen(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[str]]:
+        """Listen to `channel`. Registration is complete when the context is entered, so a caller
+        can listen first and then read the store without missing a notification in between."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,194 @@
+"""The `Store` protocol: the durable truth about threads and runs.
+
+Every method is async and atomic. Methods that serve callers take the caller's `owner` and never
+return or touch another owner's records: a foreign id is `NotFound`. Worker methods (claim, renew,
+finish, ...) are owner-blind: workers are trusted and act on whatever they claimed.
+
+Worker writes are fenced by `attempt`: a claim increments it, and every later write of that claim
+is conditional on it, so a worker that lost its lease can never overwrite a newer attempt.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol, runtime_checkable
+
+from runplane.core.models import (
+    Admission,
+    CancelAction,
+    CancelResult,
+    Json,
+    NewRun,
+    NewThread,
+    Outcome,
+    Run,
+    RunFilter,
+    Thread,
+    ThreadFilter,
+    ThreadStatus,
+    TokenUsage,
+)
+
+
+class Store(Protocol):
+    """Threads, runs and the run queue. Implemented by `runplane.stores.*`."""
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect and apply pending migrations."""
+        ...
+
+    async def close(self) -> None: ...
+
+    # -- threads --------------------------------------------------------------------------------
+
+    async def create_thread(
+        self, new: NewThread, *, if_exists: Literal["raise", "do_nothing"] = "raise"
+    ) -> Thread:
+        """Create a thread (a fresh UUID when `new.thread_id` is None).
+
+        Raises:
+            Conflict: the id exists and `if_exists` is "raise". An id owned by someone else is a
+                conflict too (ids are global), but the other owner's record is never returned.
+        """
+        ...
+
+    async def get_thread(self, thread_id: str, owner: str) -> Thread: ...
+
+    async def update_thread(self, thread_id: str, owner: str, metadata: Json) -> Thread:
+        """Merge `metadata` into the thread's metadata."""
+        ...
+
+    async def set_thread_state(
+        self,
+        thread_id: str,
+        owner: str,
+        values: Json | None,
+        interrupts: Json,
+        status: ThreadStatus | None = None,
+    ) -> Thread:
+        """Record the thread's latest graph values (after a state update through the API).
+
+        `status` is applied only when the thread has no active run.
+        """
+        ...
+
+    async def delete_thread(self, thread_id: str, owner: str) -> list[Run]:
+        """Delete a thread with all its runs; returns the runs that were still active."""
+        ...
+
+    async def search_threads(self, owner: str, filter: ThreadFilter) -> list[Thread]: ...
+
+    async def count_threads(self, owner: str, filter: ThreadFilter) -> int: ...
+
+    async def thread_usage(self, thread_id: str, owner: str) -> TokenUsage:
+        """Token usage summed over every run of the thread."""
+        ...
+
+    # -- runs -----------------------------------------------------------------------------------
+
+    async def create_run(self, new: NewRun) -> Admission:
+        """Admit a run atomically under its multitask strategy (`lifecycle.admission_plan`).
+
+        Creates the thread when missing and `new.if_not_exists` is "create". Replays an earlier run
+        when `(owner, idempotency_key)` exists with the same fingerprint.
+
+        Raises:
+            NotFound: the thread does not exist (or is another owner's) and may not be created.
+            ThreadBusy: `reject` on a thread with an active run.
+            Conflict: the idempotency key exists with another fingerprint, or the run id exists.
+        """
+        ...
+
+    async def get_run(self, run_id: str, owner: str, thread_id: str | None = None) -> Run: ...
+
+    async def list_runs(self, thread_id: str, owner: str, filter: RunFilter) -> list[Run]:
+        """Runs of a thread, newest first.
+
+        Raises:
+            NotFound: unknown thread.
+        """
+        ...
+
+    async def request_cancel(
+        self, run_id: str, owner: str, action: CancelAction, thread_id: str | None = None
+    ) -> CancelResult:
+        """Record a durable cancel request.
+
+        A pending run is settled at once (interrupted, or deleted for rollback); a running run keeps
+        running with `cancel_action` set until its worker stops it; a terminal run is returned as is.
+        A second request on a running run keeps the first action unless it upgrades to rollback.
+        """
+        ...
+
+    async def delete_run(self, run_id: str, owner: str, thread_id: str | None = None) -> Run:
+        """Delete a pending or terminal run.
+
+        Raises:
+            Conflict: the run is running (cancel it first).
+        """
+        ...
+
+    # -- workers --------------------------------------------------------------------------------
+
+    async def claim_run(self, worker_id: str, lease_seconds: float) -> Run | None:
+        """Claim the oldest runnable run: pending, due, first pending of its thread, and its thread
+        has no running run. Sets it running with a lease and `attempt + 1`; the thread turns busy."""
+        ...
+
+    async def renew_lease(
+        self, run_id: str, attempt: int, worker_id: str, lease_seconds: float
+    ) -> CancelAction | None:
+        """Extend the lease; returns the requested cancel action, if any.
+
+        Raises:
+            LeaseLost: the run is gone, not running, or held by another attempt.
+        """
+        ...
+
+    async def record_progress(
+        self, run_id: str, attempt: int, *, model_name: str | None = None, usage: TokenUsage | None = None
+    ) -> None:
+        """Store the model name and token usage seen so far (fenced like every worker write)."""
+        ...
+
+    async def finish_run(self, run_id: str, attempt: int, outcome: Outcome) -> Run:
+        """End a running run with `outcome` and set its thread's status.
+
+        Raises:
+            LeaseLost: not held by `attempt` any more.
+            CancelRequested: a cancel was requested and `outcome.status` is not `interrupted`;
+                the worker must take the cancel path instead, so exactly one outcome is durable.
+        """
+        ...
+
+    async def discard_run(self, run_id: str, attempt: int) -> Run:
+        """Delete a running run after its worker rolled the thread back (cancel `rollback`)."""
+        ...
+
+    async def release_run(self, run_id: str, attempt: int) -> Run:
+        """Hand a running run back to the queue (graceful shutdown); it resumes from its checkpoint."""
+        ...
+
+    async def expired_runs(self, limit: int = 100) -> list[Run]:
+        """Running runs whose lease has expired (their worker died or stalled)."""
+        ...
+
+    async def recover_run(self, run_id: str, attempt: int, max_attempts: int) -> Run:
+        """Settle a run whose lease expired, if it still is held by `attempt` and expired.
+
+        `interrupt` requested -> interrupted; `attempt >= max_attempts` -> error; otherwise back to
+        pending (a rollback request stays on it, and the next claimer performs the rollback).
+
+        Raises:
+            LeaseLost: someone else already moved it on.
+        """
+        ...
+
+
+@runtime_checkable
+class SupportsCheckpointerUrl(Protocol):
+    """A store whose database LangGraph's checkpointer can share."""
+
+    @property
+    def checkpointer_url(self) -> str: ...

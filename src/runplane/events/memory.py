@@ -1,0 +1,155 @@
+"""`InMemoryBus`: run streams and hints inside one process.
+
+Each run's stream keeps its events for replay (Last-Event-ID), bounded by count and bytes, and an
+ended stream is forgotten `retention_seconds` after its end, so memory does not grow with history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from runplane.core.errors import InvalidInput
+from runplane.core.events import StreamEvent
+
+
+class _Stream:
+    __slots__ = ("bytes", "changed", "ended_at", "events", "first_seq", "next_seq")
+
+    def __init__(self) -> None:
+        self.events: deque[StreamEvent] = deque()
+        self.next_seq = 1
+        #: Sequence of `events[0]`; lower ones were trimmed.
+        self.first_seq = 1
+        self.bytes = 0
+        self.ended_at: float | None = None
+        # Replaced on every change: waiters hold the old one, which is set.
+        self.changed = asyncio.Event()
+
+    def wake(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+
+def parse_event_id(last_event_id: str | None) -> int:
+    """The sequence number in an event id; 0 means "from the start"."""
+    if last_event_id is None or last_event_id == "":
+        return 0
+    try:
+        seq = int(last_event_id)
+    except ValueError:
+        raise InvalidInput(f"invalid Last-Event-ID {last_event_id[:64]!r}") from None
+    if seq < 0:
+        raise InvalidInput(f"invalid Last-Event-ID {last_event_id[:64]!r}")
+    return seq
+
+
+class InMemoryBus:
+    """Fan-out within one process.
+
+    Args:
+        max_events: events kept per run for replay.
+        max_bytes: payload bytes kept per run for replay.
+        retention_seconds: how long an ended stream stays available to late or resuming clients.
+    """
+
+    def __init__(
+        self, *, max_events: int = 10_000, max_bytes: int = 16 * 2**20, retention_seconds: float = 300.0
+    ) -> None:
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.retention_seconds = retention_seconds
+        self._streams: dict[str, _Stream] = {}
+        self._ended: deque[tuple[float, str]] = deque()
+        self._listeners: dict[str, set[asyncio.Queue[str]]] = {}
+
+    @classmethod
+    def from_url(cls, url: str) -> InMemoryBus:
+        return cls()
+
+    def __repr__(self) -> str:
+        return f"<InMemoryBus streams={len(self._streams)} channels={len(self._listeners)}>"
+
+    def _stream(self, run_id: str) -> _Stream:
+        self._expire()
+        stream = self._streams.get(run_id)
+        if stream is None:
+            stream = self._streams[run_id] = _Stream()
+        return stream
+
+    def _expire(self) -> None:
+        cutoff = time.monotonic() - self.retention_seconds
+        while self._ended and self._ended[0][0] < cutoff:
+            _, run_id = self._ended.popleft()
+            stream = self._streams.get(run_id)
+            if stream is not None and stream.ended_at is not None and stream.ended_at < cutoff:
+                del self._streams[run_id]
+
+    async def publish(self, run_id: str, event: str, data: bytes) -> str:
+        stream = self._stream(run_id)
+        if stream.ended_at is not None:
+            # A worker that lost its run (thread deleted) may still emit; the stream is closed.
+            return str(stream.next_seq - 1)
+        seq = stream.next_seq
+        stream.next_seq += 1
+        item = StreamEvent(event, data, str(seq))
+        stream.events.append(item)
+        stream.bytes += len(data)
+        while len(stream.events) > self.max_events or (
+            stream.bytes > self.max_bytes and len(stream.events) > 1
+        ):
+            dropped = stream.events.popleft()
+            stream.bytes -= len(dropped.data)
+            stream.first_seq += 1
+        stream.wake()
+        return item.id
+
+    async def end_stream(self, run_id: str) -> None:
+        stream = self._stream(run_id)
+        if stream.ended_at is None:
+            stream.ended_at = time.monotonic()
+            self._ended.append((stream.ended_at, run_id))
+            stream.wake()
+
+    async def subscribe(self, run_id: str, last_event_id: str | None = None) -> AsyncIterator[StreamEvent]:
+        after = parse_event_id(last_event_id)
+        stream = self._stream(run_id)
+        while True:
+            while after < stream.next_seq - 1:
+                # Events are contiguous from first_seq, so this indexes near the deque's right end for
+                # a live subscriber. Trimmed events (over the replay bounds) are skipped, not waited for.
+                after = max(after, stream.first_seq - 1)
+                item = stream.events[after + 1 - stream.first_seq]
+                after += 1
+                yield item
+            if stream.ended_at is not None:
+                return
+            await stream.changed.wait()
+
+    async def notify(self, channel: str, message: str = "") -> None:
+        for queue in self._listeners.get(channel, ()):
+            queue.put_nowait(message)
+
+    @asynccontextmanager
+    async def listen(self, channel: str) -> AsyncIterator[AsyncIterator[str]]:
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        listeners = self._listeners.setdefault(channel, set())
+        listeners.add(queue)
+
+        async def messages() -> AsyncIterator[str]:
+            while True:
+                yield await queue.get()
+
+        try:
+            yield messages()
+        finally:
+            listeners.discard(queue)
+            if not listeners:
+                del self._listeners[channel]
+
+    async def close(self) -> None:
+        for stream in self._streams.values():
+            stream.wake()

@@ -1,0 +1,3 @@
+"""worker."""
+
+from __future__ import annotations
