@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, TypeAlias, get_args
+from typing import Any, Literal, TypeAlias, TypedDict, get_args
 
 RunStatus: TypeAlias = Literal["pending", "running", "success", "error", "timeout", "interrupted"]
 """`pending` waits for a worker; `running` holds a lease; the other four are terminal."""
@@ -37,6 +37,31 @@ SINGLE_USER = ""
 """The owner of every record when no identity is given (single-user mode)."""
 
 Json: TypeAlias = dict[str, Any]
+
+
+class RunKwargs(TypedDict, total=False):
+    """What the API stores in `Run.kwargs` and the worker executes: the API's words, already
+    validated. Every key is optional; the worker applies LangGraph's defaults."""
+
+    graph_id: str
+    input: Any
+    command: Json
+    config: Json
+    context: Json
+    #: SDK stream modes requested (values, updates, messages, messages-tuple, custom, events, debug,
+    #: tasks, checkpoints); the worker publishes exactly these.
+    stream_mode: list[str]
+    stream_subgraphs: bool
+    stream_resumable: bool
+    interrupt_before: list[str] | Literal["*"]
+    interrupt_after: list[str] | Literal["*"]
+    checkpoint: Json
+    checkpoint_id: str
+    durability: Literal["sync", "async", "exit"]
+    #: Seconds after which the run ends `timeout`; None uses the worker's default.
+    timeout_seconds: float
+    webhook: str
+    feedback_keys: list[str]
 
 
 @dataclass(frozen=True, slots=True)
