@@ -102,3 +102,12 @@ class GraphRuntime(GraphRegistry, Protocol):
     async def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint of a thread."""
         ...
+
+    async def graph_schemas(self, graph_id: str) -> Json:
+        """`input_schema`, `output_schema`, `state_schema`, `config_schema`, `context_schema` (JSON
+        schemas), as LangGraph's `/assistants/{id}/schemas`."""
+        ...
+
+    async def graph_drawable(self, graph_id: str, *, xray: bool | int = False) -> Json:
+        """The graph's nodes and edges (`graph.get_graph().to_json()`)."""
+        ...

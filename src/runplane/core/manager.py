@@ -7,6 +7,7 @@ process remembers about a run (a stream subscription, a join) lives only as long
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -283,17 +284,28 @@ class RunManager:
         async with asyncio.timeout(timeout):
             async with self.bus.listen(done_channel(run_id)) as hints:
                 run = await self.store.get_run(run_id, owner, thread_id)
-                while not run.is_terminal:
-                    try:
-                        async with asyncio.timeout(self.settings.wait_fallback_seconds):
-                            await anext(hints)
-                    except TimeoutError:
-                        pass
-                    try:
-                        run = await self.store.get_run(run_id, owner, thread_id)
-                    except NotFound:
-                        return None
-                return run
+                # One pending `anext` is kept across fallback timeouts: cancelling it would close an
+                # async-generator `hints`, and every later `anext` would raise StopAsyncIteration.
+                hint: asyncio.Future[str] | None = None
+                try:
+                    while not run.is_terminal:
+                        if hint is None:
+                            hint = asyncio.ensure_future(anext(hints))
+                        done, _ = await asyncio.wait({hint}, timeout=self.settings.wait_fallback_seconds)
+                        if done and hint.exception() is None:
+                            hint = None
+                        elif done:  # the hints ended (bus closing): poll the store instead
+                            await asyncio.sleep(self.settings.wait_fallback_seconds)
+                        try:
+                            run = await self.store.get_run(run_id, owner, thread_id)
+                        except NotFound:
+                            return None
+                    return run
+                finally:
+                    if hint is not None and not hint.done():
+                        hint.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                            await hint
 
     async def stream_run(
         self,
@@ -308,7 +320,12 @@ class RunManager:
         Ownership is checked before the first event. A run that ended long ago (its stream expired
         from the bus) yields nothing; the caller reads the final state from the thread.
         """
-        await self.store.get_run(run_id, owner, thread_id)
+        run = await self.store.get_run(run_id, owner, thread_id)
+        if run.is_terminal:
+            # This bus may never have seen the run (it ended in another process, or before a
+            # restart): without an end mark the subscription would wait forever. Ending an ended
+            # stream is a no-op, so this is safe when the bus did see it.
+            await self.bus.end_stream(run_id)
         return self.bus.subscribe(run_id, last_event_id)
 
     # -- runs: workers ----------------------------------------------------------------------------

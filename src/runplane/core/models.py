@@ -62,6 +62,9 @@ class RunKwargs(TypedDict, total=False):
     timeout_seconds: float
     webhook: str
     feedback_keys: list[str]
+    #: A stateless run's own thread (`on_completion="delete"`): the worker deletes the thread, its
+    #: runs and checkpoints once the run has ended, as LangGraph's server does.
+    temporary: bool
 
 
 @dataclass(frozen=True, slots=True)

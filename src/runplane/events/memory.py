@@ -38,13 +38,10 @@ def parse_event_id(last_event_id: str | None) -> int:
     """The sequence number in an event id; 0 means "from the start"."""
     if last_event_id is None or last_event_id == "":
         return 0
-    try:
-        seq = int(last_event_id)
-    except ValueError:
-        raise InvalidInput(f"invalid Last-Event-ID {last_event_id[:64]!r}") from None
-    if seq < 0:
+    # isascii: int() would also accept other scripts' digits and surrounding whitespace.
+    if not (last_event_id.isascii() and last_event_id.isdigit()) or len(last_event_id) > 19:
         raise InvalidInput(f"invalid Last-Event-ID {last_event_id[:64]!r}")
-    return seq
+    return int(last_event_id)
 
 
 class InMemoryBus:

@@ -1,0 +1,98 @@
+"""`create_app`: the Starlette application serving the LangGraph Platform API over a `RunManager`.
+
+The app owns no resources: the caller (the CLI, or a test) opens the store, bus and runtime, builds the
+manager and closes everything afterwards.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Sequence
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute
+
+from runplane.api import assistants, runs, threads
+from runplane.api import schemas as s
+from runplane.api.errors import http_exception_handler
+from runplane.api.openapi import DOCS_HTML, build_openapi
+from runplane.api.render import json_response
+from runplane.api.routing import Call, Endpoint, Reply, Services, to_route
+from runplane.api.settings import ApiSettings as ApiSettings
+from runplane.core.errors import NotFound
+from runplane.core.graphs import GraphRuntime
+from runplane.core.manager import RunManager
+
+#: A thread id no one can own: looking it up exercises the store without matching anything.
+_PROBE_ID = "00000000-0000-0000-0000-000000000000"
+
+ENDPOINTS: tuple[Endpoint, ...] = (*assistants.ENDPOINTS, *threads.ENDPOINTS, *runs.ENDPOINTS)
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+async def ok(call: Call) -> Response:
+    if call.query.check_db:
+        try:
+            await call.manager.get_thread(_PROBE_ID, call.owner)
+        except NotFound:
+            pass
+    return json_response({"ok": True, "services": {}})
+
+
+async def info(call: Call) -> Response:
+    return json_response(
+        {
+            "version": call.settings.version,
+            "langgraph_py_version": _package_version("langgraph"),
+            "flags": {"assistants": True, "crons": False, "langsmith": False},
+            "host": {"kind": "self-hosted"},
+        }
+    )
+
+
+SYSTEM: tuple[Endpoint, ...] = (
+    Endpoint(
+        "GET",
+        "/ok",
+        ok,
+        "Health check",
+        "System",
+        query=s.OkQuery,
+        replies={200: Reply("Healthy.", s.OkOut), 503: Reply("The store is unavailable.", s.ErrorOut)},
+    ),
+    Endpoint("GET", "/info", info, "Server information", "System", replies={200: Reply("Info.", s.InfoOut)}),
+)
+
+
+def create_app(manager: RunManager, runtime: GraphRuntime, settings: ApiSettings | None = None) -> Starlette:
+    """The HTTP API over `manager` (runs and threads) and `runtime` (graphs and thread state).
+
+    Args:
+        manager: the run manager every endpoint calls.
+        runtime: the graphs (assistants) and their checkpointed state.
+        settings: HTTP knobs; defaults when None.
+    """
+    settings = settings or ApiSettings()
+    services = Services(manager, runtime, settings)
+    document = build_openapi(ENDPOINTS, title="runplane", version=settings.version, system=SYSTEM)
+    routes: list[BaseRoute] = [to_route(endpoint, services) for endpoint in (*SYSTEM, *ENDPOINTS)]
+
+    async def openapi(call: Call) -> Response:
+        return json_response(document)
+
+    async def docs(call: Call) -> Response:
+        return HTMLResponse(DOCS_HTML)
+
+    extra: Sequence[Endpoint] = [Endpoint("GET", "/openapi.json", openapi, "OpenAPI document", "System")]
+    if settings.docs:
+        extra = [*extra, Endpoint("GET", "/docs", docs, "API documentation", "System")]
+    routes.extend(to_route(endpoint, services) for endpoint in extra)
+    return Starlette(routes=routes, exception_handlers={HTTPException: http_exception_handler})

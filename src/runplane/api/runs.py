@@ -1,0 +1,473 @@
+"""Run endpoints: create (background, streaming, waiting), read, cancel, join, and stateless runs.
+
+What a run should do is validated here once and stored as `RunKwargs`; the worker executes exactly
+that. A stateless run gets its own thread, which the worker deletes when the run ends unless the
+caller asked to keep it (`temporary`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import Field, TypeAdapter
+from starlette.responses import Response
+
+from runplane.api import schemas as s
+from runplane.api.errors import ApiError
+from runplane.api.render import final_output, json_response, run_json, select
+from runplane.api.routing import Call, Endpoint, HeaderParam, Reply
+from runplane.api.sse import EventStream, OnDisconnect, WaitJson, mode_filter
+from runplane.core.errors import InvalidInput, NotFound
+from runplane.core.events import StreamEvent
+from runplane.core.graphs import Assistant
+from runplane.core.manager import MAX_LIMIT, new_id
+from runplane.core.models import Json, Run, RunFilter, ThreadFilter
+
+TAG = "Runs"
+_EVENT_ID = re.compile(r"^\d{1,30}(-\d{1,30})?$")
+BATCH = TypeAdapter(Annotated[list[s.RunCreateStateless], Field(min_length=1, max_length=100)])
+
+
+# -- building runs ----------------------------------------------------------------------------------
+
+
+def _stream_modes(body: s.RunCreateBase, required: tuple[str, ...] = ()) -> list[str]:
+    requested = body.stream_mode
+    modes: list[str] = [requested] if isinstance(requested, str) else list(requested or ())
+    return list(dict.fromkeys([*(modes or ["values"]), *required]))
+
+
+def build_kwargs(
+    body: s.RunCreateBase,
+    assistant: Assistant,
+    *,
+    temporary: bool = False,
+    required_modes: tuple[str, ...] = (),
+) -> Json:
+    """The request as `RunKwargs`: only what was given, plus the graph to run."""
+    kwargs: Json = {"graph_id": assistant.graph_id, "stream_mode": _stream_modes(body, required_modes)}
+    given = body.model_fields_set
+    if "input" in given and body.command is None:
+        kwargs["input"] = body.input
+    if body.command is not None:
+        kwargs["command"] = body.command.model_dump(exclude_unset=True)
+    # The assistant's own config and context are applied by the worker, under the run's.
+    if body.config is not None:
+        kwargs["config"] = body.config.model_dump(exclude_unset=True)
+    if body.context is not None:
+        kwargs["context"] = body.context
+    if body.stream_subgraphs:
+        kwargs["stream_subgraphs"] = True
+    if body.stream_resumable:
+        kwargs["stream_resumable"] = True
+    for name in ("interrupt_before", "interrupt_after", "webhook", "feedback_keys"):
+        value = getattr(body, name)
+        if value is not None:
+            kwargs[name] = value
+    if body.durability is not None:
+        kwargs["durability"] = body.durability
+    elif body.checkpoint_during is not None:
+        kwargs["durability"] = "async" if body.checkpoint_during else "exit"
+    if isinstance(body, s.RunCreateStateful):
+        if body.checkpoint is not None:
+            kwargs["checkpoint"] = body.checkpoint.model_dump(exclude_none=True)
+        if body.checkpoint_id is not None:
+            kwargs["checkpoint_id"] = body.checkpoint_id
+    if temporary:
+        kwargs["temporary"] = True
+    return kwargs
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    run: Run
+    assistant: Assistant
+    stateless: bool
+
+    def url(self, root: str, suffix: str = "") -> str:
+        return f"{root}/threads/{self.run.thread_id}/runs/{self.run.run_id}{suffix}"
+
+    def content_location(self, root: str) -> str:
+        # Stateless runs are announced without their thread, as the reference server does, so the
+        # SDK's `on_run_created` reports `thread_id=None` for them.
+        if self.stateless:
+            return f"{root}/runs/{self.run.run_id}"
+        return self.url(root)
+
+
+async def _remember_graph(call: Call, thread_id: str, assistant: Assistant) -> None:
+    """Record on the thread which graph ran last, for the state endpoints."""
+    wanted = {"graph_id": assistant.graph_id, "assistant_id": assistant.assistant_id}
+    with contextlib.suppress(NotFound):  # a fast temporary run may already have been deleted
+        thread = await call.manager.get_thread(thread_id, call.owner)
+        if any(thread.metadata.get(k) != v for k, v in wanted.items()):
+            await call.manager.update_thread(thread_id, wanted, call.owner)
+
+
+async def create(call: Call, body: s.RunCreateBase, *, wait: bool = False) -> Created:
+    """Admit a run for `body`, on the path's thread or, without one, on a new temporary thread."""
+    assistant = call.runtime.resolve(body.assistant_id)
+    configurable = body.config.configurable if body.config is not None else None
+    if configurable and body.context:
+        raise ApiError(400, "Cannot specify both configurable and context: use context only")
+    metadata = {
+        **assistant.metadata,
+        "graph_id": assistant.graph_id,
+        "assistant_id": assistant.assistant_id,
+        **(body.metadata or {}),
+    }
+    thread_id = call.path.get("thread_id")
+    if thread_id is not None:
+        assert isinstance(body, s.RunCreateStateful)
+        run = await call.manager.create_run(
+            thread_id,
+            assistant.assistant_id,
+            call.owner,
+            kwargs=build_kwargs(body, assistant),
+            metadata=metadata,
+            multitask_strategy=body.multitask_strategy or "enqueue",
+            if_not_exists=body.if_not_exists or "reject",
+            after_seconds=body.after_seconds,
+        )
+        await _remember_graph(call, thread_id, assistant)
+        return Created(run, assistant, stateless=False)
+
+    assert isinstance(body, s.RunCreateStateless)
+    temporary = (body.on_completion or "delete") == "delete"
+    thread = await call.manager.create_thread(
+        call.owner,
+        thread_id=new_id(),
+        metadata={"graph_id": assistant.graph_id, "assistant_id": assistant.assistant_id},
+    )
+    try:
+        run = await call.manager.create_run(
+            thread.thread_id,
+            assistant.assistant_id,
+            call.owner,
+            # A waiting stateless caller reads the result from the stream: the thread may be gone.
+            kwargs=build_kwargs(
+                body, assistant, temporary=temporary, required_modes=("values",) if wait and temporary else ()
+            ),
+            metadata=metadata,
+            after_seconds=body.after_seconds,
+        )
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await call.manager.delete_thread(thread.thread_id, call.owner)
+        raise
+    return Created(run, assistant, stateless=True)
+
+
+def _root(call: Call) -> str:
+    return str(call.request.scope.get("root_path", "")).rstrip("/")
+
+
+def _canceller(call: Call, run_id: str, thread_id: str, enabled: bool) -> OnDisconnect | None:
+    if not enabled:
+        return None
+
+    async def cancel() -> None:
+        with contextlib.suppress(NotFound):
+            await call.manager.cancel_run(run_id, call.owner, action="interrupt", thread_id=thread_id)
+
+    return cancel
+
+
+def _on_disconnect(call: Call, body: s.RunCreateBase) -> bool:
+    return (body.on_disconnect or call.settings.default_on_disconnect) == "cancel"
+
+
+# -- responses --------------------------------------------------------------------------------------
+
+
+async def _thread_output(call: Call, run_id: str, thread_id: str) -> Any:
+    run = await call.manager.wait_for_run(run_id, call.owner, thread_id=thread_id)
+    try:
+        thread = await call.manager.get_thread(thread_id, call.owner)
+    except NotFound:
+        thread = None
+    return final_output(run, thread)
+
+
+async def _stream_output(call: Call, created: Created, events: AsyncIterator[StreamEvent]) -> Any:
+    """A temporary run's result, read from its stream: the last `values` (or the `error`) event."""
+    last_values: bytes | None = None
+    error: bytes | None = None
+    async for event in events:
+        if event.event == "values":
+            last_values = event.data
+        elif event.event == "error":
+            error = event.data
+    if error is not None:
+        return b'{"__error__":' + error + b"}"
+    if last_values is not None:
+        return last_values
+    return await _thread_output(call, created.run.run_id, created.run.thread_id)
+
+
+def _background(call: Call, created: Created) -> Response:
+    return json_response(
+        run_json(created.run), headers={"Content-Location": created.content_location(_root(call))}
+    )
+
+
+async def _streaming(call: Call, created: Created, body: s.RunCreateBase) -> Response:
+    run = created.run
+    events = await call.manager.stream_run(run.run_id, call.owner, thread_id=run.thread_id)
+    root = _root(call)
+    return EventStream(  # type: ignore[return-value]
+        events,
+        headers={
+            "Location": created.url(root, "/stream"),
+            "Content-Location": created.content_location(root),
+        },
+        heartbeat_seconds=call.settings.heartbeat_seconds,
+        with_ids=bool(run.kwargs.get("stream_resumable")),
+        on_disconnect=_canceller(call, run.run_id, run.thread_id, _on_disconnect(call, body)),
+    )
+
+
+async def _waiting(call: Call, created: Created, body: s.RunCreateBase) -> Response:
+    run = created.run
+    if run.kwargs.get("temporary"):
+        events = await call.manager.stream_run(run.run_id, call.owner, thread_id=run.thread_id)
+
+        async def compute() -> Any:
+            return await _stream_output(call, created, events)
+
+    else:
+
+        async def compute() -> Any:
+            return await _thread_output(call, run.run_id, run.thread_id)
+
+    root = _root(call)
+    return WaitJson(  # type: ignore[return-value]
+        compute,
+        headers={"Location": created.url(root, "/join"), "Content-Location": created.content_location(root)},
+        heartbeat_seconds=call.settings.heartbeat_seconds,
+        on_disconnect=_canceller(call, run.run_id, run.thread_id, _on_disconnect(call, body)),
+    )
+
+
+# -- handlers ---------------------------------------------------------------------------------------
+
+
+async def create_run(call: Call) -> Response:
+    return _background(call, await create(call, call.body))
+
+
+async def stream_run(call: Call) -> Response:
+    return await _streaming(call, await create(call, call.body), call.body)
+
+
+async def wait_run(call: Call) -> Response:
+    return await _waiting(call, await create(call, call.body, wait=True), call.body)
+
+
+async def create_stateless_run(call: Call) -> Response:
+    return await create_run(call)
+
+
+async def stream_stateless_run(call: Call) -> Response:
+    return await stream_run(call)
+
+
+async def wait_stateless_run(call: Call) -> Response:
+    return await wait_run(call)
+
+
+async def create_batch(call: Call) -> Response:
+    bodies: list[s.RunCreateStateless] = call.body
+    for body in bodies:  # refuse the whole batch before creating anything
+        call.runtime.resolve(body.assistant_id)
+    created = [await create(call, body) for body in bodies]
+    return json_response([run_json(c.run) for c in created])
+
+
+async def list_runs(call: Call) -> Response:
+    query: s.RunListQuery = call.query
+    runs = await call.manager.list_runs(
+        call.path["thread_id"],
+        call.owner,
+        RunFilter(status=query.status, limit=query.limit, offset=query.offset),
+    )
+    return json_response([select(run_json(r), query.select) for r in runs])
+
+
+async def get_run(call: Call) -> Response:
+    run = await call.manager.get_run(call.path["run_id"], call.owner, call.path["thread_id"])
+    return json_response(run_json(run))
+
+
+async def delete_run(call: Call) -> Response:
+    await call.manager.delete_run(call.path["run_id"], call.owner, call.path["thread_id"])
+    return Response(status_code=204)
+
+
+async def cancel_run(call: Call) -> Response:
+    query: s.CancelQuery = call.query
+    run = await call.manager.cancel_run(
+        call.path["run_id"],
+        call.owner,
+        action=query.action,
+        wait=query.wait,
+        thread_id=call.path["thread_id"],
+    )
+    status = 200 if query.wait else 202
+    if run is None:  # a rollback deleted it
+        return Response(status_code=204 if query.wait else 202)
+    return json_response(run_json(run), status)
+
+
+async def join_run(call: Call) -> Response:
+    thread_id, run_id = call.path["thread_id"], call.path["run_id"]
+    await call.manager.get_run(run_id, call.owner, thread_id)  # 404 now, not in the body later
+    query: s.JoinQuery = call.query
+
+    async def compute() -> Any:
+        return await _thread_output(call, run_id, thread_id)
+
+    url = f"{_root(call)}/threads/{thread_id}/runs/{run_id}"
+    return WaitJson(  # type: ignore[return-value]
+        compute,
+        headers={"Location": f"{url}/join", "Content-Location": url},
+        heartbeat_seconds=call.settings.heartbeat_seconds,
+        on_disconnect=_canceller(call, run_id, thread_id, query.cancel_on_disconnect),
+    )
+
+
+def _last_event_id(raw: str | None) -> str | None:
+    if raw is None or raw == "" or raw == "-1":
+        return None  # "-1" replays everything, as on the reference server
+    if not _EVENT_ID.match(raw):
+        raise InvalidInput(f"invalid Last-Event-ID {raw[:64]!r}")
+    return raw
+
+
+async def join_stream(call: Call) -> Response:
+    thread_id, run_id = call.path["thread_id"], call.path["run_id"]
+    query: s.JoinStreamQuery = call.query
+    last_event_id = _last_event_id(call.request.headers.get("last-event-id"))
+    events = await call.manager.stream_run(
+        run_id, call.owner, last_event_id=last_event_id, thread_id=thread_id
+    )
+    url = f"{_root(call)}/threads/{thread_id}/runs/{run_id}"
+    return EventStream(  # type: ignore[return-value]
+        events,
+        headers={"Location": f"{url}/stream", "Content-Location": url},
+        heartbeat_seconds=call.settings.heartbeat_seconds,
+        with_ids=True,
+        accept=mode_filter(query.stream_mode),
+        on_disconnect=_canceller(call, run_id, thread_id, query.cancel_on_disconnect),
+    )
+
+
+async def _runs_with_status(call: Call, status: str) -> list[Run]:
+    """Every active run of the caller in `status` (pending, running or all): busy threads hold them."""
+    thread_ids: list[str] = []
+    offset = 0
+    while True:
+        page = await call.manager.search_threads(
+            call.owner, ThreadFilter(status="busy", limit=MAX_LIMIT, offset=offset)
+        )
+        thread_ids.extend(t.thread_id for t in page)
+        if len(page) < MAX_LIMIT:
+            break
+        offset += MAX_LIMIT
+    statuses = ("pending", "running") if status == "all" else (status,)
+    found: list[Run] = []
+    for thread_id in thread_ids:
+        with contextlib.suppress(NotFound):
+            for wanted in statuses:
+                found.extend(
+                    await call.manager.list_runs(
+                        thread_id,
+                        call.owner,
+                        RunFilter(status=wanted, limit=MAX_LIMIT),  # type: ignore[arg-type]
+                    )
+                )
+    return found
+
+
+async def cancel_runs(call: Call) -> Response:
+    body: s.RunsCancel = call.body
+    action = call.query.action
+    if body.status is not None:
+        targets = [(r.run_id, r.thread_id) for r in await _runs_with_status(call, body.status)]
+    else:
+        assert body.thread_id is not None and body.run_ids is not None
+        targets = [(run_id, body.thread_id) for run_id in dict.fromkeys(body.run_ids)]
+    cancelled = 0
+    for run_id, thread_id in targets:
+        with contextlib.suppress(NotFound):
+            await call.manager.cancel_run(run_id, call.owner, action=action, thread_id=thread_id)
+            cancelled += 1
+    if not cancelled:
+        raise NotFound("No runs found to cancel.")
+    return Response(status_code=204)
+
+
+# -- routes -----------------------------------------------------------------------------------------
+
+_LOCATION = {"Content-Location": "The run's URL (`/threads/{thread_id}/runs/{run_id}`, or `/runs/{run_id}`)."}
+_STREAM_HEADERS = {**_LOCATION, "Location": "Where to resume the stream (`.../runs/{run_id}/stream`)."}
+_WAIT_HEADERS = {**_LOCATION, "Location": "Where to join the run (`.../runs/{run_id}/join`)."}
+_RUN = {200: Reply("The run.", s.RunOut, headers=_LOCATION)}
+_SSE = {
+    200: Reply(
+        "Server-sent events, until the run ends.",
+        {"type": "string"},
+        "text/event-stream",
+        headers=_STREAM_HEADERS,
+    )
+}
+_OUTPUT = {
+    200: Reply(
+        "The thread's values after the run; `__error__` or `__interrupt__` when it failed or "
+        "stopped at an interrupt.",
+        {},
+        headers=_WAIT_HEADERS,
+    )
+}
+
+ENDPOINTS = (
+    Endpoint("POST", "/threads/{thread_id}/runs", create_run, "Create a background run", TAG,
+             body=s.RunCreateStateful, replies=_RUN),
+    Endpoint("POST", "/threads/{thread_id}/runs/stream", stream_run, "Create a run and stream it", TAG,
+             body=s.RunCreateStateful, replies=_SSE),
+    Endpoint("POST", "/threads/{thread_id}/runs/wait", wait_run, "Create a run and wait for its output",
+             TAG, body=s.RunCreateStateful, replies=_OUTPUT),
+    Endpoint("GET", "/threads/{thread_id}/runs", list_runs, "List a thread's runs", TAG,
+             query=s.RunListQuery,
+             replies={200: Reply("Runs, newest first.", {"type": "array", "items": {"type": "object"}})}),
+    Endpoint("GET", "/threads/{thread_id}/runs/{run_id}", get_run, "Get a run", TAG,
+             replies={200: Reply("The run.", s.RunOut)}),
+    Endpoint("DELETE", "/threads/{thread_id}/runs/{run_id}", delete_run,
+             "Delete a pending or finished run (a running one is refused with 409)", TAG,
+             replies={204: Reply("Deleted.")}),
+    Endpoint("POST", "/threads/{thread_id}/runs/{run_id}/cancel", cancel_run, "Cancel a run", TAG,
+             query=s.CancelQuery,
+             replies={200: Reply("With `wait`: the run once stopped.", s.RunOut),
+                      202: Reply("Without `wait`: the run as it is now (it stops shortly).", s.RunOut),
+                      204: Reply("With `wait` and `rollback`: the run was deleted.")}),
+    Endpoint("GET", "/threads/{thread_id}/runs/{run_id}/join", join_run, "Wait for a run's output", TAG,
+             query=s.JoinQuery, replies=_OUTPUT),
+    Endpoint("GET", "/threads/{thread_id}/runs/{run_id}/stream", join_stream, "Stream a run's events", TAG,
+             query=s.JoinStreamQuery,
+             headers=(HeaderParam("Last-Event-ID", "Resume after this event id (`-1`: from the start)."),),
+             replies=_SSE),
+    Endpoint("POST", "/runs/cancel", cancel_runs, "Cancel runs by id or by status", TAG,
+             query=s.BulkCancelQuery, body=s.RunsCancel, replies={204: Reply("Cancelled.")}),
+    Endpoint("POST", "/runs", create_stateless_run, "Create a stateless background run", TAG,
+             body=s.RunCreateStateless, replies=_RUN),
+    Endpoint("POST", "/runs/stream", stream_stateless_run, "Create a stateless run and stream it", TAG,
+             body=s.RunCreateStateless, replies=_SSE),
+    Endpoint("POST", "/runs/wait", wait_stateless_run, "Create a stateless run and wait for its output", TAG,
+             body=s.RunCreateStateless, replies=_OUTPUT),
+    Endpoint("POST", "/runs/batch", create_batch, "Create stateless background runs", TAG, body=BATCH,
+             replies={200: Reply("The runs.", {"type": "array", "items": {"type": "object"}})}),
+)  # fmt: skip

@@ -1,0 +1,259 @@
+"""Long responses: Server-Sent Events for run streams, and heartbeat-padded JSON for wait/join.
+
+Both send their headers at once (so the SDK learns the run id from `Content-Location` before the run
+ends), keep the connection alive while the run is quiet, and race the work against the client's
+`http.disconnect`: a client that leaves can cancel its run (`on_disconnect="cancel"`) or not.
+
+SSE payloads are the bus's bytes, already JSON: they are framed, never decoded and re-encoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from typing import Any
+
+import orjson
+from starlette.types import Message, Receive, Scope, Send
+
+from runplane.api.render import dumps
+from runplane.core.errors import RunplaneError
+from runplane.core.events import StreamEvent
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT = b": heartbeat\n\n"
+SSE_MEDIA_TYPE = "text/event-stream; charset=utf-8"
+#: Headers every stream carries: no caching, no proxy buffering (nginx honours X-Accel-Buffering).
+SSE_HEADERS: Mapping[str, str] = {"cache-control": "no-store", "x-accel-buffering": "no"}
+
+OnDisconnect = Callable[[], Awaitable[None]]
+
+
+def encode_event(event: str, data: bytes, event_id: str | None = None) -> bytes:
+    """One SSE frame: `event:`, `data:` (one line per payload line) and, when given, `id:`."""
+    if b"\n" in data or b"\r" in data:
+        lines = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        payload = b"".join(b"data: " + line + b"\n" for line in lines)
+    else:
+        payload = b"data: " + data + b"\n"
+    frame = b"event: " + event.encode() + b"\n" + payload
+    if event_id:
+        frame += b"id: " + event_id.encode() + b"\n"
+    return frame + b"\n"
+
+
+def error_payload(exc: BaseException) -> bytes:
+    """`{"error": type, "message": text}`, the shape of the reference server's `error` events."""
+    if isinstance(exc, RunplaneError):
+        return orjson.dumps({"error": type(exc).__name__, "message": exc.message})
+    return orjson.dumps({"error": "InternalServerError", "message": "internal server error"})
+
+
+#: Which event names each stream mode produces (before any `|namespace` suffix).
+_MODE_EVENTS: Mapping[str, tuple[str, ...]] = {
+    "messages": ("messages/partial", "messages/complete", "messages/metadata"),
+    "messages-tuple": ("messages",),
+}
+
+
+def mode_filter(modes: Collection[str] | None) -> Callable[[str], bool] | None:
+    """A predicate keeping the events of `modes` (and `error`), or None to keep everything.
+
+    As on the reference server, a filtered join does not repeat the `metadata` event.
+    """
+    if not modes:
+        return None
+    allowed = {"error", "end"}
+    for mode in modes:
+        allowed.update(_MODE_EVENTS.get(mode, (mode,)))
+
+    def accept(event: str) -> bool:
+        return event.partition("|")[0] in allowed
+
+    return accept
+
+
+def _headers(media_type: str, headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    raw = [(b"content-type", media_type.encode("latin-1"))]
+    raw.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
+    return raw
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while True:
+        message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _settle(task: asyncio.Future[Any]) -> None:
+    """Cancel `task` and wait until it has really stopped."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+
+
+class _LongResponse:
+    """Headers now, body later, while watching for the client to leave."""
+
+    media_type = "application/octet-stream"
+
+    def __init__(
+        self,
+        *,
+        headers: Mapping[str, str],
+        heartbeat_seconds: float,
+        on_disconnect: OnDisconnect | None = None,
+    ) -> None:
+        self.headers = headers
+        self.heartbeat_seconds = heartbeat_seconds
+        self.on_disconnect = on_disconnect
+
+    async def produce(self, send_chunk: Callable[[bytes], Awaitable[None]]) -> None:
+        raise NotImplementedError
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": _headers(self.media_type, self.headers),
+            }
+        )
+
+        async def send_chunk(chunk: bytes) -> None:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+        async def produce_all() -> None:
+            await self.produce(send_chunk)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        producer = asyncio.ensure_future(produce_all())
+        watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+        try:
+            await asyncio.wait({producer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Also reached when the server cancels this request: stop both before leaving.
+            completed = producer.done() and not producer.cancelled() and producer.exception() is None
+            if not producer.done():
+                await _settle(producer)
+            if not watcher.done():
+                await _settle(watcher)
+        # The client left early if we stopped before the end: it hung up (watcher) or a send to it
+        # failed (ASGI >= 2.4 servers raise OSError then).
+        disconnected = not completed
+        if not producer.cancelled() and producer.exception() is not None:
+            exc = producer.exception()
+            if not isinstance(exc, OSError):
+                logger.error("response producer failed", exc_info=exc, extra={"action": "long_response"})
+        if disconnected and self.on_disconnect is not None:
+            try:
+                await self.on_disconnect()
+            except Exception:
+                logger.exception("on_disconnect action failed", extra={"action": "on_disconnect"})
+
+
+class EventStream(_LongResponse):
+    """A run's events as SSE, with heartbeats while the run is quiet.
+
+    Args:
+        events: the bus subscription (ends when the run's stream ends).
+        headers: extra response headers (`Location`, `Content-Location`).
+        heartbeat_seconds: idle time before a `: heartbeat` comment.
+        with_ids: emit `id:` lines, so clients can resume with `Last-Event-ID`.
+        accept: keep only events whose name passes (stream mode filter); None keeps all.
+        on_disconnect: awaited when the client leaves before the stream ends.
+    """
+
+    media_type = SSE_MEDIA_TYPE
+
+    def __init__(
+        self,
+        events: AsyncIterator[StreamEvent],
+        *,
+        headers: Mapping[str, str],
+        heartbeat_seconds: float,
+        with_ids: bool = False,
+        accept: Callable[[str], bool] | None = None,
+        on_disconnect: OnDisconnect | None = None,
+    ) -> None:
+        super().__init__(
+            headers={**SSE_HEADERS, **headers},
+            heartbeat_seconds=heartbeat_seconds,
+            on_disconnect=on_disconnect,
+        )
+        self.events = events
+        self.with_ids = with_ids
+        self.accept = accept
+
+    async def produce(self, send_chunk: Callable[[bytes], Awaitable[None]]) -> None:
+        events = self.events
+        pending: asyncio.Future[StreamEvent] | None = None
+        try:
+            while True:
+                if pending is None:
+                    # One `anext` is kept across heartbeats: cancelling it would close the subscription.
+                    pending = asyncio.ensure_future(anext(events))
+                done, _ = await asyncio.wait({pending}, timeout=self.heartbeat_seconds)
+                if not done:
+                    await send_chunk(HEARTBEAT)
+                    continue
+                finished, pending = pending, None
+                try:
+                    event = finished.result()
+                except StopAsyncIteration:
+                    return
+                except Exception as exc:
+                    if not isinstance(exc, RunplaneError):
+                        logger.exception("run stream failed", extra={"action": "sse"})
+                    await send_chunk(encode_event("error", error_payload(exc)))
+                    return
+                if self.accept is None or self.accept(event.event):
+                    await send_chunk(
+                        encode_event(event.event, event.data, event.id if self.with_ids else None)
+                    )
+        finally:
+            if pending is not None:
+                await _settle(pending)
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+
+class WaitJson(_LongResponse):
+    """A JSON body computed when a run ends; newlines (valid JSON whitespace) keep the connection
+    alive meanwhile. Failures after the headers are reported as `{"__error__": ...}`."""
+
+    media_type = "application/json"
+
+    def __init__(
+        self,
+        compute: Callable[[], Awaitable[Any]],
+        *,
+        headers: Mapping[str, str],
+        heartbeat_seconds: float,
+        on_disconnect: OnDisconnect | None = None,
+    ) -> None:
+        super().__init__(headers=headers, heartbeat_seconds=heartbeat_seconds, on_disconnect=on_disconnect)
+        self.compute = compute
+
+    async def produce(self, send_chunk: Callable[[bytes], Awaitable[None]]) -> None:
+        task = asyncio.ensure_future(self.compute())
+        try:
+            while not (await asyncio.wait({task}, timeout=self.heartbeat_seconds))[0]:
+                await send_chunk(b"\n")
+            try:
+                result = task.result()
+                body = result if isinstance(result, bytes) else dumps(result)
+            except Exception as exc:
+                if not isinstance(exc, RunplaneError):
+                    logger.exception("wait failed", extra={"action": "wait"})
+                body = b'{"__error__":' + error_payload(exc) + b"}"
+            await send_chunk(body)
+        finally:
+            if not task.done():
+                await _settle(task)

@@ -1,0 +1,421 @@
+"""`runplane` command line, and the one composition root: the only module that wires every layer.
+
+    runplane dev          API + workers on embedded SQLite in ./, ./langgraph.json or the demo graphs
+    runplane serve        the same, configured for production (any database, optional Redis)
+    runplane worker       workers only, sharing a PostgreSQL (or SQLite) database with API processes
+    runplane migrate      apply database migrations
+    runplane threads ...  inspect a running server
+    runplane runs ...     inspect, cancel and follow runs on a running server
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+import uvicorn
+
+from runplane.api.app import ApiSettings, create_app
+from runplane.core.errors import RunplaneError
+from runplane.core.manager import ManagerSettings, RunManager
+from runplane.events import open_bus
+from runplane.graphs import LangGraphRuntime, load_runtime
+from runplane.logs import configure_logging
+from runplane.settings import Settings, settings_from_env
+from runplane.stores import open_store
+from runplane.worker import Worker
+from runplane.worker.checkpointer import open_checkpointer
+
+DEFAULT_SERVER_URL = "http://127.0.0.1:8123"
+
+
+# -- composition --------------------------------------------------------------------------------
+
+
+@dataclass
+class Services:
+    manager: RunManager
+    runtime: LangGraphRuntime
+    worker: Worker | None
+
+
+def resolve_config(config: str | None) -> str | None:
+    """The langgraph.json to load: the given one, else ./langgraph.json if present, else None (demos)."""
+    if config is not None:
+        if not Path(config).is_file():
+            raise click.UsageError(f"config file {config!r} does not exist")
+        return config
+    return "langgraph.json" if Path("langgraph.json").is_file() else None
+
+
+@contextlib.asynccontextmanager
+async def compose(settings: Settings, *, with_workers: bool) -> AsyncIterator[Services]:
+    """Open the store, bus, checkpointer, graphs and (optionally) workers; close them in reverse."""
+    async with contextlib.AsyncExitStack() as stack:
+        store = open_store(settings.database_url)
+        await store.open()
+        stack.push_async_callback(store.close)
+        bus = open_bus(settings.redis_url)
+        stack.push_async_callback(bus.close)
+        manager = RunManager(
+            store,
+            bus,
+            settings=ManagerSettings(lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts),
+        )
+        checkpointer = await stack.enter_async_context(open_checkpointer(settings.database_url))
+        runtime = load_runtime(resolve_config(settings.config), checkpointer)
+        worker = None
+        if with_workers and settings.workers > 0:
+            worker = Worker(
+                manager,
+                runtime,
+                concurrency=settings.workers,
+                default_timeout=settings.default_timeout,
+                shutdown_grace=settings.shutdown_grace,
+            )
+            await worker.start()
+            stack.push_async_callback(worker.stop)
+        yield Services(manager, runtime, worker)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail early, and clearly, when the port is taken (uvicorn's own message is easy to miss)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise click.ClickException(
+                    f"port {port} on {host} is busy; choose another with --port or RUNPLANE_PORT"
+                ) from None
+            raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+async def serve_api(settings: Settings, *, banner: Callable[[], None] | None = None) -> None:
+    async with compose(settings, with_workers=True) as services:
+        app = create_app(
+            services.manager, services.runtime, ApiSettings(max_body_bytes=settings.max_body_bytes)
+        )
+        config = uvicorn.Config(
+            app, host=settings.host, port=settings.port, log_config=None, lifespan="on", access_log=False
+        )
+        server = uvicorn.Server(config)
+        if banner is not None:
+            banner()
+        await server.serve()
+
+
+async def run_worker(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with compose(settings, with_workers=True) as services:
+        click.echo(f"runplane worker: {services.worker!r} on {redact(settings.database_url)}", err=True)
+        await stop.wait()
+        # Leaving the context stops claiming, drains for shutdown_grace, then hands runs back.
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and banners."""
+    head, sep, tail = url.partition("://")
+    if not sep or "@" not in tail:
+        return url
+    credentials, _, rest = tail.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{head}://{user}:***@{rest}" if ":" in credentials else url
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return settings_from_env().with_overrides(**overrides)
+    except RunplaneError as exc:
+        raise click.UsageError(exc.message) from None
+
+
+server_options = [
+    click.option("--database-url", help="sqlite:///path.db (default ./runplane.db), postgresql://..., memory://"),
+    click.option("--redis-url", help="redis://host:port/db to share event streams between processes"),
+    click.option("--host", help="Interface to listen on (default 127.0.0.1)."),
+    click.option("--port", type=int, help="Port to listen on (default 8123)."),
+    click.option("--workers", type=int, help="Runs this process executes at once (default 8; 0 = API only)."),
+    click.option("--config", help="langgraph.json (default ./langgraph.json if present, else demo graphs)."),
+    click.option("--log-level", help="DEBUG, INFO, WARNING (default INFO)."),
+]
+
+
+def with_options(options: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
+    def decorate(func: Any) -> Any:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="runplane")
+def main() -> None:
+    """runplane: a durable run manager and LangGraph-compatible server for agent runs.
+
+    Every option can also be set as RUNPLANE_<OPTION> (e.g. RUNPLANE_DATABASE_URL, RUNPLANE_PORT).
+    """
+
+
+@main.command()
+@with_options(server_options)
+def dev(**options: Any) -> None:
+    """Serve on embedded SQLite in this directory with in-process workers: zero setup.
+
+    Loads ./langgraph.json when present, else the built-in demo graphs (echo, chat, slow, hitl).
+    """
+    settings = load_settings(**options)
+    configure_logging(settings.log_level)
+    check_port_free(settings.host, settings.port)
+    url = f"http://{settings.host}:{settings.port}"
+
+    def banner() -> None:
+        source = resolve_config(settings.config) or "built-in demo graphs"
+        click.echo(
+            f"\n  runplane dev  {url}   (database {redact(settings.database_url)}, graphs: {source})\n"
+            f"  API docs: {url}/docs\n\n"
+            "  Try it:\n"
+            "    from langgraph_sdk import get_sync_client\n"
+            f'    client = get_sync_client(url="{url}")\n'
+            "    thread = client.threads.create()\n"
+            '    print(client.runs.wait(thread["thread_id"], "echo", input={"messages": [{"role": "user", '
+            '"content": "hi"}]}))\n',
+            err=True,
+        )
+
+    asyncio.run(serve_api(settings, banner=banner))
+
+
+@main.command()
+@with_options(server_options)
+def serve(**options: Any) -> None:
+    """Serve the API (and --workers in-process workers) on any database."""
+    settings = load_settings(**options)
+    configure_logging(settings.log_level)
+    check_port_free(settings.host, settings.port)
+    asyncio.run(serve_api(settings))
+
+
+@main.command()
+@click.option("--database-url", help="The database shared with the API processes.")
+@click.option("--redis-url", help="redis://... when the API processes use Redis.")
+@click.option("--workers", "--concurrency", "workers", type=int, help="Runs executed at once (default 8).")
+@click.option("--config", help="langgraph.json (default ./langgraph.json if present, else demo graphs).")
+@click.option("--log-level", help="DEBUG, INFO, WARNING (default INFO).")
+def worker(**options: Any) -> None:
+    """Execute runs only (no HTTP); run as many as you like against one database."""
+    settings = load_settings(**options)
+    configure_logging(settings.log_level)
+    asyncio.run(run_worker(settings))
+
+
+@main.command()
+@click.option("--database-url", help="Database to migrate (default ./runplane.db).")
+def migrate(**options: Any) -> None:
+    """Apply pending database migrations (servers also do this on start)."""
+    settings = load_settings(**options)
+
+    async def apply() -> None:
+        store = open_store(settings.database_url)
+        await store.open()  # open() migrates
+        await store.close()
+
+    asyncio.run(apply())
+    click.echo(f"migrated {redact(settings.database_url)}")
+
+
+# -- inspection ----------------------------------------------------------------------------------
+
+
+def server_url_option(func: Any) -> Any:
+    func = click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")(func)
+    return click.option(
+        "--url",
+        default=lambda: os.environ.get("RUNPLANE_URL", DEFAULT_SERVER_URL),
+        show_default="RUNPLANE_URL or " + DEFAULT_SERVER_URL,
+        help="The runplane (or LangGraph) server.",
+    )(func)
+
+
+def request(url: str, method: str, path: str, **kwargs: Any) -> Any:
+    api_key = os.environ.get("RUNPLANE_API_KEY")
+    headers = {"x-api-key": api_key} if api_key else {}
+    try:
+        response = httpx.request(method, url.rstrip("/") + path, headers=headers, timeout=30, **kwargs)
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"cannot reach {url}: {exc}") from None
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        raise click.ClickException(f"{response.status_code}: {detail}")
+    return response.json() if response.content else None
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    if not rows:
+        click.echo("(none)")
+        return
+    cells = [[_cell(row.get(col)) for col in columns] for row in rows]
+    widths = [max(len(col), *(len(r[i]) for r in cells)) for i, col in enumerate(columns)]
+    click.echo("  ".join(col.upper().ljust(w) for col, w in zip(columns, widths, strict=True)))
+    for r in cells:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict | list):
+        return json.dumps(value)[:40]
+    text = str(value)
+    return text[:19].replace("T", " ") if text[:4].isdigit() and "T" in text[:11] else text
+
+
+def emit(data: Any, as_json: bool, columns: list[str] | None = None) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    elif isinstance(data, list):
+        print_table(data, columns or [])
+    else:
+        for key, value in data.items():
+            click.echo(f"{key:>20}: {json.dumps(value, default=str) if isinstance(value, dict | list) else value}")
+
+
+@main.group()
+def threads() -> None:
+    """Inspect threads on a running server."""
+
+
+@threads.command("ls")
+@server_url_option
+@click.option("--limit", default=20, show_default=True)
+@click.option("--status", type=click.Choice(["idle", "busy", "interrupted", "error"]))
+def threads_ls(url: str, as_json: bool, limit: int, status: str | None) -> None:
+    """List the most recent threads."""
+    body: dict[str, Any] = {"limit": limit}
+    if status:
+        body["status"] = status
+    rows = request(url, "POST", "/threads/search", json=body)
+    emit(rows, as_json, ["thread_id", "status", "created_at", "updated_at"])
+
+
+@threads.command("show")
+@server_url_option
+@click.argument("thread_id")
+def threads_show(url: str, as_json: bool, thread_id: str) -> None:
+    """Show a thread, its state values and its recent runs."""
+    thread = request(url, "GET", f"/threads/{thread_id}")
+    emit(thread, as_json)
+    if not as_json:
+        click.echo("\nruns:")
+        runs = request(url, "GET", f"/threads/{thread_id}/runs", params={"limit": 10})
+        print_table(runs, ["run_id", "status", "assistant_id", "created_at"])
+
+
+@main.group()
+def runs() -> None:
+    """Inspect, cancel and follow runs on a running server."""
+
+
+@runs.command("ls")
+@server_url_option
+@click.argument("thread_id")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--status", type=click.Choice(["pending", "running", "success", "error", "timeout", "interrupted"]))
+def runs_ls(url: str, as_json: bool, thread_id: str, limit: int, status: str | None) -> None:
+    """List a thread's runs, newest first."""
+    params: dict[str, Any] = {"limit": limit}
+    if status:
+        params["status"] = status
+    emit(
+        request(url, "GET", f"/threads/{thread_id}/runs", params=params),
+        as_json,
+        ["run_id", "status", "multitask_strategy", "created_at", "updated_at"],
+    )
+
+
+@runs.command("show")
+@server_url_option
+@click.argument("thread_id")
+@click.argument("run_id")
+def runs_show(url: str, as_json: bool, thread_id: str, run_id: str) -> None:
+    """Show one run."""
+    emit(request(url, "GET", f"/threads/{thread_id}/runs/{run_id}"), as_json)
+
+
+@runs.command("cancel")
+@server_url_option
+@click.argument("thread_id")
+@click.argument("run_id")
+@click.option("--action", type=click.Choice(["interrupt", "rollback"]), default="interrupt", show_default=True)
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait until the run has stopped.")
+def runs_cancel(url: str, as_json: bool, thread_id: str, run_id: str, action: str, wait: bool) -> None:
+    """Cancel a run (interrupt keeps its checkpoints; rollback restores the thread and deletes it)."""
+    params = {"action": action, "wait": "true" if wait else "false"}
+    request(url, "POST", f"/threads/{thread_id}/runs/{run_id}/cancel", params=params)
+    if action == "rollback" and wait:
+        click.echo(f"run {run_id} rolled back and deleted")
+        return
+    emit(request(url, "GET", f"/threads/{thread_id}/runs/{run_id}"), as_json)
+
+
+@runs.command("tail")
+@server_url_option
+@click.argument("thread_id")
+@click.argument("run_id")
+@click.option("--last-event-id", help="Resume after this event id.")
+def runs_tail(url: str, as_json: bool, thread_id: str, run_id: str, last_event_id: str | None) -> None:
+    """Follow a run's events live until it ends."""
+    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    path = f"{url.rstrip('/')}/threads/{thread_id}/runs/{run_id}/stream"
+    try:
+        with httpx.stream("GET", path, headers=headers, timeout=None) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise click.ClickException(f"{response.status_code}: {response.text}")
+            event: dict[str, str] = {}
+            for line in response.iter_lines():
+                if line == "":
+                    if "data" in event:
+                        _print_event(event, as_json)
+                    event = {}
+                elif not line.startswith(":"):
+                    key, _, value = line.partition(":")
+                    event[key] = value.lstrip(" ")
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"stream from {url} failed: {exc}") from None
+
+
+def _print_event(event: dict[str, str], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"id": event.get("id"), "event": event.get("event"), "data": event["data"]}))
+    else:
+        ident = f"[{event['id']}] " if event.get("id") else ""
+        click.echo(f"{ident}{click.style(event.get('event', 'message'), bold=True)} {event['data'][:400]}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

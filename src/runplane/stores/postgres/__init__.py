@@ -1,0 +1,3 @@
+"""The PostgreSQL store (`pip install 'runplane[postgres]'`): `postgresql://user@host:port/db`."""
+
+from __future__ import annotations

@@ -1,0 +1,95 @@
+"""Rows to core records, and the two fetch helpers every query goes through."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import DictRow
+
+from runplane.core.errors import LeaseLost
+from runplane.core.models import Run, Thread, TokenUsage
+
+Conn = psycopg.AsyncConnection[DictRow]
+Row = Mapping[str, Any]
+
+
+# -- records ---------------------------------------------------------------------------------------
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # psycopg returns the session's time zone; the reference store hands out UTC instants.
+    return value.astimezone(UTC) if value is not None else None
+
+
+def _at(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def thread_from_row(row: Row) -> Thread:
+    return Thread(
+        thread_id=row["thread_id"],
+        owner=row["owner"],
+        status=row["status"],
+        created_at=_at(row["created_at"]),
+        updated_at=_at(row["updated_at"]),
+        metadata=row["metadata"],
+        values=row["state_values"],
+        interrupts=row["interrupts"],
+    )
+
+
+def run_from_row(row: Row) -> Run:
+    return Run(
+        run_id=row["run_id"],
+        thread_id=row["thread_id"],
+        assistant_id=row["assistant_id"],
+        owner=row["owner"],
+        status=row["status"],
+        multitask_strategy=row["multitask_strategy"],
+        created_at=_at(row["created_at"]),
+        updated_at=_at(row["updated_at"]),
+        metadata=row["metadata"],
+        kwargs=row["kwargs"],
+        not_before=_utc(row["not_before"]),
+        started_at=_utc(row["started_at"]),
+        ended_at=_utc(row["ended_at"]),
+        error=row["error"],
+        model_name=row["model_name"],
+        usage=TokenUsage(row["input_tokens"], row["output_tokens"], row["total_tokens"]),
+        attempt=row["attempt"],
+        lease_owner=row["lease_owner"],
+        lease_expires_at=_utc(row["lease_expires_at"]),
+        cancel_action=row["cancel_action"],
+        idempotency_key=row["idempotency_key"],
+    )
+
+
+def runs_in_order(rows: Iterable[Row]) -> list[Run]:
+    return [run_from_row(row) for row in sorted(rows, key=lambda row: row["seq"])]
+
+
+def usage_params(usage: TokenUsage | None) -> dict[str, int | None]:
+    return {
+        "input_tokens": usage.input_tokens if usage is not None else None,
+        "output_tokens": usage.output_tokens if usage is not None else None,
+        "total_tokens": usage.total_tokens if usage is not None else None,
+    }
+
+
+async def fetch_one(conn: Conn, query: str, /, **params: Any) -> DictRow | None:
+    cursor = await conn.execute(query, params)
+    return await cursor.fetchone()
+
+
+async def fetch_all(conn: Conn, query: str, /, **params: Any) -> list[DictRow]:
+    cursor = await conn.execute(query, params)
+    return await cursor.fetchall()
+
+
+def held_row(row: Row | None, run_id: str, attempt: int) -> Row:
+    if row is None or row["status"] != "running" or row["attempt"] != attempt:
+        raise LeaseLost(f"run {run_id} attempt {attempt} no longer holds the lease")
+    return row

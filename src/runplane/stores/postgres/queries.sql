@@ -1,0 +1,259 @@
+-- Every statement PostgresStore runs. Parameters are named (%(name)s); timestamps always come from
+-- the store's clock as parameters, never from now(), so tests can move time.
+
+-- name: migration_lock
+-- Serialize migrations of every process on this database until the transaction ends.
+SELECT pg_advisory_xact_lock(%(key)s)
+
+-- name: create_migrations_table
+-- The version table; created under the migration lock.
+CREATE TABLE IF NOT EXISTS runplane_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at timestamptz NOT NULL
+)
+
+-- name: migration_applied
+-- Whether one migration is recorded.
+SELECT 1 AS applied FROM runplane_migrations WHERE version = %(version)s
+
+-- name: record_migration
+-- Record an applied migration.
+INSERT INTO runplane_migrations (version, name, applied_at) VALUES (%(version)s, %(name)s, %(now)s)
+
+-- name: applied_migrations
+-- The recorded migrations, oldest first.
+SELECT version, name FROM runplane_migrations ORDER BY version
+
+-- name: insert_thread
+-- Create a thread unless its id exists (then nothing is returned).
+INSERT INTO threads (thread_id, owner, status, created_at, updated_at, metadata)
+VALUES (%(thread_id)s, %(owner)s, 'idle', %(now)s, %(now)s, %(metadata)s)
+ON CONFLICT (thread_id) DO NOTHING
+RETURNING *
+
+-- name: get_thread
+-- A thread by id, whoever owns it.
+SELECT * FROM threads WHERE thread_id = %(thread_id)s
+
+-- name: lock_thread
+-- Lock a thread row: every change to the pending/running runs of a thread happens under it.
+SELECT * FROM threads WHERE thread_id = %(thread_id)s FOR UPDATE
+
+-- name: lock_thread_of_run
+-- Lock the thread of a run (a run never changes thread, so reading its thread_id first is safe).
+SELECT t.thread_id FROM threads AS t
+WHERE t.thread_id = (SELECT r.thread_id FROM runs AS r WHERE r.run_id = %(run_id)s)
+FOR UPDATE OF t
+
+-- name: update_thread_metadata
+-- Merge metadata into a thread's (top-level keys, like a dict update).
+UPDATE threads SET metadata = metadata || %(metadata)s, updated_at = %(now)s
+WHERE thread_id = %(thread_id)s AND owner = %(owner)s
+RETURNING *
+
+-- name: set_thread_state
+-- Store graph values and interrupts; the status only when the thread has no active run.
+UPDATE threads AS t SET
+    state_values = %(values)s,
+    interrupts = %(interrupts)s,
+    status = CASE
+        WHEN %(status)s::text IS NULL THEN t.status
+        WHEN EXISTS (
+            SELECT 1 FROM runs AS r WHERE r.thread_id = t.thread_id AND r.status IN ('pending', 'running')
+        ) THEN t.status
+        ELSE %(status)s::text
+    END,
+    updated_at = %(now)s
+WHERE t.thread_id = %(thread_id)s
+RETURNING *
+
+-- name: settle_thread
+-- Recompute a locked thread's queue head and, when an outcome is given, its status (busy while a run is active).
+UPDATE threads AS t SET
+    queue_seq = CASE
+        WHEN EXISTS (SELECT 1 FROM runs AS r WHERE r.thread_id = t.thread_id AND r.status = 'running') THEN NULL
+        ELSE (SELECT min(r.seq) FROM runs AS r WHERE r.thread_id = t.thread_id AND r.status = 'pending')
+    END,
+    status = CASE
+        WHEN %(outcome)s::text IS NULL THEN t.status
+        WHEN EXISTS (
+            SELECT 1 FROM runs AS r WHERE r.thread_id = t.thread_id AND r.status IN ('pending', 'running')
+        ) THEN 'busy'
+        ELSE %(outcome)s::text
+    END,
+    updated_at = COALESCE(%(now)s::timestamptz, t.updated_at),
+    state_values = CASE WHEN %(set_values)s::boolean THEN %(values)s::jsonb ELSE t.state_values END,
+    interrupts = COALESCE(%(interrupts)s::jsonb, t.interrupts)
+WHERE t.thread_id = %(thread_id)s
+
+-- name: delete_thread_runs
+-- Delete every run of a thread, returning them.
+DELETE FROM runs WHERE thread_id = %(thread_id)s RETURNING *
+
+-- name: delete_thread
+-- Delete a thread (its runs are already gone).
+DELETE FROM threads WHERE thread_id = %(thread_id)s
+
+-- name: search_threads
+-- A page of an owner's threads; metadata matches when every wanted top-level key is present and equal.
+SELECT * FROM threads
+WHERE owner = %(owner)s
+    AND (%(ids)s::text[] IS NULL OR thread_id = ANY(%(ids)s::text[]))
+    AND (%(status)s::text IS NULL OR status = %(status)s::text)
+    AND metadata @> %(metadata)s::jsonb
+    AND NOT EXISTS (
+        SELECT 1 FROM jsonb_each(%(metadata)s::jsonb) AS wanted (key, value)
+        WHERE threads.metadata -> wanted.key IS DISTINCT FROM wanted.value
+    )
+ORDER BY __ORDER_BY__
+LIMIT %(limit)s OFFSET %(offset)s
+
+-- name: count_threads
+-- How many of an owner's threads match (same filter as search_threads).
+SELECT count(*) AS n FROM threads
+WHERE owner = %(owner)s
+    AND (%(ids)s::text[] IS NULL OR thread_id = ANY(%(ids)s::text[]))
+    AND (%(status)s::text IS NULL OR status = %(status)s::text)
+    AND metadata @> %(metadata)s::jsonb
+    AND NOT EXISTS (
+        SELECT 1 FROM jsonb_each(%(metadata)s::jsonb) AS wanted (key, value)
+        WHERE threads.metadata -> wanted.key IS DISTINCT FROM wanted.value
+    )
+
+-- name: thread_usage
+-- Token usage summed over the runs of a thread.
+SELECT
+    COALESCE(sum(input_tokens), 0)::bigint AS input_tokens,
+    COALESCE(sum(output_tokens), 0)::bigint AS output_tokens,
+    COALESCE(sum(total_tokens), 0)::bigint AS total_tokens
+FROM runs WHERE thread_id = %(thread_id)s
+
+-- name: admission_probe
+-- The run with this id and the owner's run with this idempotency key, if any.
+SELECT *, (owner = %(owner)s AND idempotency_key = %(idempotency_key)s) IS TRUE AS idempotent
+FROM runs
+WHERE run_id = %(run_id)s OR (owner = %(owner)s AND idempotency_key = %(idempotency_key)s)
+
+-- name: active_runs
+-- The pending and running runs of a thread, in admission order.
+SELECT * FROM runs
+WHERE thread_id = %(thread_id)s AND status IN ('pending', 'running')
+ORDER BY seq
+
+-- name: insert_run
+-- Admit a run: pending, at the end of the queue.
+INSERT INTO runs (
+    run_id, thread_id, assistant_id, owner, status, multitask_strategy, created_at, updated_at,
+    metadata, kwargs, not_before, idempotency_key, fingerprint
+)
+VALUES (
+    %(run_id)s, %(thread_id)s, %(assistant_id)s, %(owner)s, 'pending', %(multitask_strategy)s, %(now)s, %(now)s,
+    %(metadata)s, %(kwargs)s, %(not_before)s, %(idempotency_key)s, %(fingerprint)s
+)
+RETURNING *
+
+-- name: get_run
+-- A run of an owner, optionally only on one thread.
+SELECT * FROM runs
+WHERE run_id = %(run_id)s AND owner = %(owner)s AND (%(thread_id)s::text IS NULL OR thread_id = %(thread_id)s::text)
+
+-- name: get_run_for_update
+-- A run by id, locked for the rest of the transaction.
+SELECT * FROM runs WHERE run_id = %(run_id)s FOR UPDATE
+
+-- name: list_runs
+-- A page of a thread's runs, newest first.
+SELECT * FROM runs
+WHERE thread_id = %(thread_id)s AND (%(status)s::text IS NULL OR status = %(status)s::text)
+ORDER BY seq DESC
+LIMIT %(limit)s OFFSET %(offset)s
+
+-- name: request_cancel
+-- Record a cancel request on a running run; a rollback request is never downgraded.
+UPDATE runs SET cancel_action = %(action)s, updated_at = %(now)s
+WHERE run_id = ANY(%(run_ids)s::text[]) AND cancel_action IS DISTINCT FROM 'rollback'
+
+-- name: interrupt_pending
+-- Cancel pending runs before they start.
+UPDATE runs SET status = 'interrupted', cancel_action = %(action)s, ended_at = %(now)s, updated_at = %(now)s
+WHERE run_id = ANY(%(run_ids)s::text[]) AND status = 'pending'
+RETURNING *
+
+-- name: get_runs
+-- Runs by id.
+SELECT * FROM runs WHERE run_id = ANY(%(run_ids)s::text[])
+
+-- name: delete_runs
+-- Delete runs by id, returning them as they were.
+DELETE FROM runs WHERE run_id = ANY(%(run_ids)s::text[]) RETURNING *
+
+-- name: claim_next_thread
+-- The thread whose queue head is the oldest due run, locked; threads another claimer or admission holds are skipped.
+SELECT t.thread_id FROM threads AS t
+JOIN runs AS r ON r.seq = t.queue_seq
+WHERE t.queue_seq IS NOT NULL AND (r.not_before IS NULL OR r.not_before <= %(now)s)
+ORDER BY t.queue_seq
+LIMIT 1
+FOR UPDATE OF t SKIP LOCKED
+
+-- name: claim_run
+-- Start the queue head of a locked thread with a lease; the claim increments the fencing attempt.
+UPDATE runs SET
+    status = 'running',
+    attempt = attempt + 1,
+    lease_owner = %(worker_id)s,
+    lease_expires_at = %(lease_expires_at)s,
+    claim_seq = nextval('runs_claim_seq'),
+    started_at = COALESCE(started_at, %(now)s),
+    updated_at = %(now)s
+WHERE seq = (SELECT queue_seq FROM threads WHERE thread_id = %(thread_id)s)
+    AND status = 'pending'
+    AND (not_before IS NULL OR not_before <= %(now)s)
+RETURNING *
+
+-- name: renew_lease
+-- Extend the lease of the claim (fenced by attempt and worker); returns the requested cancel action.
+UPDATE runs SET lease_expires_at = %(lease_expires_at)s
+WHERE run_id = %(run_id)s AND status = 'running' AND attempt = %(attempt)s AND lease_owner = %(worker_id)s
+RETURNING cancel_action
+
+-- name: record_progress
+-- Store the model name and token usage seen so far (fenced by attempt).
+UPDATE runs SET
+    model_name = COALESCE(%(model_name)s::text, model_name),
+    input_tokens = COALESCE(%(input_tokens)s::bigint, input_tokens),
+    output_tokens = COALESCE(%(output_tokens)s::bigint, output_tokens),
+    total_tokens = COALESCE(%(total_tokens)s::bigint, total_tokens),
+    updated_at = %(now)s
+WHERE run_id = %(run_id)s AND status = 'running' AND attempt = %(attempt)s
+RETURNING run_id
+
+-- name: end_run
+-- Give a held run its final status and drop its lease (fenced by attempt).
+UPDATE runs SET
+    status = %(status)s,
+    error = %(error)s,
+    model_name = COALESCE(%(model_name)s::text, model_name),
+    input_tokens = COALESCE(%(input_tokens)s::bigint, input_tokens),
+    output_tokens = COALESCE(%(output_tokens)s::bigint, output_tokens),
+    total_tokens = COALESCE(%(total_tokens)s::bigint, total_tokens),
+    ended_at = %(now)s,
+    updated_at = %(now)s,
+    lease_owner = NULL,
+    lease_expires_at = NULL
+WHERE run_id = %(run_id)s AND status = 'running' AND attempt = %(attempt)s
+RETURNING *
+
+-- name: requeue_run
+-- Hand a held run back to the queue; it keeps its place (seq) and attempt.
+UPDATE runs SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, updated_at = %(now)s
+WHERE run_id = %(run_id)s AND status = 'running' AND attempt = %(attempt)s
+RETURNING *
+
+-- name: expired_runs
+-- Running runs whose lease has expired, in claim order.
+SELECT * FROM runs
+WHERE status = 'running' AND lease_expires_at < %(now)s
+ORDER BY claim_seq
+LIMIT %(limit)s

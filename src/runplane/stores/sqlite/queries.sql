@@ -1,0 +1,269 @@
+-- Every statement the SQLite store runs. Parameters are named (:name); `{...}` placeholders are
+-- filled by store.py from fixed whitelists only, never from caller input.
+
+-- name: migrations_table
+-- The version table of applied migrations.
+CREATE TABLE IF NOT EXISTS runplane_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at INTEGER NOT NULL
+);
+
+-- name: applied_migrations
+-- Versions already applied.
+SELECT version FROM runplane_migrations ORDER BY version;
+
+-- name: record_migration
+-- Mark a migration applied (inside its own transaction).
+INSERT INTO runplane_migrations (version, name, applied_at) VALUES (:version, :name, :applied_at);
+
+-- name: begin_immediate
+-- Take the database's write lock now, so that read-check-write sequences serialize across
+-- connections and processes (a deferred transaction could fail to upgrade under contention).
+BEGIN IMMEDIATE;
+
+-- name: get_thread
+-- One thread by id, whoever owns it (callers check the owner).
+SELECT * FROM threads WHERE thread_id = :thread_id;
+
+-- name: insert_thread
+-- A new thread.
+INSERT INTO threads (thread_id, owner, status, created_at, updated_at, metadata, interrupts)
+VALUES (:thread_id, :owner, :status, :now, :now, :metadata, '{}')
+RETURNING *;
+
+-- name: update_thread_metadata
+-- Replace the (already merged) metadata.
+UPDATE threads SET metadata = :metadata, updated_at = :now WHERE thread_id = :thread_id RETURNING *;
+
+-- name: set_thread_state
+-- Values and interrupts from a state update; the status only when no run is active.
+UPDATE threads
+SET state_values = :values,
+    interrupts = :interrupts,
+    status = CASE
+        WHEN :status IS NULL THEN status
+        WHEN EXISTS (SELECT 1 FROM runs WHERE thread_id = :thread_id AND status = 'pending')
+            OR EXISTS (SELECT 1 FROM runs WHERE thread_id = :thread_id AND status = 'running')
+            THEN status
+        ELSE :status
+    END,
+    updated_at = :now
+WHERE thread_id = :thread_id
+RETURNING *;
+
+-- name: settle_thread
+-- A run of the thread ended or left the queue: busy while another run is active, else `outcome`.
+-- Two indexed EXISTS probes (partial indexes), never a scan of the thread's runs.
+UPDATE threads
+SET status = CASE
+        WHEN EXISTS (SELECT 1 FROM runs WHERE thread_id = :thread_id AND status = 'pending')
+            OR EXISTS (SELECT 1 FROM runs WHERE thread_id = :thread_id AND status = 'running')
+            THEN 'busy'
+        ELSE :outcome
+    END,
+    updated_at = :now
+WHERE thread_id = :thread_id;
+
+-- name: finish_thread
+-- Like settle_thread, also recording the graph's last values (kept when NULL) and interrupts.
+UPDATE threads
+SET status = CASE
+        WHEN EXISTS (SELECT 1 FROM runs WHERE thread_id = :thread_id AND status = 'pending')
+            OR EXISTS (SELECT 1 FROM runs WHERE thread_id = :thread_id AND status = 'running')
+            THEN 'busy'
+        ELSE :outcome
+    END,
+    state_values = COALESCE(:values, state_values),
+    interrupts = :interrupts,
+    updated_at = :now
+WHERE thread_id = :thread_id;
+
+-- name: mark_thread_busy
+-- A run was admitted or claimed on the thread.
+UPDATE threads SET status = 'busy', updated_at = :now WHERE thread_id = :thread_id;
+
+-- name: delete_thread_runs
+-- Every run of a thread, returned so the caller can tell which were still active.
+DELETE FROM runs WHERE thread_id = :thread_id RETURNING *;
+
+-- name: delete_thread
+-- The thread itself (after its runs).
+DELETE FROM threads WHERE thread_id = :thread_id;
+
+-- name: search_threads
+-- One page of an owner's threads; `{order}` is a whitelisted column and direction.
+SELECT * FROM threads
+WHERE owner = :owner
+  AND (:status IS NULL OR status = :status)
+  AND (:ids IS NULL OR thread_id IN (SELECT value FROM json_each(:ids)))
+  AND (:metadata IS NULL OR runplane_metadata_matches(metadata, :metadata))
+ORDER BY {order}
+LIMIT :limit OFFSET :offset;
+
+-- name: count_threads
+-- How many of an owner's threads match.
+SELECT count(*) FROM threads
+WHERE owner = :owner
+  AND (:status IS NULL OR status = :status)
+  AND (:ids IS NULL OR thread_id IN (SELECT value FROM json_each(:ids)))
+  AND (:metadata IS NULL OR runplane_metadata_matches(metadata, :metadata));
+
+-- name: thread_usage
+-- Token usage summed over a thread's runs; no row when the thread is unknown or not the owner's.
+SELECT total(r.input_tokens) AS input_tokens,
+       total(r.output_tokens) AS output_tokens,
+       total(r.total_tokens) AS total_tokens
+FROM threads AS t LEFT JOIN runs AS r ON r.thread_id = t.thread_id
+WHERE t.thread_id = :thread_id AND t.owner = :owner
+GROUP BY t.thread_id;
+
+-- name: get_run
+-- One run by id, whoever owns it (callers check owner and thread).
+SELECT * FROM runs WHERE run_id = :run_id;
+
+-- name: run_exists
+-- Run ids are global.
+SELECT 1 FROM runs WHERE run_id = :run_id;
+
+-- name: get_run_by_idempotency_key
+-- The run an idempotency key was first used for.
+SELECT * FROM runs WHERE owner = :owner AND idempotency_key = :idempotency_key;
+
+-- name: active_runs
+-- A thread's pending and running runs in admission order, through the partial indexes.
+SELECT * FROM (
+    SELECT * FROM runs WHERE thread_id = :thread_id AND status = 'running'
+    UNION ALL
+    SELECT * FROM runs WHERE thread_id = :thread_id AND status = 'pending'
+)
+ORDER BY seq;
+
+-- name: insert_run
+-- A new pending run at the end of the queue.
+INSERT INTO runs (
+    run_id, thread_id, assistant_id, owner, status, multitask_strategy, created_at, updated_at,
+    metadata, kwargs, not_before, idempotency_key, fingerprint
+) VALUES (
+    :run_id, :thread_id, :assistant_id, :owner, 'pending', :multitask_strategy, :now, :now,
+    :metadata, :kwargs, :not_before, :idempotency_key, :fingerprint
+);
+
+-- name: request_cancel_running
+-- Record a cancel request on a running run; a rollback request is never downgraded.
+UPDATE runs SET cancel_action = :action, updated_at = :now
+WHERE run_id = :run_id AND (cancel_action IS NULL OR cancel_action != 'rollback')
+RETURNING *;
+
+-- name: interrupt_pending
+-- Settle a pending run that was cancelled before it started.
+UPDATE runs SET status = 'interrupted', cancel_action = :action, ended_at = :now, updated_at = :now
+WHERE run_id = :run_id AND status = 'pending'
+RETURNING *;
+
+-- name: delete_run
+-- Remove a run.
+DELETE FROM runs WHERE run_id = :run_id RETURNING *;
+
+-- name: list_runs
+-- One page of a thread's runs, newest first.
+SELECT * FROM runs WHERE thread_id = :thread_id ORDER BY seq DESC LIMIT :limit OFFSET :offset;
+
+-- name: list_runs_by_status
+-- One page of a thread's runs in one status, newest first.
+SELECT * FROM runs INDEXED BY runs_thread_seq WHERE thread_id = :thread_id AND status = :status
+ORDER BY seq DESC LIMIT :limit OFFSET :offset;
+
+-- name: claimable_run
+-- The oldest runnable run: pending, the first pending run of its thread, its thread has no running
+-- run, and it is due. Walks the pending index in admission order; each step is two index probes.
+SELECT r.seq FROM runs AS r INDEXED BY runs_pending_seq
+WHERE r.status = 'pending'
+  AND NOT EXISTS (
+      SELECT 1 FROM runs AS p WHERE p.thread_id = r.thread_id AND p.status = 'pending' AND p.seq < r.seq
+  )
+  AND NOT EXISTS (SELECT 1 FROM runs AS x WHERE x.thread_id = r.thread_id AND x.status = 'running')
+  AND (r.not_before IS NULL OR r.not_before <= :now)
+ORDER BY r.seq
+LIMIT 1;
+
+-- name: claim_run
+-- Take a lease on the run at `:seq` if it is still pending; the attempt becomes the fencing token.
+UPDATE runs
+SET status = 'running',
+    attempt = attempt + 1,
+    lease_owner = :worker_id,
+    lease_expires_at = :lease_expires_at,
+    started_at = COALESCE(started_at, :now),
+    updated_at = :now
+WHERE seq = :seq AND status = 'pending'
+RETURNING *;
+
+-- name: get_held_run
+-- The run if `attempt` still holds it.
+SELECT * FROM runs WHERE run_id = :run_id AND status = 'running' AND attempt = :attempt;
+
+-- name: renew_lease
+-- Extend the lease of the current attempt; returns the pending cancel request, if any.
+UPDATE runs SET lease_expires_at = :lease_expires_at
+WHERE run_id = :run_id AND status = 'running' AND attempt = :attempt AND lease_owner = :worker_id
+RETURNING cancel_action;
+
+-- name: record_progress
+-- Model name and usage so far, fenced by attempt; NULL keeps the stored value.
+UPDATE runs
+SET model_name = COALESCE(:model_name, model_name),
+    input_tokens = COALESCE(:input_tokens, input_tokens),
+    output_tokens = COALESCE(:output_tokens, output_tokens),
+    total_tokens = COALESCE(:total_tokens, total_tokens),
+    updated_at = :now
+WHERE run_id = :run_id AND status = 'running' AND attempt = :attempt
+RETURNING seq;
+
+-- name: finish_run
+-- End the run held by `attempt`, unless a cancel request must win (the worker then takes the
+-- cancel path). No row: the caller re-reads to tell which.
+UPDATE runs
+SET status = :status,
+    error = :error,
+    model_name = COALESCE(:model_name, model_name),
+    input_tokens = COALESCE(:input_tokens, input_tokens),
+    output_tokens = COALESCE(:output_tokens, output_tokens),
+    total_tokens = COALESCE(:total_tokens, total_tokens),
+    ended_at = :now,
+    updated_at = :now,
+    lease_owner = NULL,
+    lease_expires_at = NULL
+WHERE run_id = :run_id AND status = 'running' AND attempt = :attempt
+  AND (cancel_action IS NULL OR :status = 'interrupted')
+RETURNING *;
+
+-- name: discard_run
+-- Delete the run held by `attempt` (its worker rolled the thread back).
+DELETE FROM runs WHERE run_id = :run_id AND status = 'running' AND attempt = :attempt RETURNING *;
+
+-- name: release_run
+-- Hand the run held by `attempt` back to the queue; it keeps its place (seq) and attempt count.
+UPDATE runs
+SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+WHERE run_id = :run_id AND status = 'running' AND attempt = :attempt
+RETURNING *;
+
+-- name: expired_runs
+-- Running runs whose lease ran out, soonest-expired first.
+SELECT * FROM runs INDEXED BY runs_running_lease
+WHERE status = 'running' AND lease_expires_at < :now
+ORDER BY lease_expires_at, seq
+LIMIT :limit;
+
+-- name: recover_run
+-- Settle an expired run: `:status` is interrupted, error or pending (which keeps ended_at).
+UPDATE runs
+SET status = :status,
+    error = COALESCE(:error, error),
+    ended_at = COALESCE(:ended_at, ended_at),
+    lease_owner = NULL,
+    lease_expires_at = NULL,
+    updated_at = :now
+WHERE run_id = :run_id AND status = 'running' AND attempt = :attempt
+RETURNING *;

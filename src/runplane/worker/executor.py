@@ -1,0 +1,310 @@
+"""Run one attempt of one run: build the graph's config and input from `Run.kwargs`, stream the graph
+to the run's event stream, and say how it ended (`Outcome`).
+
+The executor knows LangGraph; it knows nothing of leases. The worker gives it two callbacks,
+`publish` and `progress`, that are fenced (they stop the attempt once its lease is lost), and
+cancels its task to interrupt it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from langchain_core.callbacks import AsyncCallbackHandler
+from langchain_core.outputs import LLMResult
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.types import Command, Send
+
+from runplane.core.errors import NotFound
+from runplane.core.graphs import Assistant, GraphRuntime
+from runplane.core.lifecycle import thread_status_after
+from runplane.core.models import Json, Outcome, Run, RunStatus, ThreadStatus, TokenUsage
+from runplane.worker import checkpointer as checkpoints
+from runplane.worker.serde import jsonable, thread_interrupts
+from runplane.worker.stream import EventMapper, langgraph_modes
+
+logger = logging.getLogger(__name__)
+
+Publish = Callable[[str, Any], Awaitable[None]]
+Progress = Callable[[str | None, TokenUsage], Awaitable[None]]
+
+
+class Runtime(GraphRuntime, Protocol):
+    """What the worker needs of `runplane.graphs.LangGraphRuntime` (injected; never imported here)."""
+
+    checkpointer: BaseCheckpointSaver[Any]
+
+
+def map_command(command: Json) -> Command[Any]:
+    """The API's `command` (`resume`, `update`, `goto`) as a LangGraph `Command`, as LangGraph's
+    server maps it (`goto` may name nodes or `{"node", "input"}` sends)."""
+    goto = command.get("goto")
+    if goto is not None and not isinstance(goto, list):
+        goto = [goto]
+    update = command.get("update")
+    if isinstance(update, list) and all(
+        isinstance(t, list | tuple) and len(t) == 2 and isinstance(t[0], str) for t in update
+    ):
+        update = [tuple(t) for t in update]
+    return Command(
+        update=update,
+        goto=[g if isinstance(g, str) else Send(g["node"], g["input"]) for g in goto] if goto else (),
+        resume=command.get("resume"),
+    )
+
+
+def thread_status(status: RunStatus, has_next: bool) -> ThreadStatus:
+    """A run that stopped with tasks left (`interrupt()`, `interrupt_before`, or a cancel mid-way)
+    leaves its thread `interrupted`, as LangGraph's server does; errors leave it `error`."""
+    return thread_status_after("success" if status == "interrupted" else status, has_interrupts=has_next)
+
+
+class UsageTracker(AsyncCallbackHandler):
+    """Sums the token usage and remembers the model name of every chat model call of the run."""
+
+    def __init__(self) -> None:
+        self.usage = TokenUsage()
+        self.model_name: str | None = None
+        #: Set when something new was seen; the worker records progress and clears it.
+        self.dirty = False
+        self._requested: dict[uuid.UUID, str] = {}
+
+    async def on_chat_model_start(
+        self, serialized: dict[str, Any], messages: Any, *, run_id: uuid.UUID, **kwargs: Any
+    ) -> None:
+        name = (kwargs.get("metadata") or {}).get("ls_model_name")
+        if name:
+            self._requested[run_id] = str(name)
+
+    async def on_llm_end(self, response: LLMResult, *, run_id: uuid.UUID, **kwargs: Any) -> None:
+        requested = self._requested.pop(run_id, None)
+        for generations in response.generations:
+            for generation in generations:
+                message = getattr(generation, "message", None)
+                usage = getattr(message, "usage_metadata", None)
+                if usage:
+                    self.usage = self.usage + TokenUsage(
+                        int(usage.get("input_tokens", 0)),
+                        int(usage.get("output_tokens", 0)),
+                        int(usage.get("total_tokens", 0)),
+                    )
+                metadata = getattr(message, "response_metadata", None) or {}
+                name = metadata.get("model_name") or metadata.get("model") or requested
+                if name:
+                    self.model_name = str(name)
+                self.dirty = True
+
+
+class Execution:
+    """One attempt of a run.
+
+    Args:
+        run: the claimed run (its `attempt` is this attempt).
+        runtime: graphs and the checkpointer.
+        publish: sends one SSE event (name, payload) to the run's stream.
+        progress: records model name and token usage.
+        default_timeout: seconds, when the run has no `timeout_seconds`.
+    """
+
+    def __init__(
+        self,
+        run: Run,
+        runtime: Runtime,
+        publish: Publish,
+        progress: Progress,
+        *,
+        default_timeout: float | None = None,
+    ) -> None:
+        self.run = run
+        self.runtime = runtime
+        self.publish = publish
+        self.progress = progress
+        self.kwargs: Json = run.kwargs
+        timeout = self.kwargs.get("timeout_seconds")
+        self.timeout: float | None = float(timeout) if timeout is not None else default_timeout
+        self.usage = UsageTracker()
+        self.graph: Any = None
+        self.savepoint: checkpoints.Savepoint | None = None
+        #: True when this attempt continues the checkpoints of an earlier attempt of the run.
+        self.resumed = False
+        self._root: RunnableConfig = {"configurable": {"thread_id": run.thread_id, "checkpoint_ns": ""}}
+
+    # -- setup ------------------------------------------------------------------------------------
+
+    def _assistant(self) -> Assistant | None:
+        try:
+            return self.runtime.resolve(self.run.assistant_id)
+        except NotFound:
+            return None  # an assistant the API keeps itself; kwargs name the graph
+
+    def build_config(self, assistant: Assistant | None, graph_id: str) -> RunnableConfig:
+        """Assistant config, then the run's config, then what the server owns (thread and ids)."""
+        run, base, own = self.run, (assistant.config if assistant else {}), self.kwargs.get("config") or {}
+        configurable = {
+            **(base.get("configurable") or {}),
+            **(own.get("configurable") or {}),
+            "thread_id": run.thread_id,
+            "run_id": run.run_id,
+            "graph_id": graph_id,
+            "assistant_id": run.assistant_id,
+        }
+        if checkpoint := self.kwargs.get("checkpoint"):
+            configurable.update({k: v for k, v in checkpoint.items() if k != "thread_id" and v is not None})
+        if checkpoint_id := self.kwargs.get("checkpoint_id"):
+            configurable["checkpoint_id"] = checkpoint_id
+        # LangGraph copies these into every checkpoint's metadata: `run_id` is how a rollback and a
+        # recovered attempt find the checkpoints this run wrote.
+        metadata = {
+            **(assistant.metadata if assistant else {}),
+            **(base.get("metadata") or {}),
+            **(own.get("metadata") or {}),
+            "run_id": run.run_id,
+            "thread_id": run.thread_id,
+            "assistant_id": run.assistant_id,
+            "graph_id": graph_id,
+            "run_attempt": run.attempt,
+        }
+        config: dict[str, Any] = {**base, **own, "configurable": configurable, "metadata": metadata}
+        config["tags"] = [*(base.get("tags") or []), *(own.get("tags") or [])]
+        config["callbacks"] = [self.usage]
+        if run.attempt == 1:
+            # Tracing ids must be unique per attempt: only the first attempt uses the run id.
+            try:
+                config["run_id"] = uuid.UUID(run.run_id)
+            except ValueError:
+                pass
+        return RunnableConfig(**config)  # type: ignore[typeddict-item]
+
+    async def prepare(self) -> tuple[Any, RunnableConfig]:
+        """Resolve the graph and build `(input, config)`; resume a crashed attempt's checkpoints."""
+        assistant = self._assistant()
+        graph_id = self.kwargs.get("graph_id") or (assistant.graph_id if assistant else None)
+        if graph_id is None:
+            raise NotFound(f"assistant {self.run.assistant_id} not found")
+        config = self.build_config(assistant, graph_id)
+        self.graph = await self.runtime.get_graph(graph_id, dict(config))
+        command = self.kwargs.get("command")
+        graph_input = map_command(command) if command else self.kwargs.get("input")
+        saver = self.runtime.checkpointer
+        if self.run.attempt > 1:
+            head = await saver.aget_tuple(self._root)
+            if head is not None and head.metadata.get("run_id") == self.run.run_id:
+                # An earlier attempt of this run died after checkpointing: continue from its last
+                # checkpoint instead of sending the input again (steps already done are not redone).
+                self.resumed = True
+                config["configurable"].pop("checkpoint_id", None)
+                config["configurable"].pop("checkpoint_map", None)
+                return None, config
+        self.savepoint = await checkpoints.savepoint(
+            saver, self.run.thread_id, config["configurable"].get("checkpoint_id")
+        )
+        return graph_input, config
+
+    # -- running ----------------------------------------------------------------------------------
+
+    async def execute(self) -> Outcome:
+        """Run the graph to its end. Cancelling the calling task interrupts it (CancelledError)."""
+        deadline = asyncio.timeout(self.timeout)
+        try:
+            async with deadline:
+                graph_input, config = await self.prepare()
+                await self._stream(graph_input, config)
+        except Exception as raised:
+            if isinstance(raised, TimeoutError) and deadline.expired():
+                return await self.ended("timeout", error=f"TimeoutError: run exceeded {self.timeout:g} s")
+            exc: BaseException = raised
+            if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+                exc = exc.exceptions[0]
+            logger.info(
+                "run %s failed: %s: %s",
+                self.run.run_id,
+                type(exc).__name__,
+                exc,
+                extra={"action": "run_error", "run_id": self.run.run_id},
+            )
+            await self.publish("error", {"error": type(exc).__name__, "message": str(exc)})
+            return await self.ended("error", error=f"{type(exc).__name__}: {exc}")
+        return await self.ended("success")
+
+    async def _stream(self, graph_input: Any, config: RunnableConfig) -> None:
+        modes = self.kwargs.get("stream_mode") or ["values"]
+        requested = [modes] if isinstance(modes, str) else list(modes)
+        subgraphs = bool(self.kwargs.get("stream_subgraphs"))
+        mapper = EventMapper(requested, self._emit)
+        options: dict[str, Any] = {
+            "stream_mode": langgraph_modes(requested),
+            "subgraphs": subgraphs,
+            "context": self.kwargs.get("context"),
+            "interrupt_before": self.kwargs.get("interrupt_before"),
+            "interrupt_after": self.kwargs.get("interrupt_after"),
+        }
+        if self.kwargs.get("durability"):
+            options["durability"] = self.kwargs["durability"]
+        if "events" in requested:
+            root = str(config.get("run_id") or uuid.uuid4())
+            config["run_id"] = uuid.UUID(root)
+            async for event in self.graph.astream_events(graph_input, config, version="v2", **options):
+                await mapper.event(event, root, subgraphs)
+        else:
+            async for item in self.graph.astream(graph_input, config, **options):
+                await mapper.item(item, subgraphs)
+        await mapper.close()
+        await self.flush_progress()
+
+    async def _emit(self, event: str, payload: Any) -> None:
+        await self.publish(event, payload)
+        if self.usage.dirty:
+            await self.flush_progress()
+
+    async def flush_progress(self) -> None:
+        if self.usage.dirty:
+            self.usage.dirty = False
+            await self.progress(self.usage.model_name, self.usage.usage)
+
+    # -- endings ----------------------------------------------------------------------------------
+
+    async def ended(self, status: RunStatus, *, error: str | None = None) -> Outcome:
+        """The outcome for `status`, with the thread's state as the checkpointer now has it."""
+        values: Json | None = None
+        interrupts: Json = {}
+        has_next = False
+        if self.graph is not None:
+            try:
+                snapshot = await self.graph.aget_state(self._root)
+                values = jsonable(snapshot.values) if snapshot.values is not None else None
+                interrupts = thread_interrupts(snapshot)
+                has_next = bool(snapshot.next)
+            except Exception:
+                logger.exception("could not read the final state of run %s", self.run.run_id)
+        usage = self.usage
+        return Outcome(
+            status=status,
+            thread_status=thread_status(status, has_next),
+            error=error,
+            thread_values=values,
+            thread_interrupts=interrupts,
+            model_name=usage.model_name,
+            usage=usage.usage if usage.model_name or usage.usage != TokenUsage() else None,
+        )
+
+    async def interrupted(self) -> Outcome:
+        """The outcome of a run cancelled with `interrupt`: the checkpoints it reached stay."""
+        if self.graph is None:
+            try:
+                assistant = self._assistant()
+                graph_id = self.kwargs.get("graph_id") or (assistant.graph_id if assistant else None)
+                if graph_id is not None:
+                    self.graph = await self.runtime.get_graph(graph_id, dict(self._root))
+            except Exception:
+                logger.exception("could not load the graph of cancelled run %s", self.run.run_id)
+        return await self.ended("interrupted")
+
+    async def rollback(self) -> None:
+        """Undo every checkpoint write of this run (cancel `rollback`): the thread is as before it."""
+        point = None if self.resumed else self.savepoint
+        await checkpoints.rollback(self.runtime.checkpointer, self.run.thread_id, self.run.run_id, point)

@@ -1,0 +1,340 @@
+"""`Worker`: claims runs, executes them with bounded concurrency, keeps their leases, obeys cancels.
+
+The loop is arq's: claim (a conditional update that takes a TTL lease), heartbeat, cancel with
+`task.cancel()` recording why, and on shutdown stop claiming, wait, then cancel and hand back.
+Pick-up is event driven: the worker listens on `WAKEUP_CHANNEL` before it first looks at the queue,
+so a run created at any later moment wakes it; a slow poll covers lost hints and `after_seconds`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from runplane.core.errors import CancelRequested, LeaseLost, NotFound
+from runplane.core.events import WAKEUP_CHANNEL, cancel_channel
+from runplane.core.manager import RunManager
+from runplane.core.models import CancelAction, Outcome, Run, TokenUsage
+from runplane.worker.executor import Execution, Runtime
+from runplane.worker.serde import dumpb
+
+logger = logging.getLogger(__name__)
+
+StopReason = Literal["interrupt", "rollback", "lease_lost", "shutdown"]
+
+#: How soon a run re-reads its durable cancel request after it starts: covers a cancel that landed
+#: between the claim and the moment the worker listened for its hint.
+FIRST_CHECK_SECONDS = 0.5
+
+
+@dataclass
+class _Attempt:
+    """What the worker tracks about one run it executes."""
+
+    run: Run
+    task: asyncio.Task[Outcome] | None = None
+    stop: StopReason | None = None
+    #: Once the lease is lost nothing more is written for this attempt (fencing).
+    fenced: bool = False
+    watchers: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    def halt(self, reason: StopReason) -> None:
+        """Stop the execution for `reason` (the first reason wins; losing the lease always fences)."""
+        if reason == "lease_lost":
+            self.fenced = True
+        elif reason == "shutdown" and self.task is not None and self.task.done():
+            return  # it ended by itself: let it finish rather than hand a done run back
+        if self.stop is None or reason == "lease_lost":
+            self.stop = reason
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+
+class Worker:
+    """Executes runs from `manager`'s queue with the graphs of `runtime`.
+
+    Args:
+        manager: the run manager (store, bus, clock).
+        runtime: graphs and checkpointer (`runplane.graphs.LangGraphRuntime`).
+        concurrency: runs executed at once.
+        worker_id: lease owner name; defaults to host:pid:random.
+        heartbeat_seconds: lease renewal period; defaults to a third of the lease.
+        recovery_interval: how often expired leases of dead workers are recovered.
+        default_timeout: seconds before a run without `timeout_seconds` ends `timeout`.
+        shutdown_grace: how long `stop()` lets running runs finish before handing them back.
+        poll_interval: fallback queue poll when no wake-up hint comes.
+    """
+
+    def __init__(
+        self,
+        manager: RunManager,
+        runtime: Runtime,
+        *,
+        concurrency: int = 8,
+        worker_id: str | None = None,
+        heartbeat_seconds: float | None = None,
+        recovery_interval: float = 5.0,
+        default_timeout: float | None = None,
+        shutdown_grace: float = 10.0,
+        poll_interval: float = 1.0,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.manager = manager
+        self.runtime = runtime
+        self.concurrency = concurrency
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.heartbeat_seconds = heartbeat_seconds or manager.settings.lease_seconds / 3
+        self.recovery_interval = recovery_interval
+        self.default_timeout = default_timeout
+        self.shutdown_grace = shutdown_grace
+        self.poll_interval = poll_interval
+        self.claimed = self.succeeded = self.failed = self.cancelled = self.recovered = 0
+        self._slots = asyncio.Semaphore(concurrency)
+        self._attempts: dict[str, _Attempt] = {}
+        self._running: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._background: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    def __repr__(self) -> str:
+        return (
+            f"<Worker {self.worker_id} running={len(self._running)}/{self.concurrency} "
+            f"claimed={self.claimed} succeeded={self.succeeded} failed={self.failed} "
+            f"cancelled={self.cancelled} recovered={self.recovered}>"
+        )
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start claiming in the background. Returns once the worker listens for wake-ups."""
+        listening = asyncio.Event()
+        self._background = [
+            asyncio.create_task(self._claim_loop(listening), name=f"runplane-claim-{self.worker_id}"),
+            asyncio.create_task(self._recovery_loop(), name=f"runplane-recover-{self.worker_id}"),
+        ]
+        await listening.wait()
+
+    async def stop(self) -> None:
+        """Stop claiming, let running runs finish for `shutdown_grace`, then cancel them and hand
+        them back to the queue (another worker resumes them from their last checkpoint)."""
+        self._stopping = True
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self._running:
+            await asyncio.wait(set(self._running), timeout=self.shutdown_grace)
+        for attempt in list(self._attempts.values()):
+            attempt.halt("shutdown")
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def run_until_idle(self) -> None:
+        """Burst mode (tests, scripts): recover, then claim and execute until nothing is claimable
+        and nothing runs. Runs not yet due (`after_seconds`) are left in the queue."""
+        await self._recover()
+        while True:
+            while not self._slots.locked() and await self._claim_one():
+                pass
+            if not self._running:
+                return
+            await asyncio.wait(set(self._running), return_when=asyncio.FIRST_COMPLETED)
+
+    # -- claiming ---------------------------------------------------------------------------------
+
+    async def _claim_loop(self, listening: asyncio.Event) -> None:
+        # Listen first, then look at the queue: a run created after this point always wakes us.
+        async with self.manager.bus.listen(WAKEUP_CHANNEL) as hints:
+            pump = asyncio.create_task(self._pump(hints))
+            listening.set()
+            try:
+                await self._recover()
+                while not self._stopping:
+                    await self._slots.acquire()
+                    self._slots.release()  # _claim_one takes the slot for the run it claims
+                    # Cleared before claiming: a hint that arrives during the claim wakes us again.
+                    self._wake.clear()
+                    if await self._claim_one():
+                        continue
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.poll_interval):
+                            await self._wake.wait()
+            finally:
+                pump.cancel()
+
+    async def _pump(self, hints: AsyncIterator[str]) -> None:
+        async for _ in hints:
+            self._wake.set()
+
+    async def _claim_one(self) -> bool:
+        """Claim one run and start executing it; False when nothing is claimable."""
+        await self._slots.acquire()
+        try:
+            run = await self.manager.claim(self.worker_id)
+        except Exception:
+            self._slots.release()
+            logger.exception("claim failed", extra={"action": "claim"})
+            return False
+        if run is None:
+            self._slots.release()
+            return False
+        self.claimed += 1
+        task = asyncio.create_task(self._process(run), name=f"runplane-run-{run.run_id}")
+        self._running.add(task)
+        task.add_done_callback(self._done)
+        return True
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._slots.release()
+        # A finished run may unblock the next run of its thread (FIFO per thread): look again.
+        self._wake.set()
+
+    async def _recovery_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.recovery_interval)
+            await self._recover()
+
+    async def _recover(self) -> None:
+        try:
+            self.recovered += len(await self.manager.recover_expired())
+        except Exception:
+            logger.exception("recovering expired runs failed", extra={"action": "recover"})
+
+    # -- one run ----------------------------------------------------------------------------------
+
+    async def _process(self, run: Run) -> None:
+        attempt = _Attempt(run)
+        self._attempts[run.run_id] = attempt
+        try:
+            async with self.manager.bus.listen(cancel_channel(run.run_id)) as hints:
+                await self._publish(attempt, "metadata", {"run_id": run.run_id, "attempt": run.attempt})
+                execution = Execution(
+                    run,
+                    self.runtime,
+                    lambda event, payload: self._publish(attempt, event, payload),
+                    lambda model, usage: self._progress(attempt, model, usage),
+                    default_timeout=self.default_timeout,
+                )
+                if run.cancel_action is not None:
+                    # Claimed with a cancel already pending (its previous worker died or was
+                    # stopped before acting on it): perform the cancel, never execute.
+                    await self._cancel(attempt, execution, run.cancel_action)
+                    return
+                attempt.task = asyncio.create_task(execution.execute())
+                if attempt.stop is not None:
+                    attempt.task.cancel()  # stopped (shutdown) while it was being set up
+                attempt.watchers = [
+                    asyncio.create_task(self._heartbeat(attempt)),
+                    asyncio.create_task(self._listen_cancel(attempt, hints)),
+                ]
+                try:
+                    outcome = await attempt.task
+                except asyncio.CancelledError:
+                    outcome = None
+                    if attempt.stop is None:
+                        # Our own task was cancelled, not the execution: never leave it running.
+                        attempt.task.cancel()
+                        raise
+                finally:
+                    for watcher in attempt.watchers:
+                        watcher.cancel()
+                await self._settle(attempt, execution, outcome)
+        except Exception:
+            logger.exception(
+                "run %s: worker failure", run.run_id, extra={"action": "run", "run_id": run.run_id}
+            )
+        finally:
+            del self._attempts[run.run_id]
+
+    async def _settle(self, attempt: _Attempt, execution: Execution, outcome: Outcome | None) -> None:
+        """Write how the attempt ended, unless its lease is lost (then another attempt owns it)."""
+        run = attempt.run
+        if attempt.fenced:
+            logger.warning("run %s: lease lost; dropped attempt %d", run.run_id, run.attempt)
+            return
+        if attempt.stop == "shutdown":
+            with contextlib.suppress(LeaseLost, NotFound):
+                await self.manager.release(run)
+            return
+        if attempt.stop in ("interrupt", "rollback"):
+            await self._cancel(attempt, execution, attempt.stop)
+            return
+        assert outcome is not None
+        try:
+            await self.manager.finish(run, outcome)
+        except CancelRequested as exc:
+            # The cancel request was written before our outcome: it wins, we take its path.
+            await self._cancel(attempt, execution, "rollback" if exc.action == "rollback" else "interrupt")
+            return
+        except LeaseLost:
+            logger.warning("run %s: lease lost before finishing attempt %d", run.run_id, run.attempt)
+            return
+        if outcome.status == "success":
+            self.succeeded += 1
+        else:
+            self.failed += 1
+
+    async def _cancel(self, attempt: _Attempt, execution: Execution, action: CancelAction) -> None:
+        """End a run whose cancel was requested: interrupted (checkpoints kept) or rolled back."""
+        run = attempt.run
+        try:
+            # Still ours? (a rollback deletes checkpoints, which no lease fences) And an interrupt
+            # may have been upgraded to a rollback meanwhile: the store says which.
+            action = await self.manager.renew(run, self.worker_id) or action
+        except (LeaseLost, NotFound):
+            return
+        try:
+            if action == "rollback":
+                await execution.rollback()
+                await self.manager.discard(run)
+            else:
+                await self.manager.finish(run, await execution.interrupted())
+        except (LeaseLost, NotFound):
+            return
+        self.cancelled += 1
+
+    async def _heartbeat(self, attempt: _Attempt) -> None:
+        delay = min(FIRST_CHECK_SECONDS, self.heartbeat_seconds)
+        while True:
+            await asyncio.sleep(delay)
+            delay = self.heartbeat_seconds
+            await self._check(attempt)
+
+    async def _listen_cancel(self, attempt: _Attempt, hints: AsyncIterator[str]) -> None:
+        async for _ in hints:
+            # The hint only says "look": the durable request in the store decides what to do.
+            await self._check(attempt)
+
+    async def _check(self, attempt: _Attempt) -> None:
+        """Renew the lease; stop the execution if it is lost or a cancel was requested."""
+        try:
+            action = await self.manager.renew(attempt.run, self.worker_id)
+        except (LeaseLost, NotFound):
+            attempt.halt("lease_lost")
+            return
+        except Exception:
+            # The store is unreachable: keep running; the lease decides if we may finish.
+            logger.exception("run %s: lease renewal failed", attempt.run.run_id)
+            return
+        if action is not None:
+            attempt.halt(action)
+
+    async def _publish(self, attempt: _Attempt, event: str, payload: Any) -> None:
+        if not attempt.fenced:
+            await self.manager.publish(attempt.run, event, dumpb(payload))
+
+    async def _progress(self, attempt: _Attempt, model_name: str | None, usage: TokenUsage) -> None:
+        if attempt.fenced:
+            return
+        try:
+            await self.manager.record_progress(attempt.run, model_name=model_name, usage=usage)
+        except (LeaseLost, NotFound):
+            attempt.halt("lease_lost")

@@ -1,0 +1,62 @@
+"""Helpers shared by the API and SDK tests: an SSE parser and a real uvicorn server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import uvicorn
+from starlette.types import ASGIApp
+
+
+@dataclass(frozen=True)
+class Sse:
+    event: str
+    data: Any
+    id: str | None = None
+
+
+def parse_sse(text: str) -> list[Sse]:
+    """Events of an SSE body (comments such as heartbeats are skipped)."""
+    events = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.split("\n"):
+            if not line or line.startswith(":"):
+                continue
+            name, _, value = line.partition(": ")
+            fields[name] = fields[name] + "\n" + value if name in fields else value
+        if "event" in fields:
+            data = orjson.loads(fields["data"]) if fields.get("data") else None
+            events.append(Sse(fields["event"], data, fields.get("id")))
+    return events
+
+
+@contextlib.asynccontextmanager
+async def serve(app: ASGIApp) -> AsyncIterator[str]:
+    """Serve `app` with uvicorn on a free 127.0.0.1 port, in this event loop; yields the base URL."""
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="off",
+        ws="none",
+        timeout_graceful_shutdown=1,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.005)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task

@@ -1,0 +1,341 @@
+"""Run endpoints in-process: create, wait, join, cancel, multitask, stateless and batch runs."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from runplane.core.graphs import default_assistant_id
+from runplane.core.manager import RunManager
+from tests.api._fakes import FakeRuntime, FakeWorker
+
+
+async def _thread(client: httpx.AsyncClient) -> str:
+    return (await client.post("/threads", json={})).json()["thread_id"]
+
+
+async def _run(client: httpx.AsyncClient, thread_id: str, **body: Any) -> dict[str, Any]:
+    response = await client.post(f"/threads/{thread_id}/runs", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def _status(manager: RunManager, run_id: str, wanted: str) -> None:
+    for _ in range(400):
+        try:
+            if (await manager.get_run(run_id)).status == wanted:
+                return
+        except Exception:
+            pass
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"run {run_id} never reached {wanted}")
+
+
+async def test_background_run_lifecycle(client: httpx.AsyncClient, worker: FakeWorker) -> None:
+    thread_id = await _thread(client)
+    response = await client.post(
+        f"/threads/{thread_id}/runs",
+        json={"assistant_id": "echo", "input": {"n": 1}, "metadata": {"mk": "mv"}, "config": {"tags": ["t"]}},
+    )
+    assert response.status_code == 200
+    run = response.json()
+    assert response.headers["content-location"] == f"/threads/{thread_id}/runs/{run['run_id']}"
+    assert run["assistant_id"] == default_assistant_id("echo")
+    assert run["thread_id"] == thread_id
+    assert run["multitask_strategy"] == "enqueue"
+    assert run["metadata"]["mk"] == "mv" and run["metadata"]["graph_id"] == "echo"
+    assert run["kwargs"]["input"] == {"n": 1}
+    assert run["kwargs"]["config"] == {"tags": ["t"]}
+    assert run["kwargs"]["stream_mode"] == ["values"]
+
+    joined = await client.get(f"/threads/{thread_id}/runs/{run['run_id']}/join")
+    assert joined.status_code == 200
+    assert joined.json() == {"n": 1, "echoed": True}
+    assert joined.headers["location"].endswith(f"/runs/{run['run_id']}/join")
+
+    got = (await client.get(f"/threads/{thread_id}/runs/{run['run_id']}")).json()
+    assert got["status"] == "success"
+    thread = (await client.get(f"/threads/{thread_id}")).json()
+    assert thread["status"] == "idle"
+    assert thread["metadata"] == {"graph_id": "echo", "assistant_id": default_assistant_id("echo")}
+
+    listed = await client.get(f"/threads/{thread_id}/runs", params={"limit": 10, "offset": 0})
+    assert [r["run_id"] for r in listed.json()] == [run["run_id"]]
+    selected = await client.get(
+        f"/threads/{thread_id}/runs", params=[("select", "run_id"), ("select", "status")]
+    )
+    assert selected.json() == [{"run_id": run["run_id"], "status": "success"}]
+    by_status = await client.get(f"/threads/{thread_id}/runs", params={"status": "running"})
+    assert by_status.json() == []
+
+    assert (await client.delete(f"/threads/{thread_id}/runs/{run['run_id']}")).status_code == 204
+    assert (await client.get(f"/threads/{thread_id}/runs/{run['run_id']}")).status_code == 404
+
+
+async def test_wait_bodies_success_error_interrupt_and_resume(
+    client: httpx.AsyncClient, worker: FakeWorker
+) -> None:
+    thread_id = await _thread(client)
+    ok = await client.post(
+        f"/threads/{thread_id}/runs/wait", json={"assistant_id": "echo", "input": {"n": 5}}
+    )
+    assert ok.status_code == 200 and ok.json() == {"n": 5, "echoed": True}
+    assert ok.headers["content-location"].startswith(f"/threads/{thread_id}/runs/")
+
+    failed_thread = await _thread(client)
+    failed = await client.post(f"/threads/{failed_thread}/runs/wait", json={"assistant_id": "failer"})
+    assert failed.status_code == 200
+    assert failed.json() == {"__error__": {"error": "ValueError", "message": "boom!"}}
+    assert (await client.get(f"/threads/{failed_thread}")).json()["status"] == "error"
+
+    ask_thread = await _thread(client)
+    asked = await client.post(
+        f"/threads/{ask_thread}/runs/wait", json={"assistant_id": "asker", "input": {"q": "name?"}}
+    )
+    assert asked.json() == {
+        "q": "name?",
+        "__interrupt__": [{"value": {"question": "name?"}, "id": "interrupt-1", "response_schema": None}],
+    }
+    thread = (await client.get(f"/threads/{ask_thread}")).json()
+    assert thread["status"] == "interrupted"
+    assert thread["interrupts"] == {"task-ask": [{"value": {"question": "name?"}, "id": "interrupt-1"}]}
+
+    resumed = await client.post(
+        f"/threads/{ask_thread}/runs/wait", json={"assistant_id": "asker", "command": {"resume": "bob"}}
+    )
+    assert resumed.json() == {"q": "name?", "answer": "bob"}
+    assert (await client.get(f"/threads/{ask_thread}")).json()["status"] == "idle"
+
+
+async def test_interrupt_before_then_continue(client: httpx.AsyncClient, worker: FakeWorker) -> None:
+    thread_id = await _thread(client)
+    stopped = await client.post(
+        f"/threads/{thread_id}/runs/wait",
+        json={"assistant_id": "echo", "input": {"n": 4}, "interrupt_before": ["echo"]},
+    )
+    assert stopped.json() == {"n": 4}
+    assert (await client.get(f"/threads/{thread_id}")).json()["status"] == "interrupted"
+    continued = await client.post(f"/threads/{thread_id}/runs/wait", json={"assistant_id": "echo"})
+    assert continued.json() == {"n": 4, "echoed": True}
+
+
+async def test_reject_on_busy_thread_and_if_not_exists(
+    client: httpx.AsyncClient, worker: FakeWorker, manager: RunManager
+) -> None:
+    thread_id = await _thread(client)
+    first = await _run(client, thread_id, assistant_id="sleepy", input={"gate": "reject"})
+    for suffix in ("", "/stream", "/wait"):
+        busy = await client.post(
+            f"/threads/{thread_id}/runs{suffix}",
+            json={"assistant_id": "echo", "multitask_strategy": "reject"},
+        )
+        assert busy.status_code == 409, suffix
+    worker.gate("reject").set()
+    await _status(manager, first["run_id"], "success")
+
+    missing = str(uuid.uuid4())
+    refused = await client.post(f"/threads/{missing}/runs", json={"assistant_id": "echo"})
+    assert refused.status_code == 404
+    created = await client.post(
+        f"/threads/{missing}/runs/wait",
+        json={"assistant_id": "echo", "input": {"n": 1}, "if_not_exists": "create"},
+    )
+    assert created.status_code == 200 and created.json() == {"n": 1, "echoed": True}
+    assert (await client.get(f"/threads/{missing}")).json()["metadata"]["graph_id"] == "echo"
+
+
+@pytest.mark.parametrize("strategy", ["interrupt", "rollback", "enqueue"])
+async def test_multitask_strategies(
+    client: httpx.AsyncClient, worker: FakeWorker, manager: RunManager, strategy: str
+) -> None:
+    thread_id = await _thread(client)
+    first = await _run(client, thread_id, assistant_id="sleepy", input={"gate": f"mt-{strategy}"})
+    await _status(manager, first["run_id"], "running")
+    second = await _run(client, thread_id, assistant_id="echo", input={"n": 2}, multitask_strategy=strategy)
+    assert second["multitask_strategy"] == strategy
+    if strategy == "enqueue":
+        worker.gate(f"mt-{strategy}").set()
+    joined = await client.get(f"/threads/{thread_id}/runs/{second['run_id']}/join")
+    assert joined.json()["echoed"] is True
+    runs = (await client.get(f"/threads/{thread_id}/runs")).json()
+    statuses = {r["run_id"]: r["status"] for r in runs}
+    if strategy == "rollback":
+        assert statuses == {second["run_id"]: "success"}
+    else:
+        expected = "interrupted" if strategy == "interrupt" else "success"
+        assert statuses == {second["run_id"]: "success", first["run_id"]: expected}
+    assert (await client.get(f"/threads/{thread_id}")).json()["status"] == "idle"
+
+
+async def test_cancel_without_wait_reports_the_run_as_it_is(
+    client: httpx.AsyncClient, worker: FakeWorker, manager: RunManager
+) -> None:
+    thread_id = await _thread(client)
+    run = await _run(client, thread_id, assistant_id="sleepy", input={"gate": "cancel"})
+    await _status(manager, run["run_id"], "running")
+    cancelled = await client.post(
+        f"/threads/{thread_id}/runs/{run['run_id']}/cancel", params={"wait": 0, "action": "interrupt"}
+    )
+    assert cancelled.status_code == 202
+    # Never "interrupted" before the worker has actually stopped it.
+    assert cancelled.json()["status"] in ("running", "interrupted")
+    await _status(manager, run["run_id"], "interrupted")
+    again = await client.post(f"/threads/{thread_id}/runs/{run['run_id']}/cancel")
+    assert again.status_code == 202 and again.json()["status"] == "interrupted"
+
+
+async def test_cancel_with_wait_returns_the_stopped_run(
+    client: httpx.AsyncClient, worker: FakeWorker, manager: RunManager
+) -> None:
+    thread_id = await _thread(client)
+    run = await _run(client, thread_id, assistant_id="sleepy", input={"gate": "cancel-wait"})
+    await _status(manager, run["run_id"], "running")
+    cancelled = await client.post(
+        f"/threads/{thread_id}/runs/{run['run_id']}/cancel", params={"wait": 1, "action": "interrupt"}
+    )
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "interrupted"
+    thread = (await client.get(f"/threads/{thread_id}")).json()
+    assert thread["status"] != "busy"
+    joined = await client.get(f"/threads/{thread_id}/runs/{run['run_id']}/join")
+    assert joined.json() == {"gate": "cancel-wait"}
+
+
+@pytest.mark.parametrize("wait", [0, 1])
+async def test_rollback_cancel_never_leaves_the_thread_busy(
+    client: httpx.AsyncClient, worker: FakeWorker, manager: RunManager, wait: int
+) -> None:
+    thread_id = await _thread(client)
+    await client.post(f"/threads/{thread_id}/runs/wait", json={"assistant_id": "echo", "input": {"n": 1}})
+    run = await _run(client, thread_id, assistant_id="sleepy", input={"gate": f"rb-{wait}"})
+    await _status(manager, run["run_id"], "running")
+    cancelled = await client.post(
+        f"/threads/{thread_id}/runs/{run['run_id']}/cancel", params={"wait": wait, "action": "rollback"}
+    )
+    assert cancelled.status_code == (204 if wait else 202)
+    for _ in range(200):
+        if (await client.get(f"/threads/{thread_id}/runs/{run['run_id']}")).status_code == 404:
+            break
+        await asyncio.sleep(0.005)
+    thread = (await client.get(f"/threads/{thread_id}")).json()
+    assert thread["status"] == "idle"
+    assert thread["values"] == {"n": 1, "echoed": True}
+
+
+async def test_cancel_pending_run_and_delete_running_run(
+    client: httpx.AsyncClient, worker: FakeWorker, manager: RunManager
+) -> None:
+    thread_id = await _thread(client)
+    first = await _run(client, thread_id, assistant_id="sleepy", input={"gate": "pending"})
+    second = await _run(client, thread_id, assistant_id="echo")
+    await _status(manager, first["run_id"], "running")
+    cancelled = await client.post(f"/threads/{thread_id}/runs/{second['run_id']}/cancel")
+    assert cancelled.status_code == 202 and cancelled.json()["status"] == "interrupted"
+
+    refused = await client.delete(f"/threads/{thread_id}/runs/{first['run_id']}")
+    assert refused.status_code == 409
+    assert (await client.get(f"/threads/{thread_id}")).json()["status"] == "busy"
+    worker.gate("pending").set()
+    await _status(manager, first["run_id"], "success")
+    assert (await client.get(f"/threads/{thread_id}")).json()["status"] == "idle"
+    assert (await client.delete(f"/threads/{thread_id}/runs/{first['run_id']}")).status_code == 204
+
+
+async def test_bulk_cancel(client: httpx.AsyncClient, worker: FakeWorker, manager: RunManager) -> None:
+    a, b = await _thread(client), await _thread(client)
+    run_a = await _run(client, a, assistant_id="sleepy", input={"gate": "bulk-a"})
+    run_b = await _run(client, b, assistant_id="sleepy", input={"gate": "bulk-b"})
+    pending = await _run(client, b, assistant_id="echo")
+    await _status(manager, run_b["run_id"], "running")
+
+    by_ids = await client.post(
+        "/runs/cancel", params={"action": "interrupt"}, json={"thread_id": a, "run_ids": [run_a["run_id"]]}
+    )
+    assert by_ids.status_code == 204
+    await _status(manager, run_a["run_id"], "interrupted")
+
+    only_pending = await client.post("/runs/cancel", json={"status": "pending"})
+    assert only_pending.status_code == 204
+    await _status(manager, pending["run_id"], "interrupted")
+    assert (await manager.get_run(run_b["run_id"])).status == "running"
+
+    everything = await client.post("/runs/cancel", json={"status": "all"})
+    assert everything.status_code == 204
+    await _status(manager, run_b["run_id"], "interrupted")
+
+    nothing = await client.post("/runs/cancel", json={"status": "running"})
+    assert nothing.status_code == 404
+    unknown = await client.post("/runs/cancel", json={"thread_id": a, "run_ids": [str(uuid.uuid4())]})
+    assert unknown.status_code == 404
+    for bad in ({}, {"status": "all", "thread_id": a}, {"thread_id": a}, {"status": "bogus"}):
+        assert (await client.post("/runs/cancel", json=bad)).status_code == 422, bad
+
+
+async def test_stateless_runs(
+    client: httpx.AsyncClient, worker: FakeWorker, manager: RunManager, runtime: FakeRuntime
+) -> None:
+    waited = await client.post("/runs/wait", json={"assistant_id": "echo", "input": {"n": 9}})
+    assert waited.status_code == 200 and waited.json() == {"n": 9, "echoed": True}
+    location = waited.headers["location"]
+    assert location.startswith("/threads/") and location.endswith("/join")
+    temp_thread = location.split("/")[2]
+    await worker.run_until_idle()
+    assert (await client.get(f"/threads/{temp_thread}")).status_code == 404
+    assert temp_thread not in runtime.checkpoints
+
+    failed = await client.post("/runs/wait", json={"assistant_id": "failer"})
+    assert failed.json() == {"__error__": {"error": "ValueError", "message": "boom!"}}
+
+    kept = await client.post(
+        "/runs/wait", json={"assistant_id": "echo", "input": {"n": 3}, "on_completion": "keep"}
+    )
+    kept_thread = kept.headers["location"].split("/")[2]
+    await worker.run_until_idle()
+    thread = (await client.get(f"/threads/{kept_thread}")).json()
+    assert thread["values"] == {"n": 3, "echoed": True} and thread["status"] == "idle"
+
+    background = await client.post("/runs", json={"assistant_id": "echo", "input": {"n": 1}})
+    run = background.json()
+    assert background.headers["content-location"] == f"/runs/{run['run_id']}"
+    assert run["kwargs"]["temporary"] is True
+    for _ in range(400):  # the worker deletes the temporary thread once the run has ended
+        if (await client.get(f"/threads/{run['thread_id']}")).status_code == 404:
+            break
+        await asyncio.sleep(0.005)
+    else:
+        raise AssertionError("temporary thread was not deleted")
+
+
+async def test_batch(client: httpx.AsyncClient, worker: FakeWorker) -> None:
+    created = await client.post(
+        "/runs/batch", json=[{"assistant_id": "echo", "input": {"n": i}} for i in range(3)]
+    )
+    assert created.status_code == 200
+    runs = created.json()
+    assert len({r["thread_id"] for r in runs}) == 3
+    assert all(r["kwargs"]["temporary"] for r in runs)
+    assert (await client.post("/runs/batch", json=[])).status_code == 422
+    unknown = await client.post("/runs/batch", json=[{"assistant_id": "echo"}, {"assistant_id": "nope"}])
+    assert unknown.status_code == 404
+
+
+async def test_unknown_runs_and_assistants(client: httpx.AsyncClient) -> None:
+    thread_id = await _thread(client)
+    missing = str(uuid.uuid4())
+    for method, path in [
+        ("GET", f"/threads/{thread_id}/runs/{missing}"),
+        ("DELETE", f"/threads/{thread_id}/runs/{missing}"),
+        ("POST", f"/threads/{thread_id}/runs/{missing}/cancel"),
+        ("GET", f"/threads/{thread_id}/runs/{missing}/join"),
+        ("GET", f"/threads/{thread_id}/runs/{missing}/stream"),
+    ]:
+        response = await client.request(method, path)
+        assert response.status_code == 404, (method, path)
+    for path in (f"/threads/{thread_id}/runs", "/runs", "/runs/wait", "/runs/stream"):
+        response = await client.post(path, json={"assistant_id": "nope"})
+        assert response.status_code == 404, path
+        response = await client.post(path, json={"assistant_id": str(uuid.uuid4())})
+        assert response.status_code == 404, path

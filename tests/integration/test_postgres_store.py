@@ -1,0 +1,364 @@
+"""The PostgreSQL store against a real server: migrations, several processes (separate pools) racing
+on one thread, concurrent claimers, durability under kill -9. Per-method semantics are the
+conformance suite's job."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import signal
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+from runplane.core.errors import InvalidInput, StoreUnavailable, ThreadBusy
+from runplane.core.models import NewRun, NewThread, Outcome, Run, RunFilter
+from runplane.stores import open_store
+from runplane.stores.postgres._driver import parse_url
+from runplane.stores.postgres.store import MIGRATIONS, QUERIES, PostgresStore
+from runplane.testing import FakeClock
+from tests._services import drop_postgres_database, fresh_postgres_database, postgres_url
+
+pytestmark = pytest.mark.postgres
+
+_SCHEMA_QUERIES = {
+    "columns": """
+        SELECT table_name, column_name, ordinal_position, data_type, is_nullable, column_default,
+               is_identity, identity_generation
+        FROM information_schema.columns WHERE table_schema = 'public'
+        ORDER BY table_name, column_name
+    """,
+    "indexes": "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 2",
+    "constraints": """
+        SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)
+        FROM pg_constraint WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2
+    """,
+    "sequences": "SELECT sequencename, data_type FROM pg_sequences WHERE schemaname = 'public' ORDER BY 1",
+    "versions": "SELECT version, name FROM runplane_migrations ORDER BY version",
+}
+
+
+def _schema(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    with psycopg.connect(url) as conn:
+        return {name: conn.execute(query).fetchall() for name, query in _SCHEMA_QUERIES.items()}
+
+
+@pytest.fixture
+def base_url() -> str:
+    url = postgres_url()
+    if url is None:
+        pytest.skip("postgres: RUNPLANE_TEST_POSTGRES_URL is not set")
+    return url
+
+
+@pytest.fixture
+def db_url(base_url: str) -> Iterator[str]:
+    url = fresh_postgres_database(base_url)
+    try:
+        yield url
+    finally:
+        drop_postgres_database(url)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def stores(db_url: str, clock: FakeClock) -> AsyncIterator[list[PostgresStore]]:
+    """Four instances on one database with their own pools, like four processes."""
+    opened = [PostgresStore.from_url(db_url, clock=clock, max_size=4) for _ in range(4)]
+    await asyncio.gather(*(store.open() for store in opened))
+    try:
+        yield opened
+    finally:
+        for store in opened:
+            await store.close()
+
+
+def _new_run(run_id: str, thread_id: str, **changes: Any) -> NewRun:
+    return NewRun(run_id, thread_id, "agent", **changes)
+
+
+# -- URLs and the pool ----------------------------------------------------------------------------
+
+
+def test_url_keeps_libpq_params_and_strips_pool_params() -> None:
+    conninfo, pool = parse_url(
+        "postgres://u:p%40ss@db.example:5433/app?sslmode=require&pool_min_size=2&pool_max_size=7"
+    )
+    assert conninfo == "postgresql://u:p%40ss@db.example:5433/app?sslmode=require"
+    assert (pool.min_size, pool.max_size) == (2, 7)
+    assert parse_url("postgresql://h/db")[0] == "postgresql://h/db"
+    assert parse_url("postgresql+psycopg://h/db?application_name=a%20b")[0] == (
+        "postgresql://h/db?application_name=a%20b"
+    )
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://h/db?pool_max_size=x", "postgresql://h/db?pool_min_size=5&pool_max_size=2"]
+)
+def test_bad_pool_params_are_invalid_input(url: str) -> None:
+    with pytest.raises(InvalidInput):
+        parse_url(url)
+
+
+async def test_open_store_accepts_both_schemes(db_url: str, clock: FakeClock) -> None:
+    for url in (db_url, db_url.replace("postgresql://", "postgres://", 1) + "?pool_max_size=2"):
+        store = open_store(url, clock=clock)
+        assert isinstance(store, PostgresStore)
+        assert store.checkpointer_url == db_url
+        await store.open()
+        try:
+            thread = await store.create_thread(NewThread(), if_exists="do_nothing")
+            assert (await store.get_thread(thread.thread_id, thread.owner)).created_at == clock.now()
+        finally:
+            await store.close()
+
+
+async def test_unreachable_server_is_store_unavailable() -> None:
+    # Nothing listens on port 1; the pool gives up after pool_timeout.
+    store = PostgresStore.from_url("postgresql://127.0.0.1:1/x?connect_timeout=1&pool_timeout=0.5")
+    with pytest.raises(StoreUnavailable):
+        await store.open()
+    with pytest.raises(StoreUnavailable):
+        await store.get_thread("t", "")
+
+
+async def test_langgraph_checkpointer_shares_the_database(db_url: str, clock: FakeClock) -> None:
+    async with PostgresStore.from_url(db_url, clock=clock) as store:
+        async with AsyncPostgresSaver.from_conn_string(store.checkpointer_url) as saver:
+            await saver.setup()
+        await store.create_run(_new_run("r1", "t1", if_not_exists="create"))
+        assert await store.migrate() == []
+
+
+# -- migrations -----------------------------------------------------------------------------------
+
+
+async def test_migrating_step_by_step_equals_migrating_at_once(base_url: str, db_url: str) -> None:
+    stepwise = fresh_postgres_database(base_url)
+    try:
+        store = PostgresStore.from_url(stepwise)
+        await store.open(migrate=False)
+        try:
+            for migration in MIGRATIONS:
+                assert await store.migrate(target=migration.version) == [migration.version]
+                assert await store.applied_migrations() == list(range(1, migration.version + 1))
+        finally:
+            await store.close()
+        async with PostgresStore.from_url(db_url):
+            pass
+        assert _schema(stepwise) == _schema(db_url)
+    finally:
+        drop_postgres_database(stepwise)
+
+
+async def test_migrating_twice_is_a_noop(db_url: str) -> None:
+    async with PostgresStore.from_url(db_url) as store:
+        before = _schema(db_url)
+        assert await store.migrate() == []
+    async with PostgresStore.from_url(db_url) as store:
+        assert await store.applied_migrations() == [m.version for m in MIGRATIONS]
+    assert _schema(db_url) == before
+
+
+async def test_stores_opening_together_both_succeed(db_url: str, clock: FakeClock) -> None:
+    stores = [PostgresStore.from_url(db_url, clock=clock) for _ in range(3)]
+    await asyncio.gather(*(store.open() for store in stores))
+    try:
+        for store in stores:
+            assert await store.applied_migrations() == [m.version for m in MIGRATIONS]
+        thread = await stores[0].create_thread(NewThread(thread_id="t"))
+        assert await stores[2].get_thread("t", "") == thread
+    finally:
+        for store in stores:
+            await store.close()
+
+
+# -- query plans ----------------------------------------------------------------------------------
+
+_NOW = FakeClock().now()
+#: The hot path of admissions, claims and worker writes, with sample parameters.
+_HOT_QUERIES: dict[str, dict[str, Any]] = {
+    "admission_probe": {"run_id": "r", "owner": "", "idempotency_key": "k"},
+    "lock_thread": {"thread_id": "t"},
+    "active_runs": {"thread_id": "t"},
+    "claim_next_thread": {"now": _NOW},
+    "claim_run": {"thread_id": "t", "worker_id": "w", "lease_expires_at": _NOW, "now": _NOW},
+    "settle_thread": {
+        "thread_id": "t",
+        "outcome": "idle",
+        "now": _NOW,
+        "set_values": False,
+        "values": None,
+        "interrupts": None,
+    },
+    "lock_thread_of_run": {"run_id": "r"},
+    "get_run_for_update": {"run_id": "r"},
+    "renew_lease": {"run_id": "r", "attempt": 1, "worker_id": "w", "lease_expires_at": _NOW},
+    "expired_runs": {"now": _NOW, "limit": 10},
+    "list_runs": {"thread_id": "t", "status": None, "limit": 10, "offset": 0},
+    "get_run": {"run_id": "r", "owner": "", "thread_id": None},
+}
+
+
+def _unbounded_scans(node: dict[str, Any]) -> Iterator[str]:
+    """Plan nodes that read a whole table or a whole index (no index condition bounds them)."""
+    kind = node["Node Type"]
+    if kind == "Seq Scan" or (
+        kind in ("Index Scan", "Index Only Scan", "Bitmap Index Scan") and "Index Cond" not in node
+    ):
+        yield f"{kind} on {node.get('Relation Name') or node.get('Index Name')}"
+    for child in node.get("Plans", []):
+        yield from _unbounded_scans(child)
+
+
+_BACKLOG = """
+INSERT INTO threads (thread_id, owner, status, created_at, updated_at)
+SELECT 't' || g, '', 'busy', %(now)s, %(now)s FROM generate_series(1, 1000) AS g;
+--
+INSERT INTO runs (run_id, thread_id, assistant_id, owner, status, multitask_strategy, created_at, updated_at)
+SELECT 'r' || g, 't' || (g %% 1000 + 1), 'agent', '',
+       CASE WHEN g <= 15000 THEN 'success' WHEN g <= 15010 THEN 'running' ELSE 'pending' END,
+       'enqueue', %(now)s, %(now)s
+FROM generate_series(1, 20000) AS g;
+--
+UPDATE threads AS t SET queue_seq = (
+    SELECT min(r.seq) FROM runs AS r WHERE r.thread_id = t.thread_id AND r.status = 'pending'
+) WHERE NOT EXISTS (SELECT 1 FROM runs AS r WHERE r.thread_id = t.thread_id AND r.status = 'running')
+"""
+
+
+async def test_hot_queries_are_bounded_by_an_index(db_url: str) -> None:
+    # 20k runs, most of them finished, a backlog of pending ones: a plan that reads a whole table (or
+    # walks a whole index) here would read every run on each admission or claim at 100k.
+    async with PostgresStore.from_url(db_url):
+        pass
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for statement in _BACKLOG.split(";\n--\n"):
+            conn.execute(statement, {"now": _NOW})
+        conn.execute("ANALYZE")
+        for name, params in _HOT_QUERIES.items():
+            conn.execute("BEGIN")
+            row = conn.execute(f"EXPLAIN (FORMAT JSON) {QUERIES[name]}", params).fetchone()
+            conn.execute("ROLLBACK")
+            assert row is not None
+            plan = row[0][0]["Plan"]
+            assert list(_unbounded_scans(plan)) == [], (name, plan)
+            # Index lookups cost under 50 here; reading all 20k runs costs several hundred.
+            assert plan["Total Cost"] < 100, (name, plan)
+
+
+# -- several processes on one database ------------------------------------------------------------
+
+
+async def test_reject_admits_exactly_one_run_across_instances(stores: list[PostgresStore]) -> None:
+    first, second = stores[0], stores[1]
+    await first.create_thread(NewThread(thread_id="t"))
+
+    async def attempt(i: int) -> Run | ThreadBusy:
+        store = first if i % 2 else second
+        try:
+            return (await store.create_run(_new_run(f"r{i}", "t", multitask_strategy="reject"))).run
+        except ThreadBusy as exc:
+            return exc
+
+    results = await asyncio.gather(*(attempt(i) for i in range(50)))
+    admitted = [result for result in results if isinstance(result, Run)]
+    assert len(admitted) == 1
+    assert sum(isinstance(result, ThreadBusy) for result in results) == 49
+    assert [r.run_id for r in await first.expired_runs()] == []
+    listed = await second.list_runs("t", "", RunFilter())
+    assert [r.run_id for r in listed] == [admitted[0].run_id]
+
+
+async def test_concurrent_claimers_never_share_a_run_or_a_thread(
+    stores: list[PostgresStore], clock: FakeClock
+) -> None:
+    expected: dict[str, list[str]] = collections.defaultdict(list)
+    for i in range(200):
+        thread_id = f"t{i // 4}"  # a thread's runs are adjacent in the queue: the hardest case
+        await stores[i % 4].create_run(_new_run(f"r{i:03}", thread_id, if_not_exists="create"))
+        expected[thread_id].append(f"r{i:03}")
+
+    claimed: dict[str, list[str]] = collections.defaultdict(list)
+    running: dict[str, str] = {}
+    finished = 0
+    changed = asyncio.Condition()
+
+    def moved_on(seen: int) -> bool:
+        return finished != seen or finished >= 200
+
+    async def claimer(store: PostgresStore, worker_id: str) -> None:
+        nonlocal finished
+        while finished < 200:
+            async with changed:
+                version = finished
+            run = await store.claim_run(worker_id, 30)
+            if run is None:
+                # Every other run is held by another claimer: wait until one of them finishes.
+                async with changed:
+                    await asyncio.wait_for(changed.wait_for(functools.partial(moved_on, version)), 30)
+                continue
+            assert run.thread_id not in running, f"{run.run_id} and {running[run.thread_id]} both running"
+            running[run.thread_id] = run.run_id
+            claimed[run.thread_id].append(run.run_id)
+            await asyncio.sleep(0)  # let the others try this thread while the run is held
+            assert await store.renew_lease(run.run_id, run.attempt, worker_id, 30) is None
+            del running[run.thread_id]
+            await store.finish_run(run.run_id, run.attempt, Outcome("success", "idle"))
+            async with changed:
+                finished += 1
+                changed.notify_all()
+
+    await asyncio.wait_for(
+        asyncio.gather(*(claimer(store, f"w{n}") for n, store in enumerate(stores))), timeout=60
+    )
+    assert dict(claimed) == dict(expected)  # each run once, each thread in admission order
+    assert await stores[0].claim_run("w", 30) is None
+    assert {(await stores[0].get_thread(t, "")).status for t in expected} == {"idle"}
+
+
+# -- durability -----------------------------------------------------------------------------------
+
+_CREATE_THEN_HANG = textwrap.dedent(
+    """
+    import asyncio, sys
+    from runplane.core.models import NewRun
+    from runplane.stores import open_store
+
+    async def main():
+        store = open_store(sys.argv[1])
+        await store.open()
+        admission = await store.create_run(NewRun("r-durable", "t", "agent", if_not_exists="create"))
+        print(admission.run.run_id, flush=True)
+        await asyncio.sleep(3600)
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_acknowledged_run_survives_kill_9(db_url: str, clock: FakeClock) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _CREATE_THEN_HANG, db_url, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None
+        ack = await asyncio.wait_for(process.stdout.readline(), timeout=30)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+    assert ack.decode().strip() == "r-durable"
+    async with PostgresStore.from_url(db_url, clock=clock) as store:
+        run = await store.get_run("r-durable", "")
+        assert run.status == "pending"
+        assert (await store.claim_run("w", 30)) == await store.get_run("r-durable", "")

@@ -1,0 +1,132 @@
+"""What a run streams: event names and payloads per stream mode, as LangGraph's server sends them."""
+
+from __future__ import annotations
+
+from tests.integration._worker_support import decode, harness
+
+
+async def test_first_event_is_metadata_with_run_id_and_attempt() -> None:
+    async with harness() as h:
+        run = await h.run("echo", input={"n": 1})
+        events = await h.events(run)
+    assert events[0].event == "metadata"
+    assert decode(events[0]) == {"run_id": run.run_id, "attempt": 1}
+
+
+async def test_values_and_updates_match_the_reference_server() -> None:
+    async with harness() as h:
+        run = await h.run("echo", input={"n": 1}, stream_mode=["values", "updates"])
+        events = await h.events(run)
+    # The reference's sse_echo_values_updates probe, byte for byte.
+    assert [(e.event, e.data) for e in events[1:]] == [
+        ("values", b'{"n":1}'),
+        ("updates", b'{"echo":{"messages":[],"n":1}}'),
+        ("values", b'{"messages":[],"n":1}'),
+    ]
+
+
+async def test_default_stream_mode_is_values() -> None:
+    async with harness() as h:
+        run = await h.run("echo", input={"n": 2})
+        events = await h.events(run)
+    assert [e.event for e in events] == ["metadata", "values", "values"]
+
+
+async def test_custom_debug_tasks_and_checkpoints_names() -> None:
+    async with harness() as h:
+        run = await h.run(
+            "slow",
+            input={"steps": 1, "delay": 0},
+            stream_mode=["custom", "debug", "tasks", "checkpoints"],
+        )
+        events = await h.events(run)
+    names = [e.event for e in events]
+    assert set(names) == {"metadata", "custom", "debug", "tasks", "checkpoints"}
+    assert decode(next(e for e in events if e.event == "custom")) == {"step": 0, "of": 1}
+    debug_checkpoint = decode(next(e for e in events if e.event == "debug"))
+    assert debug_checkpoint["type"] == "checkpoint"
+    # As LangGraph's server: debug checkpoints also carry the SDK-shaped `checkpoint`.
+    assert debug_checkpoint["payload"]["checkpoint"]["thread_id"] == run.thread_id
+    checkpoint = decode(next(e for e in events if e.event == "checkpoints"))
+    assert {"config", "values", "metadata", "next", "tasks"} <= set(checkpoint)
+
+
+async def test_subgraph_events_carry_the_namespace() -> None:
+    async with harness() as h:
+        run = await h.run(
+            "nested", input={"x": 1}, stream_mode=["values", "updates", "custom"], stream_subgraphs=True
+        )
+        events = await h.events(run)
+    names = [e.event for e in events]
+    child = [n for n in names if "|" in n]
+    assert child and all(n.split("|")[1].startswith("child:") for n in child)
+    assert {n.split("|")[0] for n in child} == {"values", "updates", "custom"}
+    assert names[-1] == "values" and decode(events[-1]) == {"x": 2}
+    assert ("updates", {"child": {"x": 2}}) in [(e.event, decode(e)) for e in events]
+
+
+async def test_subgraph_events_are_hidden_without_stream_subgraphs() -> None:
+    async with harness() as h:
+        run = await h.run("nested", input={"x": 1}, stream_mode=["values", "custom"])
+        events = await h.events(run)
+    assert all("|" not in e.event for e in events)
+
+
+async def test_messages_tuple_sends_chunk_and_metadata() -> None:
+    async with harness() as h:
+        run = await h.run("chat", input={"tokens": 3}, stream_mode=["messages-tuple"])
+        events = await h.events(run)
+    messages = [decode(e) for e in events if e.event == "messages"]
+    assert [e.event for e in events] == ["metadata"] + ["messages"] * len(messages)
+    assert "".join(chunk["content"] for chunk, _ in messages) == "tok0 tok1 tok2"
+    chunk, metadata = messages[0]
+    assert chunk["type"] == "AIMessageChunk"
+    assert metadata["langgraph_node"] == "agent" and metadata["run_id"] == run.run_id
+
+
+async def test_messages_mode_sends_metadata_deltas_and_one_complete_message() -> None:
+    async with harness() as h:
+        run = await h.run("chat", input={"tokens": 3}, stream_mode=["messages"])
+        events = await h.events(run)
+    names = [e.event for e in events]
+    assert names[:2] == ["metadata", "messages/metadata"]
+    assert names.count("messages/metadata") == 1 and names.count("messages/complete") == 1
+    assert names[-1] == "messages/complete"
+    partials = [decode(e)[0]["content"] for e in events if e.event == "messages/partial"]
+    assert partials == ["tok0", " ", "tok1", " ", "tok2"]  # deltas, never the text so far
+    complete = decode(events[-1])[0]
+    assert complete["type"] == "ai" and complete["content"] == "tok0 tok1 tok2"
+    assert complete["usage_metadata"]["output_tokens"] == 3
+
+
+async def test_messages_bytes_grow_linearly_with_the_reply() -> None:
+    streamed: dict[int, int] = {}
+    async with harness() as h:
+        for tokens in (100, 800):
+            run = await h.run("chat", input={"tokens": tokens}, stream_mode=["messages"])
+            events = await h.events(run)
+            streamed[tokens] = sum(len(e.data) for e in events if e.event.startswith("messages"))
+            # Every partial is one chunk, however long the reply is.
+            assert max(len(e.data) for e in events if e.event == "messages/partial") < 400
+    # 8x the text -> about 8x the bytes (cumulative partials would be ~64x: quadratic).
+    assert 7 < streamed[800] / streamed[100] < 9
+
+
+async def test_events_mode_streams_callback_events_and_the_requested_modes() -> None:
+    async with harness() as h:
+        run = await h.run("chat", input={"tokens": 2}, stream_mode=["events", "values"])
+        events = await h.events(run)
+    kinds = {decode(e)["event"] for e in events if e.event == "events"}
+    assert {"on_chain_start", "on_chat_model_stream", "on_chat_model_end", "on_chain_end"} <= kinds
+    values = [decode(e) for e in events if e.event == "values"]
+    assert values[-1]["messages"][-1]["content"] == "tok0 tok1"
+
+
+async def test_hitl_interrupt_is_streamed_in_values_and_updates() -> None:
+    async with harness() as h:
+        run = await h.run("hitl", input={"question": "name?"}, stream_mode=["values", "updates"])
+        events = await h.events(run)
+    interrupt = decode(events[-1])["__interrupt__"][0]
+    assert interrupt["value"] == {"question": "name?"} and interrupt["id"]
+    assert [e.event for e in events] == ["metadata", "values", "updates", "values"]
+    assert "__interrupt__" in decode(events[2])

@@ -1,0 +1,295 @@
+"""Loading a langgraph.json as LangGraph's dev server does: paths, modules, factories, env, deps."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+from runplane.core.errors import InvalidInput, NotFound
+from runplane.core.graphs import default_assistant_id
+from runplane.graphs import LangGraphRuntime, load_runtime
+
+SIMPLE_GRAPH = """
+from typing_extensions import TypedDict
+from langgraph.graph import END, START, StateGraph
+
+
+class State(TypedDict, total=False):
+    n: int
+    seen: str
+
+
+def bump(state: State) -> State:
+    return {"n": state.get("n", 0) + 1}
+
+
+builder = StateGraph(State)
+builder.add_node("bump", bump)
+builder.add_edge(START, "bump")
+builder.add_edge("bump", END)
+graph = builder.compile()
+"""
+
+FUTURE_GRAPH = """
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from pydantic import BaseModel
+from langgraph.graph import END, START, StateGraph
+
+
+@dataclass
+class Note:
+    text: str
+    tags: list[str] = field(default_factory=list)
+
+
+class Item(BaseModel):
+    name: str
+    note: Note | None = None
+
+
+@dataclass
+class State:
+    notes: Annotated[list[Note], operator.add] = field(default_factory=list)
+    item: Item | None = None
+    count: int = 0
+
+
+def step(state: State) -> dict:
+    return {"notes": [Note("hi", ["a"])], "item": Item(name="x", note=Note("n")), "count": state.count + 1}
+
+
+builder = StateGraph(State)
+builder.add_node("step", step)
+builder.add_edge(START, "step")
+builder.add_edge("step", END)
+graph = builder.compile()
+"""
+
+
+@pytest.fixture(autouse=True)
+def _isolated_interpreter(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Loading mutates sys.path, sys.modules and os.environ: undo it after each test."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    environ = dict(os.environ)
+    modules = set(sys.modules)
+    yield
+    os.environ.clear()
+    os.environ.update(environ)
+    for name in set(sys.modules) - modules:
+        if name.startswith(("runplane_graph_", "agentpkg_")):  # only what the tests loaded
+            del sys.modules[name]
+
+
+def project(tmp_path: Path, config: dict[str, Any], files: dict[str, str]) -> str:
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    (tmp_path / "langgraph.json").write_text(json.dumps(config))
+    return str(tmp_path / "langgraph.json")
+
+
+async def invoke(runtime: LangGraphRuntime, graph_id: str, value: Any, thread_id: str = "t") -> Any:
+    graph = await runtime.get_graph(graph_id, {"configurable": {"thread_id": thread_id}})
+    return await graph.ainvoke(value, {"configurable": {"thread_id": thread_id}})
+
+
+def test_demo_graphs_have_one_system_assistant_each() -> None:
+    runtime = load_runtime(None, InMemorySaver())
+    assistants = {a.graph_id: a for a in runtime.assistants()}
+    assert set(assistants) == {"echo", "chat", "slow", "hitl"}
+    for graph_id, assistant in assistants.items():
+        assert assistant.assistant_id == default_assistant_id(graph_id)
+        assert assistant.name == graph_id and assistant.metadata == {"created_by": "system"}
+    assert runtime.resolve("chat") == assistants["chat"]
+    assert runtime.resolve(default_assistant_id("chat")) == assistants["chat"]
+    with pytest.raises(NotFound):
+        runtime.resolve("nope")
+    with pytest.raises(NotFound):
+        runtime.resolve(str(uuid.uuid4()))
+
+
+async def test_file_paths_are_relative_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = project(
+        tmp_path / "app", {"graphs": {"g": "./src/graph.py:graph"}}, {"src/graph.py": SIMPLE_GRAPH}
+    )
+    monkeypatch.chdir(tmp_path)  # not the config's directory
+    runtime = load_runtime(config, InMemorySaver())
+    assert await invoke(runtime, "g", {"n": 1}) == {"n": 2}
+    graph = await runtime.get_graph("g")
+    assert graph.checkpointer is runtime.checkpointer
+    assert graph.name == "g"  # an unnamed graph is named after its id, as LangGraph's server does
+
+
+async def test_a_file_used_by_several_graphs_is_loaded_once(tmp_path: Path) -> None:
+    config = project(
+        tmp_path, {"graphs": {"a": "./graph.py:graph", "b": "./graph.py:builder"}}, {"graph.py": SIMPLE_GRAPH}
+    )
+    runtime = load_runtime(config, InMemorySaver())
+    assert await invoke(runtime, "a", {"n": 0}) == {"n": 1}
+    assert await invoke(runtime, "b", {"n": 5}, "t2") == {"n": 6}  # a StateGraph, compiled on load
+    assert len([m for m in sys.modules if m.startswith("runplane_graph_graph_")]) == 1
+
+
+async def test_module_attr_with_local_dependencies(tmp_path: Path) -> None:
+    package = f"agentpkg_{uuid.uuid4().hex[:8]}"
+    config = project(
+        tmp_path,
+        {"dependencies": ["."], "graphs": {"g": {"path": f"{package}.agent:graph", "description": "demo"}}},
+        {
+            f"{package}/__init__.py": "",
+            f"{package}/helpers.py": "INCREMENT = 10\n",
+            f"{package}/agent.py": SIMPLE_GRAPH.replace(
+                '"n": state.get("n", 0) + 1', '"n": state.get("n", 0) + INCREMENT'
+            ).replace(
+                "from typing_extensions", f"from {package}.helpers import INCREMENT\nfrom typing_extensions"
+            ),
+        },
+    )
+    runtime = load_runtime(config, InMemorySaver())
+    assert await invoke(runtime, "g", {"n": 1}) == {"n": 11}
+    assert runtime.resolve("g").description == "demo"
+
+
+async def test_graph_factories_are_called_per_run_with_the_config(tmp_path: Path) -> None:
+    factories = SIMPLE_GRAPH + textwrap.dedent(
+        """
+        CALLS = []
+
+
+        def with_config(config):
+            CALLS.append(config["configurable"].get("thread_id"))
+            return builder.compile()
+
+
+        def no_args():
+            return builder
+
+
+        async def async_factory(config):
+            return builder.compile()
+        """
+    )
+    config = project(
+        tmp_path,
+        {
+            "graphs": {
+                "cfg": "./graph.py:with_config",
+                "bare": "./graph.py:no_args",
+                "async": "./graph.py:async_factory",
+            }
+        },
+        {"graph.py": factories},
+    )
+    runtime = load_runtime(config, InMemorySaver())
+    assert await invoke(runtime, "cfg", {"n": 1}, "thread-a") == {"n": 2}
+    assert await invoke(runtime, "bare", {"n": 2}, "thread-b") == {"n": 3}
+    assert await invoke(runtime, "async", {"n": 3}, "thread-c") == {"n": 4}
+    module = next(m for name, m in sys.modules.items() if name.startswith("runplane_graph_graph_"))
+    assert module.CALLS == ["thread-a"]
+    graph = await runtime.get_graph("async")
+    assert graph.checkpointer is runtime.checkpointer
+
+
+def test_env_mapping_is_applied(tmp_path: Path) -> None:
+    config = project(
+        tmp_path,
+        {"graphs": {"g": "./graph.py:graph"}, "env": {"RP_TEST_MAPPING": "yes"}},
+        {"graph.py": SIMPLE_GRAPH},
+    )
+    load_runtime(config, InMemorySaver())
+    assert os.environ["RP_TEST_MAPPING"] == "yes"
+
+
+def test_env_file_is_read_relative_to_the_config_and_visible_at_import(tmp_path: Path) -> None:
+    graph = "import os\nSEEN_AT_IMPORT = os.environ.get('RP_TEST_FILE')\n" + SIMPLE_GRAPH
+    config = project(
+        tmp_path,
+        {"graphs": {"g": "./graph.py:graph"}, "env": ".env"},
+        {"graph.py": graph, ".env": "RP_TEST_FILE=from-file\n# comment\nRP_TEST_QUOTED='a b'\n"},
+    )
+    load_runtime(config, InMemorySaver())
+    assert os.environ["RP_TEST_FILE"] == "from-file" and os.environ["RP_TEST_QUOTED"] == "a b"
+    module = next(m for name, m in sys.modules.items() if name.startswith("runplane_graph_graph_"))
+    assert module.SEEN_AT_IMPORT == "from-file"
+
+
+@pytest.mark.parametrize("saver_kind", ["memory", "sqlite"])
+async def test_future_annotations_with_dataclass_and_pydantic_state(tmp_path: Path, saver_kind: str) -> None:
+    """The graph module resolves its own string annotations through sys.modules while it loads,
+    and the checkpointer can deserialize its dataclasses (by module name) afterwards."""
+    config = project(tmp_path, {"graphs": {"g": "./graph.py:graph"}}, {"graph.py": FUTURE_GRAPH})
+    if saver_kind == "memory":
+        runtime = load_runtime(config, InMemorySaver())
+        first, second = await invoke(runtime, "g", {"count": 1}), await invoke(runtime, "g", {"count": 5})
+    else:
+        async with AsyncSqliteSaver.from_conn_string(str(tmp_path / "cp.db")) as saver:
+            runtime = load_runtime(config, saver)
+            first, second = await invoke(runtime, "g", {"count": 1}), await invoke(runtime, "g", {"count": 5})
+            state = await runtime.get_state("g", "t")
+            assert state["values"]["item"] == {"name": "x", "note": {"text": "n", "tags": []}}
+    assert first["count"] == 2 and second["count"] == 6
+    assert [n.text for n in second["notes"]] == ["hi", "hi"]
+    assert type(second["notes"][0]).__module__.startswith("runplane_graph_graph_")
+
+
+@pytest.mark.parametrize(
+    ("graphs", "files", "message"),
+    [
+        ({"g": "./missing.py:graph"}, {}, "does not exist"),
+        ({"g": "./graph.py:nope"}, {"graph.py": SIMPLE_GRAPH}, "no attribute 'nope'"),
+        ({"g": "./graph.py"}, {"graph.py": SIMPLE_GRAPH}, "expected"),
+        ({"g": "./graph.py:NUMBER"}, {"graph.py": "NUMBER = 3\n"}, "not a graph"),
+        ({}, {}, "no graphs"),
+    ],
+)
+def test_invalid_configs_are_refused(
+    tmp_path: Path, graphs: dict[str, Any], files: dict[str, str], message: str
+) -> None:
+    config = project(tmp_path, {"graphs": graphs}, files)
+    with pytest.raises(InvalidInput, match=message):
+        load_runtime(config, InMemorySaver())
+
+
+def test_unreadable_config_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "langgraph.json").write_text("{not json")
+    with pytest.raises(InvalidInput, match="cannot read"):
+        load_runtime(str(tmp_path / "langgraph.json"), InMemorySaver())
+    with pytest.raises(InvalidInput, match="cannot read"):
+        load_runtime(str(tmp_path / "missing.json"), InMemorySaver())
+
+
+async def test_schemas_and_drawable_graph() -> None:
+    runtime = load_runtime(None, InMemorySaver())
+    schemas = await runtime.graph_schemas("chat")
+    assert set(schemas) == {
+        "input_schema",
+        "output_schema",
+        "state_schema",
+        "config_schema",
+        "context_schema",
+    }
+    assert "messages" in schemas["state_schema"]["properties"]
+    assert "messages" in schemas["input_schema"]["properties"]
+    drawn = await runtime.graph_drawable("hitl")
+    assert [n["id"] for n in drawn["nodes"]] == ["__start__", "ask", "confirm", "__end__"]
+    assert {"source": "ask", "target": "confirm"} in drawn["edges"]
+    with pytest.raises(NotFound):
+        await runtime.get_graph("nope")
