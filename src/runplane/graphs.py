@@ -110,9 +110,10 @@ def apply_env(env: Any, base_dir: Path) -> None:
 
 
 def add_dependencies(dependencies: Any, base_dir: Path) -> None:
-    """Put the local directories among `dependencies` on `sys.path` (packages names are ignored:
-    they are installed, not loaded)."""
-    for dependency in [str(base_dir), *(dependencies or [])]:
+    """Put the project directory and the local directories among `dependencies` on `sys.path`, as
+    `langgraph dev` does from the project directory (package names are ignored: they are
+    installed, not loaded)."""
+    for dependency in [".", *(dependencies or [])]:
         path = (base_dir / dependency).resolve()
         if path.is_dir() and str(path) not in sys.path:
             sys.path.append(str(path))
@@ -143,10 +144,18 @@ def load_module_file(path: Path) -> ModuleType:
 
 def load_graph_value(spec: GraphSpec, base_dir: Path) -> Any:
     """The object a spec names: a compiled graph, a `StateGraph`, or a factory."""
-    if "/" in spec.source or "\\" in spec.source or spec.source.endswith(".py"):
-        module = load_module_file(base_dir / spec.source)
-    else:
-        module = importlib.import_module(spec.source)
+    try:
+        if "/" in spec.source or "\\" in spec.source or spec.source.endswith(".py"):
+            module = load_module_file(base_dir / spec.source)
+        else:
+            module = importlib.import_module(spec.source)
+    except InvalidInput:
+        raise
+    except Exception as exc:
+        # The graph's own code failed (a syntax error, a missing package): say which graph.
+        raise InvalidInput(
+            f"graph {spec.graph_id!r}: importing {spec.source} failed: {type(exc).__name__}: {exc}"
+        ) from exc
     try:
         value = getattr(module, spec.attr)
     except AttributeError:
@@ -188,7 +197,8 @@ def load_runtime(
         raise InvalidInput(f"{str(path)!r} has no graphs")
     base_dir = path.resolve().parent
     apply_env(config.get("env"), base_dir)
-    add_dependencies(config.get("dependencies"), base_dir)
+    if config_path is not None:  # the demo graphs import nothing of their own
+        add_dependencies(config.get("dependencies"), base_dir)
     specs = parse_specs(config["graphs"])
     values = {spec.graph_id: load_graph_value(spec, base_dir) for spec in specs}
     descriptions = {spec.graph_id: spec.description for spec in specs}

@@ -117,9 +117,17 @@ async def test_search_validation(client: httpx.AsyncClient) -> None:
         {"ids": ["not-a-uuid"]},
         {"select": ["secret"]},
         {"metadata": []},
+        {"limit": 2.5},
+        {"limit": True},
     ):
         response = await client.post("/threads/search", json=body)
         assert response.status_code == 422, body
+
+
+async def test_whole_floats_are_integers(client: httpx.AsyncClient) -> None:
+    """JSON Schema counts `10.0` as an integer, so the server does too."""
+    response = await client.post("/threads/search", content=b'{"limit": 10.0, "offset": 0.0}')
+    assert response.status_code == 200
 
 
 async def test_query_validation(client: httpx.AsyncClient) -> None:
@@ -150,6 +158,9 @@ async def test_ids_must_be_uuids(client: httpx.AsyncClient) -> None:
     assert response.json()["detail"] == "Invalid run ID: must be a UUID"
     created = await client.post("/threads", json={"thread_id": "abc"})
     assert created.status_code == 422
+    assert (await client.get(f"/threads/{thread_id.upper()}")).json()["thread_id"] == thread_id
+    nested = await client.post(f"/threads/{thread_id}/runs/x/cancel")
+    assert nested.json()["detail"] == "Invalid run ID: must be a UUID"
 
 
 async def test_unknown_route_and_method_are_json(client: httpx.AsyncClient) -> None:
@@ -158,6 +169,20 @@ async def test_unknown_route_and_method_are_json(client: httpx.AsyncClient) -> N
     wrong = await client.put("/threads")
     assert wrong.status_code == 405 and "detail" in wrong.json()
     assert "POST" in wrong.headers["allow"]
+    thread_id = await _thread(client)
+    # Every method of a path is listed, and a fixed segment never reads as a bad id.
+    options = await client.options(f"/threads/{thread_id}")
+    assert options.status_code == 405
+    assert set(options.headers["allow"].split(", ")) >= {"GET", "PATCH", "DELETE"}
+    for method, path in [
+        ("GET", f"/threads/{thread_id}/runs/stream"),
+        ("GET", f"/threads/{thread_id}/runs/wait"),
+        ("PATCH", "/threads/search"),
+        ("PUT", "/threads/not-a-uuid"),
+    ]:
+        response = await client.request(method, path)
+        assert response.status_code == 405, (method, path, response.text)
+        assert response.json() == {"detail": "Method Not Allowed"}
 
 
 async def test_unexpected_errors_are_500_json(client: httpx.AsyncClient, runtime, caplog) -> None:  # type: ignore[no-untyped-def]

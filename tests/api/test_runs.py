@@ -270,7 +270,18 @@ async def test_bulk_cancel(client: httpx.AsyncClient, worker: FakeWorker, manage
     assert nothing.status_code == 404
     unknown = await client.post("/runs/cancel", json={"thread_id": a, "run_ids": [str(uuid.uuid4())]})
     assert unknown.status_code == 404
-    for bad in ({}, {"status": "all", "thread_id": a}, {"thread_id": a}, {"status": "bogus"}):
+    within = await client.post("/runs/cancel", json={"status": "all", "thread_id": a})
+    assert within.status_code == 404  # the thread has no active run left
+    bad_bodies = (
+        {},
+        {"status": "all", "thread_id": a, "run_ids": [run_a["run_id"]]},
+        {"thread_id": a},
+        {"status": "bogus"},
+        {"status": None},
+        {"thread_id": a, "run_ids": []},
+        {"thread_id": a, "run_ids": [run_a["run_id"]], "status": None},
+    )
+    for bad in bad_bodies:
         assert (await client.post("/runs/cancel", json=bad)).status_code == 422, bad
 
 

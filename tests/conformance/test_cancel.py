@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from runplane.core.errors import CancelRequested, LeaseLost, NotFound
+from runplane.core.errors import CancelRequested, Conflict, LeaseLost, NotFound
 from runplane.core.models import RunFilter, RunStatus
 from runplane.core.store import Store
 from runplane.testing import FakeClock
@@ -160,3 +160,55 @@ async def test_cancelled_run_lease_is_still_fenced(store: Store) -> None:
         await store.finish_run("r1", running.attempt + 1, outcome("interrupted"))
     with pytest.raises(LeaseLost):
         await store.discard_run("r1", running.attempt - 1)
+
+
+# -- delete_run -------------------------------------------------------------------------------------
+
+
+async def test_delete_a_pending_run(store: Store, clock: FakeClock) -> None:
+    created = await add_run(store, "r1", "t1")
+    clock.advance(1)
+    deleted = await store.delete_run("r1", OWNER, "t1")
+    assert deleted == created
+    with pytest.raises(NotFound):
+        await store.get_run("r1", OWNER)
+    thread = await store.get_thread("t1", OWNER)
+    assert (thread.status, thread.updated_at) == ("idle", clock.now())
+    assert await store.claim_run("w1", 30) is None
+
+
+async def test_delete_one_of_two_pending_runs_keeps_the_thread_busy(store: Store) -> None:
+    await add_run(store, "r1", "t1")
+    await add_run(store, "r2", "t1")
+    await store.delete_run("r1", OWNER)
+    assert (await store.get_thread("t1", OWNER)).status == "busy"
+    assert (await claim(store)).run_id == "r2"
+
+
+async def test_delete_a_finished_run_leaves_the_thread_alone(store: Store, clock: FakeClock) -> None:
+    running = await running_run(store)
+    finished = await store.finish_run("r1", running.attempt, outcome("error", "error", error="x"))
+    thread = await store.get_thread("t1", OWNER)
+    clock.advance(1)
+    assert await store.delete_run("r1", OWNER) == finished
+    assert await store.get_thread("t1", OWNER) == thread
+    assert await store.list_runs("t1", OWNER, RunFilter()) == []
+
+
+async def test_delete_a_running_run_conflicts(store: Store) -> None:
+    running = await running_run(store)
+    with pytest.raises(Conflict):
+        await store.delete_run("r1", OWNER)
+    assert await store.get_run("r1", OWNER) == running
+    assert await store.renew_lease("r1", running.attempt, "w1", 30) is None
+
+
+async def test_delete_run_checks_thread_and_existence(store: Store) -> None:
+    await add_run(store, "r1", "t1")
+    with pytest.raises(NotFound):
+        await store.delete_run("r1", OWNER, "t2")
+    with pytest.raises(NotFound):
+        await store.delete_run("nope", OWNER)
+    await store.delete_run("r1", OWNER)
+    with pytest.raises(NotFound):
+        await store.delete_run("r1", OWNER)

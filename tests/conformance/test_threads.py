@@ -15,6 +15,7 @@ from tests.conformance._support import (
     OTHER,
     OWNER,
     SINGLE_USER,
+    OpenAnother,
     add_run,
     claim,
     make_thread,
@@ -224,3 +225,15 @@ async def test_json_values_round_trip(store: Store) -> None:
     run = await store.get_run("r1", OWNER)
     assert run.kwargs == {"input": metadata}
     assert run.metadata == metadata
+
+
+async def test_open_and_migrate_are_idempotent(store: Store, open_another: OpenAnother) -> None:
+    await make_thread(store, "t1", metadata={"kept": True})
+    raw = unwrap(store)
+    await raw.open()
+    migrate = getattr(raw, "migrate", None)
+    if migrate is not None:
+        await migrate()
+    other = await open_another()  # a second process starting on a migrated database
+    assert (await other.get_thread("t1", OWNER)).metadata == {"kept": True}
+    assert (await store.get_thread("t1", OWNER)).metadata == {"kept": True}

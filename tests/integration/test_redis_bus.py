@@ -327,7 +327,9 @@ async def test_a_cancelled_subscriber_or_listener_releases_its_subscription(
     assert "channels=0" in repr(bus)
 
 
-async def test_listen_returns_only_once_redis_confirmed_the_subscription(url: str, make_bus: MakeBus) -> None:
+async def test_listen_returns_only_once_redis_confirmed_the_subscription(
+    url: str, make_bus: MakeBus, admin: Redis, prefix: str
+) -> None:
     # Everything this bus sends reaches Redis 100 ms late; the notifier is direct. Had `listen`
     # returned before Redis processed SUBSCRIBE, the notify would overtake it and be lost.
     async with Proxy(url, delay=0.1) as proxy:
@@ -338,14 +340,14 @@ async def test_listen_returns_only_once_redis_confirmed_the_subscription(url: st
                 assert await _next(hints) == "now"
         # Same for a stream subscriber: an event published right after its first (empty) read.
         reader = asyncio.create_task(_drain(slow, "r1"))
-        await _until(lambda: _subscribed_to(fast, "r1"))
+        await _until(lambda: _subscribed_to(admin, prefix, "r1"))
         first = await fast.publish("r1", "values", b"1")
         await fast.end_stream("r1")
         assert [event.id for event in await reader] == [first]
 
 
-async def _subscribed_to(bus: RedisBus, run_id: str) -> bool:
-    result = await bus._redis.pubsub_numsub(f"{bus.prefix}:wake:{run_id}")
+async def _subscribed_to(admin: Redis, prefix: str, run_id: str) -> bool:
+    result = await admin.pubsub_numsub(f"{prefix}:wake:{run_id}")
     return int(result[0][1]) > 0
 
 
@@ -412,6 +414,35 @@ async def test_streams_expire(make_bus: MakeBus, admin: Redis, prefix: str) -> N
     assert await admin.ttl(key) <= 120  # neither a repeated end nor a late publish extends it
 
 
+async def test_a_stream_that_is_not_there_yet_is_waited_for_but_an_expired_one_ends(
+    make_bus: MakeBus, admin: Redis, prefix: str
+) -> None:
+    bus = make_bus(poll_seconds=0.2)
+    early = asyncio.create_task(_drain(bus, "r1"))  # the run has not published anything yet
+    await _until(lambda: _subscribed_to(admin, prefix, "r1"))
+    first = await bus.publish("r1", "values", b"1")
+    await bus.end_stream("r1")
+    assert [event.id for event in await early] == [first]
+    await admin.delete(f"{prefix}:stream:r1")  # retention elapsed
+    assert await _drain(bus, "r1", first, timeout=1) == []  # a resuming client is not left hanging
+    # A worker that vanished never ends its stream; once the idle TTL drops it, readers stop.
+    second = await bus.publish("r2", "values", b"2")
+    got = asyncio.Event()
+
+    async def reader() -> list[str]:
+        ids = []
+        async for event in bus.subscribe("r2"):
+            ids.append(event.id)
+            got.set()
+        return ids
+
+    reading = asyncio.create_task(reader())
+    async with asyncio.timeout(5):
+        await got.wait()
+        await admin.delete(f"{prefix}:stream:r2")
+        assert await reading == [second]
+
+
 # -- failures ---------------------------------------------------------------------------------------
 
 
@@ -475,7 +506,7 @@ async def test_a_lost_wake_up_costs_only_the_polling_interval(
 ) -> None:
     bus = make_bus(poll_seconds=0.2)
     reader = asyncio.create_task(_drain(bus, "r1"))
-    await _until(lambda: _subscribed_to(bus, "r1"))
+    await _until(lambda: _subscribed_to(admin, prefix, "r1"))
     # Appended behind the bus's back: no wake-up is published.
     await admin.xadd(f"{prefix}:stream:r1", {"event": "values", "data": b"sneaky"})
     await admin.xadd(f"{prefix}:stream:r1", {"end": "1"})
@@ -483,10 +514,12 @@ async def test_a_lost_wake_up_costs_only_the_polling_interval(
     assert [(event.event, event.data) for event in events] == [("values", b"sneaky")]
 
 
-async def test_closing_the_bus_stops_waiting_subscribers(make_bus: MakeBus) -> None:
+async def test_closing_the_bus_stops_waiting_subscribers(
+    make_bus: MakeBus, admin: Redis, prefix: str
+) -> None:
     bus = make_bus()
     reader = asyncio.create_task(_drain(bus, "r1"))
-    await _until(lambda: _subscribed_to(bus, "r1"))
+    await _until(lambda: _subscribed_to(admin, prefix, "r1"))
     await bus.close()
     with pytest.raises(StoreUnavailable):
         await reader

@@ -122,7 +122,7 @@ async def test_usage_is_recorded_while_the_run_is_still_running() -> None:
 
 
 async def test_idle_worker_picks_up_a_new_run_within_milliseconds() -> None:
-    async with harness() as h:
+    async with harness(start=False) as h:
         claims: list[float] = []
         claim = h.manager.claim
 
@@ -133,6 +133,7 @@ async def test_idle_worker_picks_up_a_new_run_within_milliseconds() -> None:
             return run
 
         h.manager.claim = timed_claim  # type: ignore[method-assign]
+        await h.worker.start()
         thread_id = await h.thread()
         to_running, to_first_event = [], []
         for _ in range(20):
@@ -239,3 +240,15 @@ async def test_lost_lease_stops_the_attempt_and_it_never_writes_again() -> None:
 
 def _ok() -> Outcome:
     return Outcome("success", "idle", usage=TokenUsage())
+
+
+async def test_temporary_thread_is_deleted_once_its_run_ended() -> None:
+    async with harness(start=False) as h:
+        kept = await h.run("echo", input={"n": 1})
+        temporary = await h.run("echo", input={"n": 2}, temporary=True, stream_mode=["values"])
+        await h.worker.run_until_idle()
+        with pytest.raises(NotFound):
+            await h.manager.get_thread(temporary.thread_id)
+        assert await h.checkpoints(temporary.thread_id) == []
+        assert (await h.manager.get_thread(kept.thread_id)).values == {"n": 1, "messages": []}
+        assert h.worker.succeeded == 2

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
+import pydantic
+from langchain_core.messages import AIMessage
+from langgraph.types import Interrupt, Send
+
+from runplane.worker.serde import dumpb
 from tests.integration._worker_support import decode, harness
 
 
@@ -130,3 +138,31 @@ async def test_hitl_interrupt_is_streamed_in_values_and_updates() -> None:
     assert interrupt["value"] == {"question": "name?"} and interrupt["id"]
     assert [e.event for e in events] == ["metadata", "values", "updates", "values"]
     assert "__interrupt__" in decode(events[2])
+
+
+def test_payloads_are_encoded_like_langgraph_api() -> None:
+    @dataclasses.dataclass
+    class Point:
+        x: int
+
+    class Model(pydantic.BaseModel):
+        name: str
+
+    payload = {
+        "message": AIMessage(content="hi", id="m1"),
+        "interrupt": Interrupt(value={"q": 1}, id="i1"),
+        "send": Send("node", {"a": 1}),
+        "model": Model(name="n"),
+        "point": Point(1),
+        "error": ValueError("bad"),
+        "set": {1},
+        "huge": 2**70,
+        "nul": "a\x00b",
+    }
+    decoded = json.loads(dumpb(payload))
+    assert decoded["message"]["type"] == "ai" and decoded["message"]["content"] == "hi"
+    assert decoded["interrupt"] == {"value": {"q": 1}, "id": "i1", "response_schema": None}
+    assert decoded["send"] == {"node": "node", "args": {"a": 1}}
+    assert decoded["model"] == {"name": "n"} and decoded["point"] == {"x": 1}
+    assert decoded["error"] == {"error": "ValueError", "message": "bad"}
+    assert decoded["set"] == [1] and decoded["huge"] == 2**70 and decoded["nul"] == "a\ufffdb"

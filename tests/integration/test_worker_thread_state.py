@@ -86,3 +86,11 @@ async def test_copy_then_delete_thread(runtime: LangGraphRuntime) -> None:
     await runtime.delete_thread("source")
     assert (await runtime.get_state("hitl", "source"))["checkpoint"] is None
     assert (await runtime.get_state("hitl", "target"))["values"]["answer"] == "yes"
+
+
+async def test_failed_task_error_is_its_repr(runtime: LangGraphRuntime) -> None:
+    with pytest.raises(ValueError, match="boom"):
+        await run_graph(runtime, "failer", "t3", {"x": 1})
+    state = await runtime.get_state("failer", "t3")
+    assert state["next"] == ["fail"]
+    assert state["tasks"][0]["error"] == "ValueError('boom!')"  # as LangGraph's server shows it

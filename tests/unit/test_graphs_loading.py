@@ -257,6 +257,8 @@ async def test_future_annotations_with_dataclass_and_pydantic_state(tmp_path: Pa
         ({"g": "./graph.py:nope"}, {"graph.py": SIMPLE_GRAPH}, "no attribute 'nope'"),
         ({"g": "./graph.py"}, {"graph.py": SIMPLE_GRAPH}, "expected"),
         ({"g": "./graph.py:NUMBER"}, {"graph.py": "NUMBER = 3\n"}, "not a graph"),
+        ({"g": "./graph.py:graph"}, {"graph.py": "import no_such_package_xyz\n"}, "ModuleNotFoundError"),
+        ({"g": "no_such_package_xyz.agent:graph"}, {}, "importing no_such_package_xyz.agent failed"),
         ({}, {}, "no graphs"),
     ],
 )

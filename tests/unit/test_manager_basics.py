@@ -11,6 +11,8 @@ from runplane.core.errors import Conflict, InvalidInput, NotFound, ThreadBusy
 from runplane.core.events import WAKEUP_CHANNEL, StreamEvent, cancel_channel, done_channel
 from runplane.core.manager import MAX_LIMIT, ManagerSettings, RunManager, fingerprint
 from runplane.core.models import Outcome, Run, RunFilter, ThreadFilter, TokenUsage
+from runplane.events.memory import InMemoryBus
+from runplane.stores.memory import InMemoryStore
 from runplane.testing import FakeClock, memory_manager
 
 #: Long enough that a test passing within a second cannot have relied on the polling fallback.
@@ -359,9 +361,33 @@ async def test_recover_expired_requeues_then_fails_at_max_attempts(
     assert joined is not None and joined.error == "WorkerLost: lease expired on attempt 2 of 2"
 
 
-async def test_concurrent_recovery_settles_each_run_once(manager: RunManager, clock: FakeClock) -> None:
+class _SlowExpiryStore(InMemoryStore):
+    """Yields after listing expired runs, so concurrent recoverers all see the same list."""
+
+    async def expired_runs(self, limit: int = 100) -> list[Run]:
+        expired = await super().expired_runs(limit)
+        await asyncio.sleep(0)
+        return expired
+
+
+async def test_concurrent_recovery_settles_each_run_once(clock: FakeClock) -> None:
+    manager = RunManager(_SlowExpiryStore(clock=clock), InMemoryBus(), clock=clock, settings=NO_POLLING)
     runs = [await _running(manager, thread_id=f"t{n}") for n in range(5)]
     clock.advance(31)
     results = await asyncio.gather(*(manager.recover_expired() for _ in range(3)))
     recovered = [run.run_id for batch in results for run in batch]
-    assert sorted(recovered) == sorted(run.run_id for run in runs)
+    assert sorted(recovered) == sorted(run.run_id for run in runs)  # each settled exactly once
+
+
+async def test_delete_thread_ends_pending_runs_without_a_cancel_hint(manager: RunManager) -> None:
+    created = await manager.create_run("t1", "agent", if_not_exists="create")
+    waiter = asyncio.create_task(manager.wait_for_run(created.run_id))
+    await asyncio.sleep(0)
+    async with manager.bus.listen(cancel_channel(created.run_id)) as cancels:
+        await manager.delete_thread("t1")
+        async with asyncio.timeout(1):
+            assert await waiter is None
+        await asyncio.sleep(0)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.01):
+                await anext(cancels)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute
 
@@ -19,7 +20,7 @@ from runplane.api import schemas as s
 from runplane.api.errors import http_exception_handler
 from runplane.api.openapi import DOCS_HTML, build_openapi
 from runplane.api.render import json_response
-from runplane.api.routing import Call, Endpoint, Reply, Services, to_route
+from runplane.api.routing import Call, Endpoint, InvalidIds, Reply, Services, build_routes
 from runplane.api.settings import ApiSettings as ApiSettings
 from runplane.core.errors import NotFound
 from runplane.core.graphs import GraphRuntime
@@ -82,8 +83,17 @@ def create_app(manager: RunManager, runtime: GraphRuntime, settings: ApiSettings
     """
     settings = settings or ApiSettings()
     services = Services(manager, runtime, settings)
-    document = build_openapi(ENDPOINTS, title="runplane", version=settings.version, system=SYSTEM)
-    routes: list[BaseRoute] = [to_route(endpoint, services) for endpoint in (*SYSTEM, *ENDPOINTS)]
+    assistants = runtime.assistants()
+    document = build_openapi(
+        ENDPOINTS,
+        title="runplane",
+        version=settings.version,
+        system=SYSTEM,
+        assistant_ids=[
+            *sorted(a.assistant_id for a in assistants),
+            *sorted({a.graph_id for a in assistants}),
+        ],
+    )
 
     async def openapi(call: Call) -> Response:
         return json_response(document)
@@ -94,5 +104,14 @@ def create_app(manager: RunManager, runtime: GraphRuntime, settings: ApiSettings
     extra: Sequence[Endpoint] = [Endpoint("GET", "/openapi.json", openapi, "OpenAPI document", "System")]
     if settings.docs:
         extra = [*extra, Endpoint("GET", "/docs", docs, "API documentation", "System")]
-    routes.extend(to_route(endpoint, services) for endpoint in extra)
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_exception_handler})
+    routes: list[BaseRoute] = [*build_routes((*SYSTEM, *ENDPOINTS, *extra), services)]
+    invalid_ids = InvalidIds(ENDPOINTS)
+
+    async def unmatched(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, HTTPException) and exc.status_code == 404:
+            response = invalid_ids.response(request)
+            if response is not None:
+                return response
+        return await http_exception_handler(request, exc)
+
+    return Starlette(routes=routes, exception_handlers={HTTPException: unmatched})

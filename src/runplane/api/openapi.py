@@ -49,14 +49,22 @@ def _clean(schema: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in schema.items() if k != "title"}
 
 
-def _parameters(endpoint: Endpoint) -> list[dict[str, Any]]:
+def _assistant_id(assistant_ids: Sequence[str] | None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string", "description": "An assistant id, or a graph name."}
+    if assistant_ids is not None:
+        # The registry is fixed when the app starts, so the document can list every valid id.
+        schema["enum"] = list(assistant_ids)
+    return schema
+
+
+def _parameters(endpoint: Endpoint, assistant_ids: Sequence[str] | None) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = []
     for name in _PATH_PARAM.findall(endpoint.path):
         schema: dict[str, Any] = {"type": "string"}
         if name in UUID_PATH_PARAMS:
             schema["format"] = "uuid"
         elif name == "assistant_id":
-            schema["description"] = "An assistant id, or a graph name."
+            schema = _assistant_id(assistant_ids)
         params.append({"name": name, "in": "path", "required": True, "schema": schema})
     if endpoint.query is not None:
         properties = endpoint.query.model_json_schema(ref_template=REF)["properties"]
@@ -73,7 +81,7 @@ def _parameters(endpoint: Endpoint) -> list[dict[str, Any]]:
                 "in": "header",
                 "required": False,
                 "description": header.description,
-                "schema": {"type": "string"},
+                "schema": dict(header.schema),
             }
         )
     return params
@@ -91,17 +99,36 @@ def _response(reply: Reply, refs: Mapping[Any, Any]) -> dict[str, Any]:
     return out
 
 
-def _error_statuses(endpoint: Endpoint) -> Sequence[int]:
+def _error_statuses(endpoint: Endpoint, system: bool) -> Sequence[int]:
+    if system:
+        return [422] if endpoint.query is not None else []
     statuses = [404, 409, 422, 503]
     if endpoint.body is not None:
         statuses += [400, 413]
     return statuses
 
 
+#: Request bodies whose `assistant_id` names an assistant (or a graph).
+_RUN_BODIES = ("RunCreateStateful", "RunCreateStateless")
+
+
 def build_openapi(
-    endpoints: Sequence[Endpoint], *, title: str, version: str, system: Sequence[Endpoint] = ()
+    endpoints: Sequence[Endpoint],
+    *,
+    title: str,
+    version: str,
+    system: Sequence[Endpoint] = (),
+    assistant_ids: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of `endpoints` (with error replies) and `system` ones (without)."""
+    """The OpenAPI 3.1 document of `endpoints` (with their error replies) and `system` ones.
+
+    Args:
+        endpoints: the API's routes.
+        title: document title.
+        version: API version.
+        system: health and info routes (documented with fewer error replies).
+        assistant_ids: every accepted assistant id and graph name, to document them exactly.
+    """
     everything = [*endpoints, *system]
     key_map, top = models_json_schema(_models(everything), ref_template=REF)
     components: dict[str, Any] = dict(top.get("$defs", {}))
@@ -114,7 +141,7 @@ def build_openapi(
             "summary": endpoint.summary,
             "tags": [endpoint.tag],
         }
-        params = _parameters(endpoint)
+        params = _parameters(endpoint, assistant_ids)
         if params:
             operation["parameters"] = params
         if endpoint.body is not None:
@@ -128,14 +155,17 @@ def build_openapi(
                 "content": {"application/json": {"schema": schema}},
             }
         responses = {str(code): _response(reply, refs) for code, reply in endpoint.replies.items()}
-        if endpoint not in system:
-            for code in _error_statuses(endpoint):
-                responses.setdefault(
-                    str(code),
-                    {"description": _ERRORS[code], "content": {"application/json": {"schema": error_ref}}},
-                )
+        for code in _error_statuses(endpoint, any(endpoint is e for e in system)):
+            responses.setdefault(
+                str(code),
+                {"description": _ERRORS[code], "content": {"application/json": {"schema": error_ref}}},
+            )
         operation["responses"] = responses
         paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = operation
+    for name in _RUN_BODIES:
+        if name in components:
+            properties = components[name]["properties"]
+            properties["assistant_id"] = {**properties["assistant_id"], **_assistant_id(assistant_ids)}
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version},

@@ -8,19 +8,20 @@ owner) and returns a Starlette response. Any error it raises becomes a JSON erro
 
 from __future__ import annotations
 
+import re
 import types
 import typing
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from runplane.api.errors import ApiError, response_for, validation_error
-from runplane.api.schemas import canonical_uuid
+from runplane.api.errors import ApiError, error_response, response_for, validation_error
 from runplane.api.settings import ApiSettings
 from runplane.core.graphs import GraphRuntime
 from runplane.core.manager import RunManager
@@ -30,6 +31,8 @@ OWNER_SCOPE_KEY = "runplane.owner"
 
 #: Path parameters that must be UUIDs; the message mirrors the reference server's.
 UUID_PATH_PARAMS: Mapping[str, str] = {"thread_id": "thread", "run_id": "run"}
+_PARAM = re.compile(r"{(\w+)}")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +85,7 @@ class Reply:
 class HeaderParam:
     name: str
     description: str
+    schema: Mapping[str, Any] = field(default_factory=lambda: {"type": "string"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,17 +142,6 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _parse_path(request: Request) -> dict[str, str]:
-    path = dict(request.path_params)
-    for name, noun in UUID_PATH_PARAMS.items():
-        if name in path:
-            try:
-                path[name] = canonical_uuid(path[name])
-            except ValueError:
-                raise ApiError(422, f"Invalid {noun} ID: must be a UUID") from None
-    return path
-
-
 def _parse_query(request: Request, model: type[BaseModel], lists: frozenset[str]) -> BaseModel:
     raw: dict[str, Any] = {}
     params = request.query_params
@@ -181,13 +174,37 @@ def _parse_body(raw: bytes, endpoint: Endpoint) -> Any:
         raise validation_error(exc, "body") from None
 
 
-def to_route(endpoint: Endpoint, services: Services) -> Route:
-    """A Starlette route that parses the request, calls the handler and renders errors as JSON."""
+class _UuidConvertor(Convertor[str]):
+    """Path segments that are UUIDs (any case), given to handlers in canonical lower case.
+
+    Routing on the shape (instead of validating in the handler) lets a wrong method on a fixed path
+    such as `PATCH /threads/search` answer 405, not "invalid thread id".
+    """
+
+    regex = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+
+    def convert(self, value: str) -> str:
+        return value.lower()
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("runplane_uuid", _UuidConvertor())
+
+
+def _route_path(path: str) -> str:
+    for name in UUID_PATH_PARAMS:
+        path = path.replace(f"{{{name}}}", f"{{{name}:runplane_uuid}}")
+    return path
+
+
+def _handle(endpoint: Endpoint, services: Services) -> Callable[[Request], Awaitable[Response]]:
     lists = _list_fields(endpoint.query) if endpoint.query is not None else frozenset()
 
     async def run(request: Request) -> Response:
         try:
-            path = _parse_path(request)
+            path = dict(request.path_params)
             query = _parse_query(request, endpoint.query, lists) if endpoint.query is not None else None
             body = None
             if endpoint.body is not None:
@@ -197,5 +214,56 @@ def to_route(endpoint: Endpoint, services: Services) -> Route:
         except Exception as exc:
             return response_for(exc)
 
-    run.__name__ = endpoint.operation_id
-    return Route(endpoint.path, run, methods=[endpoint.method], name=endpoint.operation_id)
+    return run
+
+
+def build_routes(endpoints: Iterable[Endpoint], services: Services) -> list[Route]:
+    """One Starlette route per path, dispatching on the method, so a 405 lists every allowed one."""
+    by_path: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
+    for endpoint in endpoints:
+        by_path.setdefault(endpoint.path, {})[endpoint.method] = _handle(endpoint, services)
+    routes = []
+    for path, handlers in by_path.items():
+
+        async def dispatch(
+            request: Request, handlers: Mapping[str, Callable[[Request], Awaitable[Response]]] = handlers
+        ) -> Response:
+            method = "GET" if request.method == "HEAD" else request.method
+            return await handlers[method](request)
+
+        routes.append(Route(_route_path(path), dispatch, methods=list(handlers)))
+    return routes
+
+
+class InvalidIds:
+    """What an unmatched request gets: 422 when a path id is not a UUID (as the reference server
+    answers), 405 when only the method is wrong, else 404."""
+
+    def __init__(self, endpoints: Iterable[Endpoint]) -> None:
+        self._templates: list[tuple[re.Pattern[str], list[str], set[str]]] = []
+        by_path: dict[str, set[str]] = {}
+        for endpoint in endpoints:
+            by_path.setdefault(endpoint.path, set()).add(endpoint.method)
+        for path, methods in by_path.items():
+            names = _PARAM.findall(path)
+            if any(name in UUID_PATH_PARAMS for name in names):
+                # Paths are plain `/words/{param}`: nothing to escape.
+                pattern = re.compile("^" + _PARAM.sub("([^/]+)", path) + "$")
+                self._templates.append((pattern, names, methods))
+
+    def response(self, request: Request) -> Response | None:
+        method = "GET" if request.method == "HEAD" else request.method
+        allowed: set[str] = set()
+        for pattern, names, methods in self._templates:
+            match = pattern.match(request.url.path)
+            if match is None:
+                continue
+            if method not in methods:
+                allowed |= methods
+                continue
+            for name, value in zip(names, match.groups(), strict=True):
+                if name in UUID_PATH_PARAMS and not _UUID.match(value):
+                    return error_response(422, f"Invalid {UUID_PATH_PARAMS[name]} ID: must be a UUID")
+        if allowed:
+            return error_response(405, "Method Not Allowed", headers={"Allow": ", ".join(sorted(allowed))})
+        return None

@@ -28,7 +28,8 @@ from runplane.core.manager import MAX_LIMIT, new_id
 from runplane.core.models import Json, Run, RunFilter, ThreadFilter
 
 TAG = "Runs"
-_EVENT_ID = re.compile(r"^\d{1,30}(-\d{1,30})?$")
+_EVENT_ID_PATTERN = r"^(-1|[0-9]{1,30}(-[0-9]{1,30})?)?$"
+_EVENT_ID = re.compile(_EVENT_ID_PATTERN)
 BATCH = TypeAdapter(Annotated[list[s.RunCreateStateless], Field(min_length=1, max_length=100)])
 
 
@@ -341,11 +342,11 @@ async def join_run(call: Call) -> Response:
 
 
 def _last_event_id(raw: str | None) -> str | None:
-    if raw is None or raw == "" or raw == "-1":
-        return None  # "-1" replays everything, as on the reference server
+    if raw is None:
+        return None
     if not _EVENT_ID.match(raw):
         raise InvalidInput(f"invalid Last-Event-ID {raw[:64]!r}")
-    return raw
+    return None if raw in ("", "-1") else raw  # "-1" replays everything, as on the reference server
 
 
 async def join_stream(call: Call) -> Response:
@@ -366,13 +367,19 @@ async def join_stream(call: Call) -> Response:
     )
 
 
-async def _runs_with_status(call: Call, status: str) -> list[Run]:
+async def _runs_with_status(call: Call, status: str, thread_id: str | None) -> list[Run]:
     """Every active run of the caller in `status` (pending, running or all): busy threads hold them."""
     thread_ids: list[str] = []
     offset = 0
     while True:
         page = await call.manager.search_threads(
-            call.owner, ThreadFilter(status="busy", limit=MAX_LIMIT, offset=offset)
+            call.owner,
+            ThreadFilter(
+                status="busy",
+                ids=(thread_id,) if thread_id is not None else None,
+                limit=MAX_LIMIT,
+                offset=offset,
+            ),
         )
         thread_ids.extend(t.thread_id for t in page)
         if len(page) < MAX_LIMIT:
@@ -397,7 +404,8 @@ async def cancel_runs(call: Call) -> Response:
     body: s.RunsCancel = call.body
     action = call.query.action
     if body.status is not None:
-        targets = [(r.run_id, r.thread_id) for r in await _runs_with_status(call, body.status)]
+        runs = await _runs_with_status(call, body.status, body.thread_id)
+        targets = [(r.run_id, r.thread_id) for r in runs]
     else:
         assert body.thread_id is not None and body.run_ids is not None
         targets = [(run_id, body.thread_id) for run_id in dict.fromkeys(body.run_ids)]
@@ -458,7 +466,8 @@ ENDPOINTS = (
              query=s.JoinQuery, replies=_OUTPUT),
     Endpoint("GET", "/threads/{thread_id}/runs/{run_id}/stream", join_stream, "Stream a run's events", TAG,
              query=s.JoinStreamQuery,
-             headers=(HeaderParam("Last-Event-ID", "Resume after this event id (`-1`: from the start)."),),
+             headers=(HeaderParam("Last-Event-ID", "Resume after this event id (`-1`: from the start).",
+                                  {"type": "string", "pattern": _EVENT_ID_PATTERN}),),
              replies=_SSE),
     Endpoint("POST", "/runs/cancel", cancel_runs, "Cancel runs by id or by status", TAG,
              query=s.BulkCancelQuery, body=s.RunsCancel, replies={204: Reply("Cancelled.")}),

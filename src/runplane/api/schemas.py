@@ -11,7 +11,16 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, TypeAlias, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
@@ -79,8 +88,18 @@ AssistantField: TypeAlias = Literal[
     "version",
 ]
 
-Limit = Annotated[int, Field(ge=1, le=1000)]
-Offset = Annotated[int, Field(ge=0, le=MAX_OFFSET)]
+
+def _whole(value: Any) -> Any:
+    # JSON Schema counts 10.0 as an integer; strict pydantic would refuse it.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: An integer, also written as a float with no fraction (`10.0`), as JSON Schema allows.
+Int = Annotated[int, BeforeValidator(_whole)]
+Limit = Annotated[Int, Field(ge=1, le=1000)]
+Offset = Annotated[Int, Field(ge=0, le=MAX_OFFSET)]
 JsonObject: TypeAlias = dict[str, Any]
 
 
@@ -109,7 +128,7 @@ class Config(Open):
     """LangGraph `RunnableConfig` subset; other keys are passed through to the graph."""
 
     tags: list[str] | None = None
-    recursion_limit: int | None = None
+    recursion_limit: Int | None = None
     configurable: JsonObject | None = None
 
 
@@ -189,24 +208,40 @@ class RunCreateStateless(RunCreateBase):
     )
 
 
+def _cancel_schema(schema: dict[str, Any]) -> None:
+    for name, prop in schema["properties"].items():
+        options = [o for o in prop.pop("anyOf", ()) if o.get("type") != "null"]
+        prop.pop("default", None)
+        if options:
+            schema["properties"][name] = {**options[0], **prop}  # absent, never null
+    schema["oneOf"] = [{"required": ["status"]}, {"required": ["thread_id", "run_ids"]}]
+
+
 class RunsCancel(Body):
     """Cancel runs: either `status`, or `thread_id` with `run_ids`."""
 
-    model_config = ConfigDict(
-        json_schema_extra={"oneOf": [{"required": ["status"]}, {"required": ["thread_id", "run_ids"]}]}
-    )
+    model_config = ConfigDict(json_schema_extra=_cancel_schema)
 
     status: Literal["pending", "running", "all"] | None = None
     thread_id: UuidStr | None = None
-    run_ids: list[UuidStr] | None = None
+    run_ids: Annotated[list[UuidStr], Field(min_length=1)] | None = None
+
+    @field_validator("status", "thread_id", "run_ids", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        # Absent, not null: `{"status": null}` selects nothing, so it must not pass the `oneOf`.
+        if value is None:
+            raise ValueError("may be omitted but not null")
+        return value
 
     @model_validator(mode="after")
     def _one_selector(self) -> RunsCancel:
-        by_ids = self.thread_id is not None or self.run_ids is not None
-        if self.status is not None and by_ids:
-            raise ValueError("give either status, or thread_id with run_ids, not both")
-        if self.status is None and (self.thread_id is None or not self.run_ids):
-            raise ValueError("give status, or thread_id with a non-empty run_ids")
+        # Exactly the documented `oneOf`: `status` (optionally within `thread_id`), or both ids.
+        given = self.model_fields_set
+        by_status = "status" in given
+        by_ids = {"thread_id", "run_ids"} <= given
+        if by_status == by_ids:
+            raise ValueError("give either status, or thread_id with run_ids")
         return self
 
 

@@ -11,10 +11,9 @@ from typing import Any
 from starlette.responses import Response
 
 from runplane.api import schemas as s
-from runplane.api.errors import ApiError
 from runplane.api.render import json_response, select, thread_json
 from runplane.api.routing import Call, Endpoint, Reply
-from runplane.core.errors import NotFound, RunplaneError, ThreadBusy
+from runplane.core.errors import Conflict, InvalidInput, NotFound, RunplaneError, ThreadBusy
 from runplane.core.manager import MAX_LIMIT
 from runplane.core.models import Json, Thread, ThreadFilter, ThreadStatus
 
@@ -198,9 +197,9 @@ async def update_state(call: Call) -> Response:
     thread = await call.manager.get_thread(call.path["thread_id"], call.owner)
     graph_id = graph_of(thread)
     if graph_id is None:
-        raise ApiError(
-            400,
-            f"Thread '{thread.thread_id}' has no assigned graph ID: run it first, or create it with graph_id",
+        # The reference server answers 400; the request is well formed, the thread is not ready.
+        raise Conflict(
+            f"Thread '{thread.thread_id}' has no assigned graph ID: run it first, or create it with graph_id"
         )
     if thread.status == "busy":
         raise ThreadBusy("thread is busy: wait for its run to end before updating its state")
@@ -212,9 +211,8 @@ async def update_state(call: Call) -> Response:
     except RunplaneError:
         raise
     except Exception as exc:
-        # LangGraph refuses bad updates (unknown node, ambiguous update) with its own exceptions;
-        # the reference server answers 400 for them.
-        raise ApiError(400, f"{type(exc).__name__}: {exc}") from exc
+        # LangGraph refuses bad updates (unknown node, wrong shape) with its own exceptions.
+        raise InvalidInput(f"{type(exc).__name__}: {exc}") from exc
     state = await call.runtime.get_state(graph_id, thread.thread_id)
     interrupts = _interrupts_of(state)
     values = state.get("values")

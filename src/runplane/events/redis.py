@@ -75,17 +75,19 @@ redis.call('PUBLISH', ARGV[2], id)
 return 1
 """
 
-# Returns {ended, entries}; "ended" is only computed when nothing follows `after`, which is what
-# lets a resume from at or past the sentinel stop instead of waiting forever.
+# Returns {state, entries}. The state is only computed when nothing follows `after`: 1 when the
+# stream ended (so a resume from at or past the sentinel stops instead of waiting forever), 2 when
+# the stream does not exist (not started yet, or expired).
 _READ = """
 local entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
-local ended = 0
+local state = 0
 if #entries == 0 then
   local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-  if last[1] and last[1][2][1] == 'end' then ended = 1 end
+  if not last[1] then state = 2 elseif last[1][2][1] == 'end' then state = 1 end
 end
-return {ended, entries}
+return {state, entries}
 """
+_ENDED, _MISSING = 1, 2
 
 
 def parse_stream_id(last_event_id: str | None) -> tuple[int, int]:
@@ -112,7 +114,8 @@ class _Channel:
     __slots__ = ("internal", "pending", "ready", "sinks")
 
     def __init__(self, internal: bool) -> None:
-        #: Stream wake-up channels get a synthetic message after a reconnect (messages may be lost).
+        #: Stream wake-up channels get an empty message whenever a subscription is confirmed: after a
+        #: reconnect, appends announced while the connection was down were lost, so readers must look.
         self.internal = internal
         self.sinks: set[Callable[[str], None]] = set()
         #: SUBSCRIBE commands sent on the current connection and not confirmed yet.
@@ -179,7 +182,8 @@ class _PubSubHub:
             yield
         finally:
             state.sinks.discard(sink)
-            if not state.sinks:
+            self._forget_if_unused(channel)  # never subscribed (Redis down): nothing to undo
+            if channel in self._channels and not state.sinks:
                 self._reconcile_soon()
 
     def _reconcile_soon(self) -> None:
@@ -235,7 +239,7 @@ class _PubSubHub:
             conn = self._pool.connection_class(**self._pool.connection_kwargs)
             try:
                 await conn.connect()  # type: ignore[no-untyped-call]
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # not only RedisError: a dead dispatcher would deafen every listener
                 logger.warning(
                     "redis pub/sub connect failed (retrying in %.2fs): %s",
                     delay,
@@ -252,11 +256,6 @@ class _PubSubHub:
             self._attempted.set()
             try:
                 await self._reconcile()
-                for state in list(self._channels.values()):
-                    if state.internal:
-                        # Appends announced while we were away were lost: make readers look.
-                        for sink in list(state.sinks):
-                            sink("")
                 delay = 0.05
                 await self._read(conn)
             except (RedisError, OSError) as exc:
@@ -307,6 +306,9 @@ class _PubSubHub:
                     state.pending -= 1
                     if not state.pending:
                         state.ready.set()
+                        if state.internal:
+                            for sink in list(state.sinks):
+                                sink("")
                         self._forget_if_unused(name)
 
     async def close(self) -> None:
@@ -450,6 +452,9 @@ class RedisBus:
     async def subscribe(self, run_id: str, last_event_id: str | None = None) -> AsyncIterator[StreamEvent]:
         """Events after `last_event_id`, then live ones until the end sentinel.
 
+        A stream that does not exist is waited for when reading from the start (its run has not
+        published yet), but ends the iteration when resuming or once read from: it expired.
+
         Raises:
             InvalidInput: `last_event_id` is not a Redis stream id (before anything is yielded).
             StoreUnavailable: Redis failed, or the bus was closed.
@@ -469,7 +474,7 @@ class RedisBus:
             async with self._hub.attach(self._wake_channel(run_id), wake, internal=True):
                 while True:
                     changed.clear()
-                    ended, entries = await self._read(key, after)
+                    state, entries = await self._read(key, after)
                     for entry_id, fields in entries:
                         if "event" not in fields:
                             return  # the end sentinel
@@ -477,7 +482,9 @@ class RedisBus:
                         yield StreamEvent(fields["event"].decode(), fields.get("data", b""), entry_id)
                     if len(entries) == _BATCH:
                         continue
-                    if ended:
+                    if state == _ENDED or (state == _MISSING and after != "0-0"):
+                        # A stream that existed (we read from it, or the client resumes from it)
+                        # and is gone has expired after its end, or after its worker vanished.
                         return
                     # A short batch without the sentinel: we saw everything up to the read.
                     with contextlib.suppress(TimeoutError):
@@ -487,17 +494,17 @@ class RedisBus:
         finally:
             self._wakers.discard(changed)
 
-    async def _read(self, key: str, after: str) -> tuple[bool, list[tuple[str, dict[str, bytes]]]]:
+    async def _read(self, key: str, after: str) -> tuple[int, list[tuple[str, dict[str, bytes]]]]:
         self._check_open()
         try:
-            ended, raw = await self._read_script(keys=[key], args=[f"({after}", _BATCH])
+            state, raw = await self._read_script(keys=[key], args=[f"({after}", _BATCH])
         except RedisError as exc:
             raise StoreUnavailable(f"event bus unavailable: {exc}") from exc
         entries = []
         for entry_id, flat in raw:
             fields = {bytes(flat[i]).decode(): bytes(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
             entries.append((bytes(entry_id).decode(), fields))
-        return bool(ended), entries
+        return int(state), entries
 
     async def notify(self, channel: str, message: str = "") -> None:
         """Publish a hint; Redis errors are logged and swallowed (every listener has a fallback)."""

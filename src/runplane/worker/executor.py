@@ -172,6 +172,7 @@ class Execution:
         config: dict[str, Any] = {**base, **own, "configurable": configurable, "metadata": metadata}
         config["tags"] = [*(base.get("tags") or []), *(own.get("tags") or [])]
         config["callbacks"] = [self.usage]
+        config.pop("run_id", None)
         if run.attempt == 1:
             # Tracing ids must be unique per attempt: only the first attempt uses the run id.
             try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import uuid
 from collections import deque
 from collections.abc import Mapping
@@ -70,8 +71,12 @@ def dumpb(obj: Any) -> bytes:
     try:
         data = orjson.dumps(obj, default=_default, option=_OPTIONS)
     except TypeError:
-        # Lone surrogates in strings (from a broken decoder upstream); re-encode through repr-safe text.
-        data = orjson.dumps(_scrub(obj), default=_default, option=_OPTIONS)
+        try:
+            # Lone surrogates in strings (from a broken decoder upstream): replace them.
+            data = orjson.dumps(_scrub(obj), default=_default, option=_OPTIONS)
+        except TypeError:
+            # What orjson refuses outright (integers beyond 64 bits, ...): the slow, lenient way.
+            data = json.dumps(_scrub(obj), default=_default, separators=(",", ":")).encode()
     if b"\\u0000" in data:
         data = data.replace(b"\\u0000", b"\\ufffd")
     return data
@@ -134,7 +139,8 @@ def _task_json(task: Any) -> dict[str, Any]:
         "id": task.id,
         "name": task.name,
         "path": task.path,
-        "error": task.error,
+        # LangGraph's server shows a failed task's error as its repr: "ValueError('boom!')".
+        "error": repr(task.error) if isinstance(task.error, BaseException) else task.error,
         "interrupts": [interrupt_json(i) for i in task.interrupts],
         "checkpoint": state["configurable"] if state is not None and nested is None else None,
         "state": _snapshot(nested) if nested is not None else None,

@@ -176,8 +176,17 @@ class Worker:
     async def _claim_one(self) -> bool:
         """Claim one run and start executing it; False when nothing is claimable."""
         await self._slots.acquire()
+        claim = asyncio.ensure_future(self.manager.claim(self.worker_id))
         try:
-            run = await self.manager.claim(self.worker_id)
+            run = await asyncio.shield(claim)
+        except asyncio.CancelledError:
+            # Stopped mid-claim: the store may have given us a run already. Hand it straight
+            # back rather than leave it leased to nobody until the lease expires.
+            self._slots.release()
+            with contextlib.suppress(Exception):
+                if (claimed := await claim) is not None:
+                    await self.manager.release(claimed)
+            raise
         except Exception:
             self._slots.release()
             logger.exception("claim failed", extra={"action": "claim"})
@@ -215,7 +224,6 @@ class Worker:
         self._attempts[run.run_id] = attempt
         try:
             async with self.manager.bus.listen(cancel_channel(run.run_id)) as hints:
-                await self._publish(attempt, "metadata", {"run_id": run.run_id, "attempt": run.attempt})
                 execution = Execution(
                     run,
                     self.runtime,
@@ -226,27 +234,11 @@ class Worker:
                 if run.cancel_action is not None:
                     # Claimed with a cancel already pending (its previous worker died or was
                     # stopped before acting on it): perform the cancel, never execute.
-                    await self._cancel(attempt, execution, run.cancel_action)
-                    return
-                attempt.task = asyncio.create_task(execution.execute())
-                if attempt.stop is not None:
-                    attempt.task.cancel()  # stopped (shutdown) while it was being set up
-                attempt.watchers = [
-                    asyncio.create_task(self._heartbeat(attempt)),
-                    asyncio.create_task(self._listen_cancel(attempt, hints)),
-                ]
-                try:
-                    outcome = await attempt.task
-                except asyncio.CancelledError:
-                    outcome = None
-                    if attempt.stop is None:
-                        # Our own task was cancelled, not the execution: never leave it running.
-                        attempt.task.cancel()
-                        raise
-                finally:
-                    for watcher in attempt.watchers:
-                        watcher.cancel()
-                await self._settle(attempt, execution, outcome)
+                    ended = await self._cancel(attempt, execution, run.cancel_action)
+                else:
+                    ended = await self._execute(attempt, execution, hints)
+            if ended and run.kwargs.get("temporary"):
+                await self._forget(run)
         except Exception:
             logger.exception(
                 "run %s: worker failure", run.run_id, extra={"action": "run", "run_id": run.run_id}
@@ -254,52 +246,83 @@ class Worker:
         finally:
             del self._attempts[run.run_id]
 
-    async def _settle(self, attempt: _Attempt, execution: Execution, outcome: Outcome | None) -> None:
-        """Write how the attempt ended, unless its lease is lost (then another attempt owns it)."""
+    async def _execute(self, attempt: _Attempt, execution: Execution, hints: AsyncIterator[str]) -> bool:
+        """Execute the attempt while keeping its lease and listening for cancels; then settle it."""
+        run = attempt.run
+        await self._publish(attempt, "metadata", {"run_id": run.run_id, "attempt": run.attempt})
+        attempt.task = asyncio.create_task(execution.execute())
+        if attempt.stop is not None:
+            attempt.task.cancel()  # stopped (shutdown) while it was being set up
+        attempt.watchers = [
+            asyncio.create_task(self._heartbeat(attempt)),
+            asyncio.create_task(self._listen_cancel(attempt, hints)),
+        ]
+        try:
+            outcome = await attempt.task
+        except asyncio.CancelledError:
+            outcome = None
+            if attempt.stop is None:
+                # Our own task was cancelled, not the execution: never leave it running.
+                attempt.task.cancel()
+                raise
+        finally:
+            for watcher in attempt.watchers:
+                watcher.cancel()
+        return await self._settle(attempt, execution, outcome)
+
+    async def _settle(self, attempt: _Attempt, execution: Execution, outcome: Outcome | None) -> bool:
+        """Write how the attempt ended, unless its lease is lost (then another attempt owns it).
+        True when the run reached its end (a hand-back or a lost lease is not one)."""
         run = attempt.run
         if attempt.fenced:
             logger.warning("run %s: lease lost; dropped attempt %d", run.run_id, run.attempt)
-            return
+            return False
         if attempt.stop == "shutdown":
             with contextlib.suppress(LeaseLost, NotFound):
                 await self.manager.release(run)
-            return
+            return False
         if attempt.stop in ("interrupt", "rollback"):
-            await self._cancel(attempt, execution, attempt.stop)
-            return
+            return await self._cancel(attempt, execution, attempt.stop)
         assert outcome is not None
         try:
             await self.manager.finish(run, outcome)
         except CancelRequested as exc:
             # The cancel request was written before our outcome: it wins, we take its path.
-            await self._cancel(attempt, execution, "rollback" if exc.action == "rollback" else "interrupt")
-            return
-        except LeaseLost:
+            return await self._cancel(
+                attempt, execution, "rollback" if exc.action == "rollback" else "interrupt"
+            )
+        except (LeaseLost, NotFound):
             logger.warning("run %s: lease lost before finishing attempt %d", run.run_id, run.attempt)
-            return
+            return False
         if outcome.status == "success":
             self.succeeded += 1
         else:
             self.failed += 1
+        return True
 
-    async def _cancel(self, attempt: _Attempt, execution: Execution, action: CancelAction) -> None:
+    async def _cancel(self, attempt: _Attempt, execution: Execution, action: CancelAction) -> bool:
         """End a run whose cancel was requested: interrupted (checkpoints kept) or rolled back."""
         run = attempt.run
         try:
             # Still ours? (a rollback deletes checkpoints, which no lease fences) And an interrupt
             # may have been upgraded to a rollback meanwhile: the store says which.
             action = await self.manager.renew(run, self.worker_id) or action
-        except (LeaseLost, NotFound):
-            return
-        try:
             if action == "rollback":
                 await execution.rollback()
                 await self.manager.discard(run)
             else:
                 await self.manager.finish(run, await execution.interrupted())
         except (LeaseLost, NotFound):
-            return
+            return False
         self.cancelled += 1
+        return True
+
+    async def _forget(self, run: Run) -> None:
+        """Delete a stateless run's own thread (`temporary`) now that the run has ended: its record,
+        runs and checkpoints, as LangGraph's server does. The stream was ended by the finish."""
+        with contextlib.suppress(NotFound):
+            await self.manager.delete_thread(run.thread_id, run.owner)
+        await self.runtime.delete_thread(run.thread_id)
 
     async def _heartbeat(self, attempt: _Attempt) -> None:
         delay = min(FIRST_CHECK_SECONDS, self.heartbeat_seconds)
