@@ -1,7 +1,8 @@
 """The `store` fixture, parametrized over every backend, and a way to open a second instance.
 
 Backends whose module does not exist yet are skipped with a reason, so the suite picks them up as
-soon as they land. PostgreSQL needs `RUNPLANE_TEST_POSTGRES_URL` and gets a fresh database per test.
+soon as they land. PostgreSQL needs `RUNPLANE_TEST_POSTGRES_URL`; every test gets a blank database
+(one per session, emptied before each test: creating one per test cost most of the suite's time).
 """
 
 from __future__ import annotations

@@ -70,8 +70,9 @@ class InMemoryBus:
     def __repr__(self) -> str:
         return f"<InMemoryBus streams={len(self._streams)} channels={len(self._listeners)}>"
 
-    def _stream(self, run_id: str) -> _Stream:
-        self._expire()
+    def _stream(self, run_id: str, *, expire: bool = True) -> _Stream:
+        if expire:
+            self._expire()
         stream = self._streams.get(run_id)
         if stream is None:
             stream = self._streams[run_id] = _Stream()
@@ -113,7 +114,8 @@ class InMemoryBus:
 
     async def subscribe(self, run_id: str, last_event_id: str | None = None) -> AsyncIterator[StreamEvent]:
         after = parse_event_id(last_event_id)
-        stream = self._stream(run_id)
+        # No expiry sweep here: it could drop the very stream the caller just ended.
+        stream = self._stream(run_id, expire=False)
         while True:
             while after < stream.next_seq - 1:
                 # Events are contiguous from first_seq, so this indexes near the deque's right end for

@@ -6,20 +6,24 @@ Layout, for a bus with prefix `P`:
   (`ms-seq`) are the SSE ids: Redis makes them strictly increasing per stream even within one
   millisecond. `end_stream` appends a sentinel entry (field `end`, never yielded) and sets the
   retention EXPIRE; every publish refreshes a longer idle EXPIRE so that abandoned streams die.
-  Trimming is `MAXLEN ~ max_events`, which keeps at least `max_events` entries.
-- `P:wake:{run_id}` is a pub/sub channel on which each append is announced. Subscribers do not
-  hold a blocking XREAD each: they listen on the wake channel through the bus's one shared pub/sub
-  connection, then XRANGE on the command pool when woken (and every `poll_seconds` anyway, in case
-  a wake-up was lost). So a process with hundreds of SSE clients and joiners holds one pub/sub
+  Trimming is `MAXLEN ~ max_events`, which keeps at least `max_events` entries (unlike
+  `InMemoryBus` there is no byte bound). Checking for the sentinel and appending is one Lua script,
+  so a publish racing `end_stream` is either before the end or dropped.
+- `P:wake:{run_id}` is a pub/sub channel on which each append is announced (in the same script).
+  Subscribers do not hold a blocking XREAD each: they listen on the wake channel through the bus's
+  one shared pub/sub connection, then XRANGE on the command pool when woken (and every
+  `poll_seconds` anyway). So a process with hundreds of SSE clients and joiners holds one pub/sub
   connection plus a bounded pool, and a client that goes away releases nothing but a local
-  callback: there is no blocked connection to tear down.
+  callback: there is no blocked connection to tear down. Wake-ups announced while the pub/sub
+  connection was down are lost, so every confirmed (re)subscription also wakes its readers.
 - `P:hint:{channel}` carries `notify`/`listen` hints over the same shared pub/sub connection.
 
 Failure policy: Redis holds nothing that must survive, and every hint has a store-reading fallback.
 `notify` logs and swallows Redis errors (hints are best effort); `listen` never fails for Redis
 reasons either (while Redis is down it waits `confirm_timeout` at most, then listens unconfirmed
-and starts receiving again once the pub/sub connection is back). `publish`, `end_stream` and
-reading a stream raise `StoreUnavailable`, because a lost event cannot be recovered later.
+and starts receiving again once the pub/sub connection is back, which it retries with backoff).
+`publish`, `end_stream` and reading a stream raise `StoreUnavailable`, because a lost event cannot
+be recovered later; a client resumes from its Last-Event-ID.
 
 Needs Redis >= 6.2 (exclusive XRANGE bounds).
 """
