@@ -1,11 +1,11 @@
 """`runplane` command line, and the one composition root: the only module that wires every layer.
 
-    runplane dev          API + workers on embedded SQLite in ./, ./langgraph.json or the demo graphs
-    runplane serve        the same, configured for production (any database, optional Redis)
-    runplane worker       workers only, sharing a PostgreSQL (or SQLite) database with API processes
-    runplane migrate      apply database migrations
-    runplane threads ...  inspect a running server
-    runplane runs ...     inspect, cancel and follow runs on a running server
+runplane dev          API + workers on embedded SQLite in ./, ./langgraph.json or the demo graphs
+runplane serve        the same, configured for production (any database, optional Redis)
+runplane worker       workers only, sharing a PostgreSQL (or SQLite) database with API processes
+runplane migrate      apply database migrations
+runplane threads ...  inspect a running server
+runplane runs ...     inspect, cancel and follow runs on a running server
 """
 
 from __future__ import annotations
@@ -30,11 +30,12 @@ import uvicorn
 from runplane.api.app import ApiSettings, create_app
 from runplane.core.errors import RunplaneError
 from runplane.core.manager import ManagerSettings, RunManager
+from runplane.core.models import CANCEL_ACTIONS, RUN_STATUSES, THREAD_STATUSES
 from runplane.events import open_bus
 from runplane.graphs import LangGraphRuntime, load_runtime
 from runplane.logs import configure_logging
 from runplane.settings import Settings, settings_from_env
-from runplane.stores import open_store
+from runplane.stores import open_store, scheme_of
 from runplane.worker import Worker
 from runplane.worker.checkpointer import open_checkpointer
 
@@ -67,12 +68,14 @@ async def compose(settings: Settings, *, with_workers: bool) -> AsyncIterator[Se
         store = open_store(settings.database_url)
         await store.open()
         stack.push_async_callback(store.close)
-        bus = open_bus(settings.redis_url)
+        bus = open_bus(bus_url(settings))
         stack.push_async_callback(bus.close)
         manager = RunManager(
             store,
             bus,
-            settings=ManagerSettings(lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts),
+            settings=ManagerSettings(
+                lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts
+            ),
         )
         checkpointer = await stack.enter_async_context(open_checkpointer(settings.database_url))
         runtime = load_runtime(resolve_config(settings.config), checkpointer)
@@ -88,6 +91,16 @@ async def compose(settings: Settings, *, with_workers: bool) -> AsyncIterator[Se
             await worker.start()
             stack.push_async_callback(worker.stop)
         yield Services(manager, runtime, worker)
+
+
+def bus_url(settings: Settings) -> str:
+    """Redis when given; else a PostgreSQL database doubles as the bus (LISTEN/NOTIFY), so several
+    processes on one database share streams and hints; else the in-process bus."""
+    if settings.redis_url:
+        return settings.redis_url
+    if scheme_of(settings.database_url) in ("postgres", "postgresql"):
+        return settings.database_url
+    return "memory://"
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -150,7 +163,9 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 server_options = [
-    click.option("--database-url", help="sqlite:///path.db (default ./runplane.db), postgresql://..., memory://"),
+    click.option(
+        "--database-url", help="sqlite:///path.db (default ./runplane.db), postgresql://..., memory://"
+    ),
     click.option("--redis-url", help="redis://host:port/db to share event streams between processes"),
     click.option("--host", help="Interface to listen on (default 127.0.0.1)."),
     click.option("--port", type=int, help="Port to listen on (default 8123)."),
@@ -301,7 +316,9 @@ def emit(data: Any, as_json: bool, columns: list[str] | None = None) -> None:
         print_table(data, columns or [])
     else:
         for key, value in data.items():
-            click.echo(f"{key:>20}: {json.dumps(value, default=str) if isinstance(value, dict | list) else value}")
+            click.echo(
+                f"{key:>20}: {json.dumps(value, default=str) if isinstance(value, dict | list) else value}"
+            )
 
 
 @main.group()
@@ -312,7 +329,7 @@ def threads() -> None:
 @threads.command("ls")
 @server_url_option
 @click.option("--limit", default=20, show_default=True)
-@click.option("--status", type=click.Choice(["idle", "busy", "interrupted", "error"]))
+@click.option("--status", type=click.Choice(list(THREAD_STATUSES)))
 def threads_ls(url: str, as_json: bool, limit: int, status: str | None) -> None:
     """List the most recent threads."""
     body: dict[str, Any] = {"limit": limit}
@@ -344,7 +361,7 @@ def runs() -> None:
 @server_url_option
 @click.argument("thread_id")
 @click.option("--limit", default=20, show_default=True)
-@click.option("--status", type=click.Choice(["pending", "running", "success", "error", "timeout", "interrupted"]))
+@click.option("--status", type=click.Choice(list(RUN_STATUSES)))
 def runs_ls(url: str, as_json: bool, thread_id: str, limit: int, status: str | None) -> None:
     """List a thread's runs, newest first."""
     params: dict[str, Any] = {"limit": limit}
@@ -370,7 +387,7 @@ def runs_show(url: str, as_json: bool, thread_id: str, run_id: str) -> None:
 @server_url_option
 @click.argument("thread_id")
 @click.argument("run_id")
-@click.option("--action", type=click.Choice(["interrupt", "rollback"]), default="interrupt", show_default=True)
+@click.option("--action", type=click.Choice(list(CANCEL_ACTIONS)), default="interrupt", show_default=True)
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait until the run has stopped.")
 def runs_cancel(url: str, as_json: bool, thread_id: str, run_id: str, action: str, wait: bool) -> None:
     """Cancel a run (interrupt keeps its checkpoints; rollback restores the thread and deletes it)."""

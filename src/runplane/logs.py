@@ -11,7 +11,10 @@ def configure_logging(level: str = "INFO") -> None:
             "version": 1,
             "disable_existing_loggers": False,
             "formatters": {
-                "plain": {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s", "datefmt": "%H:%M:%S"}
+                "plain": {
+                    "format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+                    "datefmt": "%H:%M:%S",
+                }
             },
             "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
             "root": {"handlers": ["console"], "level": level.upper()},
