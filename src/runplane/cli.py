@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import importlib
+import ipaddress
 import json
 import os
 import signal
@@ -26,13 +28,15 @@ from typing import Any
 import click
 import httpx
 import uvicorn
+from langgraph_sdk.auth import Auth
 
 from runplane.api.app import ApiSettings, create_app
-from runplane.core.errors import RunplaneError
+from runplane.api.auth import load_api_keys_file, parse_api_keys
+from runplane.core.errors import InvalidInput, RunplaneError
 from runplane.core.manager import ManagerSettings, RunManager
 from runplane.core.models import CANCEL_ACTIONS, RUN_STATUSES, THREAD_STATUSES
 from runplane.events import open_bus
-from runplane.graphs import LangGraphRuntime, load_runtime
+from runplane.graphs import LangGraphRuntime, load_module_file, load_runtime
 from runplane.logs import configure_logging
 from runplane.settings import Settings, settings_from_env
 from runplane.stores import open_store, scheme_of
@@ -50,6 +54,8 @@ class Services:
     manager: RunManager
     runtime: LangGraphRuntime
     worker: Worker | None
+    #: The langgraph.json's custom auth (a `langgraph_sdk.Auth`), if it declares one.
+    auth: Auth | None = None
 
 
 def resolve_config(config: str | None) -> str | None:
@@ -78,7 +84,10 @@ async def compose(settings: Settings, *, with_workers: bool) -> AsyncIterator[Se
             ),
         )
         checkpointer = await stack.enter_async_context(open_checkpointer(settings.database_url))
-        runtime = load_runtime(resolve_config(settings.config), checkpointer)
+        config_path = resolve_config(settings.config)
+        runtime = load_runtime(config_path, checkpointer)
+        # After the graphs: their `env` and `dependencies` are what the auth module may need too.
+        auth = load_custom_auth(config_path)
         worker = None
         if with_workers and settings.workers > 0:
             worker = Worker(
@@ -90,7 +99,89 @@ async def compose(settings: Settings, *, with_workers: bool) -> AsyncIterator[Se
             )
             await worker.start()
             stack.push_async_callback(worker.stop)
-        yield Services(manager, runtime, worker)
+        yield Services(manager, runtime, worker, auth)
+
+
+def declared_auth(config_path: str | None) -> str | None:
+    """The `auth.path` a langgraph.json declares (e.g. `./auth.py:auth`), without loading it."""
+    if config_path is None:
+        return None
+    try:
+        config = json.loads(Path(config_path).read_text())
+    except (OSError, ValueError):
+        return None  # load_runtime reports it
+    section = config.get("auth") if isinstance(config, dict) else None
+    target = section.get("path") if isinstance(section, dict) else None
+    return target if isinstance(target, str) and target else None
+
+
+def load_custom_auth(config_path: str | None) -> Auth | None:
+    """The `langgraph_sdk.Auth` object named by a langgraph.json's `auth.path`, loaded as LangGraph's
+    server does (a file relative to the json's directory, or a module on the path).
+
+    Raises:
+        InvalidInput: the path is malformed, fails to import, or names something else.
+    """
+    target = declared_auth(config_path)
+    if target is None or config_path is None:
+        return None
+    source, sep, attr = target.rpartition(":")
+    if not sep or not source or not attr:
+        raise InvalidInput(
+            f"auth.path must be './file.py:variable' or 'package.module:variable', got {target!r}"
+        )
+    base_dir = Path(config_path).resolve().parent
+    try:
+        if "/" in source or "\\" in source or source.endswith(".py"):
+            module = load_module_file(base_dir / source)
+        else:
+            module = importlib.import_module(source)
+    except InvalidInput:
+        raise
+    except Exception as exc:
+        raise InvalidInput(
+            f"auth.path {target!r}: importing {source} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    auth = getattr(module, attr, None)
+    if not isinstance(auth, Auth):
+        raise InvalidInput(f"auth.path {target!r} is a {type(auth).__name__}, not a langgraph_sdk.Auth")
+    return auth
+
+
+def api_keys_of(settings: Settings) -> dict[str, str] | None:
+    """The configured API keys (`RUNPLANE_API_KEYS` and `RUNPLANE_API_KEYS_FILE` together), or None."""
+    keys: dict[str, str] = {}
+    try:
+        if settings.api_keys:
+            keys.update(parse_api_keys(settings.api_keys))
+        if settings.api_keys_file:
+            keys.update(load_api_keys_file(settings.api_keys_file))
+    except InvalidInput as exc:
+        raise click.UsageError(exc.message) from None
+    return keys or None
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name could resolve anywhere
+
+
+def check_exposure(settings: Settings) -> None:
+    """Refuse to serve beyond loopback when nobody is authenticated, unless told it is on purpose."""
+    if is_loopback(settings.host) or settings.insecure_allow_no_auth:
+        return
+    if api_keys_of(settings) or declared_auth(resolve_config(settings.config)):
+        return
+    raise click.UsageError(
+        f"refusing to listen on {settings.host} without authentication: anyone who can reach it could "
+        "run your graphs and read every thread. Set RUNPLANE_API_KEYS=key:user,... (or "
+        'RUNPLANE_API_KEYS_FILE), declare "auth" in langgraph.json, or pass --insecure-allow-no-auth '
+        "(RUNPLANE_INSECURE_ALLOW_NO_AUTH=1) if a proxy in front of runplane authenticates."
+    )
 
 
 def bus_url(settings: Settings) -> str:
@@ -119,9 +210,16 @@ def check_port_free(host: str, port: int) -> None:
 
 async def serve_api(settings: Settings, *, banner: Callable[[], None] | None = None) -> None:
     async with compose(settings, with_workers=True) as services:
-        app = create_app(
-            services.manager, services.runtime, ApiSettings(max_body_bytes=settings.max_body_bytes)
+        api_settings = ApiSettings(
+            max_body_bytes=settings.max_body_bytes,
+            api_keys=api_keys_of(settings),
+            custom_auth=services.auth,
+            cors_origins=tuple(o.strip() for o in (settings.cors_origins or "").split(",") if o.strip()),
         )
+        try:
+            app = create_app(services.manager, services.runtime, api_settings)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
         config = uvicorn.Config(
             app, host=settings.host, port=settings.port, log_config=None, lifespan="on", access_log=False
         )
@@ -172,6 +270,12 @@ server_options = [
     click.option("--workers", type=int, help="Runs this process executes at once (default 8; 0 = API only)."),
     click.option("--config", help="langgraph.json (default ./langgraph.json if present, else demo graphs)."),
     click.option("--log-level", help="DEBUG, INFO, WARNING (default INFO)."),
+    click.option(
+        "--insecure-allow-no-auth",
+        is_flag=True,
+        default=None,
+        help="Listen beyond loopback without API keys or custom auth (a proxy must authenticate).",
+    ),
 ]
 
 
@@ -202,6 +306,7 @@ def dev(**options: Any) -> None:
     """
     settings = load_settings(**options)
     configure_logging(settings.log_level)
+    check_exposure(settings)
     check_port_free(settings.host, settings.port)
     url = f"http://{settings.host}:{settings.port}"
 
@@ -228,6 +333,7 @@ def serve(**options: Any) -> None:
     """Serve the API (and --workers in-process workers) on any database."""
     settings = load_settings(**options)
     configure_logging(settings.log_level)
+    check_exposure(settings)
     check_port_free(settings.host, settings.port)
     asyncio.run(serve_api(settings))
 

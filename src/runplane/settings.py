@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -37,6 +38,14 @@ class Settings:
     shutdown_grace: float = 10.0
     log_level: str = "INFO"
     max_body_bytes: int = 10 * 2**20
+    #: `key1:alice,key2:bob`: API keys and the user each one authenticates (secret: never shown).
+    api_keys: str | None = dataclasses.field(default=None, repr=False)
+    #: A file of API keys: a JSON object `{key: user}`, or one `key user` pair per line.
+    api_keys_file: str | None = None
+    #: Browser origins allowed to call the API (CORS), comma-separated; none by default.
+    cors_origins: str | None = None
+    #: Listen beyond loopback without authentication (something in front of runplane must do it).
+    insecure_allow_no_auth: bool = False
 
     def validate(self) -> Settings:
         """Check the settings; raise `InvalidInput` with a message a person can act on."""

@@ -350,3 +350,20 @@ async def test_unknown_runs_and_assistants(client: httpx.AsyncClient) -> None:
         assert response.status_code == 404, path
         response = await client.post(path, json={"assistant_id": str(uuid.uuid4())})
         assert response.status_code == 404, path
+
+
+async def test_join_outlasts_the_wait_fallback(
+    client: httpx.AsyncClient, worker: FakeWorker, manager: RunManager
+) -> None:
+    """A join longer than `wait_fallback_seconds` (0.2 s here) keeps waiting for the end."""
+    thread_id = await _thread(client)
+    run = await _run(client, thread_id, assistant_id="sleepy", input={"gate": "long"})
+
+    async def release() -> None:
+        await asyncio.sleep(0.5)
+        worker.gate("long").set()
+
+    releaser = asyncio.create_task(release())
+    joined = await client.get(f"/threads/{thread_id}/runs/{run['run_id']}/join")
+    await releaser
+    assert joined.json() == {"gate": "long", "slept": True}

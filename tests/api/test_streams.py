@@ -345,3 +345,14 @@ async def test_stream_unknown_run_is_404(client: httpx.AsyncClient) -> None:
     response = await client.get(f"/threads/{thread_id}/runs/{uuid.uuid4()}/stream")
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/json"
+
+
+async def test_empty_query_values(client: httpx.AsyncClient, worker: FakeWorker) -> None:
+    """httpx sends the SDK's `stream_mode=None` as `stream_mode=`: it means every mode."""
+    thread_id = await _thread(client)
+    run = (await client.post(f"/threads/{thread_id}/runs", json={"assistant_id": "echo"})).json()
+    url = f"/threads/{thread_id}/runs/{run['run_id']}/stream"
+    response = await client.get(url, params={"stream_mode": None, "cancel_on_disconnect": False})
+    assert response.status_code == 200
+    assert parse_sse(response.text)[0].event == "metadata"
+    assert (await client.get(f"/threads/{thread_id}/state", params={"subgraphs": ""})).status_code == 422

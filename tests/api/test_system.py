@@ -65,7 +65,7 @@ async def test_openapi_documents_exactly_the_routes(app: Starlette, client: http
     document = (await client.get("/openapi.json")).json()
     documented = {(path, method.upper()) for path, ops in document["paths"].items() for method in ops}
     served = {
-        (route.path.replace(":runplane_uuid", ""), method)
+        (route.path.replace(":runplane_uuid", "").replace(":runplane_assistant", ""), method)
         for route in app.routes
         if isinstance(route, Route)
         for method in (route.methods or ())

@@ -1,9 +1,11 @@
-"""The `EventBus` contract, run against every bus: `InMemoryBus` (the reference) and `RedisBus`.
+"""The `EventBus` contract, run against every bus: `InMemoryBus` (the reference), `RedisBus` and
+`PostgresBus`.
 
 Redis needs `RUNPLANE_TEST_REDIS_URL`; each test gets its own key prefix and deletes only that. Its
 subscribers poll only once a minute here, so a lost wake-up fails a test instead of hiding behind
 the polling fallback. `other` is a second instance on the same backend ("another process"); for the
-memory bus it is the same object.
+memory bus it is the same object. `PostgresBus` (with `RUNPLANE_TEST_POSTGRES_URL`) polls as rarely;
+its tests share the session's conformance database, emptied before each test.
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ from tests._services import redis_url
 
 OpenBus = Callable[[], Awaitable[EventBus]]
 
-BUS_PARAMS = [pytest.param("memory"), pytest.param("redis", marks=pytest.mark.redis)]
+BUS_PARAMS = [
+    pytest.param("memory"),
+    pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("postgres", marks=pytest.mark.postgres),
+]
 
 
 async def _delete_prefix(url: str, prefix: str) -> None:
@@ -49,6 +55,10 @@ async def open_bus(request: pytest.FixtureRequest) -> AsyncIterator[OpenBus]:
         yield same
         await bus.close()
         return
+    if request.param == "postgres":
+        async for opener in _postgres_buses(request):
+            yield opener
+        return
     url = redis_url()
     if url is None:
         pytest.skip("redis: RUNPLANE_TEST_REDIS_URL is not set")
@@ -69,6 +79,31 @@ async def open_bus(request: pytest.FixtureRequest) -> AsyncIterator[OpenBus]:
         for instance in opened:
             await instance.close()
         await _delete_prefix(url, prefix)
+
+
+async def _postgres_buses(request: pytest.FixtureRequest) -> AsyncIterator[OpenBus]:
+    """`PostgresBus` instances on the session's emptied conformance database (see conftest)."""
+    databases = request.getfixturevalue("postgres_databases")
+    if databases is None:
+        pytest.skip("postgres: RUNPLANE_TEST_POSTGRES_URL is not set")
+    from runplane.events.postgres import PostgresBus
+    from runplane.stores.postgres.store import PostgresStore
+
+    url = databases.fresh()
+    async with PostgresStore.from_url(url, min_size=1, max_size=1):
+        pass  # applies the migrations, which create the event tables
+    opened: list[EventBus] = []
+
+    async def another() -> EventBus:
+        instance = PostgresBus.from_url(url, poll_seconds=60.0)
+        opened.append(instance)
+        return instance
+
+    try:
+        yield another
+    finally:
+        for instance in opened:
+            await instance.close()
 
 
 @pytest.fixture

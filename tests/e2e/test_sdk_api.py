@@ -243,9 +243,6 @@ async def test_stateless_runs(sdk: LangGraphClient) -> None:
     assert kept[0]["thread_id"] is None  # announced as /runs/{run_id}, like the reference server
 
 
-@pytest.mark.xfail(
-    reason="the worker does not delete temporary threads yet (RunKwargs.temporary)", strict=True
-)
 async def test_stateless_threads_are_deleted_unless_kept(sdk: LangGraphClient, manager: RunManager) -> None:
     await sdk.runs.wait(None, "echo", input={"n": 9})
     await sdk.runs.wait(None, "echo", input={"n": 1}, on_completion="keep")

@@ -11,16 +11,21 @@ from collections.abc import Sequence
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute
 
 from runplane.api import assistants, runs, threads
 from runplane.api import schemas as s
+from runplane.api.auth import ApiKeyAuth, Authenticate, AuthMiddleware, CustomAuthenticator, path_params_of
+from runplane.api.authz import CustomAuthGuard, check_access_table
 from runplane.api.errors import http_exception_handler
+from runplane.api.middleware import HeaderLimit, OriginGuard
 from runplane.api.openapi import DOCS_HTML, build_openapi
 from runplane.api.render import json_response
-from runplane.api.routing import Call, Endpoint, InvalidIds, Reply, Services, build_routes
+from runplane.api.routing import Call, Endpoint, Guard, InvalidIds, Reply, Services, build_routes
 from runplane.api.settings import ApiSettings as ApiSettings
 from runplane.core.errors import NotFound
 from runplane.core.graphs import GraphRuntime
@@ -73,16 +78,60 @@ SYSTEM: tuple[Endpoint, ...] = (
 )
 
 
+#: Response headers a browser page may read across origins (when CORS is configured).
+_EXPOSED_HEADERS = ["Location", "Content-Location", "X-Pagination-Total", "X-Pagination-Next"]
+
+
+def _authentication(settings: ApiSettings, paths: list[str]) -> Authenticate | None:
+    if settings.api_keys is not None and settings.custom_auth is not None:
+        raise ValueError("use API keys or custom auth, not both")
+    if settings.api_keys is not None:
+        return ApiKeyAuth(settings.api_keys)
+    if settings.custom_auth is not None:
+        return CustomAuthenticator(
+            settings.custom_auth, path_params=path_params_of(paths), max_body_bytes=settings.max_body_bytes
+        )
+    return None
+
+
+def _middleware(settings: ApiSettings, authenticate: Authenticate | None) -> list[Middleware]:
+    """Outermost first: header bound, CORS (only when configured), cross-site guard, authentication."""
+    stack = [Middleware(HeaderLimit, max_bytes=settings.max_header_bytes)]
+    if settings.cors_origins:
+        stack.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["*"],
+                allow_headers=["*"],
+                expose_headers=_EXPOSED_HEADERS,
+            )
+        )
+    stack.append(Middleware(OriginGuard, allowed=settings.cors_origins))
+    if authenticate is not None:
+        stack.append(Middleware(AuthMiddleware, authenticate=authenticate))
+    return stack
+
+
 def create_app(manager: RunManager, runtime: GraphRuntime, settings: ApiSettings | None = None) -> Starlette:
     """The HTTP API over `manager` (runs and threads) and `runtime` (graphs and thread state).
 
     Args:
         manager: the run manager every endpoint calls.
         runtime: the graphs (assistants) and their checkpointed state.
-        settings: HTTP knobs; defaults when None.
+        settings: HTTP knobs (and authentication); defaults when None.
+
+    Raises:
+        ValueError: both API keys and custom auth are configured, or custom auth is configured and a
+            route has no authorization rule.
     """
     settings = settings or ApiSettings()
-    services = Services(manager, runtime, settings)
+    authenticate = _authentication(settings, [e.path for e in (*SYSTEM, *ENDPOINTS)])
+    guard: Guard | None = None
+    if settings.custom_auth is not None:
+        check_access_table(ENDPOINTS)
+        guard = CustomAuthGuard(settings.custom_auth)
+    services = Services(manager, runtime, settings, guard)
     assistants = runtime.assistants()
     document = build_openapi(
         ENDPOINTS,
@@ -93,6 +142,7 @@ def create_app(manager: RunManager, runtime: GraphRuntime, settings: ApiSettings
             *sorted(a.assistant_id for a in assistants),
             *sorted({a.graph_id for a in assistants}),
         ],
+        secured=authenticate is not None,
     )
 
     async def openapi(call: Call) -> Response:
@@ -114,4 +164,8 @@ def create_app(manager: RunManager, runtime: GraphRuntime, settings: ApiSettings
                 return response
         return await http_exception_handler(request, exc)
 
-    return Starlette(routes=routes, exception_handlers={HTTPException: unmatched})
+    return Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: unmatched},
+        middleware=_middleware(settings, authenticate),
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 from starlette.responses import Response
 
 from runplane.api import schemas as s
+from runplane.api.authz import filter_matches
 from runplane.api.render import assistant_json, json_response, select
 from runplane.api.routing import Call, Endpoint, Reply
 from runplane.core.graphs import Assistant
@@ -26,7 +27,11 @@ def _matches(assistant: Assistant, metadata: Json | None, graph_id: str | None, 
 
 
 def _matching(call: Call, body: s.AssistantSearch | s.AssistantCount) -> list[Assistant]:
-    return [a for a in call.runtime.assistants() if _matches(a, body.metadata, body.graph_id, body.name)]
+    return [
+        a
+        for a in call.runtime.assistants()
+        if _matches(a, body.metadata, body.graph_id, body.name) and filter_matches(a.metadata, call.filters)
+    ]
 
 
 async def search_assistants(call: Call) -> Response:

@@ -17,9 +17,12 @@ _PATH_PARAM = re.compile(r"{(\w+)}")
 
 _ERRORS: Mapping[int, str] = {
     400: "Malformed request (bad Content-Length).",
+    401: "Missing or invalid credentials.",
+    403: "The caller may not do this.",
     404: "Unknown thread, run or assistant (or one that belongs to someone else).",
     409: "Conflict: busy thread (`reject`), duplicate id, or a run that is running.",
     413: "Request body too large.",
+    415: "The body is not declared as JSON (`Content-Type: application/json`).",
     422: "Invalid request: `detail` names the offending field.",
     503: "The store is unavailable.",
 }
@@ -99,12 +102,14 @@ def _response(reply: Reply, refs: Mapping[Any, Any]) -> dict[str, Any]:
     return out
 
 
-def _error_statuses(endpoint: Endpoint, system: bool) -> Sequence[int]:
+def _error_statuses(endpoint: Endpoint, system: bool, secured: bool) -> Sequence[int]:
     if system:
         return [422] if endpoint.query is not None else []
     statuses = [404, 409, 422, 503]
     if endpoint.body is not None:
-        statuses += [400, 413]
+        statuses += [400, 413, 415]
+    if secured:
+        statuses += [401, 403]
     return statuses
 
 
@@ -119,6 +124,7 @@ def build_openapi(
     version: str,
     system: Sequence[Endpoint] = (),
     assistant_ids: Sequence[str] | None = None,
+    secured: bool = False,
 ) -> dict[str, Any]:
     """The OpenAPI 3.1 document of `endpoints` (with their error replies) and `system` ones.
 
@@ -128,6 +134,7 @@ def build_openapi(
         version: API version.
         system: health and info routes (documented with fewer error replies).
         assistant_ids: every accepted assistant id and graph name, to document them exactly.
+        secured: requests need credentials (document 401 and 403 answers).
     """
     everything = [*endpoints, *system]
     key_map, top = models_json_schema(_models(everything), ref_template=REF)
@@ -155,7 +162,7 @@ def build_openapi(
                 "content": {"application/json": {"schema": schema}},
             }
         responses = {str(code): _response(reply, refs) for code, reply in endpoint.replies.items()}
-        for code in _error_statuses(endpoint, any(endpoint is e for e in system)):
+        for code in _error_statuses(endpoint, any(endpoint is e for e in system), secured):
             responses.setdefault(
                 str(code),
                 {"description": _ERRORS[code], "content": {"application/json": {"schema": error_ref}}},

@@ -13,7 +13,7 @@ import types
 import typing
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.convertors import Convertor, register_url_convertor
@@ -42,6 +42,8 @@ class Services:
     manager: RunManager
     runtime: GraphRuntime
     settings: ApiSettings
+    #: Authorizes each call before its handler runs (LangGraph `@auth.on` handlers); None: no checks.
+    guard: Guard | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,8 @@ class Call:
     path: Mapping[str, str]
     query: Any
     body: Any
+    #: Metadata filters an authorization handler returned: only matching resources are visible.
+    filters: Mapping[str, Any] | None = None
 
     @property
     def manager(self) -> RunManager:
@@ -69,6 +73,12 @@ class Call:
 
 
 Handler = Callable[[Call], Awaitable[Response]]
+
+
+class Guard(Protocol):
+    """Authorizes a parsed call: returns it (possibly with a rewritten body and `filters`) or raises."""
+
+    async def __call__(self, endpoint: Endpoint, call: Call) -> Call: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,11 +157,11 @@ def _parse_query(request: Request, model: type[BaseModel], lists: frozenset[str]
     params = request.query_params
     for name in model.model_fields:
         if name in lists:
-            # httpx sends `None` as an empty value; a list parameter may also be comma-separated.
-            values = [v for item in params.getlist(name) for v in item.split(",") if v]
+            # A list parameter is repeated, or comma-separated.
+            values = [v for item in params.getlist(name) for v in item.split(",")]
             if values:
                 raw[name] = values
-        elif name in params and params[name] != "":
+        elif name in params:
             raw[name] = params[name]
     try:
         return model.model_validate(raw)
@@ -159,11 +169,46 @@ def _parse_query(request: Request, model: type[BaseModel], lists: frozenset[str]
         raise validation_error(exc, "query") from None
 
 
-def _parse_body(raw: bytes, endpoint: Endpoint) -> Any:
+#: A JSON string literal (escapes included), to blank out before counting brackets.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_INNERMOST = re.compile(rb"\[\]|\{\}")
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
+
+
+def check_json_depth(raw: bytes, max_depth: int) -> None:
+    """Refuse (422) a JSON text nesting arrays and objects deeper than `max_depth`.
+
+    Checked on the bytes before parsing, so a hostile body costs a few linear regex passes (one per
+    level, at most `max_depth + 1`) rather than a deep recursion in the parser or validators.
+    """
+    if raw.count(b"[") + raw.count(b"{") <= max_depth:
+        return
+    brackets = _NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", raw))
+    for _ in range(max_depth):
+        brackets, removed = _INNERMOST.subn(b"", brackets)
+        if not brackets or not removed:
+            return  # balanced within the limit, or malformed (the parser says so)
+    raise ApiError(422, f"JSON body nested deeper than {max_depth} levels")
+
+
+def _is_json_media_type(content_type: str) -> bool:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+def _parse_body(raw: bytes, endpoint: Endpoint, request: Request, max_depth: int) -> Any:
     if not raw.strip():
         if not endpoint.body_optional:
             raise ApiError(422, "Invalid JSON in request body")
         raw = b"{}"
+    content_type = request.headers.get("content-type")
+    # A declared non-JSON body is refused: browsers send form and text/plain bodies cross-site
+    # without a CORS preflight, so accepting them would let any web page drive a local server.
+    if content_type is not None and not _is_json_media_type(content_type):
+        raise ApiError(415, "Unsupported Content-Type: send the body as application/json")
+    check_json_depth(raw, max_depth)
     validator = endpoint.body
     try:
         if isinstance(validator, TypeAdapter):
@@ -190,13 +235,27 @@ class _UuidConvertor(Convertor[str]):
         return value
 
 
+class _AssistantConvertor(Convertor[str]):
+    """An assistant id or graph name, except where `/assistants/search` and `/assistants/count`
+    are meant, so `GET /assistants/search` answers 405 rather than "no such assistant"."""
+
+    regex = "(?!(?:search|count)$)[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
 register_url_convertor("runplane_uuid", _UuidConvertor())
+register_url_convertor("runplane_assistant", _AssistantConvertor())
 
 
 def _route_path(path: str) -> str:
     for name in UUID_PATH_PARAMS:
         path = path.replace(f"{{{name}}}", f"{{{name}:runplane_uuid}}")
-    return path
+    return path.replace("{assistant_id}", "{assistant_id:runplane_assistant}")
 
 
 def _handle(endpoint: Endpoint, services: Services) -> Callable[[Request], Awaitable[Response]]:
@@ -207,10 +266,15 @@ def _handle(endpoint: Endpoint, services: Services) -> Callable[[Request], Await
             path = dict(request.path_params)
             query = _parse_query(request, endpoint.query, lists) if endpoint.query is not None else None
             body = None
+            settings = services.settings
             if endpoint.body is not None:
-                body = _parse_body(await read_body(request, services.settings.max_body_bytes), endpoint)
+                raw = await read_body(request, settings.max_body_bytes)
+                body = _parse_body(raw, endpoint, request, settings.max_json_depth)
             owner = request.scope.get(OWNER_SCOPE_KEY, "")
-            return await endpoint.handler(Call(request, services, owner, path, query, body))
+            call = Call(request, services, owner, path, query, body)
+            if services.guard is not None:
+                call = await services.guard(endpoint, call)
+            return await endpoint.handler(call)
         except Exception as exc:
             return response_for(exc)
 

@@ -17,6 +17,7 @@ from pydantic import Field, TypeAdapter
 from starlette.responses import Response
 
 from runplane.api import schemas as s
+from runplane.api.authz import filter_matches
 from runplane.api.errors import ApiError
 from runplane.api.render import final_output, json_response, run_json, select
 from runplane.api.routing import Call, Endpoint, HeaderParam, Reply
@@ -142,7 +143,13 @@ async def create(call: Call, body: s.RunCreateBase, *, wait: bool = False) -> Cr
     thread = await call.manager.create_thread(
         call.owner,
         thread_id=new_id(),
-        metadata={"graph_id": assistant.graph_id, "assistant_id": assistant.assistant_id},
+        # With the run's metadata, as the reference server does: an authorization handler that
+        # stamps the run (e.g. its owner) thereby stamps the thread its filters are checked on.
+        metadata={
+            "graph_id": assistant.graph_id,
+            "assistant_id": assistant.assistant_id,
+            **(body.metadata or {}),
+        },
     )
     try:
         run = await call.manager.create_run(
@@ -210,6 +217,16 @@ async def _stream_output(call: Call, created: Created, events: AsyncIterator[Str
     return await _thread_output(call, created.run.run_id, created.run.thread_id)
 
 
+def _subscribe_created(call: Call, run: Run) -> AsyncIterator[StreamEvent]:
+    """The stream of a run this request has just created for its caller.
+
+    Ownership is known, so the bus is read directly: `manager.stream_run` would first re-read the
+    run, and a fast temporary run may already have been deleted with its thread by then (its
+    events stay on the bus for the retention period).
+    """
+    return call.manager.bus.subscribe(run.run_id)
+
+
 def _background(call: Call, created: Created) -> Response:
     return json_response(
         run_json(created.run), headers={"Content-Location": created.content_location(_root(call))}
@@ -218,7 +235,7 @@ def _background(call: Call, created: Created) -> Response:
 
 async def _streaming(call: Call, created: Created, body: s.RunCreateBase) -> Response:
     run = created.run
-    events = await call.manager.stream_run(run.run_id, call.owner, thread_id=run.thread_id)
+    events = _subscribe_created(call, run)
     root = _root(call)
     return EventStream(  # type: ignore[return-value]
         events,
@@ -227,6 +244,7 @@ async def _streaming(call: Call, created: Created, body: s.RunCreateBase) -> Res
             "Content-Location": created.content_location(root),
         },
         heartbeat_seconds=call.settings.heartbeat_seconds,
+        max_seconds=call.settings.max_wait_seconds,
         with_ids=bool(run.kwargs.get("stream_resumable")),
         on_disconnect=_canceller(call, run.run_id, run.thread_id, _on_disconnect(call, body)),
     )
@@ -235,7 +253,7 @@ async def _streaming(call: Call, created: Created, body: s.RunCreateBase) -> Res
 async def _waiting(call: Call, created: Created, body: s.RunCreateBase) -> Response:
     run = created.run
     if run.kwargs.get("temporary"):
-        events = await call.manager.stream_run(run.run_id, call.owner, thread_id=run.thread_id)
+        events = _subscribe_created(call, run)
 
         async def compute() -> Any:
             return await _stream_output(call, created, events)
@@ -250,6 +268,7 @@ async def _waiting(call: Call, created: Created, body: s.RunCreateBase) -> Respo
         compute,
         headers={"Location": created.url(root, "/join"), "Content-Location": created.content_location(root)},
         heartbeat_seconds=call.settings.heartbeat_seconds,
+        max_seconds=call.settings.max_wait_seconds,
         on_disconnect=_canceller(call, run.run_id, run.thread_id, _on_disconnect(call, body)),
     )
 
@@ -337,6 +356,7 @@ async def join_run(call: Call) -> Response:
         compute,
         headers={"Location": f"{url}/join", "Content-Location": url},
         heartbeat_seconds=call.settings.heartbeat_seconds,
+        max_seconds=call.settings.max_wait_seconds,
         on_disconnect=_canceller(call, run_id, thread_id, query.cancel_on_disconnect),
     )
 
@@ -361,8 +381,9 @@ async def join_stream(call: Call) -> Response:
         events,
         headers={"Location": f"{url}/stream", "Content-Location": url},
         heartbeat_seconds=call.settings.heartbeat_seconds,
+        max_seconds=call.settings.max_wait_seconds,
         with_ids=True,
-        accept=mode_filter(query.stream_mode),
+        accept=mode_filter([mode for mode in query.stream_mode or () if mode]),
         on_disconnect=_canceller(call, run_id, thread_id, query.cancel_on_disconnect),
     )
 
@@ -381,7 +402,7 @@ async def _runs_with_status(call: Call, status: str, thread_id: str | None) -> l
                 offset=offset,
             ),
         )
-        thread_ids.extend(t.thread_id for t in page)
+        thread_ids.extend(t.thread_id for t in page if filter_matches(t.metadata, call.filters))
         if len(page) < MAX_LIMIT:
             break
         offset += MAX_LIMIT

@@ -8,9 +8,11 @@ Unknown body fields are ignored, as the reference server does.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any, Literal, TypeAlias, get_args
 
+import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -24,8 +26,11 @@ from pydantic import (
 
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
-#: Ten years: the longest `after_seconds` accepted, so the deadline always fits a datetime.
-MAX_DELAY_SECONDS = 315_360_000.0
+#: One day: the longest `after_seconds` accepted. Longer delays are a scheduler's job (crons), and
+#: a run parked for years would hold its thread and every wait on it.
+MAX_DELAY_SECONDS = 86_400.0
+#: Largest metadata object accepted on a thread or run, as JSON.
+MAX_METADATA_BYTES = 64 * 1024
 #: Largest page offset; larger ones cannot match anything and overflow SQL integers.
 MAX_OFFSET = 2**31 - 1
 
@@ -97,10 +102,39 @@ def _whole(value: Any) -> Any:
 
 
 #: An integer, also written as a float with no fraction (`10.0`), as JSON Schema allows.
-Int = Annotated[int, BeforeValidator(_whole)]
-Limit = Annotated[Int, Field(ge=1, le=1000)]
-Offset = Annotated[Int, Field(ge=0, le=MAX_OFFSET)]
+# The validator hides bounds from pydantic's schema generator: the JSON schema is stated outright.
+Int = Annotated[int, BeforeValidator(_whole), WithJsonSchema({"type": "integer"})]
+Limit = Annotated[
+    int,
+    BeforeValidator(_whole),
+    Field(ge=1, le=1000),
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 1000}),
+]
+Offset = Annotated[
+    int,
+    BeforeValidator(_whole),
+    Field(ge=0, le=MAX_OFFSET),
+    WithJsonSchema({"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}),
+]
 JsonObject: TypeAlias = dict[str, Any]
+
+
+def _bounded_metadata(value: JsonObject) -> JsonObject:
+    try:
+        size = len(orjson.dumps(value))
+    except orjson.JSONEncodeError:  # integers beyond 64 bits: measured the slow way
+        size = len(json.dumps(value, separators=(",", ":")).encode())
+    if size > MAX_METADATA_BYTES:
+        raise ValueError(f"metadata is {size} bytes as JSON; at most {MAX_METADATA_BYTES} are accepted")
+    return value
+
+
+#: Metadata stored on a thread or run: a JSON object of bounded size.
+Metadata = Annotated[
+    JsonObject,
+    AfterValidator(_bounded_metadata),
+    WithJsonSchema({"type": "object", "description": f"At most {MAX_METADATA_BYTES // 1024} KiB as JSON."}),
+]
 
 
 class Body(BaseModel):
@@ -163,7 +197,7 @@ class RunCreateBase(Body):
     assistant_id: str = Field(min_length=1, description="Assistant id (UUID) or graph name.")
     input: Any = Field(None, description="The graph input.")
     command: Command | None = Field(None, description="Resume or steer an interrupted graph.")
-    metadata: JsonObject | None = None
+    metadata: Metadata | None = None
     config: Config | None = None
     context: JsonObject | None = None
     webhook: str | None = Field(None, min_length=1, max_length=65536, description="Stored only.")
@@ -267,8 +301,9 @@ class JoinQuery(Query):
 
 class JoinStreamQuery(Query):
     cancel_on_disconnect: bool = False
-    stream_mode: list[StreamModeName] | None = Field(
-        None, description="Only these modes (repeat the parameter for several); all when absent."
+    # "" is what httpx sends for the SDK's `stream_mode=None`: it means every mode.
+    stream_mode: list[StreamModeName | Literal[""]] | None = Field(
+        None, description="Only these modes (repeat the parameter for several); all when absent or empty."
     )
 
 
@@ -277,12 +312,12 @@ class JoinStreamQuery(Query):
 
 class ThreadCreate(Body):
     thread_id: UuidStr | None = None
-    metadata: JsonObject | None = None
+    metadata: Metadata | None = None
     if_exists: Literal["raise", "do_nothing"] | None = "raise"
 
 
 class ThreadPatch(Body):
-    metadata: JsonObject | None = None
+    metadata: Metadata | None = None
 
 
 class ThreadSearch(Body):

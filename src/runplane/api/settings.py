@@ -3,8 +3,9 @@ without touching the environment."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,3 +28,18 @@ class ApiSettings:
     docs: bool = True
     #: Reported by `/info`.
     version: str = "0.1.0"
+    #: API key -> user identity. When set, every route but the public ones needs a key
+    #: (`x-api-key`, or `Authorization: Bearer <key>`), and each user sees only their own threads.
+    api_keys: Mapping[str, str] | None = field(default=None, repr=False)
+    #: A `langgraph_sdk.Auth` (the `auth.path` of a langgraph.json): its `@auth.authenticate` names
+    #: the user, its `@auth.on` handlers authorize each request. Exclusive with `api_keys`.
+    custom_auth: Any = field(default=None, repr=False)
+    #: Browser origins allowed to call the API (CORS); none by default.
+    cors_origins: tuple[str, ...] = ()
+    #: Longest a wait, join or stream request blocks before it answers (a wait's body is then a
+    #: `TimeoutError` `__error__`; a stream just ends and can be joined again). None: no limit.
+    max_wait_seconds: float | None = None
+    #: Deepest nesting of arrays and objects accepted in a JSON body (422 beyond).
+    max_json_depth: int = 64
+    #: Largest total size of the request headers (431 beyond).
+    max_header_bytes: int = 32 * 1024

@@ -31,6 +31,16 @@ SSE_HEADERS: Mapping[str, str] = {"cache-control": "no-store", "x-accel-bufferin
 
 OnDisconnect = Callable[[], Awaitable[None]]
 
+#: A wait or join that reached the server's `max_wait_seconds`: the run goes on; join it again.
+TIMEOUT_BODY = orjson.dumps(
+    {
+        "__error__": {
+            "error": "TimeoutError",
+            "message": "the run did not finish within the server's wait limit; join it again",
+        }
+    }
+)
+
 
 def encode_event(event: str, data: bytes, event_id: str | None = None) -> bytes:
     """One SSE frame: `event:`, `data:` (one line per payload line) and, when given, `id:`."""
@@ -107,10 +117,27 @@ class _LongResponse:
         headers: Mapping[str, str],
         heartbeat_seconds: float,
         on_disconnect: OnDisconnect | None = None,
+        max_seconds: float | None = None,
     ) -> None:
         self.headers = headers
         self.heartbeat_seconds = heartbeat_seconds
         self.on_disconnect = on_disconnect
+        self.max_seconds = max_seconds
+
+    def _deadline(self) -> float | None:
+        if self.max_seconds is None:
+            return None
+        return asyncio.get_running_loop().time() + self.max_seconds
+
+    def _wait_seconds(self, deadline: float | None) -> float:
+        """How long to wait for the next item: until the next heartbeat, or the deadline if sooner."""
+        if deadline is None:
+            return self.heartbeat_seconds
+        return max(0.0, min(self.heartbeat_seconds, deadline - asyncio.get_running_loop().time()))
+
+    @staticmethod
+    def _expired(deadline: float | None) -> bool:
+        return deadline is not None and asyncio.get_running_loop().time() >= deadline
 
     async def produce(self, send_chunk: Callable[[bytes], Awaitable[None]]) -> None:
         raise NotImplementedError
@@ -166,6 +193,8 @@ class EventStream(_LongResponse):
         with_ids: emit `id:` lines, so clients can resume with `Last-Event-ID`.
         accept: keep only events whose name passes (stream mode filter); None keeps all.
         on_disconnect: awaited when the client leaves before the stream ends.
+        max_seconds: end the response after this long even if the run goes on (None: never);
+            the client can join the stream again.
     """
 
     media_type = SSE_MEDIA_TYPE
@@ -179,11 +208,13 @@ class EventStream(_LongResponse):
         with_ids: bool = False,
         accept: Callable[[str], bool] | None = None,
         on_disconnect: OnDisconnect | None = None,
+        max_seconds: float | None = None,
     ) -> None:
         super().__init__(
             headers={**SSE_HEADERS, **headers},
             heartbeat_seconds=heartbeat_seconds,
             on_disconnect=on_disconnect,
+            max_seconds=max_seconds,
         )
         self.events = events
         self.with_ids = with_ids
@@ -192,13 +223,16 @@ class EventStream(_LongResponse):
     async def produce(self, send_chunk: Callable[[bytes], Awaitable[None]]) -> None:
         events = self.events
         pending: asyncio.Future[StreamEvent] | None = None
+        deadline = self._deadline()
         try:
             while True:
                 if pending is None:
                     # One `anext` is kept across heartbeats: cancelling it would close the subscription.
                     pending = asyncio.ensure_future(anext(events))
-                done, _ = await asyncio.wait({pending}, timeout=self.heartbeat_seconds)
+                done, _ = await asyncio.wait({pending}, timeout=self._wait_seconds(deadline))
                 if not done:
+                    if self._expired(deadline):
+                        return
                     await send_chunk(HEARTBEAT)
                     continue
                 finished, pending = pending, None
@@ -237,14 +271,24 @@ class WaitJson(_LongResponse):
         headers: Mapping[str, str],
         heartbeat_seconds: float,
         on_disconnect: OnDisconnect | None = None,
+        max_seconds: float | None = None,
     ) -> None:
-        super().__init__(headers=headers, heartbeat_seconds=heartbeat_seconds, on_disconnect=on_disconnect)
+        super().__init__(
+            headers=headers,
+            heartbeat_seconds=heartbeat_seconds,
+            on_disconnect=on_disconnect,
+            max_seconds=max_seconds,
+        )
         self.compute = compute
 
     async def produce(self, send_chunk: Callable[[bytes], Awaitable[None]]) -> None:
         task = asyncio.ensure_future(self.compute())
+        deadline = self._deadline()
         try:
-            while not (await asyncio.wait({task}, timeout=self.heartbeat_seconds))[0]:
+            while not (await asyncio.wait({task}, timeout=self._wait_seconds(deadline)))[0]:
+                if self._expired(deadline):
+                    await send_chunk(TIMEOUT_BODY)
+                    return
                 await send_chunk(b"\n")
             try:
                 result = task.result()

@@ -6,11 +6,14 @@ given at creation as the SDK's `graph_id=`), which is how the state endpoints kn
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from starlette.responses import Response
 
 from runplane.api import schemas as s
+from runplane.api.authz import filter_matches, merge_metadata_filter, split_filters
 from runplane.api.render import json_response, select, thread_json
 from runplane.api.routing import Call, Endpoint, Reply
 from runplane.core.errors import Conflict, InvalidInput, NotFound, RunplaneError, ThreadBusy
@@ -59,10 +62,11 @@ def _filter(
     )
 
 
-async def _scan_by_values(call: Call, filter: ThreadFilter, values: Json) -> list[Thread]:
-    """Every thread matching `filter` and the `values` subset, in the filter's order.
+async def _scan(call: Call, filter: ThreadFilter, keep: Callable[[Thread], bool]) -> list[Thread]:
+    """Every thread matching `filter` that `keep` accepts, in the filter's order.
 
-    The store has no index on values, so this pages through the metadata/status matches.
+    For what the store cannot filter on (values, `$contains` authorization filters): this pages
+    through the metadata/status matches.
     """
     matches: list[Thread] = []
     offset = 0
@@ -79,7 +83,7 @@ async def _scan_by_values(call: Call, filter: ThreadFilter, values: Json) -> lis
                 sort_order=filter.sort_order,
             ),
         )
-        matches.extend(t for t in page if _values_match(t.values, values))
+        matches.extend(t for t in page if keep(t))
         if len(page) < MAX_LIMIT:
             return matches
         offset += MAX_LIMIT
@@ -116,6 +120,25 @@ async def delete_thread(call: Call) -> Response:
     return Response(status_code=204)
 
 
+def _narrowed(
+    call: Call, filter: ThreadFilter, values: Json | None
+) -> tuple[ThreadFilter | None, Callable[[Thread], bool] | None]:
+    """The search `filter` narrowed by the caller's authorization filters (None: nothing can match),
+    and the check the store cannot make (None when it makes them all)."""
+    equal, rest = split_filters(call.filters)
+    metadata = merge_metadata_filter(filter.metadata, equal)
+    if metadata is None:
+        return None, None
+    filter = replace(filter, metadata=metadata)
+    if not values and not rest:
+        return filter, None
+
+    def keep(thread: Thread) -> bool:
+        return filter_matches(thread.metadata, rest) and (not values or _values_match(thread.values, values))
+
+    return filter, keep
+
+
 async def search_threads(call: Call) -> Response:
     body: s.ThreadSearch = call.body
     sort: dict[str, Any] = {}
@@ -123,21 +146,25 @@ async def search_threads(call: Call) -> Response:
         sort["sort_by"] = _SORT_BY.get(body.sort_by, body.sort_by)
     if body.sort_order:
         sort["sort_order"] = body.sort_order
-    if body.values:
-        every = await _scan_by_values(call, _filter(body, **sort), body.values)
+    filter, keep = _narrowed(call, _filter(body, limit=body.limit, offset=body.offset, **sort), body.values)
+    if filter is None:
+        threads = []
+    elif keep is not None:
+        every = await _scan(call, filter, keep)
         threads = every[body.offset : body.offset + body.limit]
     else:
-        threads = await call.manager.search_threads(
-            call.owner, _filter(body, limit=body.limit, offset=body.offset, **sort)
-        )
+        threads = await call.manager.search_threads(call.owner, filter)
     return json_response([select(thread_json(t), body.select) for t in threads])
 
 
 async def count_threads(call: Call) -> Response:
     body: s.ThreadCount = call.body
-    if body.values:
-        return json_response(len(await _scan_by_values(call, _filter(body), body.values)))
-    return json_response(await call.manager.count_threads(call.owner, _filter(body)))
+    filter, keep = _narrowed(call, _filter(body), body.values)
+    if filter is None:
+        return json_response(0)
+    if keep is not None:
+        return json_response(len(await _scan(call, filter, keep)))
+    return json_response(await call.manager.count_threads(call.owner, filter))
 
 
 async def copy_thread(call: Call) -> Response:
@@ -246,7 +273,8 @@ async def _history(
 
 async def get_history(call: Call) -> Response:
     query: s.HistoryQuery = call.query
-    return await _history(call, limit=query.limit, before=query.before, metadata=None, checkpoint_id=None)
+    before = query.before or None
+    return await _history(call, limit=query.limit, before=before, metadata=None, checkpoint_id=None)
 
 
 async def post_history(call: Call) -> Response:

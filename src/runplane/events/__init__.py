@@ -1,4 +1,4 @@
-"""Event buses, chosen by URL. redis-py is imported lazily (optional extra)."""
+"""Event buses, chosen by URL. redis-py and psycopg are imported lazily (optional extras)."""
 
 from __future__ import annotations
 
@@ -12,21 +12,29 @@ BACKENDS = {
     "memory": "runplane.events.memory:InMemoryBus",
     "redis": "runplane.events.redis:RedisBus",
     "rediss": "runplane.events.redis:RedisBus",
+    "postgresql": "runplane.events.postgres:PostgresBus",
+    "postgres": "runplane.events.postgres:PostgresBus",
 }
+#: The optional extra each backend needs.
+_EXTRAS = {"redis": "redis", "rediss": "redis", "postgresql": "postgres", "postgres": "postgres"}
 
 
 def open_bus(url: str | None = None) -> EventBus:
-    """An event bus: in-process by default, `redis://host:port/db` to share one across processes."""
+    """An event bus: in-process by default; `redis://host:port/db`, or the store's
+    `postgresql://...` database, to share one across processes."""
     url = url or "memory://"
-    scheme = url.partition(":")[0].lower()
+    scheme = url.partition(":")[0].lower().split("+", 1)[0]
     target = BACKENDS.get(scheme)
     if target is None:
-        raise InvalidInput(f"unsupported event bus URL scheme {scheme!r}; expected memory:// or redis://")
+        raise InvalidInput(
+            f"unsupported event bus URL scheme {scheme!r}; expected memory://, redis:// or postgresql://"
+        )
     module_name, class_name = target.split(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
+        extra = _EXTRAS[scheme]
         raise InvalidInput(
-            f"the redis bus needs an optional dependency: pip install 'runplane[redis]' ({exc})"
+            f"the {scheme} bus needs an optional dependency: pip install 'runplane[{extra}]' ({exc})"
         ) from exc
     return cast(EventBus, getattr(module, class_name).from_url(url))

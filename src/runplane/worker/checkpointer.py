@@ -15,6 +15,7 @@ Each saver is handled through its own tables; an unknown saver gets its own `ade
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -40,6 +41,11 @@ try:
     from psycopg_pool import AsyncConnectionPool
 except ImportError:  # pragma: no cover - the postgres extra is not installed
     AsyncPostgresSaver = None  # type: ignore[assignment,misc]
+
+
+#: `pg_advisory_lock` key serializing `AsyncPostgresSaver.setup()` across processes
+#: ("rpckpt" in ASCII; the store's migrations use another key).
+SETUP_LOCK_KEY = int.from_bytes(b"rpckpt", "big")
 
 
 def sqlite_path(url: str) -> str:
@@ -95,12 +101,34 @@ async def open_checkpointer(database_url: str) -> AsyncIterator[BaseCheckpointSa
         await pool.open(wait=True)
         try:
             pg_saver = AsyncPostgresSaver(pool)
-            await pg_saver.setup()
+            await _setup_postgres(pool, pg_saver)
             yield pg_saver
         finally:
             await pool.close()
     else:
         raise InvalidInput(f"no checkpointer for database URL scheme {scheme!r}")
+
+
+async def _setup_postgres(pool: AsyncConnectionPool[Any], saver: AsyncPostgresSaver) -> None:
+    """`saver.setup()`, one process at a time.
+
+    `setup()` is not safe to run concurrently: processes starting together on a new database race
+    on its migration table (UniqueViolation). A session advisory lock, held on another pooled
+    connection meanwhile, makes them take turns. It is polled with `pg_try_advisory_lock` rather
+    than awaited with `pg_advisory_lock`, because a waiter blocked in a statement holds a snapshot,
+    and the holder's `CREATE INDEX CONCURRENTLY` waits for every older snapshot: a deadlock.
+    """
+    async with pool.connection() as conn:
+        while True:
+            cursor = await conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (SETUP_LOCK_KEY,))
+            row = await cursor.fetchone()
+            if row is not None and row["ok"]:
+                break
+            await asyncio.sleep(0.05)
+        try:
+            await saver.setup()
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK_KEY,))
 
 
 # -- savepoints and rollback ----------------------------------------------------------------------

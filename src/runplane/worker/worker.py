@@ -66,7 +66,8 @@ class Worker:
         concurrency: runs executed at once.
         worker_id: lease owner name; defaults to host:pid:random.
         heartbeat_seconds: lease renewal period; defaults to a third of the lease.
-        recovery_interval: how often expired leases of dead workers are recovered.
+        recovery_interval: how often expired leases of dead workers are recovered; defaults to
+            half the lease (at most 5 s), so a dead worker's runs wait about one lease, not more.
         default_timeout: seconds before a run without `timeout_seconds` ends `timeout`.
         shutdown_grace: how long `stop()` lets running runs finish before handing them back.
         poll_interval: fallback queue poll when no wake-up hint comes.
@@ -80,7 +81,7 @@ class Worker:
         concurrency: int = 8,
         worker_id: str | None = None,
         heartbeat_seconds: float | None = None,
-        recovery_interval: float = 5.0,
+        recovery_interval: float | None = None,
         default_timeout: float | None = None,
         shutdown_grace: float = 10.0,
         poll_interval: float = 1.0,
@@ -92,7 +93,7 @@ class Worker:
         self.concurrency = concurrency
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.heartbeat_seconds = heartbeat_seconds or manager.settings.lease_seconds / 3
-        self.recovery_interval = recovery_interval
+        self.recovery_interval = recovery_interval or min(5.0, manager.settings.lease_seconds / 2)
         self.default_timeout = default_timeout
         self.shutdown_grace = shutdown_grace
         self.poll_interval = poll_interval

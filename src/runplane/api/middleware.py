@@ -1,0 +1,65 @@
+"""Request hygiene before any route runs: a bound on header size, and no cross-site writes.
+
+Browsers let any web page send "simple" cross-origin requests (forms, `text/plain` bodies) without
+asking the server first; CORS only stops the page from reading the answer. A server on loopback
+without authentication would otherwise run whatever a malicious page posts to it. So a request
+that carries an `Origin` header (browsers set it on cross-origin requests; the SDK and curl never
+do) is refused unless that origin is the server's own or one configured for CORS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from runplane.api.errors import error_response
+
+
+class HeaderLimit:
+    """Answers 431 when the request headers add up to more than `max_bytes`."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            size = sum(len(name) + len(value) + 4 for name, value in scope.get("headers", ()))
+            if size > self.max_bytes:
+                response = error_response(431, f"Request headers exceed {self.max_bytes} bytes")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class OriginGuard:
+    """Refuses (403) requests from a browser page whose origin is neither this server nor one of
+    `allowed` (`*` allows every origin)."""
+
+    def __init__(self, app: ASGIApp, *, allowed: Iterable[str] = ()) -> None:
+        self.app = app
+        self.allowed = frozenset(origin.rstrip("/").lower() for origin in allowed)
+
+    def _permitted(self, origin: str, host: str | None) -> bool:
+        origin = origin.rstrip("/").lower()
+        if "*" in self.allowed or origin in self.allowed:
+            return True
+        # Same origin: the page was served by this very host and port.
+        return host is not None and urlsplit(origin).netloc == host.lower()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            headers = dict(scope.get("headers", ()))
+            origin = headers.get(b"origin")
+            if origin is not None:
+                host = headers.get(b"host")
+                if not self._permitted(origin.decode("latin-1"), host.decode("latin-1") if host else None):
+                    response = error_response(
+                        403,
+                        "Cross-origin request refused: allow this origin with RUNPLANE_CORS_ORIGINS",
+                    )
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)

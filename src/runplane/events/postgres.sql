@@ -1,0 +1,74 @@
+-- Queries of `PostgresBus` (runplane.events.postgres). Tables: stores/postgres/migrations/0002_events.sql.
+
+-- name: publish
+-- Append an event unless the stream ended (then nothing is returned), announce it at commit, and
+-- every `trim_every` events delete those beyond `max_events`. One statement, one round trip.
+WITH stream AS (
+    INSERT INTO run_streams AS s (run_id, last_seq, updated_at)
+    VALUES (%(run_id)s, 1, now())
+    ON CONFLICT (run_id) DO UPDATE SET last_seq = s.last_seq + 1, updated_at = now()
+    WHERE s.ended_at IS NULL
+    RETURNING last_seq
+), appended AS (
+    INSERT INTO run_events (run_id, seq, event, data, created_at)
+    SELECT %(run_id)s, last_seq, %(event)s, %(data)s, now() FROM stream
+    RETURNING seq
+), trimmed AS (
+    DELETE FROM run_events
+    WHERE run_id = %(run_id)s
+      AND seq <= (SELECT last_seq FROM stream) - %(max_events)s
+      AND (SELECT last_seq FROM stream) %% %(trim_every)s = 0
+)
+SELECT seq, pg_notify(%(channel)s, %(wake)s) FROM appended
+
+-- name: last_seq
+-- The id a dropped publish returns: the stream's last event.
+SELECT last_seq FROM run_streams WHERE run_id = %(run_id)s
+
+-- name: end_stream
+-- Mark the stream ended (creating it if no event was published) and wake its subscribers.
+WITH ended AS (
+    INSERT INTO run_streams AS s (run_id, last_seq, updated_at, ended_at)
+    VALUES (%(run_id)s, 0, now(), now())
+    ON CONFLICT (run_id) DO UPDATE SET updated_at = now(), ended_at = now()
+    WHERE s.ended_at IS NULL
+    RETURNING run_id
+)
+SELECT pg_notify(%(channel)s, %(wake)s) FROM ended
+
+-- name: read_events
+-- Up to `limit` events after `after` and the stream's state, from one snapshot: when it shows the
+-- stream ended, every event of the stream is committed (publish and end_stream lock its row).
+-- Always one row at least; `seq` is NULL when no event follows `after`.
+SELECT s.run_id IS NULL AS missing, s.ended_at IS NOT NULL AS ended, e.seq, e.event, e.data
+FROM (VALUES (1)) AS one (x)
+LEFT JOIN run_streams AS s ON s.run_id = %(run_id)s
+LEFT JOIN LATERAL (
+    SELECT seq, event, data FROM run_events
+    WHERE run_id = %(run_id)s AND seq > %(after)s
+    ORDER BY seq
+    LIMIT %(limit)s
+) AS e ON true
+ORDER BY e.seq
+
+-- name: notify
+-- A hint, a wake-up or a barrier on the bus's one notification channel.
+SELECT pg_notify(%(channel)s, %(payload)s)
+
+-- name: expire_streams
+-- Delete up to `batch` streams that ended `retention` seconds ago or saw no write for `idle` seconds
+-- (their worker vanished), with their events. Streams another process is expiring are skipped.
+WITH gone AS (
+    DELETE FROM run_streams
+    WHERE run_id IN (
+        SELECT run_id FROM run_streams
+        WHERE ended_at < now() - make_interval(secs => %(retention)s)
+           OR updated_at < now() - make_interval(secs => %(idle)s)
+        LIMIT %(batch)s
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING run_id
+), events AS (
+    DELETE FROM run_events WHERE run_id IN (SELECT run_id FROM gone)
+)
+SELECT count(*) AS streams FROM gone
