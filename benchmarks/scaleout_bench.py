@@ -36,6 +36,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -175,7 +176,31 @@ async def create_many(client: LangGraphClient, n: int, delay: float, in_flight: 
     await asyncio.gather(*(one() for _ in range(n)))
 
 
-async def throughput(args: argparse.Namespace, workers: int) -> tuple[float, float]:
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat (Linux)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+@dataclass
+class Throughput:
+    queued: float = 0.0
+    live: float = 0.0
+    #: CPU milliseconds per run of the worker processes (together), and how busy the whole machine
+    #: was (every process, PostgreSQL and Redis included), during the queued measurement.
+    worker_ms: float = 0.0
+    busy: float = 0.0
+
+
+async def throughput(args: argparse.Namespace, workers: int) -> Throughput:
+    result = Throughput()
     with cluster(args, f"throughput{workers}", workers=workers, concurrency=args.concurrency) as procs:
         async with connect(procs) as (client, db):
             # Queued: everything waits in the queue, then the workers are let go.
@@ -184,15 +209,21 @@ async def throughput(args: argparse.Namespace, workers: int) -> tuple[float, flo
             try:
                 await create_many(client, args.runs, args.sleep)
             finally:
+                cpu = [process_cpu(p.pid) for p in procs.workers]
+                machine = machine_cpu()
                 released = time.monotonic()
                 for worker in procs.workers:
                     worker.send(signal.SIGCONT)
-            queued = args.runs / (await all_succeeded(db, args.runs) - released)
+            result.queued = args.runs / (await all_succeeded(db, args.runs) - released)
+            used = [process_cpu(p.pid) - before for p, before in zip(procs.workers, cpu, strict=True)]
+            busy, total = (now - then for now, then in zip(machine_cpu(), machine, strict=True))
+            result.worker_ms = 1000 * sum(used) / args.runs
+            result.busy = busy / total if total else 0.0
             # Live: creation and execution overlap.
             began = time.monotonic()
             await create_many(client, args.runs, args.sleep)
-            live = args.runs / (await all_succeeded(db, 2 * args.runs) - began)
-    return queued, live
+            result.live = args.runs / (await all_succeeded(db, 2 * args.runs) - began)
+    return result
 
 
 async def main(argv: list[str] | None = None) -> int:
@@ -220,8 +251,11 @@ async def main(argv: list[str] | None = None) -> int:
             f"(ideal: {args.concurrency / args.sleep:.0f} runs/s each)"
         )
         for workers in (1, 2):
-            queued, live = await throughput(args, workers)
-            print(f"  {workers} worker process(es): queued {queued:6.1f} runs/s   live {live:6.1f} runs/s")
+            r = await throughput(args, workers)
+            print(
+                f"  {workers} worker process(es): queued {r.queued:6.1f} runs/s   live {r.live:6.1f} runs/s"
+                f"   (queued: worker CPU {r.worker_ms:4.1f} ms/run, machine {r.busy:4.0%} busy)"
+            )
     return 0
 
 

@@ -17,7 +17,7 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from runplane.core.errors import InvalidInput, NotFound
 from runplane.core.graphs import default_assistant_id
-from runplane.graphs import LangGraphRuntime, load_runtime
+from runplane.graphs import LangGraphRuntime, load_module_file, load_runtime
 
 SIMPLE_GRAPH = """
 from typing_extensions import TypedDict
@@ -145,7 +145,8 @@ async def test_a_file_used_by_several_graphs_is_loaded_once(tmp_path: Path) -> N
     runtime = load_runtime(config, InMemorySaver())
     assert await invoke(runtime, "a", {"n": 0}) == {"n": 1}
     assert await invoke(runtime, "b", {"n": 5}, "t2") == {"n": 6}  # a StateGraph, compiled on load
-    assert len([m for m in sys.modules if m.startswith("runplane_graph_graph_")]) == 1
+    graph_file = str((tmp_path / "graph.py").resolve())
+    assert len([m for m in list(sys.modules.values()) if getattr(m, "__file__", None) == graph_file]) == 1
 
 
 async def test_module_attr_with_local_dependencies(tmp_path: Path) -> None:
@@ -202,7 +203,7 @@ async def test_graph_factories_are_called_per_run_with_the_config(tmp_path: Path
     assert await invoke(runtime, "cfg", {"n": 1}, "thread-a") == {"n": 2}
     assert await invoke(runtime, "bare", {"n": 2}, "thread-b") == {"n": 3}
     assert await invoke(runtime, "async", {"n": 3}, "thread-c") == {"n": 4}
-    module = next(m for name, m in sys.modules.items() if name.startswith("runplane_graph_graph_"))
+    module = load_module_file(tmp_path / "graph.py")  # cached: the module the runtime loaded
     assert module.CALLS == ["thread-a"]
     graph = await runtime.get_graph("async")
     assert graph.checkpointer is runtime.checkpointer
@@ -227,7 +228,7 @@ def test_env_file_is_read_relative_to_the_config_and_visible_at_import(tmp_path:
     )
     load_runtime(config, InMemorySaver())
     assert os.environ["RP_TEST_FILE"] == "from-file" and os.environ["RP_TEST_QUOTED"] == "a b"
-    module = next(m for name, m in sys.modules.items() if name.startswith("runplane_graph_graph_"))
+    module = load_module_file(tmp_path / "graph.py")  # cached: the module the runtime loaded
     assert module.SEEN_AT_IMPORT == "from-file"
 
 

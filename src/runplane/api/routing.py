@@ -191,6 +191,16 @@ def check_json_depth(raw: bytes, max_depth: int) -> None:
     raise ApiError(422, f"JSON body nested deeper than {max_depth} levels")
 
 
+_NON_JSON_NUMBER = re.compile(rb"NaN|-?Infinity")
+
+
+def check_json_numbers(raw: bytes) -> None:
+    """Refuse (422) `NaN` and `Infinity`: the parser takes them where any value is allowed, but they
+    are not JSON, and stores and clients would choke on them later."""
+    if (b"NaN" in raw or b"Infinity" in raw) and _NON_JSON_NUMBER.search(_JSON_STRING.sub(b"", raw)):
+        raise ApiError(422, "Invalid JSON in request body: NaN and Infinity are not JSON")
+
+
 def _is_json_media_type(content_type: str) -> bool:
     media_type = content_type.split(";", 1)[0].strip().lower()
     return media_type == "application/json" or (
@@ -209,6 +219,7 @@ def _parse_body(raw: bytes, endpoint: Endpoint, request: Request, max_depth: int
     if content_type is not None and not _is_json_media_type(content_type):
         raise ApiError(415, "Unsupported Content-Type: send the body as application/json")
     check_json_depth(raw, max_depth)
+    check_json_numbers(raw)
     validator = endpoint.body
     try:
         if isinstance(validator, TypeAdapter):

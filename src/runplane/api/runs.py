@@ -446,13 +446,18 @@ _LOCATION = {"Content-Location": "The run's URL (`/threads/{thread_id}/runs/{run
 _STREAM_HEADERS = {**_LOCATION, "Location": "Where to resume the stream (`.../runs/{run_id}/stream`)."}
 _WAIT_HEADERS = {**_LOCATION, "Location": "Where to join the run (`.../runs/{run_id}/join`)."}
 _RUN = {200: Reply("The run.", s.RunOut, headers=_LOCATION)}
+#: One server-sent event (OpenAPI 3.1 reads an event stream's schema as each event's).
+_SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "description": "The stream mode (`values`, `custom`, ...), or `error`."},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "id": {"type": "string", "description": "Resume after it with `Last-Event-ID` (resumable runs)."},
+    },
+    "required": ["event", "data"],
+}
 _SSE = {
-    200: Reply(
-        "Server-sent events, until the run ends.",
-        {"type": "string"},
-        "text/event-stream",
-        headers=_STREAM_HEADERS,
-    )
+    200: Reply("Server-sent events, until the run ends.", _SSE_EVENT, "text/event-stream", headers=_STREAM_HEADERS)
 }
 _OUTPUT = {
     200: Reply(
