@@ -116,18 +116,6 @@ class Proc:
         if self.popen is not None:
             self.popen.wait(timeout=10)
 
-    def terminate(self, timeout: float = 30.0) -> int:
-        """SIGTERM (graceful: stop claiming, drain, hand back); its exit code. SIGKILL if it hangs."""
-        assert self.popen is not None
-        if self.alive():
-            self.send(signal.SIGCONT)  # a stopped process cannot handle SIGTERM
-            self.send(signal.SIGTERM)
-        try:
-            return self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"{self.name} did not exit within {timeout:g}s of SIGTERM") from None
-
     def returncode(self) -> int | None:
         return None if self.popen is None else self.popen.poll()
 

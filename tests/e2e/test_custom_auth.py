@@ -85,6 +85,9 @@ async def test_each_user_sees_only_their_own(users: tuple[LangGraphClient, LangG
     output = await alice.runs.wait(thread_id, "agent", input={"messages": ["hi"]})
     assert output == {"messages": ["hi", "echo: hi"]}
     run = (await alice.runs.list(thread_id))[0]
+    # Reads carry no metadata to stamp: a history search is not narrowed by the owner stamp.
+    assert len(await alice.threads.get_history(thread_id)) >= 2
+    assert (await alice.threads.get_state(thread_id))["values"] == output
 
     # bob: alice's thread and run do not exist for him.
     for call in (

@@ -421,7 +421,8 @@ async def test_draining_worker_finishes_a_run_that_ends_within_the_grace(
 ) -> None:
     thread = await a.threads.create()
     tid = thread["thread_id"]
-    run = await a.runs.create(tid, "steps", input={"delay": 0.3, "events": 3})
+    # About half a second of work left when the worker is told to stop: well within its grace.
+    run = await a.runs.create(tid, "steps", input={"delay": 0.15, "events": 3})
     rid = run["run_id"]
     busy = await step_seen(cluster.step_log, rid, "step1")
     draining = worker_of(cluster, busy.pid)
@@ -439,7 +440,14 @@ async def test_worker_blocked_past_its_lease_writes_nothing_when_its_step_ends(
     long GC pause or a CPU-bound node): what it produces afterwards must be dropped."""
     thread = await a.threads.create()
     tid = thread["thread_id"]
-    hold: dict[str, Any] = {"hold": {"step3": 1}, "hold_seconds": LEASE + 3, "hold_blocks": True}
+    release = cluster.directory / f"release-{tid}"
+    # Attempt 1 blocks its worker's event loop in step3 until the test lets it go.
+    hold: dict[str, Any] = {
+        "hold": {"step3": 1},
+        "hold_seconds": 60,
+        "hold_blocks": True,
+        "release": str(release),
+    }
     run = await a.runs.create(tid, "steps", input={"delay": 0.05, "events": 1, **hold}, durability="sync")
     rid = run["run_id"]
     blocked = await step_seen(cluster.step_log, rid, "step3")
@@ -448,6 +456,7 @@ async def test_worker_blocked_past_its_lease_writes_nothing_when_its_step_ends(
         db, rid, "attempt 2 done", lambda r: r["attempt"] == 2 and r["status"] == "success", timeout=20
     )
     new_values: Any = (await b.threads.get(tid))["values"]
+    release.touch()
     await step_seen(cluster.step_log, rid, "step3", "done", attempt=1)  # the stale step ended
     await poll("the stale worker to notice", lambda: f"run {rid}: lease lost" in stale.log_text())
 

@@ -8,7 +8,9 @@ descriptor, so lines of concurrent processes never interleave, and a line surviv
 - `steps`: three steps (`step1`..`step3`). Each emits `events` custom events
   `{"attempt", "step", "i"}` spread over `delay` seconds, then records `"<step>@<attempt>"` in the
   state's `log`. `hold: {"step2": 1}` makes step2 of attempt 1 sleep `hold_seconds` more (a worker
-  can be killed, stopped or drained in the middle of the run deterministically).
+  can be killed, stopped or drained in the middle of the run deterministically); with
+  `hold_blocks`, it blocks the worker's event loop instead, until `hold_seconds` pass or the file
+  `release` exists.
 - `ticker`: `ticks` steps of `delay` seconds; cancel it half-way.
 - `sleeper`: one step that awaits `asyncio.sleep(delay)` (I/O-bound throughput benchmark).
 """
@@ -61,6 +63,15 @@ class StepsState(TypedDict, total=False):
     hold: dict[str, int]
     hold_seconds: float
     hold_blocks: bool
+    release: str
+
+
+def block(seconds: float, release: str | None) -> None:
+    """Block the whole event loop (as a long GC pause or a CPU-bound node would: no heartbeat runs)
+    for `seconds`, or until the file `release` exists."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not (release and os.path.exists(release)):
+        time.sleep(0.02)
 
 
 async def _step(name: str, state: StepsState, config: RunnableConfig) -> dict[str, Any]:
@@ -73,11 +84,11 @@ async def _step(name: str, state: StepsState, config: RunnableConfig) -> dict[st
         write({"attempt": attempt, "step": name, "i": i})
         await asyncio.sleep(pause)
     if (state.get("hold") or {}).get(name) == attempt:
+        seconds = float(state.get("hold_seconds", 60.0))
         if state.get("hold_blocks"):
-            # Blocks the worker's whole event loop (a long GC pause, a CPU-bound node): no heartbeat.
-            time.sleep(float(state.get("hold_seconds", 60.0)))  # noqa: ASYNC251
+            block(seconds, state.get("release"))
         else:
-            await asyncio.sleep(float(state.get("hold_seconds", 60.0)))
+            await asyncio.sleep(seconds)
     record(config, name, "done")
     return {"log": [f"{name}@{attempt}"]}
 
