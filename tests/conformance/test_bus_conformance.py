@@ -11,6 +11,7 @@ its tests share the session's conformance database, emptied before each test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -297,6 +298,39 @@ async def test_cancelling_one_subscriber_leaves_the_others_running(bus: EventBus
         await bus.publish("r1", "values", b"2")
         await bus.end_stream("r1")
         assert [event.data for event in await keeper] == [b"1", b"2"]
+
+
+async def _first_event(bus: EventBus, run_id: str) -> StreamEvent:
+    async with contextlib.aclosing(bus.subscribe(run_id)) as events:
+        return await anext(events)
+
+
+async def test_a_call_cancelled_at_any_step_ends_cancelled(bus: EventBus, other: EventBus) -> None:
+    # Cancelling a task in the middle of a bus call must cancel it, wherever the call is. A swallowed
+    # cancellation lets the caller run on: a cancelled subscriber goes back to waiting for events, and
+    # whoever awaits it (the test above, an SSE handler tearing down) hangs. Cutting after 0 to 11 loop
+    # steps lands on each await up to the reply; on a connection that is ready, the driver's socket
+    # write is at step 1 (redis-py's `wait_for` around it dropped such a cancel on Python 3.11).
+    await bus.publish("r1", "values", b"0")
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
+        "publish": lambda: bus.publish("r1", "values", b"x"),
+        "end_stream": lambda: bus.end_stream("r2"),
+        "notify": lambda: bus.notify("chan", "m"),
+        "subscribe": lambda: _first_event(other, "r1"),
+    }
+    async with asyncio.timeout(30):
+        for name, call in calls.items():
+            for steps in range(12):
+                await call()  # the cut below may cost a connection: start each round with one ready
+                task = asyncio.create_task(call())
+                for _ in range(steps):
+                    await asyncio.sleep(0)
+                if task.cancel():
+                    with pytest.raises(asyncio.CancelledError):
+                        await task
+                        pytest.fail(f"{name} cancelled after {steps} loop steps returned normally")
+                else:
+                    await task
 
 
 async def _next(hints: AsyncIterator[str]) -> str:

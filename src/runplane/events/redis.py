@@ -25,6 +25,13 @@ and starts receiving again once the pub/sub connection is back, which it retries
 `publish`, `end_stream` and reading a stream raise `StoreUnavailable`, because a lost event cannot
 be recovered later; a client resumes from its Last-Event-ID.
 
+Cancellation: a task cancelled in the middle of a bus call must end cancelled. redis-py sends every
+command inside `asyncio.wait_for` when its connections have a socket timeout, and on Python 3.11
+`wait_for` drops a cancellation that arrives while the write completes (CPython gh-86296, fixed in
+3.12): the cancelled caller carries on as if nothing happened (a cancelled subscriber goes back to
+waiting for events). So the bus takes the socket timeout off its pool's connections and bounds each
+call itself with `asyncio.timeout` (`command_timeout`), which propagates cancellation correctly.
+
 Needs Redis >= 6.2 (exclusive XRANGE bounds).
 """
 
@@ -36,9 +43,9 @@ import logging
 import math
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
@@ -50,6 +57,8 @@ from runplane.core.errors import InvalidInput, StoreUnavailable
 from runplane.core.events import StreamEvent
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 _ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 _MAX_PART = 2**64 - 1
@@ -138,10 +147,19 @@ class _PubSubHub:
     unsubscribe/subscribe sequence wait for the last one.
     """
 
-    def __init__(self, pool: ConnectionPool, *, confirm_timeout: float, health_check_seconds: float) -> None:
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        *,
+        confirm_timeout: float,
+        health_check_seconds: float,
+        command_timeout: float,
+    ) -> None:
         self._pool = pool
         self._confirm_timeout = confirm_timeout
         self._health_check_seconds = health_check_seconds
+        #: Bounds connecting and each write: the connection has no socket timeout (see module doc).
+        self._command_timeout = command_timeout
         self._channels: dict[str, _Channel] = {}
         self._subscribed: set[str] = set()
         self._conn: AbstractConnection | None = None
@@ -213,14 +231,14 @@ class _PubSubHub:
             to_subscribe = wanted - self._subscribed
             try:
                 if to_unsubscribe:
-                    await conn.send_command("UNSUBSCRIBE", *to_unsubscribe, check_health=False)
+                    await self._send(conn, "UNSUBSCRIBE", *to_unsubscribe)
                 if to_subscribe:
                     for name in to_subscribe:
                         state = self._channels[name]
                         state.pending += 1
                         state.ready.clear()
-                    await conn.send_command("SUBSCRIBE", *to_subscribe, check_health=False)
-            except (RedisError, OSError) as exc:
+                    await self._send(conn, "SUBSCRIBE", *to_subscribe)
+            except (RedisError, OSError) as exc:  # OSError includes our TimeoutError
                 # The reader sees the broken connection too, and resubscribes everything on reconnect.
                 logger.warning("redis pub/sub command failed: %s", exc, extra={"action": "bus_listen"})
                 return
@@ -242,7 +260,9 @@ class _PubSubHub:
             # Not taken from the pool: it never returns there, and must not count against its bound.
             conn = self._pool.connection_class(**self._pool.connection_kwargs)
             try:
-                await conn.connect()  # type: ignore[no-untyped-call]
+                # The handshake's reads have no socket timeout either (see module doc).
+                async with asyncio.timeout(self._command_timeout):
+                    await conn.connect()  # type: ignore[no-untyped-call]
             except Exception as exc:  # not only RedisError: a dead dispatcher would deafen every listener
                 logger.warning(
                     "redis pub/sub connect failed (retrying in %.2fs): %s",
@@ -290,7 +310,7 @@ class _PubSubHub:
             if response is None:
                 if ping_sent:
                     raise ConnectionError("redis pub/sub connection did not answer PING")
-                await conn.send_command("PING", check_health=False)
+                await self._send(conn, "PING")
                 ping_sent = True
                 continue
             ping_sent = False
@@ -315,6 +335,12 @@ class _PubSubHub:
                                 sink("")
                         self._forget_if_unused(name)
 
+    async def _send(self, conn: AbstractConnection, *args: str) -> None:
+        # A write blocks only while the server does not read; a timeout here (a TimeoutError, so an
+        # OSError) is a dead connection to replace, as a socket timeout was.
+        async with asyncio.timeout(self._command_timeout):
+            await conn.send_command(*args, check_health=False)
+
     async def close(self) -> None:
         for task in (self._reconcile_task, self._task):
             if task is not None:
@@ -337,6 +363,10 @@ class RedisBus:
         poll_seconds: how often a waiting subscriber re-reads its stream without a wake-up.
         confirm_timeout: how long `listen`/`subscribe` wait for Redis to confirm a subscription.
         health_check_seconds: idle time after which the pub/sub connection is PINGed.
+        command_timeout: bound of one Redis call (waiting for a pooled connection included), after
+            which it fails with `StoreUnavailable`. Default: the socket timeout the client's pool
+            was configured with, else 10 s. The bus takes that socket timeout off the pool (see the
+            module doc), so give it a client whose pool has not opened connections yet.
     """
 
     def __init__(
@@ -350,9 +380,14 @@ class RedisBus:
         poll_seconds: float = 5.0,
         confirm_timeout: float = 5.0,
         health_check_seconds: float = 30.0,
+        command_timeout: float | None = None,
     ) -> None:
         if max_events < 1:
             raise InvalidInput("max_events must be at least 1")
+        socket_timeout = _take_socket_timeout(redis.connection_pool)
+        if command_timeout is None:
+            command_timeout = socket_timeout if socket_timeout is not None else 10.0
+        self.command_timeout = command_timeout
         self.prefix = prefix
         self.max_events = max_events
         self.retention_seconds = retention_seconds
@@ -364,6 +399,7 @@ class RedisBus:
             redis.connection_pool,
             confirm_timeout=confirm_timeout,
             health_check_seconds=health_check_seconds,
+            command_timeout=command_timeout,
         )
         self._publish_script = redis.register_script(_PUBLISH)
         self._end_script = redis.register_script(_END)
@@ -389,6 +425,7 @@ class RedisBus:
             max_connections=max_connections,
             timeout=30,
             socket_connect_timeout=5.0,
+            # Taken off the connections again by `__init__`, as the default `command_timeout`.
             socket_timeout=10.0,
             socket_keepalive=True,
             client_name=client_name or f"runplane-bus-{uuid.uuid4().hex[:12]}",
@@ -423,8 +460,8 @@ class RedisBus:
             StoreUnavailable: Redis failed.
         """
         self._check_open()
-        try:
-            result = await self._publish_script(
+        result = await self._command(
+            self._publish_script(
                 keys=[self._key(run_id)],
                 args=[
                     event,
@@ -434,8 +471,7 @@ class RedisBus:
                     self._wake_channel(run_id),
                 ],
             )
-        except RedisError as exc:
-            raise StoreUnavailable(f"event bus unavailable: {exc}") from exc
+        )
         return bytes(result).decode()
 
     async def end_stream(self, run_id: str) -> None:
@@ -445,13 +481,12 @@ class RedisBus:
             StoreUnavailable: Redis failed.
         """
         self._check_open()
-        try:
-            await self._end_script(
+        await self._command(
+            self._end_script(
                 keys=[self._key(run_id)],
                 args=[_seconds(self.retention_seconds), self._wake_channel(run_id)],
             )
-        except RedisError as exc:
-            raise StoreUnavailable(f"event bus unavailable: {exc}") from exc
+        )
 
     async def subscribe(self, run_id: str, last_event_id: str | None = None) -> AsyncIterator[StreamEvent]:
         """Events after `last_event_id`, then live ones until the end sentinel.
@@ -500,23 +535,36 @@ class RedisBus:
 
     async def _read(self, key: str, after: str) -> tuple[int, list[tuple[str, dict[str, bytes]]]]:
         self._check_open()
-        try:
-            state, raw = await self._read_script(keys=[key], args=[f"({after}", _BATCH])
-        except RedisError as exc:
-            raise StoreUnavailable(f"event bus unavailable: {exc}") from exc
+        state, raw = await self._command(self._read_script(keys=[key], args=[f"({after}", _BATCH]))
         entries = []
         for entry_id, flat in raw:
             fields = {bytes(flat[i]).decode(): bytes(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
             entries.append((bytes(entry_id).decode(), fields))
         return int(state), entries
 
+    async def _command(self, call: Awaitable[_T]) -> _T:
+        """Await a Redis call within `command_timeout`.
+
+        Raises:
+            StoreUnavailable: Redis failed or did not answer in time.
+        """
+        try:
+            async with asyncio.timeout(self.command_timeout):
+                return await call
+        except TimeoutError as exc:
+            raise StoreUnavailable(
+                f"event bus unavailable: Redis did not answer within {self.command_timeout:g}s"
+            ) from exc
+        except RedisError as exc:
+            raise StoreUnavailable(f"event bus unavailable: {exc}") from exc
+
     async def notify(self, channel: str, message: str = "") -> None:
         """Publish a hint; Redis errors are logged and swallowed (every listener has a fallback)."""
         if self._closed:
             return
         try:
-            await self._redis.publish(self._hint_channel(channel), message)
-        except RedisError as exc:
+            await self._command(self._redis.publish(self._hint_channel(channel), message))
+        except StoreUnavailable as exc:
             logger.warning(
                 "dropped hint on %s: %s", channel, exc, extra={"action": "bus_notify", "channel": channel}
             )
@@ -545,6 +593,22 @@ class RedisBus:
             changed.set()
         await self._hub.close()
         await self._redis.aclose()
+
+
+def _take_socket_timeout(pool: ConnectionPool) -> float | None:
+    """Remove the socket timeout from the connections `pool` makes from now on, and return it.
+
+    Without one, redis-py writes commands directly instead of inside `asyncio.wait_for` (see the
+    module doc); the bus bounds its calls itself.
+    """
+    kwargs = pool.connection_kwargs
+    timeout: float | None = kwargs.get("socket_timeout")
+    # Explicitly None: when absent, redis-py (>= 8) applies a default socket timeout of its own.
+    kwargs["socket_timeout"] = None
+    kwargs.pop("orig_socket_timeout", None)  # the value a connection restores after maintenance
+    if kwargs.get("socket_connect_timeout", 0) is None:
+        kwargs["socket_connect_timeout"] = timeout  # what redis-py derived from the socket timeout
+    return timeout
 
 
 def _seconds(value: float) -> int:
