@@ -335,6 +335,14 @@ async def test_stamped_metadata_and_filters(serve_auth: Any, manager: RunManager
         assert response.status_code == 404, (method, path, response.text)
         assert response.json() == {"detail": f"thread {hidden} not found"}
     assert (await manager.get_thread(hidden, "alice")).metadata == {"k": "v"}  # untouched
+    again = await alice.post("/threads", json={"thread_id": hidden, "if_exists": "do_nothing"})
+    assert again.status_code == 409  # not the hidden thread
+    same = await alice.post("/threads", json={"thread_id": tid, "if_exists": "do_nothing"})
+    assert same.status_code == 200 and same.json()["thread_id"] == tid
+    # A read's body `metadata` (history: checkpoint metadata) is not the thread's: never stamped.
+    await alice.get(f"/threads/{tid}/runs/{run['run_id']}/join")
+    history = await alice.post(f"/threads/{tid}/history", json={"metadata": {"source": "loop"}})
+    assert history.status_code == 200 and history.json()
     cancel = await alice.post("/runs/cancel", json={"thread_id": hidden, "run_ids": [run["run_id"]]})
     assert cancel.status_code == 404
     found = (await alice.post("/threads/search", json={"limit": 100})).json()

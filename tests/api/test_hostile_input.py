@@ -120,7 +120,10 @@ def test_depth_check_edges() -> None:
     check_json_depth(b"[]" * 1000, 1)
     check_json_depth(b'{"a": [1, {"b": []}]}', 4)
     check_json_depth(b'"[[[[["', 1)
-    check_json_depth(b"[[[}}}", 1)  # malformed: left to the parser
+    check_json_depth(b"[[[", 1)  # unbalanced: left to the parser
+    check_json_depth(b'{"a": {"b": [[]]}, "c": [{}]}', 4)  # objects and arrays count alike
+    with pytest.raises(ApiError):
+        check_json_depth(b'{"a": {"b": [[]]}, "c": [{}]}', 3)
     with pytest.raises(ApiError):
         check_json_depth(b'{"a": [1, {"b": []}]}', 3)
     with pytest.raises(ApiError):

@@ -65,6 +65,9 @@ ACCESS: Mapping[tuple[str, str], tuple[str, str]] = {
 }
 
 _OPERATORS = frozenset({"$eq", "$contains"})
+#: Actions whose value's `metadata` is the resource's own (or a search on it), so a handler's
+#: changes to it apply to the request. Elsewhere (history) a body's `metadata` means something else.
+_STAMPED_ACTIONS = frozenset({"create", "create_run", "update", "search"})
 
 
 def _condition(key: str, condition: Any) -> tuple[str, Any]:
@@ -171,7 +174,7 @@ class CustomAuthGuard:
             result = await self._authorize(handler, user, resource, action, value)
             if result is not None:
                 filters = {**(filters or {}), **result}
-            new_bodies.append(self._stamped(body, value))
+            new_bodies.append(self._stamped(body, value) if action in _STAMPED_ACTIONS else body)
         body = new_bodies if isinstance(call.body, list) else new_bodies[0]
         call = replace(call, body=body, filters=filters)
         if filters:
@@ -277,6 +280,9 @@ class CustomAuthGuard:
         thread_id = call.path.get("thread_id")
         if thread_id is None and action == "update":
             thread_id = getattr(call.body, "thread_id", None)  # POST /runs/cancel within a thread
+        if action == "create":
+            await _check_existing_thread(call, filters)
+            return
         if thread_id is None:
             return
         try:
@@ -297,6 +303,19 @@ class CustomAuthGuard:
                 raise NotFound(f"thread {thread_id} not found") from None
         if not filter_matches(thread.metadata, filters):
             raise NotFound(f"thread {thread_id} not found")
+
+
+async def _check_existing_thread(call: Call, filters: Mapping[str, Any]) -> None:
+    """`POST /threads` with `if_exists: do_nothing` answers the existing thread: only if visible."""
+    thread_id = getattr(call.body, "thread_id", None)
+    if thread_id is None or getattr(call.body, "if_exists", None) != "do_nothing":
+        return
+    try:
+        thread = await call.manager.get_thread(thread_id, call.owner)
+    except NotFound:
+        return
+    if not filter_matches(thread.metadata, filters):
+        raise Conflict(f"thread {thread_id} already exists")
 
 
 def check_access_table(endpoints: Iterable[Endpoint]) -> None:

@@ -457,7 +457,9 @@ _SSE_EVENT = {
     "required": ["event", "data"],
 }
 _SSE = {
-    200: Reply("Server-sent events, until the run ends.", _SSE_EVENT, "text/event-stream", headers=_STREAM_HEADERS)
+    200: Reply(
+        "Server-sent events, until the run ends.", _SSE_EVENT, "text/event-stream", headers=_STREAM_HEADERS
+    )
 }
 _OUTPUT = {
     200: Reply(
