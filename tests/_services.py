@@ -4,6 +4,8 @@ import os
 import uuid
 from urllib.parse import urlsplit, urlunsplit
 
+import pytest
+
 # Helpers for tests that need the throwaway PostgreSQL / Redis servers.
 #
 # scripts/test.sh (and scripts/services.sh) export the server URLs in
@@ -30,6 +32,22 @@ def postgres_url() -> str | None:
 def redis_url() -> str | None:
     """URL of the test Redis server, or None when not configured."""
     return _env_url(REDIS_URL_ENV)
+
+
+def require_postgres_url() -> str:
+    """URL of the test PostgreSQL server; skips the calling test when none is configured."""
+    url = postgres_url()
+    if url is None:
+        pytest.skip(f"postgres: {POSTGRES_URL_ENV} is not set")
+    return url
+
+
+def require_redis_url() -> str:
+    """URL of the test Redis server; skips the calling test when none is configured."""
+    url = redis_url()
+    if url is None:
+        pytest.skip(f"redis: {REDIS_URL_ENV} is not set")
+    return url
 
 
 def _database_name(url: str) -> str:

@@ -21,7 +21,7 @@ import pytest
 from runplane.core.errors import InvalidInput
 from runplane.core.events import EventBus, StreamEvent
 from runplane.events.memory import InMemoryBus
-from tests._services import redis_url
+from tests._services import require_redis_url
 
 OpenBus = Callable[[], Awaitable[EventBus]]
 
@@ -60,9 +60,7 @@ async def open_bus(request: pytest.FixtureRequest) -> AsyncIterator[OpenBus]:
         async for opener in _postgres_buses(request):
             yield opener
         return
-    url = redis_url()
-    if url is None:
-        pytest.skip("redis: RUNPLANE_TEST_REDIS_URL is not set")
+    url = require_redis_url()
     # Imported here, not at the top: redis-py is an optional extra and the memory half must run without it.
     from runplane.events.redis import RedisBus
 

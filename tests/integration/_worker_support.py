@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import pytest
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.config import get_stream_writer
@@ -27,7 +26,11 @@ from runplane.graphs import LangGraphRuntime
 from runplane.testing import FakeClock, memory_manager
 from runplane.worker import Worker
 from runplane.worker.checkpointer import open_checkpointer
-from tests._services import drop_postgres_database, fresh_postgres_database, postgres_url
+from tests._services import (
+    drop_postgres_database,
+    fresh_postgres_database,
+    require_postgres_url,
+)
 
 # -- extra graphs ----------------------------------------------------------------------------------
 
@@ -216,10 +219,7 @@ async def open_saver(kind: str, tmp_path: Path) -> AsyncIterator[BaseCheckpointS
         async with open_checkpointer(f"sqlite:///{tmp_path / 'checkpoints.db'}") as saver:
             yield saver
     else:
-        base = postgres_url()
-        if base is None:
-            pytest.skip("RUNPLANE_TEST_POSTGRES_URL is not set")
-        url = fresh_postgres_database(base)
+        url = fresh_postgres_database(require_postgres_url())
         try:
             async with open_checkpointer(url) as saver:
                 yield saver

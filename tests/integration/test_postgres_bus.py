@@ -23,7 +23,7 @@ from runplane.core.events import StreamEvent
 from runplane.events import open_bus
 from runplane.events.postgres import PostgresBus
 from runplane.stores.postgres.store import PostgresStore
-from tests._services import drop_postgres_database, fresh_postgres_database, postgres_url
+from tests._services import drop_postgres_database, fresh_postgres_database, require_postgres_url
 
 pytestmark = pytest.mark.postgres
 
@@ -32,10 +32,7 @@ MakeBus = Callable[..., PostgresBus]
 
 @pytest.fixture
 def base_url() -> str:
-    url = postgres_url()
-    if url is None:
-        pytest.skip("postgres: RUNPLANE_TEST_POSTGRES_URL is not set")
-    return url
+    return require_postgres_url()
 
 
 @pytest.fixture

@@ -23,7 +23,11 @@ from runplane.stores import open_store
 from runplane.stores.postgres._driver import parse_url
 from runplane.stores.postgres.store import MIGRATIONS, QUERIES, PostgresStore
 from runplane.testing import FakeClock
-from tests._services import drop_postgres_database, fresh_postgres_database, postgres_url
+from tests._services import (
+    drop_postgres_database,
+    fresh_postgres_database,
+    require_postgres_url,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -51,10 +55,7 @@ def _schema(url: str) -> dict[str, list[tuple[Any, ...]]]:
 
 @pytest.fixture
 def base_url() -> str:
-    url = postgres_url()
-    if url is None:
-        pytest.skip("postgres: RUNPLANE_TEST_POSTGRES_URL is not set")
-    return url
+    return require_postgres_url()
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from runplane.core.errors import InvalidInput, StoreUnavailable
 from runplane.core.events import StreamEvent
 from runplane.events import open_bus
 from runplane.events.redis import RedisBus, parse_stream_id
-from tests._services import redis_url
+from tests._services import require_redis_url
 
 pytestmark = pytest.mark.redis
 
@@ -32,10 +32,7 @@ MakeBus = Callable[..., RedisBus]
 
 @pytest.fixture
 def url() -> str:
-    found = redis_url()
-    if found is None:
-        pytest.skip("redis: RUNPLANE_TEST_REDIS_URL is not set")
-    return found
+    return require_redis_url()
 
 
 @pytest.fixture
