@@ -166,6 +166,36 @@ async def test_record_progress_is_fenced(store: Store) -> None:
     assert (await store.get_run("r1", OWNER)).model_name is None
 
 
+# -- hold_attempt (the fence of checkpoint writes) -------------------------------------------------
+
+
+async def test_hold_attempt_admits_the_attempt_that_holds_the_run(store: Store) -> None:
+    running = await running_run(store)
+    async with store.hold_attempt("r1", running.attempt):
+        pass
+    assert await store.get_run("r1", OWNER) == running  # a hold changes nothing
+
+
+async def test_hold_attempt_refuses_a_stale_or_ended_attempt(store: Store, clock: FakeClock) -> None:
+    running = await running_run(store)
+    clock.advance(31)
+    await store.recover_run("r1", running.attempt, max_attempts=3)
+    with pytest.raises(LeaseLost):  # recovered: pending, no attempt holds it
+        async with store.hold_attempt("r1", running.attempt):
+            raise AssertionError("a recovered attempt entered the fence")
+    again = await claim(store)
+    with pytest.raises(LeaseLost):  # a newer attempt holds it
+        async with store.hold_attempt("r1", running.attempt):
+            raise AssertionError("a stale attempt entered the fence")
+    await store.finish_run("r1", again.attempt, outcome())
+    with pytest.raises(LeaseLost):  # ended
+        async with store.hold_attempt("r1", again.attempt):
+            raise AssertionError("an ended attempt entered the fence")
+    with pytest.raises(LeaseLost):
+        async with store.hold_attempt("no-such-run", 1):
+            raise AssertionError("an unknown run entered the fence")
+
+
 # -- finish -----------------------------------------------------------------------------------------
 
 

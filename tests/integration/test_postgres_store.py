@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
-from runplane.core.errors import InvalidInput, StoreUnavailable, ThreadBusy
+from runplane.core.errors import InvalidInput, LeaseLost, StoreUnavailable, ThreadBusy
 from runplane.core.models import NewRun, NewThread, Outcome, Run, RunFilter
 from runplane.stores import open_store
 from runplane.stores.postgres._driver import parse_url
@@ -363,3 +363,40 @@ async def test_acknowledged_run_survives_kill_9(db_url: str, clock: FakeClock) -
         run = await store.get_run("r-durable", "")
         assert run.status == "pending"
         assert (await store.claim_run("w", 30)) == await store.get_run("r-durable", "")
+
+
+async def test_recovery_waits_for_a_held_attempt_to_finish_its_write(
+    stores: list[PostgresStore], db_url: str, clock: FakeClock
+) -> None:
+    """`hold_attempt` share-locks the run: recovering it (from another instance) blocks until the
+    fenced write is done, so the next attempt starts from what that write left."""
+    worker, recoverer = stores[0], stores[1]
+    await worker.create_thread(NewThread(thread_id="t1"))
+    await worker.create_run(_new_run("r1", "t1"))
+    claimed = await worker.claim_run("w1", 30)
+    assert claimed is not None
+    clock.advance(31)
+    async with worker.hold_attempt("r1", claimed.attempt):
+        recovery = asyncio.create_task(recoverer.recover_run("r1", claimed.attempt, max_attempts=3))
+        await _until_blocked_on_a_lock(db_url)
+        assert not recovery.done()
+    recovered = await recovery
+    assert (recovered.status, recovered.attempt) == ("pending", claimed.attempt)
+    with pytest.raises(LeaseLost):
+        async with worker.hold_attempt("r1", claimed.attempt):
+            raise AssertionError("a recovered attempt entered the fence")
+
+
+async def _until_blocked_on_a_lock(db_url: str) -> None:
+    """Wait until some session of the database waits for a row lock (pg_stat_activity says so)."""
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as admin:
+        for _ in range(500):
+            cursor = await admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'"
+            )
+            row = await cursor.fetchone()
+            if row is not None and row[0] > 0:
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError("no session ever waited for the lock")

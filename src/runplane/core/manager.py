@@ -13,6 +13,7 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
@@ -340,6 +341,10 @@ class RunManager:
         self, run: Run, *, model_name: str | None = None, usage: TokenUsage | None = None
     ) -> None:
         await self.store.record_progress(run.run_id, run.attempt, model_name=model_name, usage=usage)
+
+    def hold(self, run: Run) -> AbstractAsyncContextManager[None]:
+        """Fence a checkpoint write of the attempt `run` (see `Store.hold_attempt`)."""
+        return self.store.hold_attempt(run.run_id, run.attempt)
 
     async def publish(self, run: Run, event: str, data: bytes) -> str:
         return await self.bus.publish(run.run_id, event, data)

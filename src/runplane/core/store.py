@@ -10,6 +10,7 @@ is conditional on it, so a worker that lost its lease can never overwrite a newe
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from typing import Literal, Protocol, runtime_checkable
 
 from runplane.core.models import (
@@ -150,6 +151,20 @@ class Store(Protocol):
         self, run_id: str, attempt: int, *, model_name: str | None = None, usage: TokenUsage | None = None
     ) -> None:
         """Store the model name and token usage seen so far (fenced like every worker write)."""
+        ...
+
+    def hold_attempt(self, run_id: str, attempt: int) -> AbstractAsyncContextManager[None]:
+        """Fence a write made outside the store (LangGraph's checkpoints) by attempt `attempt`.
+
+        Entering checks that the attempt still holds the run. Where the engine can, the run also
+        stays held until the block exits: PostgreSQL keeps a share lock on the run row, so the run's
+        recovery (and so any later attempt) waits for the write to commit. SQLite and memory check
+        only; a write can then land if its process stalls for a whole lease between the check and
+        the write.
+
+        Raises:
+            LeaseLost: the run is gone, not running, or held by another attempt.
+        """
         ...
 
     async def finish_run(self, run_id: str, attempt: int, outcome: Outcome) -> Run:

@@ -7,10 +7,12 @@ single event loop needs. Records are copied in and out, so callers can never mut
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import itertools
 import uuid
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Literal
 
@@ -408,6 +410,12 @@ class InMemoryStore:
                 raise LeaseLost(f"run {run_id} is held by another worker")
             self._set_run(replace(run, lease_expires_at=lease_deadline(self._clock, lease_seconds)))
             return run.cancel_action
+
+    @contextlib.asynccontextmanager
+    async def hold_attempt(self, run_id: str, attempt: int) -> AsyncIterator[None]:
+        async with self._lock:
+            self._held_run(run_id, attempt)
+        yield
 
     async def record_progress(
         self, run_id: str, attempt: int, *, model_name: str | None = None, usage: TokenUsage | None = None

@@ -11,19 +11,26 @@ those would be replayed by the next run. So a rollback here
 2. puts the pending writes of the run's starting checkpoint back as they were (`Savepoint`).
 
 Each saver is handled through its own tables; an unknown saver gets its own `adelete_for_runs`.
+
+Checkpoint writes are fenced: the savers opened here put a checkpoint or its pending writes only
+inside the guard that `fence_writes` installs for the running attempt (`Store.hold_attempt`). An
+attempt whose lease was lost while its step ran (a stalled process, a blocked event loop) thus
+cannot put its late step over the newer attempt's, which would become the thread's latest state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from langgraph.checkpoint.base import BaseCheckpointSaver
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver, ChannelVersions, Checkpoint, CheckpointMetadata
 from langgraph.checkpoint.memory import InMemorySaver
 
 from runplane.core.errors import InvalidInput
@@ -41,6 +48,60 @@ try:
     from psycopg_pool import AsyncConnectionPool
 except ImportError:  # pragma: no cover - the postgres extra is not installed
     AsyncPostgresSaver = None  # type: ignore[assignment,misc]
+
+
+Guard = Callable[[], AbstractAsyncContextManager[None]]
+
+#: The guard of the attempt whose task (and the tasks LangGraph starts from it) is running.
+_guard: ContextVar[Guard | None] = ContextVar("runplane_checkpoint_guard", default=None)
+
+
+def fence_writes(guard: Guard) -> None:
+    """Make every checkpoint write of the current task, and of the tasks it starts, happen inside
+    `guard()`, which raises (`LeaseLost`) when the attempt may no longer write."""
+    _guard.set(guard)
+
+
+class _FencedWrites(BaseCheckpointSaver[Any]):
+    """Mixed into a saver: its writes run inside the current attempt's guard, if any."""
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        guard = _guard.get()
+        if guard is None:
+            return await super().aput(config, checkpoint, metadata, new_versions)
+        async with guard():
+            return await super().aput(config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        guard = _guard.get()
+        if guard is None:
+            return await super().aput_writes(config, writes, task_id, task_path)
+        async with guard():
+            return await super().aput_writes(config, writes, task_id, task_path)
+
+
+class FencedMemorySaver(_FencedWrites, InMemorySaver):
+    pass
+
+
+if AsyncSqliteSaver is not None:
+
+    class FencedSqliteSaver(_FencedWrites, AsyncSqliteSaver):
+        pass
+
+
+if AsyncPostgresSaver is not None:
+
+    class FencedPostgresSaver(_FencedWrites, AsyncPostgresSaver):
+        pass
 
 
 #: `pg_advisory_lock` key serializing `AsyncPostgresSaver.setup()` across processes
@@ -75,11 +136,11 @@ async def open_checkpointer(database_url: str) -> AsyncIterator[BaseCheckpointSa
         # A bare file path, as `SqliteStore.checkpointer_url` gives.
         database_url, scheme = "sqlite:///" + database_url, "sqlite"
     if scheme == "memory":
-        yield InMemorySaver()
+        yield FencedMemorySaver()
     elif scheme == "sqlite":
         if AsyncSqliteSaver is None:  # pragma: no cover
             raise InvalidInput("the sqlite checkpointer needs langgraph-checkpoint-sqlite")
-        async with AsyncSqliteSaver.from_conn_string(sqlite_path(database_url)) as saver:
+        async with FencedSqliteSaver.from_conn_string(sqlite_path(database_url)) as saver:
             await saver.setup()  # also turns WAL on
             # As the store's connection: WAL + NORMAL commits without an fsync each (a power cut may
             # lose the last commits, never corrupt), and waits for the store's write lock.
@@ -100,7 +161,7 @@ async def open_checkpointer(database_url: str) -> AsyncIterator[BaseCheckpointSa
         )
         await pool.open(wait=True)
         try:
-            pg_saver = AsyncPostgresSaver(pool)
+            pg_saver = FencedPostgresSaver(pool)
             await _setup_postgres(pool, pg_saver)
             yield pg_saver
         finally:

@@ -2,8 +2,8 @@
 to the run's event stream, and say how it ended (`Outcome`).
 
 The executor knows LangGraph; it knows nothing of leases. The worker gives it two callbacks,
-`publish` and `progress`, that are fenced (they stop the attempt once its lease is lost), and
-cancels its task to interrupt it.
+`publish` and `progress`, and a `guard` for checkpoint writes, all fenced (they stop the attempt
+once its lease is lost), and cancels its task to interrupt it.
 """
 
 from __future__ import annotations
@@ -108,6 +108,8 @@ class Execution:
         runtime: graphs and the checkpointer.
         publish: sends one SSE event (name, payload) to the run's stream.
         progress: records model name and token usage.
+        guard: the fence every checkpoint write of the attempt runs inside
+            (`checkpointer.fence_writes`); raises `LeaseLost` once the attempt may not write.
         default_timeout: seconds, when the run has no `timeout_seconds`.
     """
 
@@ -117,6 +119,7 @@ class Execution:
         runtime: Runtime,
         publish: Publish,
         progress: Progress,
+        guard: checkpoints.Guard | None = None,
         *,
         default_timeout: float | None = None,
     ) -> None:
@@ -124,6 +127,7 @@ class Execution:
         self.runtime = runtime
         self.publish = publish
         self.progress = progress
+        self.guard = guard
         self.kwargs: Json = run.kwargs
         timeout = self.kwargs.get("timeout_seconds")
         self.timeout: float | None = float(timeout) if timeout is not None else default_timeout
@@ -210,6 +214,8 @@ class Execution:
 
     async def execute(self) -> Outcome:
         """Run the graph to its end. Cancelling the calling task interrupts it (CancelledError)."""
+        if self.guard is not None:
+            checkpoints.fence_writes(self.guard)  # this task's context: the graph's writes only
         deadline = asyncio.timeout(self.timeout)
         try:
             async with deadline:

@@ -230,6 +230,7 @@ class Worker:
                     self.runtime,
                     lambda event, payload: self._publish(attempt, event, payload),
                     lambda model, usage: self._progress(attempt, model, usage),
+                    lambda: self._hold(attempt),
                     default_timeout=self.default_timeout,
                 )
                 if run.cancel_action is not None:
@@ -354,6 +355,19 @@ class Worker:
     async def _publish(self, attempt: _Attempt, event: str, payload: Any) -> None:
         if not attempt.fenced:
             await self.manager.publish(attempt.run, event, dumpb(payload))
+
+    @contextlib.asynccontextmanager
+    async def _hold(self, attempt: _Attempt) -> AsyncIterator[None]:
+        """Fence one checkpoint write: an attempt that lost its lease writes nothing and stops."""
+        if attempt.fenced:
+            raise LeaseLost(f"run {attempt.run.run_id} attempt {attempt.run.attempt} lost its lease")
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                await stack.enter_async_context(self.manager.hold(attempt.run))
+            except (LeaseLost, NotFound):
+                attempt.halt("lease_lost")
+                raise
+            yield
 
     async def _progress(self, attempt: _Attempt, model_name: str | None, usage: TokenUsage) -> None:
         if attempt.fenced:

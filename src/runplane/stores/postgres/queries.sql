@@ -162,6 +162,11 @@ WHERE run_id = %(run_id)s AND owner = %(owner)s AND (%(thread_id)s::text IS NULL
 -- A run by id, locked for the rest of the transaction.
 SELECT * FROM runs WHERE run_id = %(run_id)s FOR UPDATE
 
+-- name: hold_attempt
+-- Share-lock the run while `attempt` still holds it: its recovery, a cancel request and any later
+-- claim wait until the transaction ends (several writes of one attempt share the lock).
+SELECT attempt FROM runs WHERE run_id = %(run_id)s AND status = 'running' AND attempt = %(attempt)s FOR SHARE
+
 -- name: list_runs
 -- A page of a thread's runs, newest first.
 SELECT * FROM runs

@@ -575,6 +575,20 @@ class PostgresStore:
         action: CancelAction | None = row["cancel_action"]
         return action
 
+    @contextlib.asynccontextmanager
+    async def hold_attempt(self, run_id: str, attempt: int) -> AsyncIterator[None]:
+        if self._pool is None:
+            raise StoreUnavailable("the PostgreSQL store is not open")
+        async with contextlib.AsyncExitStack() as stack:
+            # Only the store's own statements are translated: errors of the fenced write are not ours.
+            with translate_errors():
+                conn = await stack.enter_async_context(self._pool.connection())
+                await stack.enter_async_context(conn.transaction())
+                held = await _one(conn, "hold_attempt", run_id=run_id, attempt=attempt)
+            if held is None:
+                raise LeaseLost(f"run {run_id} attempt {attempt} no longer holds the lease")
+            yield
+
     async def record_progress(
         self, run_id: str, attempt: int, *, model_name: str | None = None, usage: TokenUsage | None = None
     ) -> None:

@@ -517,6 +517,16 @@ class SqliteStore:
             raise self._lease_lost(run_id, attempt)
         return cast(CancelAction | None, row["cancel_action"])
 
+    @contextlib.asynccontextmanager
+    async def hold_attempt(self, run_id: str, attempt: int) -> AsyncIterator[None]:
+        # A check only: holding this connection's write lock would block the checkpointer's own
+        # connection to the same file until its busy timeout.
+        async with self._session() as db:
+            held = await self._one(db, "get_held_run", {"run_id": run_id, "attempt": attempt})
+        if held is None:
+            raise LeaseLost(f"run {run_id} attempt {attempt} no longer holds the lease")
+        yield
+
     async def record_progress(
         self, run_id: str, attempt: int, *, model_name: str | None = None, usage: TokenUsage | None = None
     ) -> None:
