@@ -171,7 +171,7 @@ async def test_record_progress_is_fenced(store: Store) -> None:
 
 async def test_hold_attempt_admits_the_attempt_that_holds_the_run(store: Store) -> None:
     running = await running_run(store)
-    async with store.hold_attempt("r1", running.attempt):
+    async with store.hold_attempt("r1", running.attempt, 30):
         pass
     assert await store.get_run("r1", OWNER) == running  # a hold changes nothing
 
@@ -181,18 +181,18 @@ async def test_hold_attempt_refuses_a_stale_or_ended_attempt(store: Store, clock
     clock.advance(31)
     await store.recover_run("r1", running.attempt, max_attempts=3)
     with pytest.raises(LeaseLost):  # recovered: pending, no attempt holds it
-        async with store.hold_attempt("r1", running.attempt):
+        async with store.hold_attempt("r1", running.attempt, 30):
             raise AssertionError("a recovered attempt entered the fence")
     again = await claim(store)
     with pytest.raises(LeaseLost):  # a newer attempt holds it
-        async with store.hold_attempt("r1", running.attempt):
+        async with store.hold_attempt("r1", running.attempt, 30):
             raise AssertionError("a stale attempt entered the fence")
     await store.finish_run("r1", again.attempt, outcome())
     with pytest.raises(LeaseLost):  # ended
-        async with store.hold_attempt("r1", again.attempt):
+        async with store.hold_attempt("r1", again.attempt, 30):
             raise AssertionError("an ended attempt entered the fence")
     with pytest.raises(LeaseLost):
-        async with store.hold_attempt("no-such-run", 1):
+        async with store.hold_attempt("no-such-run", 1, 30):
             raise AssertionError("an unknown run entered the fence")
 
 

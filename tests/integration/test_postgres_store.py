@@ -376,15 +376,40 @@ async def test_recovery_waits_for_a_held_attempt_to_finish_its_write(
     claimed = await worker.claim_run("w1", 30)
     assert claimed is not None
     clock.advance(31)
-    async with worker.hold_attempt("r1", claimed.attempt):
+    async with worker.hold_attempt("r1", claimed.attempt, 30):
         recovery = asyncio.create_task(recoverer.recover_run("r1", claimed.attempt, max_attempts=3))
         await _until_blocked_on_a_lock(db_url)
         assert not recovery.done()
     recovered = await recovery
     assert (recovered.status, recovered.attempt) == ("pending", claimed.attempt)
     with pytest.raises(LeaseLost):
-        async with worker.hold_attempt("r1", claimed.attempt):
+        async with worker.hold_attempt("r1", claimed.attempt, 30):
             raise AssertionError("a recovered attempt entered the fence")
+
+
+async def test_a_stalled_holder_loses_its_hold_and_recovery_goes_on(
+    stores: list[PostgresStore], clock: FakeClock
+) -> None:
+    """A process stopped inside `hold_attempt` (SIGSTOP, a blocked event loop) must not block the
+    run's recovery for ever: PostgreSQL ends its session after `max_seconds`, and when it wakes
+    up its hold fails with LeaseLost."""
+    worker, recoverer = stores[0], stores[1]
+    await worker.create_thread(NewThread(thread_id="t1"))
+    await worker.create_run(_new_run("r1", "t1"))
+    claimed = await worker.claim_run("w1", 30)
+    assert claimed is not None
+    clock.advance(31)
+    woken = asyncio.Event()
+    with pytest.raises(LeaseLost, match="lost its hold"):
+        async with worker.hold_attempt("r1", claimed.attempt, max_seconds=0.2):
+            recovered = await recoverer.recover_run("r1", claimed.attempt, max_attempts=3)
+            assert (recovered.status, recovered.attempt) == ("pending", claimed.attempt)
+            woken.set()
+    assert woken.is_set()
+    again = await recoverer.claim_run("w2", 30)
+    assert again is not None and again.attempt == claimed.attempt + 1
+    async with worker.hold_attempt("r1", again.attempt, 30):  # the pool replaced the ended session
+        pass
 
 
 async def _until_blocked_on_a_lock(db_url: str) -> None:

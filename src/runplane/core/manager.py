@@ -344,7 +344,7 @@ class RunManager:
 
     def hold(self, run: Run) -> AbstractAsyncContextManager[None]:
         """Fence a checkpoint write of the attempt `run` (see `Store.hold_attempt`)."""
-        return self.store.hold_attempt(run.run_id, run.attempt)
+        return self.store.hold_attempt(run.run_id, run.attempt, self.settings.lease_seconds)
 
     async def publish(self, run: Run, event: str, data: bytes) -> str:
         return await self.bus.publish(run.run_id, event, data)

@@ -153,17 +153,21 @@ class Store(Protocol):
         """Store the model name and token usage seen so far (fenced like every worker write)."""
         ...
 
-    def hold_attempt(self, run_id: str, attempt: int) -> AbstractAsyncContextManager[None]:
+    def hold_attempt(
+        self, run_id: str, attempt: int, max_seconds: float
+    ) -> AbstractAsyncContextManager[None]:
         """Fence a write made outside the store (LangGraph's checkpoints) by attempt `attempt`.
 
         Entering checks that the attempt still holds the run. Where the engine can, the run also
         stays held until the block exits: PostgreSQL keeps a share lock on the run row, so the run's
-        recovery (and so any later attempt) waits for the write to commit. SQLite and memory check
-        only; a write can then land if its process stalls for a whole lease between the check and
-        the write.
+        recovery (and so any later attempt) waits for the write to commit. A holder that stalls
+        for `max_seconds` loses the hold (its session is ended), so a stopped process cannot block
+        recovery for ever. SQLite and memory check only; a write can then land if its process
+        stalls for a whole lease between the check and the write.
 
         Raises:
-            LeaseLost: the run is gone, not running, or held by another attempt.
+            LeaseLost: the run is gone, not running, or held by another attempt; or, on leaving,
+                the hold was lost while the block ran.
         """
         ...
 

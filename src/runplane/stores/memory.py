@@ -412,7 +412,7 @@ class InMemoryStore:
             return run.cancel_action
 
     @contextlib.asynccontextmanager
-    async def hold_attempt(self, run_id: str, attempt: int) -> AsyncIterator[None]:
+    async def hold_attempt(self, run_id: str, attempt: int, max_seconds: float) -> AsyncIterator[None]:
         async with self._lock:
             self._held_run(run_id, attempt)
         yield

@@ -361,13 +361,12 @@ class Worker:
         """Fence one checkpoint write: an attempt that lost its lease writes nothing and stops."""
         if attempt.fenced:
             raise LeaseLost(f"run {attempt.run.run_id} attempt {attempt.run.attempt} lost its lease")
-        async with contextlib.AsyncExitStack() as stack:
-            try:
-                await stack.enter_async_context(self.manager.hold(attempt.run))
-            except (LeaseLost, NotFound):
-                attempt.halt("lease_lost")
-                raise
-            yield
+        try:
+            async with self.manager.hold(attempt.run):
+                yield
+        except (LeaseLost, NotFound):
+            attempt.halt("lease_lost")
+            raise
 
     async def _progress(self, attempt: _Attempt, model_name: str | None, usage: TokenUsage) -> None:
         if attempt.fenced:

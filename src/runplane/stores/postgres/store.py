@@ -576,7 +576,7 @@ class PostgresStore:
         return action
 
     @contextlib.asynccontextmanager
-    async def hold_attempt(self, run_id: str, attempt: int) -> AsyncIterator[None]:
+    async def hold_attempt(self, run_id: str, attempt: int, max_seconds: float) -> AsyncIterator[None]:
         if self._pool is None:
             raise StoreUnavailable("the PostgreSQL store is not open")
         async with contextlib.AsyncExitStack() as stack:
@@ -584,10 +584,17 @@ class PostgresStore:
             with translate_errors():
                 conn = await stack.enter_async_context(self._pool.connection())
                 await stack.enter_async_context(conn.transaction())
+                await _exec(conn, "limit_idle_transaction", timeout_ms=str(max(1, round(max_seconds * 1000))))
                 held = await _one(conn, "hold_attempt", run_id=run_id, attempt=attempt)
             if held is None:
                 raise LeaseLost(f"run {run_id} attempt {attempt} no longer holds the lease")
             yield
+            try:
+                await stack.aclose()  # commit: releases the lock
+            except psycopg.Error as exc:
+                # PostgreSQL ended the session: the holder stalled past `max_seconds`, and the run
+                # may have been recovered meanwhile.
+                raise LeaseLost(f"run {run_id} attempt {attempt} lost its hold: {exc}") from exc
 
     async def record_progress(
         self, run_id: str, attempt: int, *, model_name: str | None = None, usage: TokenUsage | None = None

@@ -518,7 +518,7 @@ class SqliteStore:
         return cast(CancelAction | None, row["cancel_action"])
 
     @contextlib.asynccontextmanager
-    async def hold_attempt(self, run_id: str, attempt: int) -> AsyncIterator[None]:
+    async def hold_attempt(self, run_id: str, attempt: int, max_seconds: float) -> AsyncIterator[None]:
         # A check only: holding this connection's write lock would block the checkpointer's own
         # connection to the same file until its busy timeout.
         async with self._session() as db:
