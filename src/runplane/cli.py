@@ -36,12 +36,12 @@ from runplane.core.errors import InvalidInput, RunplaneError
 from runplane.core.manager import ManagerSettings, RunManager
 from runplane.core.models import CANCEL_ACTIONS, RUN_STATUSES, THREAD_STATUSES
 from runplane.events import open_bus
-from runplane.graphs import LangGraphRuntime, load_module_file, load_runtime
 from runplane.logs import configure_logging
+from runplane.runtime.checkpointer import open_checkpointer
+from runplane.runtime.graphs import LangGraphRuntime, load_module_file, load_runtime
 from runplane.settings import Settings, settings_from_env
 from runplane.stores import open_store, scheme_of
 from runplane.worker import Worker
-from runplane.worker.checkpointer import open_checkpointer
 
 DEFAULT_SERVER_URL = "http://127.0.0.1:8123"
 

@@ -21,10 +21,10 @@ from typing_extensions import TypedDict
 
 from runplane.core.manager import ManagerSettings, RunManager
 from runplane.events.memory import InMemoryBus
-from runplane.graphs import LangGraphRuntime
+from runplane.runtime.checkpointer import open_checkpointer
+from runplane.runtime.graphs import LangGraphRuntime
 from runplane.stores.sqlite.store import SqliteStore
 from runplane.worker import Worker
-from runplane.worker.checkpointer import open_checkpointer
 
 LOG = sys.argv[2]
 

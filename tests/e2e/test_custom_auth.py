@@ -25,7 +25,7 @@ from langgraph_sdk.errors import AuthenticationError, NotFoundError, PermissionD
 from runplane.api import ApiSettings, create_app
 from runplane.cli import load_custom_auth
 from runplane.core.manager import ManagerSettings, RunManager
-from runplane.graphs import load_runtime
+from runplane.runtime.graphs import load_runtime
 from runplane.testing import memory_manager
 from runplane.worker import Worker
 from tests.api._support import serve

@@ -26,7 +26,7 @@ from runplane.api import ApiSettings, create_app
 from runplane.core.graphs import default_assistant_id
 from runplane.core.manager import ManagerSettings, RunManager
 from runplane.demo.graphs import chat, echo, hitl, slow
-from runplane.graphs import LangGraphRuntime
+from runplane.runtime.graphs import LangGraphRuntime
 from runplane.testing import memory_manager
 from runplane.worker import Worker
 from tests.api._support import serve

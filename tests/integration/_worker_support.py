@@ -22,10 +22,10 @@ from runplane.core.events import StreamEvent
 from runplane.core.manager import ManagerSettings, RunManager
 from runplane.core.models import Run
 from runplane.demo.graphs import chat, echo, hitl, slow
-from runplane.graphs import LangGraphRuntime
+from runplane.runtime.checkpointer import open_checkpointer
+from runplane.runtime.graphs import LangGraphRuntime
 from runplane.testing import FakeClock, memory_manager
 from runplane.worker import Worker
-from runplane.worker.checkpointer import open_checkpointer
 from tests._services import (
     drop_postgres_database,
     fresh_postgres_database,

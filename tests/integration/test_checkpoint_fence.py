@@ -25,10 +25,10 @@ from typing_extensions import TypedDict
 from runplane.core.manager import RunManager
 from runplane.core.models import Run, TokenUsage
 from runplane.events.memory import InMemoryBus
-from runplane.graphs import LangGraphRuntime
+from runplane.runtime.checkpointer import open_checkpointer
+from runplane.runtime.graphs import LangGraphRuntime
 from runplane.stores import open_store
 from runplane.testing import FakeClock
-from runplane.worker.checkpointer import open_checkpointer
 from runplane.worker.executor import Execution
 from tests._services import drop_postgres_database, fresh_postgres_database, require_postgres_url
 

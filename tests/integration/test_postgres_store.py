@@ -19,8 +19,8 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
 from runplane.core.errors import InvalidInput, LeaseLost, StoreUnavailable, ThreadBusy
 from runplane.core.models import NewRun, NewThread, Outcome, Run, RunFilter
+from runplane.db.postgres import parse_url
 from runplane.stores import open_store
-from runplane.stores.postgres._driver import parse_url
 from runplane.stores.postgres.store import MIGRATIONS, QUERIES, PostgresStore
 from runplane.testing import FakeClock
 from tests._services import (

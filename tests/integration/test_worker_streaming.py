@@ -9,7 +9,7 @@ import pydantic
 from langchain_core.messages import AIMessage
 from langgraph.types import Interrupt, Send
 
-from runplane.worker.serde import dumpb
+from runplane.runtime.serde import dumpb
 from tests.integration._worker_support import decode, harness
 
 

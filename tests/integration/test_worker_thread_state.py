@@ -11,7 +11,7 @@ import pytest
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import Command
 
-from runplane.graphs import LangGraphRuntime
+from runplane.runtime.graphs import LangGraphRuntime
 from tests.integration._worker_support import GRAPHS, open_saver
 
 

@@ -17,7 +17,7 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from runplane.core.errors import InvalidInput, NotFound
 from runplane.core.graphs import default_assistant_id
-from runplane.graphs import LangGraphRuntime, load_module_file, load_runtime
+from runplane.runtime.graphs import LangGraphRuntime, load_module_file, load_runtime
 
 SIMPLE_GRAPH = """
 from typing_extensions import TypedDict

@@ -50,10 +50,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from runplane.core.errors import InvalidInput, StoreUnavailable
 from runplane.core.events import StreamEvent
+from runplane.db.postgres import parse_url
+from runplane.db.sql import load_queries
 from runplane.events._pg_notify import NotifyHub, hint_payload, payload_fits, wake_payload
 from runplane.events.memory import parse_event_id
-from runplane.stores._sql import load_queries
-from runplane.stores.postgres._driver import parse_url
 
 logger = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from runplane.core.errors import NotFound
 from runplane.core.graphs import Assistant, GraphRuntime
 from runplane.core.lifecycle import thread_status_after
 from runplane.core.models import Json, Outcome, Run, RunStatus, ThreadStatus, TokenUsage
-from runplane.worker import checkpointer as checkpoints
-from runplane.worker.serde import jsonable, thread_interrupts
+from runplane.runtime import checkpointer as checkpoints
+from runplane.runtime.serde import jsonable, thread_interrupts
 from runplane.worker.stream import EventMapper, langgraph_modes
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ Progress = Callable[[str | None, TokenUsage], Awaitable[None]]
 
 
 class Runtime(GraphRuntime, Protocol):
-    """What the worker needs of `runplane.graphs.LangGraphRuntime` (injected; never imported here)."""
+    """What the worker needs of `runplane.runtime.graphs.LangGraphRuntime` (injected; never imported here)."""
 
     checkpointer: BaseCheckpointSaver[Any]
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from langchain_core.messages import BaseMessageChunk, convert_to_messages, message_chunk_to_message
 
-from runplane.worker.serde import config_checkpoint
+from runplane.runtime.serde import config_checkpoint
 
 #: The modes LangGraph's `astream` knows (`langgraph.types.StreamMode`).
 LANGGRAPH_MODES = frozenset({"values", "updates", "checkpoints", "tasks", "debug", "messages", "custom"})

@@ -22,8 +22,8 @@ from runplane.core.errors import CancelRequested, LeaseLost, NotFound
 from runplane.core.events import WAKEUP_CHANNEL, cancel_channel
 from runplane.core.manager import RunManager
 from runplane.core.models import CancelAction, Outcome, Run, TokenUsage
+from runplane.runtime.serde import dumpb
 from runplane.worker.executor import Execution, Runtime
-from runplane.worker.serde import dumpb
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class Worker:
 
     Args:
         manager: the run manager (store, bus, clock).
-        runtime: graphs and checkpointer (`runplane.graphs.LangGraphRuntime`).
+        runtime: graphs and checkpointer (`runplane.runtime.graphs.LangGraphRuntime`).
         concurrency: runs executed at once.
         worker_id: lease owner name; defaults to host:pid:random.
         heartbeat_seconds: lease renewal period; defaults to a third of the lease.

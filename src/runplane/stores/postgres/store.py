@@ -51,8 +51,8 @@ from runplane.core.models import (
     ThreadStatus,
     TokenUsage,
 )
-from runplane.stores._sql import Migration, load_migrations, load_queries
-from runplane.stores.postgres._driver import PoolSettings, parse_url, retryable, translate_errors
+from runplane.db.postgres import PoolSettings, parse_url, retryable, translate_errors
+from runplane.db.sql import Migration, load_migrations, load_queries
 from runplane.stores.postgres._rows import (
     Conn,
     fetch_all,

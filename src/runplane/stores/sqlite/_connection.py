@@ -11,7 +11,7 @@ from typing import Any
 import aiosqlite
 
 from runplane.core.errors import Conflict, StoreUnavailable, ThreadBusy
-from runplane.stores._sql import load_migrations, load_queries
+from runplane.db.sql import load_migrations, load_queries
 from runplane.stores.sqlite._codec import MEMORY, metadata_matches
 
 _PACKAGE = "runplane.stores.sqlite"

@@ -44,13 +44,13 @@ from pydantic import TypeAdapter, create_model
 from runplane.core.errors import InvalidInput, NotFound
 from runplane.core.graphs import Assistant, default_assistant_id
 from runplane.core.models import Json
-from runplane.worker import checkpointer as checkpoints
-from runplane.worker.serde import config_checkpoint, jsonable, thread_state
+from runplane.runtime import checkpointer as checkpoints
+from runplane.runtime.serde import config_checkpoint, jsonable, thread_state
 
 logger = logging.getLogger(__name__)
 
 #: The graphs served when no langgraph.json is given.
-DEMO_CONFIG = Path(__file__).parent / "demo" / "langgraph.json"
+DEMO_CONFIG = Path(__file__).parent.parent / "demo" / "langgraph.json"
 
 #: Configurable keys the server sets itself; hidden from the config schema, as LangGraph does.
 _SERVER_CONFIGURABLE = (

@@ -1,4 +1,4 @@
-"""Shared by the SQL stores: named queries in `.sql` files and numbered migrations.
+"""Shared by the SQL stores and the PostgreSQL bus: named queries in `.sql` files and numbered migrations.
 
 A queries file holds blocks that start with `-- name: <query_name>` followed by a description line
 (`-- ...`) and the statement. Migrations are files `NNNN_description.sql` in a `migrations` folder,

@@ -1,4 +1,5 @@
-"""The psycopg edge: URLs to conninfo + pool settings, and driver errors to core errors."""
+"""The psycopg edge, shared by the PostgreSQL store and bus: URLs to conninfo + pool settings, and driver
+errors to core errors."""
 
 from __future__ import annotations
 
