@@ -371,11 +371,7 @@ async def test_recovery_waits_for_a_held_attempt_to_finish_its_write(
     """`hold_attempt` share-locks the run: recovering it (from another instance) blocks until the
     fenced write is done, so the next attempt starts from what that write left."""
     worker, recoverer = stores[0], stores[1]
-    await worker.create_thread(NewThread(thread_id="t1"))
-    await worker.create_run(_new_run("r1", "t1"))
-    claimed = await worker.claim_run("w1", 30)
-    assert claimed is not None
-    clock.advance(31)
+    claimed = await _expired_claim(worker, clock)
     async with worker.hold_attempt("r1", claimed.attempt, 30):
         recovery = asyncio.create_task(recoverer.recover_run("r1", claimed.attempt, max_attempts=3))
         await _until_blocked_on_a_lock(db_url)
@@ -394,11 +390,7 @@ async def test_a_stalled_holder_loses_its_hold_and_recovery_goes_on(
     run's recovery for ever: PostgreSQL ends its session after `max_seconds`, and when it wakes
     up its hold fails with LeaseLost."""
     worker, recoverer = stores[0], stores[1]
-    await worker.create_thread(NewThread(thread_id="t1"))
-    await worker.create_run(_new_run("r1", "t1"))
-    claimed = await worker.claim_run("w1", 30)
-    assert claimed is not None
-    clock.advance(31)
+    claimed = await _expired_claim(worker, clock)
     woken = asyncio.Event()
     with pytest.raises(LeaseLost, match="lost its hold"):
         async with worker.hold_attempt("r1", claimed.attempt, max_seconds=0.2):
@@ -410,6 +402,16 @@ async def test_a_stalled_holder_loses_its_hold_and_recovery_goes_on(
     assert again is not None and again.attempt == claimed.attempt + 1
     async with worker.hold_attempt("r1", again.attempt, 30):  # the pool replaced the ended session
         pass
+
+
+async def _expired_claim(store: PostgresStore, clock: FakeClock) -> Run:
+    """Run r1 on thread t1, claimed by worker w1 whose 30 s lease has then expired."""
+    await store.create_thread(NewThread(thread_id="t1"))
+    await store.create_run(_new_run("r1", "t1"))
+    claimed = await store.claim_run("w1", 30)
+    assert claimed is not None
+    clock.advance(31)
+    return claimed
 
 
 async def _until_blocked_on_a_lock(db_url: str) -> None:
