@@ -39,6 +39,7 @@ from runplane.events import open_bus
 from runplane.logs import configure_logging
 from runplane.runtime.checkpointer import open_checkpointer
 from runplane.runtime.graphs import LangGraphRuntime, load_module_file, load_runtime
+from runplane.runtime.langgraph_store import open_langgraph_store
 from runplane.settings import Settings, settings_from_env
 from runplane.stores import open_store, scheme_of
 from runplane.worker import Worker
@@ -69,7 +70,8 @@ def resolve_config(config: str | None) -> str | None:
 
 @contextlib.asynccontextmanager
 async def compose(settings: Settings, *, with_workers: bool) -> AsyncIterator[Services]:
-    """Open the store, bus, checkpointer, graphs and (optionally) workers; close them in reverse."""
+    """Open the store, bus, LangGraph checkpointer and store, graphs and (optionally) workers; close
+    them in reverse."""
     async with contextlib.AsyncExitStack() as stack:
         store = open_store(settings.database_url)
         await store.open()
@@ -84,8 +86,9 @@ async def compose(settings: Settings, *, with_workers: bool) -> AsyncIterator[Se
             ),
         )
         checkpointer = await stack.enter_async_context(open_checkpointer(settings.database_url))
+        graph_store = await stack.enter_async_context(open_langgraph_store(settings.database_url))
         config_path = resolve_config(settings.config)
-        runtime = load_runtime(config_path, checkpointer)
+        runtime = load_runtime(config_path, checkpointer, store=graph_store)
         # After the graphs: their `env` and `dependencies` are what the auth module may need too.
         auth = load_custom_auth(config_path)
         worker = None

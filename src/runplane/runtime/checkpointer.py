@@ -20,20 +20,19 @@ cannot put its late step over the newer attempt's, which would become the thread
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver, ChannelVersions, Checkpoint, CheckpointMetadata
 from langgraph.checkpoint.memory import InMemorySaver
 
 from runplane.core.errors import InvalidInput
+from runplane.runtime._databases import database_kind, postgres_pool, setup_postgres_once, sqlite_path
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +43,6 @@ except ImportError:  # pragma: no cover - a hard dependency, but keep the import
 
 try:
     from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-    from psycopg.rows import dict_row
-    from psycopg_pool import AsyncConnectionPool
 except ImportError:  # pragma: no cover - the postgres extra is not installed
     AsyncPostgresSaver = None  # type: ignore[assignment,misc]
 
@@ -104,22 +101,6 @@ if AsyncPostgresSaver is not None:
         pass
 
 
-#: `pg_advisory_lock` key serializing `AsyncPostgresSaver.setup()` across processes
-#: ("rpckpt" in ASCII; the store's migrations use another key).
-SETUP_LOCK_KEY = int.from_bytes(b"rpckpt", "big")
-
-
-def sqlite_path(url: str) -> str:
-    """The file of a `sqlite:` URL: `sqlite:///rel.db` -> `rel.db`, `sqlite:////abs.db` -> `/abs.db`,
-    `sqlite://` or `sqlite:///:memory:` -> `:memory:`."""
-    rest = url.split(":", 1)[1].split("?", 1)[0]
-    if rest.startswith("//"):
-        rest = rest[2:]
-        rest = rest[1:] if rest.startswith("/") else rest
-    path = unquote(rest)
-    return path or ":memory:"
-
-
 @asynccontextmanager
 async def open_checkpointer(database_url: str) -> AsyncIterator[BaseCheckpointSaver[Any]]:
     """LangGraph's saver for `database_url`, with its tables created.
@@ -131,13 +112,10 @@ async def open_checkpointer(database_url: str) -> AsyncIterator[BaseCheckpointSa
     Raises:
         InvalidInput: unknown scheme, or the backend's extra is not installed.
     """
-    scheme = urlsplit(database_url).scheme.split("+", 1)[0].lower()
-    if not scheme and database_url:
-        # A bare file path, as `SqliteStore.checkpointer_url` gives.
-        database_url, scheme = "sqlite:///" + database_url, "sqlite"
-    if scheme == "memory":
+    kind, database_url = database_kind(database_url)
+    if kind == "memory":
         yield FencedMemorySaver()
-    elif scheme == "sqlite":
+    elif kind == "sqlite":
         if AsyncSqliteSaver is None:  # pragma: no cover
             raise InvalidInput("the sqlite checkpointer needs langgraph-checkpoint-sqlite")
         async with FencedSqliteSaver.from_conn_string(sqlite_path(database_url)) as saver:
@@ -147,49 +125,13 @@ async def open_checkpointer(database_url: str) -> AsyncIterator[BaseCheckpointSa
             await saver.conn.execute("PRAGMA synchronous = NORMAL")
             await saver.conn.execute("PRAGMA busy_timeout = 5000")
             yield saver
-    elif scheme in ("postgres", "postgresql"):
+    else:
         if AsyncPostgresSaver is None:  # pragma: no cover
             raise InvalidInput("the postgres checkpointer needs: pip install 'runplane[postgres]'")
-        conninfo = "postgresql:" + database_url.split(":", 1)[1]
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            conninfo,
-            min_size=1,
-            max_size=8,
-            open=False,
-            # What AsyncPostgresSaver.from_conn_string uses: autocommit, no server-side prepares.
-            kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
-        )
-        await pool.open(wait=True)
-        try:
+        async with postgres_pool(database_url, max_size=8) as pool:
             pg_saver = FencedPostgresSaver(pool)
-            await _setup_postgres(pool, pg_saver)
+            await setup_postgres_once(pool, pg_saver.setup)
             yield pg_saver
-        finally:
-            await pool.close()
-    else:
-        raise InvalidInput(f"no checkpointer for database URL scheme {scheme!r}")
-
-
-async def _setup_postgres(pool: AsyncConnectionPool[Any], saver: AsyncPostgresSaver) -> None:
-    """`saver.setup()`, one process at a time.
-
-    `setup()` is not safe to run concurrently: processes starting together on a new database race
-    on its migration table (UniqueViolation). A session advisory lock, held on another pooled
-    connection meanwhile, makes them take turns. It is polled with `pg_try_advisory_lock` rather
-    than awaited with `pg_advisory_lock`, because a waiter blocked in a statement holds a snapshot,
-    and the holder's `CREATE INDEX CONCURRENTLY` waits for every older snapshot: a deadlock.
-    """
-    async with pool.connection() as conn:
-        while True:
-            cursor = await conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (SETUP_LOCK_KEY,))
-            row = await cursor.fetchone()
-            if row is not None and row["ok"]:
-                break
-            await asyncio.sleep(0.05)
-        try:
-            await saver.setup()
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK_KEY,))
 
 
 # -- savepoints and rollback ----------------------------------------------------------------------
