@@ -1,4 +1,4 @@
-"""Opening LangGraph's store on a database that other processes open at the same moment."""
+"""Opening LangGraph's persistence (checkpointer, store) on runplane's database URL."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import asyncio
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+from runplane.runtime.checkpointer import open_checkpointer
 from runplane.runtime.langgraph_store import open_langgraph_store
+from tests._services import drop_postgres_database, fresh_postgres_database, require_postgres_url
 
 
 async def test_sqlite_store_set_up_by_several_connections_at_once(tmp_path: Path) -> None:
@@ -22,3 +24,18 @@ async def test_sqlite_store_set_up_by_several_connections_at_once(tmp_path: Path
             for store in stores:
                 item = await store.aget(("ns",), "k")
                 assert item is not None and item.value == {"round": round_}
+
+
+async def test_pool_parameters_of_the_database_url_are_runplanes_not_libpqs() -> None:
+    """`?pool_max_size=` sizes the store's pool; LangGraph's checkpointer and store, opened on the
+    same URL, must not hand it to libpq (which refuses unknown parameters)."""
+    url = fresh_postgres_database(require_postgres_url())
+    try:
+        sized = f"{url}?pool_max_size=3&pool_timeout=5"
+        async with open_checkpointer(sized) as saver, open_langgraph_store(sized) as store:
+            await store.aput(("ns",), "k", {"v": 1})
+            assert await saver.aget_tuple({"configurable": {"thread_id": "t"}}) is None
+            item = await store.aget(("ns",), "k")
+            assert item is not None and item.value == {"v": 1}
+    finally:
+        drop_postgres_database(url)

@@ -36,7 +36,12 @@ def database_kind(database_url: str) -> tuple[Kind, str]:
     if scheme in ("memory", "sqlite"):
         return scheme, database_url  # type: ignore[return-value]
     if scheme in ("postgres", "postgresql"):
-        return "postgres", "postgresql:" + database_url.split(":", 1)[1]
+        try:  # psycopg is the postgres extra's
+            from runplane.db.postgres import parse_url
+        except ImportError as exc:  # pragma: no cover
+            raise InvalidInput(f"PostgreSQL needs: pip install 'runplane[postgres]' ({exc})") from exc
+        # libpq refuses runplane's own `pool_*` parameters: they size the store's pool only.
+        return "postgres", parse_url(database_url)[0]
     raise InvalidInput(f"no LangGraph persistence for database URL scheme {scheme!r}")
 
 
