@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +32,13 @@ from langgraph.checkpoint.base import BaseCheckpointSaver, ChannelVersions, Chec
 from langgraph.checkpoint.memory import InMemorySaver
 
 from runplane.core.errors import InvalidInput
-from runplane.runtime._databases import database_kind, postgres_pool, setup_postgres_once, sqlite_path
+from runplane.runtime._databases import (
+    database_kind,
+    postgres_pool,
+    setup_postgres_once,
+    sqlite_path,
+    tune_sqlite,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +65,11 @@ def fence_writes(guard: Guard) -> None:
     _guard.set(guard)
 
 
+def _fence() -> AbstractAsyncContextManager[None]:
+    guard = _guard.get()
+    return guard() if guard is not None else nullcontext()
+
+
 class _FencedWrites(BaseCheckpointSaver[Any]):
     """Mixed into a saver: its writes run inside the current attempt's guard, if any."""
 
@@ -69,20 +80,14 @@ class _FencedWrites(BaseCheckpointSaver[Any]):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        guard = _guard.get()
-        if guard is None:
-            return await super().aput(config, checkpoint, metadata, new_versions)
-        async with guard():
+        async with _fence():
             return await super().aput(config, checkpoint, metadata, new_versions)
 
     async def aput_writes(
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
     ) -> None:
-        guard = _guard.get()
-        if guard is None:
-            return await super().aput_writes(config, writes, task_id, task_path)
-        async with guard():
-            return await super().aput_writes(config, writes, task_id, task_path)
+        async with _fence():
+            await super().aput_writes(config, writes, task_id, task_path)
 
 
 class FencedMemorySaver(_FencedWrites, InMemorySaver):
@@ -120,10 +125,7 @@ async def open_checkpointer(database_url: str) -> AsyncIterator[BaseCheckpointSa
             raise InvalidInput("the sqlite checkpointer needs langgraph-checkpoint-sqlite")
         async with FencedSqliteSaver.from_conn_string(sqlite_path(database_url)) as saver:
             await saver.setup()  # also turns WAL on
-            # As the store's connection: WAL + NORMAL commits without an fsync each (a power cut may
-            # lose the last commits, never corrupt), and waits for the store's write lock.
-            await saver.conn.execute("PRAGMA synchronous = NORMAL")
-            await saver.conn.execute("PRAGMA busy_timeout = 5000")
+            await tune_sqlite(saver.conn)
             yield saver
     else:
         if AsyncPostgresSaver is None:  # pragma: no cover

@@ -20,7 +20,13 @@ from langgraph.store.base import BaseStore
 from langgraph.store.memory import InMemoryStore
 
 from runplane.core.errors import InvalidInput
-from runplane.runtime._databases import database_kind, postgres_pool, setup_postgres_once, sqlite_path
+from runplane.runtime._databases import (
+    database_kind,
+    postgres_pool,
+    setup_postgres_once,
+    sqlite_path,
+    tune_sqlite,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +58,7 @@ async def open_langgraph_store(database_url: str) -> AsyncIterator[BaseStore]:
         if AsyncSqliteStore is None:  # pragma: no cover
             raise InvalidInput("the sqlite store needs langgraph-checkpoint-sqlite")
         async with AsyncSqliteStore.from_conn_string(sqlite_path(database_url)) as store:
-            # As the other connections to the file: wait for the write lock, commit without fsync.
-            await store.conn.execute("PRAGMA busy_timeout = 5000")
-            await store.conn.execute("PRAGMA synchronous = NORMAL")
+            await tune_sqlite(store.conn)
             await _setup_sqlite(store)
             yield store
     else:

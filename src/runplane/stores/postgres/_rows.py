@@ -89,7 +89,11 @@ async def fetch_all(conn: Conn, query: str, /, **params: Any) -> list[DictRow]:
     return await cursor.fetchall()
 
 
+def lease_lost(run_id: str, attempt: int) -> LeaseLost:
+    return LeaseLost(f"run {run_id} attempt {attempt} no longer holds the lease")
+
+
 def held_row(row: Row | None, run_id: str, attempt: int) -> Row:
     if row is None or row["status"] != "running" or row["attempt"] != attempt:
-        raise LeaseLost(f"run {run_id} attempt {attempt} no longer holds the lease")
+        raise lease_lost(run_id, attempt)
     return row

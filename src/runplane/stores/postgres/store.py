@@ -58,6 +58,7 @@ from runplane.stores.postgres._rows import (
     fetch_all,
     fetch_one,
     held_row,
+    lease_lost,
     run_from_row,
     runs_in_order,
     thread_from_row,
@@ -571,7 +572,7 @@ class PostgresStore:
                 lease_expires_at=lease_deadline(self._clock, lease_seconds),
             )
         if row is None:
-            raise LeaseLost(f"run {run_id} attempt {attempt} no longer holds the lease")
+            raise lease_lost(run_id, attempt)
         action: CancelAction | None = row["cancel_action"]
         return action
 
@@ -587,7 +588,7 @@ class PostgresStore:
                 await _exec(conn, "limit_idle_transaction", timeout_ms=str(max(1, round(max_seconds * 1000))))
                 held = await _one(conn, "hold_attempt", run_id=run_id, attempt=attempt)
             if held is None:
-                raise LeaseLost(f"run {run_id} attempt {attempt} no longer holds the lease")
+                raise lease_lost(run_id, attempt)
             yield
             try:
                 await stack.aclose()  # commit: releases the lock
@@ -610,7 +611,7 @@ class PostgresStore:
                 **usage_params(usage),
             )
         if row is None:
-            raise LeaseLost(f"run {run_id} attempt {attempt} no longer holds the lease")
+            raise lease_lost(run_id, attempt)
 
     async def finish_run(self, run_id: str, attempt: int, outcome: Outcome) -> Run:
         async def body(conn: Conn) -> Run:

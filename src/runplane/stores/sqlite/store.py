@@ -524,7 +524,7 @@ class SqliteStore:
         async with self._session() as db:
             held = await self._one(db, "get_held_run", {"run_id": run_id, "attempt": attempt})
         if held is None:
-            raise LeaseLost(f"run {run_id} attempt {attempt} no longer holds the lease")
+            raise self._lease_lost(run_id, attempt)
         yield
 
     async def record_progress(
