@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import itertools
 import sqlite3
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -53,7 +56,7 @@ async def connect(path: str, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> 
         db.row_factory = sqlite3.Row
         # busy_timeout first: switching to WAL needs a lock another process may hold.
         await db.execute_fetchall(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        await db.execute_fetchall("PRAGMA journal_mode = WAL")
+        await _switch_to_wal(db, busy_timeout_ms / 1000)
         # NORMAL in WAL mode: a commit is written to the WAL (the OS's page cache) before it
         # returns, so it survives kill -9 of the process; only a power cut can lose the last ones.
         await db.execute_fetchall("PRAGMA synchronous = NORMAL")
@@ -63,6 +66,24 @@ async def connect(path: str, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> 
         await db.close()
         raise
     return db
+
+
+async def _switch_to_wal(db: aiosqlite.Connection, timeout: float) -> None:
+    """`PRAGMA journal_mode = WAL`, again while the file is locked.
+
+    On a new file, connections opening at once each hold a shared lock and want the exclusive one
+    the switch needs: SQLite answers "database is locked" at once, without its busy wait, to break
+    that deadlock. Once one of them has switched, the mode is persistent and the others pass.
+    """
+    deadline = time.monotonic() + timeout
+    for attempt in itertools.count(1):
+        try:
+            await db.execute_fetchall("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(min(0.001 * 2**attempt, 0.05))
 
 
 def split_statements(script: str) -> list[str]:
