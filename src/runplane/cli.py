@@ -32,6 +32,9 @@ from langgraph_sdk.auth import Auth
 
 from runplane.api.app import ApiSettings, create_app
 from runplane.api.auth import load_api_keys_file, parse_api_keys
+from runplane.api.http_config import parse_http_section
+from runplane.api.origins import origin_problem
+from runplane.api.settings import HttpConfig
 from runplane.core.errors import InvalidInput, RunplaneError
 from runplane.core.manager import ManagerSettings, RunManager
 from runplane.core.models import CANCEL_ACTIONS, RUN_STATUSES, THREAD_STATUSES
@@ -39,6 +42,7 @@ from runplane.events import open_bus
 from runplane.logs import configure_logging
 from runplane.runtime.checkpointer import open_checkpointer
 from runplane.runtime.graphs import LangGraphRuntime, load_module_file, load_runtime
+from runplane.runtime.http_app import http_section, load_http_app
 from runplane.runtime.langgraph_store import open_langgraph_store
 from runplane.settings import Settings, settings_from_env
 from runplane.stores import open_store, scheme_of
@@ -211,18 +215,46 @@ def check_port_free(host: str, port: int) -> None:
             raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
-async def serve_api(settings: Settings, *, banner: Callable[[], None] | None = None) -> None:
+def cors_origins_of(settings: Settings) -> tuple[str, ...]:
+    """The origins of `--cors-origins` / `RUNPLANE_CORS_ORIGINS` (comma-separated), checked."""
+    origins = tuple(o.strip() for o in (settings.cors_origins or "").split(",") if o.strip())
+    for origin in origins:
+        problem = origin_problem(origin)
+        if problem is not None:
+            raise click.UsageError(f"--cors-origins: {problem}")
+    return origins
+
+
+def http_config_of(config_path: str | None) -> HttpConfig:
+    """The langgraph.json's `http` section, with the custom app it names loaded (after the graphs)."""
+    try:
+        section = http_section(config_path)
+        target = section.get("app") if isinstance(section, dict) else None
+        app = load_http_app(target, config_path) if isinstance(target, str) and config_path else None
+        return parse_http_section(section, app=app, source=config_path or "langgraph.json")
+    except InvalidInput as exc:
+        raise click.UsageError(exc.message) from None
+
+
+async def serve_api(
+    settings: Settings, *, banner: Callable[[], None] | None = None, dev: bool = False
+) -> None:
     async with compose(settings, with_workers=True) as services:
         api_settings = ApiSettings(
             max_body_bytes=settings.max_body_bytes,
             api_keys=api_keys_of(settings),
             custom_auth=services.auth,
-            cors_origins=tuple(o.strip() for o in (settings.cors_origins or "").split(",") if o.strip()),
+            cors_origins=cors_origins_of(settings),
+            # `langgraph dev` users open their front end on localhost:<port> and expect it to work.
+            cors_allow_loopback=dev and is_loopback(settings.host),
+            http=http_config_of(resolve_config(settings.config)),
         )
         try:
             app = create_app(services.manager, services.runtime, api_settings)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
+        except InvalidInput as exc:
+            raise click.UsageError(exc.message) from None
         config = uvicorn.Config(
             app, host=settings.host, port=settings.port, log_config=None, lifespan="on", access_log=False
         )
@@ -273,6 +305,11 @@ server_options = [
     click.option("--workers", type=int, help="Runs this process executes at once (default 8; 0 = API only)."),
     click.option("--config", help="langgraph.json (default ./langgraph.json if present, else demo graphs)."),
     click.option("--log-level", help="DEBUG, INFO, WARNING (default INFO)."),
+    click.option(
+        "--cors-origins",
+        help="Browser origins allowed to call the API, comma-separated (* for any). Default: none; "
+        "`dev` on loopback allows pages on localhost, 127.0.0.1 and [::1].",
+    ),
     click.option(
         "--insecure-allow-no-auth",
         is_flag=True,
@@ -327,7 +364,7 @@ def dev(**options: Any) -> None:
             err=True,
         )
 
-    asyncio.run(serve_api(settings, banner=banner))
+    asyncio.run(serve_api(settings, banner=banner, dev=True))
 
 
 @main.command()

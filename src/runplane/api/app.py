@@ -12,10 +12,9 @@ from collections.abc import Sequence
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Route
 
 from runplane.api import assistants, runs, threads
 from runplane.api import schemas as s
@@ -23,7 +22,15 @@ from runplane.api.auth import ApiKeyAuth, Authenticate, AuthMiddleware, CustomAu
 from runplane.api.authz import CustomAuthGuard, check_access_table
 from runplane.api.errors import http_exception_handler
 from runplane.api.middleware import HeaderLimit, OriginGuard
+from runplane.api.mounting import (
+    bare_ok,
+    compose,
+    custom_routes_authenticated,
+    enabled_endpoints,
+    is_unshadowable,
+)
 from runplane.api.openapi import DOCS_HTML, build_openapi
+from runplane.api.origins import PolicyCORSMiddleware, cors_setup
 from runplane.api.render import json_response
 from runplane.api.routing import Call, Endpoint, Guard, InvalidIds, Reply, Services, build_routes
 from runplane.api.settings import ApiSettings as ApiSettings
@@ -94,22 +101,14 @@ def _authentication(settings: ApiSettings, paths: list[str]) -> Authenticate | N
     return None
 
 
-def _middleware(settings: ApiSettings, authenticate: Authenticate | None) -> list[Middleware]:
-    """Outermost first: header bound, CORS (only when configured), cross-site guard, authentication."""
+def _middleware(settings: ApiSettings) -> list[Middleware]:
+    """Outermost first: header bound, CORS (only when some origin is allowed), cross-site guard.
+    Authentication runs per route (`api.mounting`)."""
+    policy, cors_options = cors_setup(settings, expose_headers=_EXPOSED_HEADERS)
     stack = [Middleware(HeaderLimit, max_bytes=settings.max_header_bytes)]
-    if settings.cors_origins:
-        stack.append(
-            Middleware(
-                CORSMiddleware,
-                allow_origins=list(settings.cors_origins),
-                allow_methods=["*"],
-                allow_headers=["*"],
-                expose_headers=_EXPOSED_HEADERS,
-            )
-        )
-    stack.append(Middleware(OriginGuard, allowed=settings.cors_origins))
-    if authenticate is not None:
-        stack.append(Middleware(AuthMiddleware, authenticate=authenticate))
+    if policy.enabled:
+        stack.append(Middleware(PolicyCORSMiddleware, policy=policy, **cors_options))
+    stack.append(Middleware(OriginGuard, policy=policy))
     return stack
 
 
@@ -126,15 +125,16 @@ def create_app(manager: RunManager, runtime: GraphRuntime, settings: ApiSettings
             route has no authorization rule.
     """
     settings = settings or ApiSettings()
-    authenticate = _authentication(settings, [e.path for e in (*SYSTEM, *ENDPOINTS)])
+    endpoints = enabled_endpoints(ENDPOINTS, settings)
+    authenticate = _authentication(settings, [e.path for e in (*SYSTEM, *endpoints)])
     guard: Guard | None = None
     if settings.custom_auth is not None:
-        check_access_table(ENDPOINTS)
+        check_access_table(endpoints)
         guard = CustomAuthGuard(settings.custom_auth)
     services = Services(manager, runtime, settings, guard)
     assistants = runtime.assistants()
     document = build_openapi(
-        ENDPOINTS,
+        endpoints,
         title="runplane",
         version=settings.version,
         system=SYSTEM,
@@ -154,8 +154,10 @@ def create_app(manager: RunManager, runtime: GraphRuntime, settings: ApiSettings
     extra: Sequence[Endpoint] = [Endpoint("GET", "/openapi.json", openapi, "OpenAPI document", "System")]
     if settings.docs:
         extra = [*extra, Endpoint("GET", "/docs", docs, "API documentation", "System")]
-    routes: list[BaseRoute] = [*build_routes((*SYSTEM, *ENDPOINTS, *extra), services)]
-    invalid_ids = InvalidIds(ENDPOINTS)
+    meta: list[BaseRoute] = [*build_routes((*SYSTEM, *extra), services)]
+    if settings.http.disable_meta:
+        meta = [Route("/ok", bare_ok, methods=["GET"])]
+    invalid_ids = InvalidIds(endpoints)
 
     async def unmatched(request: Request, exc: Exception) -> Response:
         if isinstance(exc, HTTPException) and exc.status_code == 404:
@@ -164,8 +166,18 @@ def create_app(manager: RunManager, runtime: GraphRuntime, settings: ApiSettings
                 return response
         return await http_exception_handler(request, exc)
 
-    return Starlette(
-        routes=routes,
+    authentication = (
+        []
+        if authenticate is None
+        else [Middleware(AuthMiddleware, authenticate=authenticate, public_paths=frozenset())]
+    )
+    return compose(
+        first=[r for r in meta if is_unshadowable(r, settings)],
+        last=[r for r in meta if not is_unshadowable(r, settings)],
+        api=build_routes(endpoints, services),
+        middleware=_middleware(settings),
+        authentication=authentication,
         exception_handlers={HTTPException: unmatched},
-        middleware=_middleware(settings, authenticate),
+        http=settings.http,
+        authenticate_custom_routes=custom_routes_authenticated(settings),
     )

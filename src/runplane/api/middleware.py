@@ -9,12 +9,10 @@ do) is refused unless that origin is the server's own or one configured for CORS
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from urllib.parse import urlsplit
-
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runplane.api.errors import error_response
+from runplane.api.origins import OriginPolicy, same_origin
 
 
 class HeaderLimit:
@@ -35,30 +33,27 @@ class HeaderLimit:
 
 
 class OriginGuard:
-    """Refuses (403) requests from a browser page whose origin is neither this server nor one of
-    `allowed` (`*` allows every origin)."""
+    """Refuses (403) requests from a browser page whose origin is neither this server nor one
+    `policy` allows (the policy the CORS middleware answers preflights with)."""
 
-    def __init__(self, app: ASGIApp, *, allowed: Iterable[str] = ()) -> None:
+    def __init__(self, app: ASGIApp, *, policy: OriginPolicy | None = None) -> None:
         self.app = app
-        self.allowed = frozenset(origin.rstrip("/").lower() for origin in allowed)
-
-    def _permitted(self, origin: str, host: str | None) -> bool:
-        origin = origin.rstrip("/").lower()
-        if "*" in self.allowed or origin in self.allowed:
-            return True
-        # Same origin: the page was served by this very host and port.
-        return host is not None and urlsplit(origin).netloc == host.lower()
+        self.policy = policy or OriginPolicy()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             headers = dict(scope.get("headers", ()))
-            origin = headers.get(b"origin")
-            if origin is not None:
+            origin_header = headers.get(b"origin")
+            if origin_header is not None:
+                origin = origin_header.decode("latin-1")
                 host = headers.get(b"host")
-                if not self._permitted(origin.decode("latin-1"), host.decode("latin-1") if host else None):
+                if not same_origin(origin, host.decode("latin-1") if host else None) and not (
+                    self.policy.allows(origin)
+                ):
+                    self.policy.refused(origin)
                     response = error_response(
                         403,
-                        "Cross-origin request refused: allow this origin with RUNPLANE_CORS_ORIGINS",
+                        f"Cross-origin request refused: allow this origin with {self.policy.advice(origin)}",
                     )
                     await response(scope, receive, send)
                     return

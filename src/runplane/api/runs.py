@@ -19,6 +19,7 @@ from starlette.responses import Response
 from runplane.api import schemas as s
 from runplane.api.authz import filter_matches
 from runplane.api.errors import ApiError
+from runplane.api.http_config import with_configurable_headers
 from runplane.api.render import final_output, json_response, run_json, select
 from runplane.api.routing import Call, Endpoint, HeaderParam, Reply
 from runplane.api.sse import EventStream, OnDisconnect, WaitJson, mode_filter
@@ -129,7 +130,7 @@ async def create(call: Call, body: s.RunCreateBase, *, wait: bool = False) -> Cr
             thread_id,
             assistant.assistant_id,
             call.owner,
-            kwargs=build_kwargs(body, assistant),
+            kwargs=with_configurable_headers(call, build_kwargs(body, assistant)),
             metadata=metadata,
             multitask_strategy=body.multitask_strategy or "enqueue",
             if_not_exists=body.if_not_exists or "reject",
@@ -157,8 +158,14 @@ async def create(call: Call, body: s.RunCreateBase, *, wait: bool = False) -> Cr
             assistant.assistant_id,
             call.owner,
             # A waiting stateless caller reads the result from the stream: the thread may be gone.
-            kwargs=build_kwargs(
-                body, assistant, temporary=temporary, required_modes=("values",) if wait and temporary else ()
+            kwargs=with_configurable_headers(
+                call,
+                build_kwargs(
+                    body,
+                    assistant,
+                    temporary=temporary,
+                    required_modes=("values",) if wait and temporary else (),
+                ),
             ),
             metadata=metadata,
             after_seconds=body.after_seconds,

@@ -7,6 +7,45 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+#: Who runs first on the custom app's routes: its own middleware (LangGraph's default) or authentication.
+MiddlewareOrder = Literal["middleware_first", "auth_first"]
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderRules:
+    """Which request headers a run sees in `config["configurable"]` (langgraph.json's
+    `http.configurable_headers`): lower-case names matching an `includes` pattern and no `excludes`
+    one, where `*` matches anything. Credentials (`authorization`, `x-api-key`, ...) never pass."""
+
+    includes: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """The `http` section of a langgraph.json, as LangGraph's server applies it."""
+
+    #: The project's own Starlette (or FastAPI) application, served beside the API (`http.app`).
+    app: Any = field(default=None, repr=False)
+    #: Where `app` came from (`./webapp.py:app`), for messages.
+    app_path: str | None = None
+    disable_assistants: bool = False
+    disable_threads: bool = False
+    disable_runs: bool = False
+    disable_store: bool = False
+    disable_ui: bool = False
+    #: Drops `/info`, `/docs`, `/openapi.json` (and `/metrics`); `/ok` stays, answering `{"ok": true}`.
+    disable_meta: bool = False
+    #: Authenticate the custom app's routes too. None (not set): LangGraph custom auth leaves them
+    #: public, as LangGraph's server does, and API keys (runplane's own scheme) still cover them.
+    enable_custom_route_auth: bool | None = None
+    middleware_order: MiddlewareOrder = "middleware_first"
+    #: Serve everything under this path (`/my-api`); `/ok` also answers at the root.
+    mount_prefix: str | None = None
+    #: Starlette `CORSMiddleware` options (`allow_origins`, `allow_methods`, ...), as LangGraph passes them.
+    cors: Mapping[str, Any] | None = None
+    configurable_headers: HeaderRules | None = None
+
 
 @dataclass(frozen=True, slots=True)
 class ApiSettings:
@@ -34,8 +73,16 @@ class ApiSettings:
     #: A `langgraph_sdk.Auth` (the `auth.path` of a langgraph.json): its `@auth.authenticate` names
     #: the user, its `@auth.on` handlers authorize each request. Exclusive with `api_keys`.
     custom_auth: Any = field(default=None, repr=False)
-    #: Browser origins allowed to call the API (CORS); none by default.
+    #: Browser origins allowed to call the API (CORS); none by default. Given, they replace the
+    #: origins of `http.cors` and the loopback default.
     cors_origins: tuple[str, ...] = ()
+    #: Allow browser pages served from loopback (any port of localhost, 127.0.0.1, [::1]) when no
+    #: origins are configured: `runplane dev` on loopback, as `langgraph dev` users expect.
+    cors_allow_loopback: bool = False
+    #: The setting that allows an origin, named when one is refused (`{origin}` is filled in).
+    cors_hint: str = "--cors-origins={origin} (RUNPLANE_CORS_ORIGINS)"
+    #: The langgraph.json `http` section: custom routes, route switches, CORS, configurable headers.
+    http: HttpConfig = field(default_factory=HttpConfig)
     #: Longest a wait, join or stream request blocks before it answers (a wait's body is then a
     #: `TimeoutError` `__error__`; a stream just ends and can be joined again). None: no limit.
     max_wait_seconds: float | None = None
