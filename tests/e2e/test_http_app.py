@@ -93,6 +93,20 @@ def test_dev_on_loopback_welcomes_loopback_pages(tmp_path: Path) -> None:
             searched = httpx.post(f"{url}/threads/search", json={}, headers={"Origin": origin})
             assert searched.status_code == 200 and searched.headers["access-control-allow-origin"] == origin
 
+        # A page elsewhere that the developer allowed may reach the loopback server (Chrome's
+        # Private Network Access), as with `langgraph dev`.
+        with server(tmp_path, "dev", "--cors-origins", "https://smith.example") as (studio_url, _):
+            answered = httpx.options(
+                f"{studio_url}/threads/search",
+                headers={
+                    "Origin": "https://smith.example",
+                    "Access-Control-Request-Method": "POST",
+                    "Access-Control-Request-Private-Network": "true",
+                },
+            )
+            assert answered.status_code == 200
+            assert answered.headers["access-control-allow-private-network"] == "true"
+
         # Another site is refused, and said so once in the log, with the setting that allows it.
         for _ in range(3):
             refused = httpx.post(

@@ -191,7 +191,8 @@ def cors_setup(
     settings: ApiSettings, *, expose_headers: Sequence[str]
 ) -> tuple[OriginPolicy, dict[str, object]]:
     """Who may call from a browser, and the CORS options: `cors_origins` (flag or environment), else
-    the langgraph.json's `http.cors`, else loopback pages when `cors_allow_loopback` (`runplane dev`)."""
+    the langgraph.json's `http.cors`, else loopback pages when `cors_allow_loopback` (`runplane dev`
+    on loopback)."""
     options: dict[str, object] = {
         "allow_methods": ["*"],
         "allow_headers": ["*"],
@@ -201,6 +202,9 @@ def cors_setup(
     if cors is not None:
         # LangGraph passes the section to Starlette's CORSMiddleware as is: its defaults fill the rest.
         options = {k: v for k, v in cors.items() if k not in ("allow_origins", "allow_origin_regex")}
+    # Chrome asks before a public page (LangSmith Studio, say) calls a server on a private address;
+    # `langgraph dev` says yes (ALLOW_PRIVATE_NETWORK), for the origins it allows.
+    options["allow_private_network"] = settings.cors_allow_loopback
     if settings.cors_origins or cors is None:
         return OriginPolicy(
             settings.cors_origins,
