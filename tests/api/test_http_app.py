@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import Depends, FastAPI, Header, HTTPException
 from langgraph_sdk import Auth, get_client
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -228,6 +229,36 @@ async def test_middleware_order() -> None:
         accepted = await client.post("/threads", json={}, headers=ALICE)
         assert accepted.status_code == 200 and accepted.headers["x-stamp"] == "1"
         assert (await client.get("/hello", headers=ALICE)).headers["x-stamp"] == "1"
+
+
+async def test_a_fastapi_app() -> None:
+    app = FastAPI()
+
+    async def token(x_token: str = Header(default="none")) -> str:
+        return x_token
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int, token: str = Depends(token)) -> dict[str, Any]:
+        if item_id == 0:
+            raise HTTPException(418, "teapot")
+        return {"item_id": item_id, "token": token}
+
+    async with served(with_http(ApiSettings(api_keys=KEYS), app=app)) as client:
+        assert (await client.get("/items/3", headers={**ALICE, "x-token": "t"})).json() == {
+            "item_id": 3,
+            "token": "t",
+        }
+        # FastAPI's own validation and error handlers answer for its routes...
+        assert (await client.get("/items/x", headers=ALICE)).json()["detail"][0]["type"] == "int_parsing"
+        teapot = await client.get("/items/0", headers=ALICE)
+        assert teapot.status_code == 418 and teapot.json() == {"detail": "teapot"}
+        assert (await client.get("/items/3")).status_code == 401
+        # ...and the API keeps its contract: a malformed thread id is a 422, not FastAPI's 404.
+        malformed = await client.get("/threads/not-a-uuid", headers=ALICE)
+        assert malformed.status_code == 422 and "must be a UUID" in malformed.json()["detail"]
+        assert (await client.get("/nowhere", headers=ALICE)).status_code == 404
+        assert (await client.get("/nowhere")).status_code == 401  # strangers learn nothing
+        assert (await client.post("/threads", json={}, headers=ALICE)).status_code == 200
 
 
 async def test_a_custom_app_is_composed_once() -> None:

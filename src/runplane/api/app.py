@@ -25,6 +25,7 @@ from runplane.api.middleware import HeaderLimit, OriginGuard
 from runplane.api.mounting import (
     bare_ok,
     compose,
+    custom_http_exception_handler,
     custom_routes_authenticated,
     enabled_endpoints,
     is_unshadowable,
@@ -158,13 +159,14 @@ def create_app(manager: RunManager, runtime: GraphRuntime, settings: ApiSettings
     if settings.http.disable_meta:
         meta = [Route("/ok", bare_ok, methods=["GET"])]
     invalid_ids = InvalidIds(endpoints)
+    own_handler = custom_http_exception_handler(settings.http) or http_exception_handler
 
     async def unmatched(request: Request, exc: Exception) -> Response:
         if isinstance(exc, HTTPException) and exc.status_code == 404:
             response = invalid_ids.response(request)
             if response is not None:
                 return response
-        return await http_exception_handler(request, exc)
+        return await own_handler(request, exc)
 
     authentication = (
         []

@@ -14,13 +14,15 @@ its lifespan runs, and its exception handlers win over the API's.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import weakref
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, cast
 
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -111,6 +113,23 @@ def is_unshadowable(route: BaseRoute, settings: ApiSettings) -> bool:
     return not settings.http.disable_meta and getattr(route, "path", None) in _UNSHADOWABLE
 
 
+def custom_http_exception_handler(
+    http: HttpConfig,
+) -> Callable[[Request, Exception], Awaitable[Response]] | None:
+    """The custom app's own handler of HTTP errors (FastAPI has one), as an async function."""
+    handler = http.app.exception_handlers.get(HTTPException) if isinstance(http.app, Starlette) else None
+    if handler is None:
+        return None
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        response = handler(request, exc)
+        if inspect.isawaitable(response):
+            response = await response
+        return cast(Response, response)
+
+    return handle
+
+
 def _wrap(app: ASGIApp, middleware: Sequence[Middleware]) -> ASGIApp:
     for cls, args, kwargs in reversed(middleware):
         app = cls(app, *args, **kwargs)
@@ -184,8 +203,12 @@ def compose(
     ]
     custom.router.default = _wrap(custom.router.default, [*authentication, *route_level])
     custom.user_middleware = [*([] if route_level else own_middleware), *middleware]
+    # The app's own handlers win, but for HTTP errors: the API's answers its 404s and 405s (a bad
+    # thread id is a 422, as on LangGraph's server) and passes the rest to the app's (see
+    # `custom_http_exception_handler`).
     for key, handler in exception_handlers.items():
-        custom.exception_handlers.setdefault(key, handler)
+        if key is HTTPException or key not in custom.exception_handlers:
+            custom.exception_handlers[key] = handler
     return _under_prefix(custom, http.mount_prefix, [*first, *last])
 
 
