@@ -42,7 +42,8 @@ class Settings:
     api_keys: str | None = dataclasses.field(default=None, repr=False)
     #: A file of API keys: a JSON object `{key: user}`, or one `key user` pair per line.
     api_keys_file: str | None = None
-    #: Browser origins allowed to call the API (CORS), comma-separated; none by default.
+    #: Browser origins allowed to call the API (CORS), comma-separated; none by default (`dev` on
+    #: loopback: pages on any port of localhost, 127.0.0.1 and [::1]).
     cors_origins: str | None = None
     #: Listen beyond loopback without authentication (something in front of runplane must do it).
     insecure_allow_no_auth: bool = False
