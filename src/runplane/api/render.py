@@ -77,11 +77,28 @@ def thread_json(thread: Thread) -> dict[str, Any]:
     }
 
 
-def run_kwargs_view(kwargs: Json) -> dict[str, Any]:
-    """The stored `RunKwargs` with the reference server's keys and aliases filled in."""
+def run_kwargs_view(kwargs: Json, run: Run | None = None) -> dict[str, Any]:
+    """The stored `RunKwargs` with the reference server's keys and aliases filled in.
+
+    With the run, `config` also shows what the server adds when it executes it, as the reference
+    server's run records do: the ids in `configurable`, the run's metadata in `metadata`.
+    """
     view = {**_KWARGS_DEFAULTS, **kwargs}
     view["subgraphs"] = bool(kwargs.get("stream_subgraphs", False))
     view["resumable"] = bool(kwargs.get("stream_resumable", False))
+    view["checkpoint_during"] = view.get("durability") != "exit"
+    if run is not None:
+        config: Json = dict(kwargs.get("config") or {})
+        config["configurable"] = {
+            **(config.get("configurable") or {}),
+            "run_id": run.run_id,
+            "thread_id": run.thread_id,
+            "graph_id": kwargs.get("graph_id"),
+            "assistant_id": run.assistant_id,
+            "user_id": run.owner,
+        }
+        config["metadata"] = {**run.metadata, **(config.get("metadata") or {})}
+        view["config"] = config
     return view
 
 
@@ -95,7 +112,7 @@ def run_json(run: Run) -> dict[str, Any]:
         "status": run.status,
         "metadata": run.metadata,
         "multitask_strategy": run.multitask_strategy,
-        "kwargs": run_kwargs_view(run.kwargs),
+        "kwargs": run_kwargs_view(run.kwargs, run),
     }
 
 

@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Literal
 
 from runplane.core.clock import Clock, SystemClock
-from runplane.core.errors import InvalidInput, LeaseLost, NotFound
+from runplane.core.errors import Conflict, InvalidInput, LeaseLost, NotFound
 from runplane.core.events import WAKEUP_CHANNEL, EventBus, StreamEvent, cancel_channel, done_channel
 from runplane.core.models import (
     CANCEL_ACTIONS,
@@ -228,13 +228,30 @@ class RunManager:
         _check_page(filter.limit, filter.offset)
         return await self.store.list_runs(thread_id, owner, filter)
 
-    async def delete_run(self, run_id: str, owner: str = SINGLE_USER, thread_id: str | None = None) -> None:
-        """Delete a pending or finished run.
+    async def delete_run(
+        self,
+        run_id: str,
+        owner: str = SINGLE_USER,
+        thread_id: str | None = None,
+        *,
+        stop_running: bool = False,
+    ) -> None:
+        """Delete a pending or finished run; with `stop_running`, a running one too, once its
+        worker stopped it (cancel `interrupt`), so that nothing keeps executing for a run that is
+        gone and its thread is free again.
 
         Raises:
-            Conflict: the run is running; cancel it first.
+            Conflict: the run is running and `stop_running` is False.
         """
-        await self.store.delete_run(run_id, owner, thread_id)
+        while True:
+            try:
+                await self.store.delete_run(run_id, owner, thread_id)
+                break
+            except Conflict:
+                if not stop_running:
+                    raise
+            # A run claimed between two attempts is stopped again: each round ends a started run.
+            await self.cancel_run(run_id, owner, action="interrupt", wait=True, thread_id=thread_id)
         await self._end(run_id)
 
     async def cancel_run(
