@@ -377,20 +377,25 @@ async def join_run(call: Call) -> Response:
     )
 
 
-def _last_event_id(raw: str | None) -> str | None:
-    if raw is None:
-        return None
+def _last_event_id(raw: str | None) -> tuple[str | None, bool]:
+    """The id to resume after, and whether to stream only from now on.
+
+    As on the reference server: without the header (or with an empty one) a join hears only what
+    happens from now on; `-1` replays everything, an id replays what followed it.
+    """
+    if not raw:
+        return None, True
     if not _EVENT_ID.match(raw):
         raise InvalidInput(f"invalid Last-Event-ID {raw[:64]!r}")
-    return None if raw in ("", "-1") else raw  # "-1" replays everything, as on the reference server
+    return (None if raw == "-1" else raw), False
 
 
 async def join_stream(call: Call) -> Response:
     thread_id, run_id = call.path["thread_id"], call.path["run_id"]
     query: s.JoinStreamQuery = call.query
-    last_event_id = _last_event_id(call.request.headers.get("last-event-id"))
+    last_event_id, from_now = _last_event_id(call.request.headers.get("last-event-id"))
     events = await call.manager.stream_run(
-        run_id, call.owner, last_event_id=last_event_id, thread_id=thread_id
+        run_id, call.owner, last_event_id=last_event_id, thread_id=thread_id, from_now=from_now
     )
     url = f"{_root(call)}/threads/{thread_id}/runs/{run_id}"
     return EventStream(  # type: ignore[return-value]

@@ -332,8 +332,13 @@ class RunManager:
         *,
         last_event_id: str | None = None,
         thread_id: str | None = None,
+        from_now: bool = False,
     ) -> AsyncIterator[StreamEvent]:
         """The run's output events after `last_event_id`, live until the run ends.
+
+        With `from_now` (and no `last_event_id`), only the events published from now on, as
+        LangGraph's server joins a stream without Last-Event-ID; a run that has not started yet
+        still streams from its first event, so its caller sees it whole.
 
         Ownership is checked before the first event. A run that ended long ago (its stream expired
         from the bus) yields nothing; the caller reads the final state from the thread.
@@ -344,6 +349,9 @@ class RunManager:
             # restart): without an end mark the subscription would wait forever. Ending an ended
             # stream is a no-op, so this is safe when the bus did see it.
             await self.bus.end_stream(run_id)
+        if from_now and last_event_id is None and run.status != "pending":
+            # Read before subscribing: whatever is published in between is after it, so kept.
+            last_event_id = await self.bus.latest_event_id(run_id)
         return self.bus.subscribe(run_id, last_event_id)
 
     # -- runs: workers ----------------------------------------------------------------------------
