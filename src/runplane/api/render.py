@@ -71,8 +71,9 @@ def thread_json(thread: Thread) -> dict[str, Any]:
         "state_updated_at": thread.updated_at,
         "metadata": thread.metadata,
         "status": thread.status,
-        "config": {},
+        "config": thread.config,
         "values": thread.values,
+        "error": error_text_json(thread.error) if thread.error is not None else None,
         "interrupts": thread.interrupts,
     }
 
@@ -134,6 +135,13 @@ def assistant_json(assistant: Assistant) -> dict[str, Any]:
 def error_json(run: Run) -> dict[str, str]:
     """`{"error": type, "message": text}` from a run's stored error (`"Type: message"` by convention)."""
     text = run.error or ""
+    if run.status == "timeout" and not _ERROR_PREFIX.match(text) and not text.startswith("{"):
+        return {"error": "TimeoutError", "message": text or "run timed out"}
+    return error_text_json(text)
+
+
+def error_text_json(text: str) -> dict[str, str]:
+    """`{"error": type, "message": text}` from a stored error text (`"Type: message"` or JSON)."""
     if text.startswith("{"):
         try:
             parsed = orjson.loads(text)
@@ -144,8 +152,6 @@ def error_json(run: Run) -> dict[str, str]:
     match = _ERROR_PREFIX.match(text)
     if match:
         return {"error": match.group(1), "message": match.group(2)}
-    if run.status == "timeout":
-        return {"error": "TimeoutError", "message": text or "run timed out"}
     return {"error": "Error", "message": text}
 
 

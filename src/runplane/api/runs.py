@@ -50,6 +50,13 @@ def run_config(body: s.RunCreateBase) -> Json | None:
     return body.config.model_dump(exclude_unset=True)
 
 
+def thread_config(body: s.RunCreateBase, assistant: Assistant) -> Json:
+    """The config the run leaves on its thread, as the reference server builds it: the assistant's
+    config under the run's, with only the assistant's `configurable` (the run's stays the run's)."""
+    configurable = assistant.config.get("configurable") or {}
+    return {**assistant.config, **(run_config(body) or {}), "configurable": dict(configurable)}
+
+
 def build_kwargs(
     body: s.RunCreateBase,
     assistant: Assistant,
@@ -142,6 +149,7 @@ async def create(call: Call, body: s.RunCreateBase, *, wait: bool = False) -> Cr
             multitask_strategy=body.multitask_strategy or "enqueue",
             if_not_exists=body.if_not_exists or "reject",
             after_seconds=body.after_seconds,
+            thread_config=thread_config(body, assistant),
         )
         await _remember_graph(call, thread_id, assistant)
         return Created(run, assistant, stateless=False)
@@ -170,6 +178,7 @@ async def create(call: Call, body: s.RunCreateBase, *, wait: bool = False) -> Cr
             ),
             metadata=metadata,
             after_seconds=body.after_seconds,
+            thread_config=thread_config(body, assistant),
         )
     except BaseException:
         with contextlib.suppress(Exception):

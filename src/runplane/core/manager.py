@@ -164,8 +164,12 @@ class RunManager:
         after_seconds: float | None = None,
         idempotency_key: str | None = None,
         run_id: str | None = None,
+        thread_config: Json | None = None,
     ) -> Run:
         """Admit a run; it starts as soon as a worker is free and its thread is.
+
+        `thread_config` is the run's config as its thread shows it from now on (see
+        `lifecycle.thread_config_after_admission`); the store merges it when it admits the run.
 
         Raises:
             InvalidInput: unknown strategy or negative delay.
@@ -207,6 +211,7 @@ class RunManager:
                 not_before=not_before,
                 idempotency_key=idempotency_key,
                 fingerprint=digest,
+                thread_config=thread_config,
             )
         )
         if admission.replayed:
