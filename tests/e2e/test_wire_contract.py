@@ -12,6 +12,7 @@ import itertools
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -270,3 +271,41 @@ async def test_stateless_stream_location_and_cancel_replies(server: Server) -> N
     # 200 once stopped, with what a join answers: the thread's values.
     assert stopped == (await sdk.threads.get_state(thread_id))["values"]
     assert (await sdk.runs.get(thread_id, run["run_id"]))["status"] == "interrupted"
+
+
+# -- gzip: the efficient path for `messages`, transparent ----------------------------------------------
+
+
+async def _stream_bytes(http: httpx.AsyncClient, thread_id: str, encoding: str) -> tuple[list[Any], int]:
+    body = {"assistant_id": "chat", "input": {"tokens": 300}, "stream_mode": "messages"}
+    headers = {"Accept-Encoding": encoding}
+    url = f"/threads/{thread_id}/runs/stream"
+    async with http.stream("POST", url, json=body, headers=headers) as response:
+        assert response.headers.get("content-encoding") == (None if encoding == "identity" else "gzip")
+        text = (await response.aread()).decode()
+        wire = response.num_bytes_downloaded
+    events = [(e.event, e.data[0]["content"]) for e in parse_sse(text) if e.event == "messages/partial"]
+    return events, wire
+
+
+async def test_gzip_shrinks_the_messages_stream_and_changes_no_payload(server: Server) -> None:
+    sdk, http = server.sdk, server.http
+    thread_id = (await sdk.threads.create())["thread_id"]
+    plain, plain_bytes = await _stream_bytes(http, thread_id, "identity")
+    packed, packed_bytes = await _stream_bytes(http, thread_id, "gzip")
+    assert packed == plain and len(plain) > 300
+    # Every partial repeats the message so far, which gzip's window mostly removes.
+    assert packed_bytes * 20 < plain_bytes, (packed_bytes, plain_bytes)
+
+    # A flush per event: the first tick arrives while the run still waits at its gate.
+    gate = _gate()
+    ticker = {"assistant_id": "ticker", "input": {"n": 2, "gate": gate}, "stream_mode": "custom"}
+    async with http.stream(
+        "POST", f"/threads/{thread_id}/runs/stream", json=ticker, headers={"Accept-Encoding": "gzip"}
+    ) as response:
+        lines = response.aiter_lines()
+        while await anext(lines) != 'data: {"i":0}':
+            pass
+        GATES[gate].set()
+        rest = [line async for line in lines]
+    assert 'data: {"i":1}' in rest
