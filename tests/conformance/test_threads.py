@@ -267,3 +267,13 @@ async def test_thread_error_is_its_last_runs_error(store: Store) -> None:
     await store.finish_run(run.run_id, run.attempt, outcome())
     thread = await store.get_thread("t1", OWNER)
     assert thread.status == "idle" and thread.error is None
+
+
+async def test_thread_error_after_a_lost_worker(store: Store, clock: FakeClock) -> None:
+    """A run that ends in error because its workers kept dying leaves its reason on the thread too."""
+    running = await running_run(store, "r1")
+    clock.advance(31)
+    failed = await store.recover_run("r1", running.attempt, max_attempts=1)
+    assert failed.status == "error"
+    thread = await store.get_thread("t1", OWNER)
+    assert thread.status == "error" and thread.error == failed.error and failed.error

@@ -507,7 +507,7 @@ class InMemoryStore:
             if run.cancel_action == "interrupt":
                 recovered = replace(cleared, status="interrupted", ended_at=now)
                 self._set_run(recovered)
-                self._set_thread_status(run.thread_id, "idle")
+                self._set_thread_status(run.thread_id, "idle", error=None)
             elif run.attempt >= max_attempts:
                 recovered = replace(
                     cleared,
@@ -516,7 +516,7 @@ class InMemoryStore:
                     error=f"WorkerLost: lease expired on attempt {run.attempt} of {max_attempts}",
                 )
                 self._set_run(recovered)
-                self._set_thread_status(run.thread_id, thread_status_after("error"))
+                self._set_thread_status(run.thread_id, thread_status_after("error"), error=recovered.error)
             else:
                 recovered = replace(cleared, status="pending")
                 self._set_run(recovered)

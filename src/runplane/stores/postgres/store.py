@@ -709,6 +709,8 @@ class PostgresStore:
                 await self._settle(
                     conn, held.thread_id, "idle" if status == "interrupted" else thread_status_after(status)
                 )
+                thread_error = error if status == "error" else None
+                await _exec(conn, "set_thread_error", thread_id=held.thread_id, error=thread_error)
             assert row is not None
             return run_from_row(row)
 

@@ -84,6 +84,10 @@ WHERE thread_id = :thread_id;
 -- The config a newly admitted run leaves on its thread (merged by the caller).
 UPDATE threads SET config = :config WHERE thread_id = :thread_id;
 
+-- name: set_thread_error
+-- Why the thread's last run failed; NULL when it did not.
+UPDATE threads SET error = :error WHERE thread_id = :thread_id;
+
 -- name: mark_thread_busy
 -- A run was admitted or claimed on the thread.
 UPDATE threads SET status = 'busy', updated_at = :now WHERE thread_id = :thread_id;

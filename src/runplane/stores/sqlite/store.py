@@ -631,6 +631,9 @@ class SqliteStore:
             assert row is not None
             if settle is not None:
                 await self._settle_thread(db, row["thread_id"], settle)
+                await self._all(
+                    db, "set_thread_error", {"thread_id": row["thread_id"], "error": params["error"]}
+                )
         return row_to_run(row)
 
 
