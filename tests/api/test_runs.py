@@ -384,3 +384,33 @@ async def test_join_outlasts_the_wait_fallback(
     joined = await client.get(f"/threads/{thread_id}/runs/{run['run_id']}/join")
     await releaser
     assert joined.json() == {"gate": "long", "slept": True}
+
+
+async def test_delete_of_a_run_that_starts_meanwhile_stops_it_first(
+    client: httpx.AsyncClient, manager: RunManager, runtime: FakeRuntime
+) -> None:
+    """The run is pending when DELETE arrives and a worker claims it before the delete lands: it is
+    stopped like any running run, never left executing without its record."""
+    worker = FakeWorker(manager, runtime)  # claims only when told to, so the race is staged exactly
+    thread_id = await _thread(client)
+    run = await _run(client, thread_id, assistant_id="sleepy", input={"gate": "claimed-meanwhile"})
+    store_delete = manager.store.delete_run
+    raced = False
+
+    async def claimed_first(*args: Any, **kwargs: Any) -> Any:
+        nonlocal raced
+        if not raced:
+            raced = True
+            assert await worker._claim_one()  # the worker wins: the run is running now
+        return await store_delete(*args, **kwargs)
+
+    manager.store.delete_run = claimed_first  # type: ignore[method-assign]
+    try:
+        deleted = await client.delete(f"/threads/{thread_id}/runs/{run['run_id']}")
+        assert raced and deleted.status_code == 204
+        async with asyncio.timeout(5):  # its execution has ended: nothing runs for the deleted run
+            await asyncio.gather(*worker._tasks)
+    finally:
+        await worker.stop()
+    assert (await client.get(f"/threads/{thread_id}/runs/{run['run_id']}")).status_code == 404
+    assert (await client.get(f"/threads/{thread_id}")).json()["status"] != "busy"
