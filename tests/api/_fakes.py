@@ -143,6 +143,15 @@ class FakeRuntime:
         state = self.write(thread_id, merged, pending=pending, source="update")
         return {"checkpoint": state["checkpoint"]}
 
+    async def bulk_update_state(self, graph_id: str, thread_id: str, supersteps: list[Json]) -> Json:
+        result: Json = {}
+        for superstep in supersteps:
+            for update in superstep.get("updates") or ():
+                result = await self.update_state(
+                    graph_id, thread_id, update.get("values"), as_node=update.get("as_node")
+                )
+        return result
+
     async def get_history(
         self,
         graph_id: str,

@@ -49,7 +49,18 @@ async def test_background_run_lifecycle(client: httpx.AsyncClient, worker: FakeW
     assert run["multitask_strategy"] == "enqueue"
     assert run["metadata"]["mk"] == "mv" and run["metadata"]["graph_id"] == "echo"
     assert run["kwargs"]["input"] == {"n": 1}
-    assert run["kwargs"]["config"] == {"tags": ["t"]}
+    config = run["kwargs"]["config"]
+    assert config["tags"] == ["t"]
+    # As on the reference server: the ids the run executes with, and its metadata.
+    assert config["configurable"] == {
+        "run_id": run["run_id"],
+        "thread_id": thread_id,
+        "graph_id": "echo",
+        "assistant_id": default_assistant_id("echo"),
+        "user_id": "",
+    }
+    assert config["metadata"]["mk"] == "mv" and config["metadata"]["graph_id"] == "echo"
+    assert run["kwargs"]["checkpoint_during"] is True
     assert run["kwargs"]["stream_mode"] == ["values"]
 
     joined = await client.get(f"/threads/{thread_id}/runs/{run['run_id']}/join")
@@ -180,12 +191,11 @@ async def test_cancel_without_wait_reports_the_run_as_it_is(
     cancelled = await client.post(
         f"/threads/{thread_id}/runs/{run['run_id']}/cancel", params={"wait": 0, "action": "interrupt"}
     )
-    assert cancelled.status_code == 202
-    # Never "interrupted" before the worker has actually stopped it.
-    assert cancelled.json()["status"] in ("running", "interrupted")
+    # As the reference server: 202 and no body.
+    assert cancelled.status_code == 202 and cancelled.content == b""
     await _status(manager, run["run_id"], "interrupted")
     again = await client.post(f"/threads/{thread_id}/runs/{run['run_id']}/cancel")
-    assert again.status_code == 202 and again.json()["status"] == "interrupted"
+    assert again.status_code == 202 and again.content == b""
 
 
 async def test_cancel_with_wait_returns_the_stopped_run(
@@ -197,7 +207,10 @@ async def test_cancel_with_wait_returns_the_stopped_run(
     cancelled = await client.post(
         f"/threads/{thread_id}/runs/{run['run_id']}/cancel", params={"wait": 1, "action": "interrupt"}
     )
-    assert cancelled.status_code == 200 and cancelled.json()["status"] == "interrupted"
+    # As the reference server: 200 once stopped, with the run's output (a join's body) and headers.
+    assert cancelled.status_code == 200 and cancelled.json() == {"gate": "cancel-wait"}
+    assert cancelled.headers["location"] == f"/threads/{thread_id}/runs/{run['run_id']}/join"
+    assert (await manager.get_run(run["run_id"])).status == "interrupted"
     thread = (await client.get(f"/threads/{thread_id}")).json()
     assert thread["status"] != "busy"
     joined = await client.get(f"/threads/{thread_id}/runs/{run['run_id']}/join")
@@ -215,7 +228,7 @@ async def test_rollback_cancel_never_leaves_the_thread_busy(
     cancelled = await client.post(
         f"/threads/{thread_id}/runs/{run['run_id']}/cancel", params={"wait": wait, "action": "rollback"}
     )
-    assert cancelled.status_code == (204 if wait else 202)
+    assert cancelled.status_code == (200 if wait else 202)
     for _ in range(200):
         if (await client.get(f"/threads/{thread_id}/runs/{run['run_id']}")).status_code == 404:
             break
@@ -233,15 +246,19 @@ async def test_cancel_pending_run_and_delete_running_run(
     second = await _run(client, thread_id, assistant_id="echo")
     await _status(manager, first["run_id"], "running")
     cancelled = await client.post(f"/threads/{thread_id}/runs/{second['run_id']}/cancel")
-    assert cancelled.status_code == 202 and cancelled.json()["status"] == "interrupted"
+    assert cancelled.status_code == 202
+    assert (await manager.get_run(second["run_id"])).status == "interrupted"
 
-    refused = await client.delete(f"/threads/{thread_id}/runs/{first['run_id']}")
-    assert refused.status_code == 409
-    assert (await client.get(f"/threads/{thread_id}")).json()["status"] == "busy"
-    worker.gate("pending").set()
-    await _status(manager, first["run_id"], "success")
-    assert (await client.get(f"/threads/{thread_id}")).json()["status"] == "idle"
-    assert (await client.delete(f"/threads/{thread_id}/runs/{first['run_id']}")).status_code == 204
+    # As the reference server: 204, then the run is gone. Unlike it, the run was stopped first and
+    # its thread is free: nothing executes for a run that no longer exists.
+    deleted = await client.delete(f"/threads/{thread_id}/runs/{first['run_id']}")
+    assert deleted.status_code == 204
+    assert (await client.get(f"/threads/{thread_id}/runs/{first['run_id']}")).status_code == 404
+    assert (await client.get(f"/threads/{thread_id}")).json()["status"] != "busy"
+    after = await client.post(
+        f"/threads/{thread_id}/runs/wait", json={"assistant_id": "echo", "input": {"n": 2}}
+    )
+    assert after.json()["n"] == 2 and after.json()["echoed"] is True  # the thread runs again
 
 
 async def test_bulk_cancel(client: httpx.AsyncClient, worker: FakeWorker, manager: RunManager) -> None:
@@ -367,3 +384,33 @@ async def test_join_outlasts_the_wait_fallback(
     joined = await client.get(f"/threads/{thread_id}/runs/{run['run_id']}/join")
     await releaser
     assert joined.json() == {"gate": "long", "slept": True}
+
+
+async def test_delete_of_a_run_that_starts_meanwhile_stops_it_first(
+    client: httpx.AsyncClient, manager: RunManager, runtime: FakeRuntime
+) -> None:
+    """The run is pending when DELETE arrives and a worker claims it before the delete lands: it is
+    stopped like any running run, never left executing without its record."""
+    worker = FakeWorker(manager, runtime)  # claims only when told to, so the race is staged exactly
+    thread_id = await _thread(client)
+    run = await _run(client, thread_id, assistant_id="sleepy", input={"gate": "claimed-meanwhile"})
+    store_delete = manager.store.delete_run
+    raced = False
+
+    async def claimed_first(*args: Any, **kwargs: Any) -> Any:
+        nonlocal raced
+        if not raced:
+            raced = True
+            assert await worker._claim_one()  # the worker wins: the run is running now
+        return await store_delete(*args, **kwargs)
+
+    manager.store.delete_run = claimed_first  # type: ignore[method-assign]
+    try:
+        deleted = await client.delete(f"/threads/{thread_id}/runs/{run['run_id']}")
+        assert raced and deleted.status_code == 204
+        async with asyncio.timeout(5):  # its execution has ended: nothing runs for the deleted run
+            await asyncio.gather(*worker._tasks)
+    finally:
+        await worker.stop()
+    assert (await client.get(f"/threads/{thread_id}/runs/{run['run_id']}")).status_code == 404
+    assert (await client.get(f"/threads/{thread_id}")).json()["status"] != "busy"

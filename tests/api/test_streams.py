@@ -90,10 +90,18 @@ async def test_resumable_stream_and_join_stream_resume(client: httpx.AsyncClient
     replayed = parse_sse((await client.get(url, headers={"Last-Event-ID": "-1"})).text)
     assert replayed == events
 
-    only_custom = parse_sse((await client.get(url, params={"stream_mode": "custom"})).text)
+    # As on the reference server, a join without Last-Event-ID hears only what happens from now on:
+    # of a finished run, nothing.
+    assert parse_sse((await client.get(url)).text) == []
+    replay = {"Last-Event-ID": "-1"}
+    only_custom = parse_sse((await client.get(url, params={"stream_mode": "custom"}, headers=replay)).text)
     assert [e.data for e in only_custom] == [{"i": i} for i in range(5)]
     two_modes = parse_sse(
-        (await client.get(url, params=[("stream_mode", "custom"), ("stream_mode", "values")])).text
+        (
+            await client.get(
+                url, params=[("stream_mode", "custom"), ("stream_mode", "values")], headers=replay
+            )
+        ).text
     )
     assert [e.event for e in two_modes] == [e.event for e in events[1:]]
 
@@ -178,6 +186,13 @@ class Client:
 
     def start(self) -> asyncio.Task[None]:
         return asyncio.create_task(self.app(self.scope, self.receive, self.send))
+
+    async def until_started(self) -> None:
+        """Until the response has begun: the request's handler has run (the stream is joined)."""
+        while not any(m["type"] == "http.response.start" for m in self.sent):
+            self.chunk.clear()
+            async with asyncio.timeout(2):
+                await self.chunk.wait()
 
     async def until(self, predicate: Callable[[bytes], bool]) -> None:
         for _ in range(400):
@@ -300,8 +315,12 @@ async def test_live_join_stream_sees_events_as_they_happen(
         )
     ).json()
     await _status(manager, run["run_id"], "running")
+    # The run's first events are out before the client joins...
+    first = await manager.stream_run(run["run_id"])
+    assert [(await anext(first)).event for _ in range(2)] == ["metadata", "values"]
     raw = Client(app, "GET", f"/threads/{thread_id}/runs/{run['run_id']}/stream")
     task = raw.start()
+    await raw.until_started()
     worker.tick("live")
     await raw.until(lambda text: b'{"i":0}' in text)
     worker.tick("live")
@@ -309,8 +328,30 @@ async def test_live_join_stream_sees_events_as_they_happen(
     worker.gate("live").set()
     await task
     events = parse_sse(raw.text.decode())
-    assert [e.event for e in events] == ["metadata", "values", "custom", "custom", "values"]
+    # ...and, as on the reference server, a join without Last-Event-ID hears only what comes next.
+    assert [e.event for e in events] == ["custom", "custom", "values"]
     assert all(e.id for e in events)
+
+
+async def test_join_stream_of_a_pending_run_starts_at_its_metadata_event(
+    app: Starlette, client: httpx.AsyncClient, worker: FakeWorker, manager: RunManager
+) -> None:
+    thread_id = await _thread(client)
+    blocker = await _run_json(
+        client, thread_id, {"assistant_id": "sleepy", "input": {"gate": "pending-join"}}
+    )
+    await _status(manager, blocker["run_id"], "running")
+    queued = await _run_json(
+        client, thread_id, {"assistant_id": "ticker", "input": {"n": 2}, "stream_mode": "custom"}
+    )
+    assert (await manager.get_run(queued["run_id"])).status == "pending"
+    raw = Client(app, "GET", f"/threads/{thread_id}/runs/{queued['run_id']}/stream")
+    task = raw.start()
+    await raw.until_started()  # joined while the run waits in the queue
+    worker.gate("pending-join").set()
+    await task
+    events = parse_sse(raw.text.decode())
+    assert [e.event for e in events] == ["metadata", "custom", "custom"]
 
 
 OnSend = Callable[[dict[str, Any]], Awaitable[None]]
@@ -356,3 +397,9 @@ async def test_empty_query_values(client: httpx.AsyncClient, worker: FakeWorker)
     assert response.status_code == 200
     assert parse_sse(response.text)[0].event == "metadata"
     assert (await client.get(f"/threads/{thread_id}/state", params={"subgraphs": ""})).status_code == 422
+
+
+async def _run_json(client: httpx.AsyncClient, thread_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = await client.post(f"/threads/{thread_id}/runs", json=body)
+    assert response.status_code == 200, response.text
+    return dict(response.json())

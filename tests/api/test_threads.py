@@ -111,8 +111,8 @@ async def test_state_of_a_thread_that_never_ran(client: httpx.AsyncClient) -> No
 async def test_update_state_needs_a_graph(client: httpx.AsyncClient) -> None:
     thread = await _thread(client)
     response = await client.post(f"/threads/{thread['thread_id']}/state", json={"values": {"a": 1}})
-    assert response.status_code == 409
-    assert "graph" in response.json()["detail"]
+    assert response.status_code == 400  # as the reference server
+    assert "has no assigned graph ID" in response.json()["detail"]
 
 
 async def test_state_update_history_and_checkpoints(
@@ -132,7 +132,7 @@ async def test_state_update_history_and_checkpoints(
     assert (await client.get(f"/threads/{thread_id}")).json()["status"] == "idle"
 
     bad_node = await client.post(f"/threads/{thread_id}/state", json={"values": {}, "as_node": "nope"})
-    assert bad_node.status_code == 422 and "nope" in bad_node.json()["detail"]
+    assert bad_node.status_code == 400 and "nope" in bad_node.json()["detail"]
 
     state = (await client.get(f"/threads/{thread_id}/state")).json()
     assert state["values"] == {"n": 2}

@@ -388,3 +388,22 @@ async def test_a_channel_can_be_listened_to_again_after_everyone_left(bus: Event
         async with bus.listen("chan") as hints:
             await other.notify("chan", str(round_))
             assert await _next(hints) == str(round_)
+
+
+async def test_latest_event_id_subscribes_from_now_on(bus: EventBus, other: EventBus) -> None:
+    """A join without Last-Event-ID hears only what comes next: it subscribes after the newest id."""
+    assert await bus.latest_event_id("fresh") is None
+    ids = await _publish_many(bus, "tail", 3)
+    latest = await other.latest_event_id("tail")
+    assert latest == ids[-1]
+    live = other.subscribe("tail", latest)
+    first = asyncio.ensure_future(anext(live))
+    later = await bus.publish("tail", "custom", b'{"n": 99}')
+    assert (await asyncio.wait_for(first, 10)).id == later
+    await bus.end_stream("tail")
+    # The end mark is not an event: the newest id stays the last event's, and a subscription
+    # after it ends at once instead of waiting.
+    assert await other.latest_event_id("tail") == later
+    assert await _drain(other, "tail", later) == []
+    async with asyncio.timeout(10):
+        assert [event async for event in live] == []

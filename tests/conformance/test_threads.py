@@ -21,6 +21,7 @@ from tests.conformance._support import (
     make_thread,
     new_run,
     outcome,
+    running_run,
     unwrap,
 )
 
@@ -237,3 +238,42 @@ async def test_open_and_migrate_are_idempotent(store: Store, open_another: OpenA
     other = await open_another()  # a second process starting on a migrated database
     assert (await other.get_thread("t1", OWNER)).metadata == {"kept": True}
     assert (await store.get_thread("t1", OWNER)).metadata == {"kept": True}
+
+
+async def test_admitted_run_leaves_its_config_on_the_thread(store: Store) -> None:
+    """As LangGraph's server: the run's keys over the thread's, except `configurable`, where the
+    thread's own win over the defaults the run brings."""
+    assert (await make_thread(store, "t1")).config == {}
+    first = {"tags": ["a"], "recursion_limit": 7, "configurable": {"model": "default"}}
+    await add_run(store, "r1", "t1", thread_config=first)
+    assert (await store.get_thread("t1", OWNER)).config == first
+    second = {"tags": ["b"], "configurable": {"model": "other", "extra": 1}}
+    await add_run(store, "r2", "t1", thread_config=second)
+    expected = {"tags": ["b"], "recursion_limit": 7, "configurable": {"model": "default", "extra": 1}}
+    assert (await store.get_thread("t1", OWNER)).config == expected
+    await add_run(store, "r3", "t1")  # no config given: the thread's stays
+    assert (await store.get_thread("t1", OWNER)).config == expected
+    # A thread created by its first run gets the run's config too.
+    await add_run(store, "r4", "t2", thread_config={"tags": ["c"], "configurable": {}})
+    assert (await store.get_thread("t2", OWNER)).config == {"tags": ["c"], "configurable": {}}
+
+
+async def test_thread_error_is_its_last_runs_error(store: Store) -> None:
+    run = await running_run(store, "r1")
+    await store.finish_run(run.run_id, run.attempt, outcome("error", "error", error="ValueError: boom"))
+    assert (await store.get_thread("t1", OWNER)).error == "ValueError: boom"
+    await add_run(store, "r2")
+    run = await claim(store)
+    await store.finish_run(run.run_id, run.attempt, outcome())
+    thread = await store.get_thread("t1", OWNER)
+    assert thread.status == "idle" and thread.error is None
+
+
+async def test_thread_error_after_a_lost_worker(store: Store, clock: FakeClock) -> None:
+    """A run that ends in error because its workers kept dying leaves its reason on the thread too."""
+    running = await running_run(store, "r1")
+    clock.advance(31)
+    failed = await store.recover_run("r1", running.attempt, max_attempts=1)
+    assert failed.status == "error"
+    thread = await store.get_thread("t1", OWNER)
+    assert thread.status == "error" and thread.error == failed.error and failed.error

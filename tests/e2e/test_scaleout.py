@@ -182,12 +182,12 @@ async def test_events_of_a_run_created_on_one_api_stream_from_the_other(
     rid = run["run_id"]
 
     async def whole() -> list[Any]:
-        return [part async for part in b.runs.join_stream(tid, rid)]
+        return [part async for part in b.runs.join_stream(tid, rid, last_event_id="-1")]
 
     full_task = asyncio.create_task(whole())
     # Meanwhile, read a few events via A while the run is live, then resume on B from the last id.
     prefix = []
-    async for part in a.runs.join_stream(tid, rid):
+    async for part in a.runs.join_stream(tid, rid, last_event_id="-1"):
         prefix.append(part)
         if len(prefix) == 4:
             break
@@ -318,7 +318,7 @@ async def test_run_of_a_killed_worker_resumes_on_another_from_its_checkpoint(
     assert pid_of(resumed["lease_owner"]) not in (None, victim.pid)
     cluster.restart(victim, wait=False)  # capacity back for the next tests (readied by `healthy`)
 
-    parts = [p async for p in b.runs.join_stream(tid, rid)]
+    parts = [p async for p in b.runs.join_stream(tid, rid, last_event_id="-1")]
     final = await b.runs.get(tid, rid)
     assert final["status"] == "success"
     assert recovery < RECOVERY_BOUND, f"recovered after {recovery:.2f}s"
@@ -507,12 +507,12 @@ async def test_without_redis_postgres_carries_streams_and_cancels_across_process
         )
         rid = run["run_id"]
         prefix = []
-        async for part in b.runs.join_stream(tid, rid):
+        async for part in b.runs.join_stream(tid, rid, last_event_id="-1"):
             prefix.append(part)
             if len(prefix) == 3:
                 break
         rest = [p async for p in a.runs.join_stream(tid, rid, last_event_id=prefix[-1].id)]
-        full = [p async for p in b.runs.join_stream(tid, rid)]
+        full = [p async for p in b.runs.join_stream(tid, rid, last_event_id="-1")]
         assert [(p.id, p.event, p.data) for p in prefix + rest] == [(p.id, p.event, p.data) for p in full]
         assert [p.data for p in full if p.event == "custom"] == [
             {"attempt": 1, "step": step, "i": i} for step in ("step1", "step2", "step3") for i in range(3)

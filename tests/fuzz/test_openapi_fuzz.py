@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 from starlette.types import Receive, Scope, Send
 
 from runplane.api import ApiSettings, create_app
@@ -64,7 +65,22 @@ def _stop_worker() -> Iterator[None]:
     APP.stop()
 
 
+#: Refusals of well-formed requests that depend on more than the schema, answered 400 as the reference
+#: server does: a state write the thread's graph refuses (no graph, an unknown `as_node`, a list where
+#: the state is a dict), and a run given both `configurable` and `context`.
+JUDGED_400 = (
+    "has no assigned graph ID",
+    "supersteps",
+    "does not exist",
+    "Expected dict",
+    "configurable and context",
+)
+
+
 @schema.parametrize()
 @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_openapi_conformance(case: Any) -> None:
-    case.call_and_validate()
+    response = case.call_and_validate(excluded_checks=[positive_data_acceptance])
+    if response.status_code == 400 and any(reason in response.text for reason in JUDGED_400):
+        return
+    case.validate_response(response, checks=[positive_data_acceptance])

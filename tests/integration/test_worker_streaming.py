@@ -92,31 +92,29 @@ async def test_messages_tuple_sends_chunk_and_metadata() -> None:
     assert metadata["langgraph_node"] == "agent" and metadata["run_id"] == run.run_id
 
 
-async def test_messages_mode_sends_metadata_deltas_and_one_complete_message() -> None:
+async def test_messages_mode_sends_the_whole_message_so_far_as_the_reference_server() -> None:
     async with harness() as h:
         run = await h.run("chat", input={"tokens": 3}, stream_mode=["messages"])
         events = await h.events(run)
     names = [e.event for e in events]
     assert names[:2] == ["metadata", "messages/metadata"]
-    assert names.count("messages/metadata") == 1 and names.count("messages/complete") == 1
-    assert names[-1] == "messages/complete"
-    partials = [decode(e)[0]["content"] for e in events if e.event == "messages/partial"]
-    assert partials == ["tok0", " ", "tok1", " ", "tok2"]  # deltas, never the text so far
-    complete = decode(events[-1])[0]
-    assert complete["type"] == "ai" and complete["content"] == "tok0 tok1 tok2"
-    assert complete["usage_metadata"]["output_tokens"] == 3
+    assert names[2:] == ["messages/partial"] * (len(names) - 2)
+    partials = [decode(e)[0] for e in events if e.event == "messages/partial"]
+    # Clients replace the message with each payload: every partial is the text so far.
+    assert [p["content"] for p in partials] == ["tok0", "tok0 ", "tok0 tok1", "tok0 tok1 ", "tok0 tok1 tok2"]
+    assert {p["type"] for p in partials} == {"ai"} and len({p["id"] for p in partials}) == 1
 
 
-async def test_messages_bytes_grow_linearly_with_the_reply() -> None:
+async def test_messages_tuple_bytes_grow_linearly_with_the_reply() -> None:
     streamed: dict[int, int] = {}
     async with harness() as h:
         for tokens in (100, 800):
-            run = await h.run("chat", input={"tokens": tokens}, stream_mode=["messages"])
+            run = await h.run("chat", input={"tokens": tokens}, stream_mode=["messages-tuple"])
             events = await h.events(run)
             streamed[tokens] = sum(len(e.data) for e in events if e.event.startswith("messages"))
-            # Every partial is one chunk, however long the reply is.
-            assert max(len(e.data) for e in events if e.event == "messages/partial") < 400
-    # 8x the text -> about 8x the bytes (cumulative partials would be ~64x: quadratic).
+            # Every event is one chunk, however long the reply is.
+            assert max(len(e.data) for e in events if e.event == "messages") < 1500
+    # 8x the text -> about 8x the bytes (the whole message each time would be ~64x: quadratic).
     assert 7 < streamed[800] / streamed[100] < 9
 
 

@@ -71,17 +71,35 @@ def thread_json(thread: Thread) -> dict[str, Any]:
         "state_updated_at": thread.updated_at,
         "metadata": thread.metadata,
         "status": thread.status,
-        "config": {},
+        "config": thread.config,
         "values": thread.values,
+        "error": error_text_json(thread.error) if thread.error is not None else None,
         "interrupts": thread.interrupts,
     }
 
 
-def run_kwargs_view(kwargs: Json) -> dict[str, Any]:
-    """The stored `RunKwargs` with the reference server's keys and aliases filled in."""
+def run_kwargs_view(kwargs: Json, run: Run | None = None) -> dict[str, Any]:
+    """The stored `RunKwargs` with the reference server's keys and aliases filled in.
+
+    With the run, `config` also shows what the server adds when it executes it, as the reference
+    server's run records do: the ids in `configurable`, the run's metadata in `metadata`.
+    """
     view = {**_KWARGS_DEFAULTS, **kwargs}
     view["subgraphs"] = bool(kwargs.get("stream_subgraphs", False))
     view["resumable"] = bool(kwargs.get("stream_resumable", False))
+    view["checkpoint_during"] = view.get("durability") != "exit"
+    if run is not None:
+        config: Json = dict(kwargs.get("config") or {})
+        config["configurable"] = {
+            **(config.get("configurable") or {}),
+            "run_id": run.run_id,
+            "thread_id": run.thread_id,
+            "graph_id": kwargs.get("graph_id"),
+            "assistant_id": run.assistant_id,
+            "user_id": run.owner,
+        }
+        config["metadata"] = {**run.metadata, **(config.get("metadata") or {})}
+        view["config"] = config
     return view
 
 
@@ -95,7 +113,7 @@ def run_json(run: Run) -> dict[str, Any]:
         "status": run.status,
         "metadata": run.metadata,
         "multitask_strategy": run.multitask_strategy,
-        "kwargs": run_kwargs_view(run.kwargs),
+        "kwargs": run_kwargs_view(run.kwargs, run),
     }
 
 
@@ -117,6 +135,13 @@ def assistant_json(assistant: Assistant) -> dict[str, Any]:
 def error_json(run: Run) -> dict[str, str]:
     """`{"error": type, "message": text}` from a run's stored error (`"Type: message"` by convention)."""
     text = run.error or ""
+    if run.status == "timeout" and not _ERROR_PREFIX.match(text) and not text.startswith("{"):
+        return {"error": "TimeoutError", "message": text or "run timed out"}
+    return error_text_json(text)
+
+
+def error_text_json(text: str) -> dict[str, str]:
+    """`{"error": type, "message": text}` from a stored error text (`"Type: message"` or JSON)."""
     if text.startswith("{"):
         try:
             parsed = orjson.loads(text)
@@ -127,8 +152,6 @@ def error_json(run: Run) -> dict[str, str]:
     match = _ERROR_PREFIX.match(text)
     if match:
         return {"error": match.group(1), "message": match.group(2)}
-    if run.status == "timeout":
-        return {"error": "TimeoutError", "message": text or "run timed out"}
     return {"error": "Error", "message": text}
 
 

@@ -44,6 +44,20 @@ def _stream_modes(body: s.RunCreateBase, required: tuple[str, ...] = ()) -> list
     return list(dict.fromkeys([*(modes or ["values"]), *required]))
 
 
+def run_config(body: s.RunCreateBase) -> Json | None:
+    """The run's `config` as stored in its kwargs: the one place the request's config is built."""
+    if body.config is None:
+        return None
+    return body.config.model_dump(exclude_unset=True)
+
+
+def thread_config(body: s.RunCreateBase, assistant: Assistant) -> Json:
+    """The config the run leaves on its thread, as the reference server builds it: the assistant's
+    config under the run's, with only the assistant's `configurable` (the run's stays the run's)."""
+    configurable = assistant.config.get("configurable") or {}
+    return {**assistant.config, **(run_config(body) or {}), "configurable": dict(configurable)}
+
+
 def build_kwargs(
     body: s.RunCreateBase,
     assistant: Assistant,
@@ -59,8 +73,9 @@ def build_kwargs(
     if body.command is not None:
         kwargs["command"] = body.command.model_dump(exclude_unset=True)
     # The assistant's own config and context are applied by the worker, under the run's.
-    if body.config is not None:
-        kwargs["config"] = body.config.model_dump(exclude_unset=True)
+    config = run_config(body)
+    if config is not None:
+        kwargs["config"] = config
     if body.context is not None:
         kwargs["context"] = body.context
     if body.stream_subgraphs:
@@ -135,6 +150,7 @@ async def create(call: Call, body: s.RunCreateBase, *, wait: bool = False) -> Cr
             multitask_strategy=body.multitask_strategy or "enqueue",
             if_not_exists=body.if_not_exists or "reject",
             after_seconds=body.after_seconds,
+            thread_config=thread_config(body, assistant),
         )
         await _remember_graph(call, thread_id, assistant)
         return Created(run, assistant, stateless=False)
@@ -169,6 +185,7 @@ async def create(call: Call, body: s.RunCreateBase, *, wait: bool = False) -> Cr
             ),
             metadata=metadata,
             after_seconds=body.after_seconds,
+            thread_config=thread_config(body, assistant),
         )
     except BaseException:
         with contextlib.suppress(Exception):
@@ -247,7 +264,7 @@ async def _streaming(call: Call, created: Created, body: s.RunCreateBase) -> Res
     return EventStream(  # type: ignore[return-value]
         events,
         headers={
-            "Location": created.url(root, "/stream"),
+            "Location": created.content_location(root) + "/stream",
             "Content-Location": created.content_location(root),
         },
         heartbeat_seconds=call.settings.heartbeat_seconds,
@@ -331,23 +348,31 @@ async def get_run(call: Call) -> Response:
 
 
 async def delete_run(call: Call) -> Response:
-    await call.manager.delete_run(call.path["run_id"], call.owner, call.path["thread_id"])
+    """204, and the run is gone. A running run is stopped first (the reference server deletes the
+    record and lets it run on, holding its thread busy); see the README's compatibility notes."""
+    await call.manager.delete_run(call.path["run_id"], call.owner, call.path["thread_id"], stop_running=True)
     return Response(status_code=204)
 
 
 async def cancel_run(call: Call) -> Response:
+    """202 and no body at once; with `wait`, 200 and the run's output once it stopped (a join), as
+    the reference server answers."""
     query: s.CancelQuery = call.query
-    run = await call.manager.cancel_run(
-        call.path["run_id"],
-        call.owner,
-        action=query.action,
-        wait=query.wait,
-        thread_id=call.path["thread_id"],
+    thread_id, run_id = call.path["thread_id"], call.path["run_id"]
+    await call.manager.cancel_run(run_id, call.owner, action=query.action, thread_id=thread_id)
+    if not query.wait:
+        return Response(status_code=202)
+
+    async def compute() -> Any:
+        return await _thread_output(call, run_id, thread_id)
+
+    url = f"{_root(call)}/threads/{thread_id}/runs/{run_id}"
+    return WaitJson(  # type: ignore[return-value]
+        compute,
+        headers={"Location": f"{url}/join", "Content-Location": url},
+        heartbeat_seconds=call.settings.heartbeat_seconds,
+        max_seconds=call.settings.max_wait_seconds,
     )
-    status = 200 if query.wait else 202
-    if run is None:  # a rollback deleted it
-        return Response(status_code=204 if query.wait else 202)
-    return json_response(run_json(run), status)
 
 
 async def join_run(call: Call) -> Response:
@@ -368,20 +393,25 @@ async def join_run(call: Call) -> Response:
     )
 
 
-def _last_event_id(raw: str | None) -> str | None:
-    if raw is None:
-        return None
+def _last_event_id(raw: str | None) -> tuple[str | None, bool]:
+    """The id to resume after, and whether to stream only from now on.
+
+    As on the reference server: without the header (or with an empty one) a join hears only what
+    happens from now on; `-1` replays everything, an id replays what followed it.
+    """
+    if not raw:
+        return None, True
     if not _EVENT_ID.match(raw):
         raise InvalidInput(f"invalid Last-Event-ID {raw[:64]!r}")
-    return None if raw in ("", "-1") else raw  # "-1" replays everything, as on the reference server
+    return (None if raw == "-1" else raw), False
 
 
 async def join_stream(call: Call) -> Response:
     thread_id, run_id = call.path["thread_id"], call.path["run_id"]
     query: s.JoinStreamQuery = call.query
-    last_event_id = _last_event_id(call.request.headers.get("last-event-id"))
+    last_event_id, from_now = _last_event_id(call.request.headers.get("last-event-id"))
     events = await call.manager.stream_run(
-        run_id, call.owner, last_event_id=last_event_id, thread_id=thread_id
+        run_id, call.owner, last_event_id=last_event_id, thread_id=thread_id, from_now=from_now
     )
     url = f"{_root(call)}/threads/{thread_id}/runs/{run_id}"
     return EventStream(  # type: ignore[return-value]
@@ -490,13 +520,13 @@ ENDPOINTS = (
     Endpoint("GET", "/threads/{thread_id}/runs/{run_id}", get_run, "Get a run", TAG,
              replies={200: Reply("The run.", s.RunOut)}),
     Endpoint("DELETE", "/threads/{thread_id}/runs/{run_id}", delete_run,
-             "Delete a pending or finished run (a running one is refused with 409)", TAG,
+             "Delete a run (a running one is stopped first)", TAG,
              replies={204: Reply("Deleted.")}),
     Endpoint("POST", "/threads/{thread_id}/runs/{run_id}/cancel", cancel_run, "Cancel a run", TAG,
              query=s.CancelQuery,
-             replies={200: Reply("With `wait`: the run once stopped.", s.RunOut),
-                      202: Reply("Without `wait`: the run as it is now (it stops shortly).", s.RunOut),
-                      204: Reply("With `wait` and `rollback`: the run was deleted.")}),
+             replies={200: Reply("With `wait`: the run's output once it stopped (as a join).", {},
+                                 headers=_WAIT_HEADERS),
+                      202: Reply("Without `wait`: accepted (the run stops shortly).")}),
     Endpoint("GET", "/threads/{thread_id}/runs/{run_id}/join", join_run, "Wait for a run's output", TAG,
              query=s.JoinQuery, replies=_OUTPUT),
     Endpoint("GET", "/threads/{thread_id}/runs/{run_id}/stream", join_stream, "Stream a run's events", TAG,

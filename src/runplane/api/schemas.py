@@ -310,10 +310,28 @@ class JoinStreamQuery(Query):
 # -- threads ----------------------------------------------------------------------------------------
 
 
+class StateUpdate(Body):
+    """One update of a superstep: `values` (or a `command`) written as if `as_node` had run."""
+
+    values: Any = None
+    command: Command | None = None
+    as_node: str | None = None
+
+
+class Superstep(Body):
+    updates: list[StateUpdate] = Field(default_factory=list, max_length=100)
+
+
 class ThreadCreate(Body):
     thread_id: UuidStr | None = None
     metadata: Metadata | None = None
     if_exists: Literal["raise", "do_nothing"] | None = "raise"
+    supersteps: list[Superstep] | None = Field(
+        None,
+        max_length=1000,
+        description="State updates applied to the new thread, one checkpoint per superstep "
+        "(needs `metadata.graph_id`).",
+    )
 
 
 class ThreadPatch(Body):
@@ -422,6 +440,7 @@ class ThreadOut(Out):
     config: JsonObject
     values: JsonObject | None
     interrupts: JsonObject
+    error: JsonObject | None = None
 
 
 class RunOut(Out):
@@ -471,6 +490,8 @@ class ThreadStateOut(Out):
 
 class CheckpointOut(Out):
     checkpoint: JsonObject
+    configurable: JsonObject | None = None
+    checkpoint_id: str | None = None
 
 
 class OkOut(Out):

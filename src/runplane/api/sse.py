@@ -5,6 +5,10 @@ ends), keep the connection alive while the run is quiet, and race the work again
 `http.disconnect`: a client that leaves can cancel its run (`on_disconnect="cancel"`) or not.
 
 SSE payloads are the bus's bytes, already JSON: they are framed, never decoded and re-encoded.
+
+A client that accepts gzip gets an event stream compressed, with a sync flush after every frame so
+each event reaches it at once. The payload is unchanged (the client's HTTP layer inflates it); the
+gain is in `messages` mode, whose every `messages/partial` repeats the message so far.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from typing import Any
 
@@ -92,6 +97,37 @@ def _headers(media_type: str, headers: Mapping[str, str]) -> list[tuple[bytes, b
     return raw
 
 
+def accepts_gzip(scope: Scope) -> bool:
+    """Whether the request's `Accept-Encoding` admits gzip (`gzip` or `*`, not with `q=0`)."""
+    for name, value in scope.get("headers") or ():
+        if name.lower() != b"accept-encoding":
+            continue
+        for item in value.decode("latin-1").split(","):
+            coding, _, params = item.partition(";")
+            if coding.strip().lower() not in ("gzip", "x-gzip", "*"):
+                continue
+            quality = params.strip().lower().removeprefix("q=").strip() if "q=" in params.lower() else "1"
+            try:
+                if float(quality) > 0:
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
+class _Gzip:
+    """A gzip member written frame by frame; each frame is sync-flushed, so it decodes on arrival."""
+
+    def __init__(self) -> None:
+        self._compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+
+    def frame(self, data: bytes) -> bytes:
+        return self._compressor.compress(data) + self._compressor.flush(zlib.Z_SYNC_FLUSH)
+
+    def end(self) -> bytes:
+        return self._compressor.flush(zlib.Z_FINISH)
+
+
 async def _wait_for_disconnect(receive: Receive) -> None:
     while True:
         message: Message = await receive()
@@ -110,6 +146,8 @@ class _LongResponse:
     """Headers now, body later, while watching for the client to leave."""
 
     media_type = "application/octet-stream"
+    #: Whether the body may be gzip-compressed for a client that accepts it.
+    compressible = False
 
     def __init__(
         self,
@@ -143,20 +181,28 @@ class _LongResponse:
         raise NotImplementedError
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gzip = _Gzip() if self.compressible and accepts_gzip(scope) else None
+        headers = dict(self.headers)
+        if self.compressible:
+            headers["vary"] = "Accept-Encoding"
+        if gzip is not None:
+            headers["content-encoding"] = "gzip"
         await send(
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": _headers(self.media_type, self.headers),
+                "headers": _headers(self.media_type, headers),
             }
         )
 
         async def send_chunk(chunk: bytes) -> None:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            body = gzip.frame(chunk) if gzip is not None else chunk
+            await send({"type": "http.response.body", "body": body, "more_body": True})
 
         async def produce_all() -> None:
             await self.produce(send_chunk)
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            last = gzip.end() if gzip is not None else b""
+            await send({"type": "http.response.body", "body": last, "more_body": False})
 
         producer = asyncio.ensure_future(produce_all())
         watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
@@ -198,6 +244,7 @@ class EventStream(_LongResponse):
     """
 
     media_type = SSE_MEDIA_TYPE
+    compressible = True
 
     def __init__(
         self,

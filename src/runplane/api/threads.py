@@ -14,9 +14,10 @@ from starlette.responses import Response
 
 from runplane.api import schemas as s
 from runplane.api.authz import filter_matches, merge_metadata_filter, split_filters
+from runplane.api.errors import ApiError
 from runplane.api.render import json_response, select, thread_json
 from runplane.api.routing import Call, Endpoint, Reply
-from runplane.core.errors import Conflict, InvalidInput, NotFound, RunplaneError, ThreadBusy
+from runplane.core.errors import NotFound, RunplaneError, ThreadBusy
 from runplane.core.manager import MAX_LIMIT
 from runplane.core.models import Json, Thread, ThreadFilter, ThreadStatus
 
@@ -91,13 +92,51 @@ async def _scan(call: Call, filter: ThreadFilter, keep: Callable[[Thread], bool]
 
 async def create_thread(call: Call) -> Response:
     body: s.ThreadCreate = call.body
+    metadata = body.metadata or {}
+    graph_id = metadata.get("graph_id")
+    if body.supersteps and not isinstance(graph_id, str):
+        # The reference server creates the thread and then answers 201 with this error instead of
+        # a thread; refused before anything is created here, so the client's view stays true.
+        raise ApiError(400, "supersteps need a graph: create the thread with graph_id (metadata.graph_id)")
+    existing = (
+        body.thread_id is not None and body.if_exists == "do_nothing" and await _exists(call, body.thread_id)
+    )
     thread = await call.manager.create_thread(
         call.owner,
         thread_id=body.thread_id,
-        metadata=body.metadata or {},
+        metadata=metadata,
         if_exists=body.if_exists or "raise",
     )
+    if body.supersteps and isinstance(graph_id, str):
+        thread = await _apply_supersteps(call, thread, graph_id, body.supersteps, created=not existing)
     return json_response(thread_json(thread))
+
+
+async def _exists(call: Call, thread_id: str) -> bool:
+    try:
+        await call.manager.get_thread(thread_id, call.owner)
+    except NotFound:
+        return False
+    return True
+
+
+async def _apply_supersteps(
+    call: Call, thread: Thread, graph_id: str, supersteps: list[s.Superstep], *, created: bool
+) -> Thread:
+    """Write the supersteps of `threads.create`; a refused one takes back the thread it created."""
+    if thread.status == "busy":
+        raise ThreadBusy("thread is busy: wait for its run to end before updating its state")
+    steps = [step.model_dump(exclude_none=True) for step in supersteps]
+    try:
+        await call.runtime.bulk_update_state(graph_id, thread.thread_id, steps)
+    except Exception as exc:
+        if created:
+            await call.manager.delete_thread(thread.thread_id, call.owner)
+            await call.runtime.delete_thread(thread.thread_id)
+        if isinstance(exc, RunplaneError):
+            raise
+        raise ApiError(400, f"problems applying the supersteps: {exc or type(exc).__name__}") from exc
+    return await _record_state(call, graph_id, thread.thread_id)
 
 
 async def get_thread(call: Call) -> Response:
@@ -224,10 +263,7 @@ async def update_state(call: Call) -> Response:
     thread = await call.manager.get_thread(call.path["thread_id"], call.owner)
     graph_id = graph_of(thread)
     if graph_id is None:
-        # The reference server answers 400; the request is well formed, the thread is not ready.
-        raise Conflict(
-            f"Thread '{thread.thread_id}' has no assigned graph ID: run it first, or create it with graph_id"
-        )
+        raise ApiError(400, no_graph_detail(thread.thread_id))
     if thread.status == "busy":
         raise ThreadBusy("thread is busy: wait for its run to end before updating its state")
     checkpoint_id = body.checkpoint_id or (body.checkpoint.checkpoint_id if body.checkpoint else None)
@@ -238,19 +274,47 @@ async def update_state(call: Call) -> Response:
     except RunplaneError:
         raise
     except Exception as exc:
-        # LangGraph refuses bad updates (unknown node, wrong shape) with its own exceptions.
-        raise InvalidInput(f"{type(exc).__name__}: {exc}") from exc
-    state = await call.runtime.get_state(graph_id, thread.thread_id)
+        # LangGraph refuses bad updates (unknown node, a list where its state is a dict) with its
+        # own exceptions; the reference server answers them 400 with the message.
+        raise ApiError(400, str(exc) or type(exc).__name__) from exc
+    await _record_state(call, graph_id, thread.thread_id)
+    return json_response(update_reply(result))
+
+
+def no_graph_detail(thread_id: str) -> str:
+    """The reference server's words for a state operation on a thread no graph ran on."""
+    return (
+        f"Thread '{thread_id}' has no assigned graph ID. This usually occurs when no runs have been "
+        "made on this particular thread. This operation requires a graph ID. Please ensure a run has "
+        "been made for the thread or manually update the thread metadata (by setting the 'graph_id' "
+        "field) before running this operation."
+    )
+
+
+def update_reply(result: Json) -> Json:
+    """`checkpoint`, plus the `configurable` and `checkpoint_id` the reference server also sends."""
+    checkpoint = result.get("checkpoint")
+    if not isinstance(checkpoint, dict):
+        return result
+    return {
+        **result,
+        "configurable": checkpoint,
+        "checkpoint_id": checkpoint.get("checkpoint_id"),
+    }
+
+
+async def _record_state(call: Call, graph_id: str, thread_id: str) -> Thread:
+    """Copy the graph's new state (values, interrupts, status) onto the thread record."""
+    state = await call.runtime.get_state(graph_id, thread_id)
     interrupts = _interrupts_of(state)
     values = state.get("values")
-    await call.manager.set_thread_state(
-        thread.thread_id,
+    return await call.manager.set_thread_state(
+        thread_id,
         values if isinstance(values, dict) else None,
         interrupts,
         call.owner,
         status="interrupted" if interrupts or state.get("next") else "idle",
     )
-    return json_response(result)
 
 
 async def _history(

@@ -53,6 +53,11 @@ class EventBus(Protocol):
         until the stream is ended. Invalid ids raise `InvalidInput` before anything is yielded."""
         ...
 
+    async def latest_event_id(self, run_id: str) -> str | None:
+        """The id of the run's newest event (None when it has none): subscribing after it yields
+        only what is published from now on, as a join without Last-Event-ID does."""
+        ...
+
     async def notify(self, channel: str, message: str = "") -> None:
         """Send a hint to every current listener of `channel` (in any process sharing the bus)."""
         ...

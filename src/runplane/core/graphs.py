@@ -82,6 +82,11 @@ class GraphRuntime(GraphRegistry, Protocol):
         """Write a new checkpoint; returns `{"checkpoint": {...}}` as the SDK expects."""
         ...
 
+    async def bulk_update_state(self, graph_id: str, thread_id: str, supersteps: list[Json]) -> Json:
+        """Apply supersteps (`[{"updates": [{"values", "command", "as_node"}]}]`), one checkpoint
+        each; returns `{"checkpoint": {...}}` of the last one."""
+        ...
+
     async def get_history(
         self,
         graph_id: str,

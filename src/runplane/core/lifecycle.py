@@ -12,7 +12,9 @@ from runplane.core.errors import InvalidTransition, ThreadBusy
 from runplane.core.models import (
     ACTIVE_RUN_STATUSES,
     CancelAction,
+    Json,
     MultitaskStrategy,
+    Outcome,
     RunStatus,
     ThreadStatus,
 )
@@ -86,3 +88,20 @@ def admission_plan(
     running = [run_id for run_id, status in runs if status == "running"]
     pending = [run_id for run_id, status in runs if status == "pending"]
     return running, pending, action
+
+
+def thread_config_after_admission(current: Json, run_config: Json) -> Json:
+    """The config a thread shows once a run with `run_config` is admitted on it, as LangGraph's
+    server keeps it: the run's keys over the thread's, except `configurable`, where the thread's
+    own win over the run's defaults (a run's configurable values stay the run's)."""
+    return {
+        **current,
+        **run_config,
+        "configurable": {**(run_config.get("configurable") or {}), **(current.get("configurable") or {})},
+    }
+
+
+def thread_error_after_run(outcome: Outcome) -> str | None:
+    """A thread's `error` after a run ends: the run's error when it left the thread in error,
+    cleared otherwise (as LangGraph's server sets it with every run's end)."""
+    return outcome.error if outcome.thread_status == "error" else None

@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Literal
 
 from runplane.core.clock import Clock, SystemClock
-from runplane.core.errors import InvalidInput, LeaseLost, NotFound
+from runplane.core.errors import Conflict, InvalidInput, LeaseLost, NotFound
 from runplane.core.events import WAKEUP_CHANNEL, EventBus, StreamEvent, cancel_channel, done_channel
 from runplane.core.models import (
     CANCEL_ACTIONS,
@@ -164,8 +164,12 @@ class RunManager:
         after_seconds: float | None = None,
         idempotency_key: str | None = None,
         run_id: str | None = None,
+        thread_config: Json | None = None,
     ) -> Run:
         """Admit a run; it starts as soon as a worker is free and its thread is.
+
+        `thread_config` is the run's config as its thread shows it from now on (see
+        `lifecycle.thread_config_after_admission`); the store merges it when it admits the run.
 
         Raises:
             InvalidInput: unknown strategy or negative delay.
@@ -207,6 +211,7 @@ class RunManager:
                 not_before=not_before,
                 idempotency_key=idempotency_key,
                 fingerprint=digest,
+                thread_config=thread_config,
             )
         )
         if admission.replayed:
@@ -228,13 +233,30 @@ class RunManager:
         _check_page(filter.limit, filter.offset)
         return await self.store.list_runs(thread_id, owner, filter)
 
-    async def delete_run(self, run_id: str, owner: str = SINGLE_USER, thread_id: str | None = None) -> None:
-        """Delete a pending or finished run.
+    async def delete_run(
+        self,
+        run_id: str,
+        owner: str = SINGLE_USER,
+        thread_id: str | None = None,
+        *,
+        stop_running: bool = False,
+    ) -> None:
+        """Delete a pending or finished run; with `stop_running`, a running one too, once its
+        worker stopped it (cancel `interrupt`), so that nothing keeps executing for a run that is
+        gone and its thread is free again.
 
         Raises:
-            Conflict: the run is running; cancel it first.
+            Conflict: the run is running and `stop_running` is False.
         """
-        await self.store.delete_run(run_id, owner, thread_id)
+        while True:
+            try:
+                await self.store.delete_run(run_id, owner, thread_id)
+                break
+            except Conflict:
+                if not stop_running:
+                    raise
+            # A run claimed between two attempts is stopped again: each round ends a started run.
+            await self.cancel_run(run_id, owner, action="interrupt", wait=True, thread_id=thread_id)
         await self._end(run_id)
 
     async def cancel_run(
@@ -315,8 +337,13 @@ class RunManager:
         *,
         last_event_id: str | None = None,
         thread_id: str | None = None,
+        from_now: bool = False,
     ) -> AsyncIterator[StreamEvent]:
         """The run's output events after `last_event_id`, live until the run ends.
+
+        With `from_now` (and no `last_event_id`), only the events published from now on, as
+        LangGraph's server joins a stream without Last-Event-ID; a run that has not started yet
+        still streams from its first event, so its caller sees it whole.
 
         Ownership is checked before the first event. A run that ended long ago (its stream expired
         from the bus) yields nothing; the caller reads the final state from the thread.
@@ -327,6 +354,9 @@ class RunManager:
             # restart): without an end mark the subscription would wait forever. Ending an ended
             # stream is a no-op, so this is safe when the bus did see it.
             await self.bus.end_stream(run_id)
+        if from_now and last_event_id is None and run.status != "pending":
+            # Read before subscribing: whatever is published in between is after it, so kept.
+            last_event_id = await self.bus.latest_event_id(run_id)
         return self.bus.subscribe(run_id, last_event_id)
 
     # -- runs: workers ----------------------------------------------------------------------------

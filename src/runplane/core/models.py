@@ -104,6 +104,11 @@ class Thread:
     values: Json | None = None
     #: Pending human-in-the-loop interrupts by task id, as the SDK's `Thread.interrupts`.
     interrupts: Json = field(default_factory=dict)
+    #: The config runs on it were admitted with (tags, recursion_limit...), as LangGraph's server
+    #: keeps it (see `lifecycle.thread_config_after_admission`).
+    config: Json = field(default_factory=dict)
+    #: Why its last run failed (the run's `error`), None unless that run ended in error.
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +171,9 @@ class NewRun:
     idempotency_key: str | None = None
     #: Digest of the payload, so a replayed idempotency key with another payload is a conflict.
     fingerprint: str | None = None
+    #: The run's config as its thread should show it once the run is admitted (merged over the
+    #: thread's own by `lifecycle.thread_config_after_admission`); None leaves the thread's as is.
+    thread_config: Json | None = None
 
 
 @dataclass(frozen=True, slots=True)

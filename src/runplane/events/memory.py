@@ -112,6 +112,12 @@ class InMemoryBus:
             self._ended.append((stream.ended_at, run_id))
             stream.wake()
 
+    async def latest_event_id(self, run_id: str) -> str | None:
+        stream = self._streams.get(run_id)
+        if stream is None or stream.next_seq == 1:
+            return None
+        return str(stream.next_seq - 1)
+
     async def subscribe(self, run_id: str, last_event_id: str | None = None) -> AsyncIterator[StreamEvent]:
         after = parse_event_id(last_event_id)
         # No expiry sweep here: it could drop the very stream the caller just ended.

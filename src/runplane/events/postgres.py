@@ -264,6 +264,16 @@ class PostgresBus:
             await conn.execute(QUERIES["end_stream"], params)
         self._maybe_expire()
 
+    async def latest_event_id(self, run_id: str) -> str | None:
+        """The stream's last event id, None when it has none.
+
+        Raises:
+            StoreUnavailable: PostgreSQL failed, or the event tables are missing.
+        """
+        async with self._connection() as conn:
+            row = await (await conn.execute(QUERIES["last_seq"], {"run_id": run_id})).fetchone()
+        return str(row[0]) if row is not None and row[0] else None
+
     async def subscribe(self, run_id: str, last_event_id: str | None = None) -> AsyncIterator[StreamEvent]:
         """Events after `last_event_id`, then live ones until the stream ends.
 

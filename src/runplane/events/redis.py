@@ -488,6 +488,19 @@ class RedisBus:
             )
         )
 
+    async def latest_event_id(self, run_id: str) -> str | None:
+        """The id of the stream's newest event (the end sentinel is not an event), None when none.
+
+        Raises:
+            StoreUnavailable: Redis failed.
+        """
+        self._check_open()
+        newest = await self._command(self._redis.xrevrange(self._key(run_id), "+", "-", count=2))
+        for entry_id, fields in newest or ():
+            if fields and b"event" in fields and entry_id is not None:
+                return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        return None
+
     async def subscribe(self, run_id: str, last_event_id: str | None = None) -> AsyncIterator[StreamEvent]:
         """Events after `last_event_id`, then live ones until the end sentinel.
 

@@ -46,6 +46,7 @@ from runplane.core.graphs import Assistant, default_assistant_id
 from runplane.core.models import Json
 from runplane.runtime import checkpointer as checkpoints
 from runplane.runtime.serde import config_checkpoint, jsonable, thread_state
+from runplane.runtime.thread_state import apply_supersteps
 
 logger = logging.getLogger(__name__)
 
@@ -340,6 +341,9 @@ class LangGraphRuntime:
             configurable["checkpoint_id"] = checkpoint_id
         written = await graph.aupdate_state({"configurable": configurable}, values, as_node=as_node)
         return {"checkpoint": config_checkpoint(written)}
+
+    async def bulk_update_state(self, graph_id: str, thread_id: str, supersteps: list[Json]) -> Json:
+        return await apply_supersteps(await self._thread_graph(graph_id, thread_id), thread_id, supersteps)
 
     async def get_history(
         self,

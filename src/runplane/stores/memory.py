@@ -18,7 +18,13 @@ from typing import Literal
 
 from runplane.core.clock import Clock, SystemClock, lease_deadline
 from runplane.core.errors import CancelRequested, Conflict, LeaseLost, NotFound
-from runplane.core.lifecycle import admission_plan, check_transition, thread_status_after
+from runplane.core.lifecycle import (
+    admission_plan,
+    check_transition,
+    thread_config_after_admission,
+    thread_error_after_run,
+    thread_status_after,
+)
 from runplane.core.models import (
     ACTIVE_RUN_STATUSES,
     Admission,
@@ -47,6 +53,7 @@ def _copy_thread(thread: Thread) -> Thread:
         metadata=copy.deepcopy(thread.metadata),
         values=copy.deepcopy(thread.values),
         interrupts=copy.deepcopy(thread.interrupts),
+        config=copy.deepcopy(thread.config),
     )
 
 
@@ -324,7 +331,10 @@ class InMemoryStore:
             self._set_run(run)
             if new.idempotency_key is not None:
                 self._idempotency[(new.owner, new.idempotency_key)] = (run.run_id, new.fingerprint)
-            self._threads[new.thread_id] = replace(thread, status="busy", updated_at=now)
+            config = thread.config
+            if new.thread_config is not None:
+                config = thread_config_after_admission(thread.config, copy.deepcopy(new.thread_config))
+            self._threads[new.thread_id] = replace(thread, status="busy", updated_at=now, config=config)
             return Admission(_copy_run(run), tuple(requested), tuple(cancelled))
 
     async def get_run(self, run_id: str, owner: str, thread_id: str | None = None) -> Run:
@@ -458,6 +468,7 @@ class InMemoryStore:
                 if outcome.thread_values is not None
                 else thread.values,
                 interrupts=copy.deepcopy(outcome.thread_interrupts),
+                error=thread_error_after_run(outcome),
             )
             return _copy_run(finished)
 
@@ -496,7 +507,7 @@ class InMemoryStore:
             if run.cancel_action == "interrupt":
                 recovered = replace(cleared, status="interrupted", ended_at=now)
                 self._set_run(recovered)
-                self._set_thread_status(run.thread_id, "idle")
+                self._set_thread_status(run.thread_id, "idle", error=None)
             elif run.attempt >= max_attempts:
                 recovered = replace(
                     cleared,
@@ -505,7 +516,7 @@ class InMemoryStore:
                     error=f"WorkerLost: lease expired on attempt {run.attempt} of {max_attempts}",
                 )
                 self._set_run(recovered)
-                self._set_thread_status(run.thread_id, thread_status_after("error"))
+                self._set_thread_status(run.thread_id, thread_status_after("error"), error=recovered.error)
             else:
                 recovered = replace(cleared, status="pending")
                 self._set_run(recovered)

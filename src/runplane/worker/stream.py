@@ -5,15 +5,17 @@
 | values, updates, custom, tasks, checkpoints, debug | same | same name, chunk as is          |
 | messages-tuple   | messages       | `messages`: `[message_chunk, metadata]`                       |
 | messages         | messages       | `messages/metadata` once per message, `messages/partial` per  |
-|                  |                | chunk, `messages/complete` once with the whole message        |
+|                  |                | chunk with the whole message so far, `messages/complete` for  |
+|                  |                | a message that arrived whole                                  |
 | events           | (astream_events v2) | `events`: each callback event                            |
 
 With subgraphs, a chunk from namespace `ns` is sent as `"<event>|" + "|".join(ns)`, as LangGraph's
 server does (`messages/*` events keep their plain names there too).
 
-One deliberate difference: `messages/partial` carries only the new chunk (a delta). LangGraph's
-server resends the whole message so far with every token, which is quadratic in the message length
-(1.87 MB of SSE for a 3.9 KB reply); the complete message is sent once, in `messages/complete`.
+`messages/partial` resends the whole message so far with every token, as LangGraph's server does
+(clients replace the message with each payload), so its bytes grow with the square of the reply's
+length; `messages-tuple` is the linear mode (one chunk per event). Clients that accept gzip get the
+stream compressed (see `api/sse.py`), which removes most of that repetition on the wire.
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from langchain_core.messages import BaseMessageChunk, convert_to_messages, message_chunk_to_message
+from langchain_core.messages import (
+    AIMessageChunk,
+    BaseMessage,
+    BaseMessageChunk,
+    ToolMessageChunk,
+    convert_to_messages,
+    message_chunk_to_message,
+)
 
 from runplane.runtime.serde import config_checkpoint
 
@@ -54,47 +63,51 @@ def _debug_checkpoint(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 class MessageRelay:
-    """The `messages` mode: metadata once, deltas, then the complete message once."""
+    """The `messages` mode, as LangGraph's server sends it: `messages/metadata` when a message is
+    first seen, then for every chunk `messages/partial` with the whole message so far (clients
+    replace the message with each payload), and `messages/complete` for a message that arrived whole
+    (a node returned it without streaming it)."""
 
     def __init__(self) -> None:
-        #: message id -> chunks so far (merged once, when the message completes).
-        self._chunks: dict[str, list[BaseMessageChunk]] = {}
-        self._done: set[str] = set()
+        #: message id -> the message so far (chunks added up).
+        self._messages: dict[str, BaseMessage] = {}
 
     async def relay(self, item: tuple[Any, dict[str, Any]], emit: Emit) -> None:
         message, metadata = item
+        # A chunk streamed as a dict is shown as a chunk, an object chunk as its whole message.
+        shown_as_chunk = False
         if isinstance(message, dict):
-            message = convert_to_messages([message])[0]
+            message = _message_from_dict(message)
+            shown_as_chunk = isinstance(message, BaseMessageChunk)
         key = str(message.id)
-        if key not in self._chunks and key not in self._done:
+        so_far = self._messages.get(key)
+        if so_far is None:
+            self._messages[key] = message
             await emit("messages/metadata", {key: {"metadata": metadata}})
-            self._chunks[key] = []
-        if isinstance(message, BaseMessageChunk):
-            if key in self._done:
-                return
-            self._chunks[key].append(message)
-            await emit("messages/partial", [message])
-            if getattr(message, "chunk_position", None) == "last":
-                await self._complete(key, emit)
-        elif key not in self._done:
-            # A whole message (a node returned it without streaming it).
-            self._chunks.pop(key, None)
-            self._done.add(key)
-            await emit("messages/complete", [message])
+        else:
+            self._messages[key] = so_far + message
+        whole = self._messages[key]
+        shown = whole if shown_as_chunk else _as_message(whole)
+        event = "messages/partial" if isinstance(message, BaseMessageChunk) else "messages/complete"
+        await emit(event, [shown])
 
-    async def _complete(self, key: str, emit: Emit) -> None:
-        chunks = self._chunks.pop(key)
-        self._done.add(key)
-        if chunks:
-            # One merge per message (adding chunks one by one would copy the text each time).
-            merged = chunks[0] + chunks[1:] if len(chunks) > 1 else chunks[0]
-            await emit("messages/complete", [message_chunk_to_message(merged)])
 
-    async def flush(self, emit: Emit) -> None:
-        """Complete the messages whose last chunk never said so (e.g. a provider without
-        `chunk_position`), when the run's stream ends."""
-        for key in list(self._chunks):
-            await self._complete(key, emit)
+def _message_from_dict(message: dict[str, Any]) -> BaseMessage:
+    """A message a graph streamed as a dict; chunk types stay chunks, as on LangGraph's server."""
+    kind = f"{message.get('type', '')} {message.get('role', '')}".lower()
+    if "chunk" in kind:
+        fields = {k: v for k, v in message.items() if k not in ("type", "role")}
+        if "tool" in kind:
+            return ToolMessageChunk(**fields)
+        return AIMessageChunk(**fields)
+    return convert_to_messages([message])[0]
+
+
+def _as_message(message: BaseMessage) -> BaseMessage:
+    """A chunk shown as its whole message (`AIMessageChunk` -> `ai`), as LangGraph's server does."""
+    if isinstance(message, BaseMessageChunk):
+        return message_chunk_to_message(message)
+    return message
 
 
 class EventMapper:
@@ -137,5 +150,4 @@ class EventMapper:
             await self.emit("events", event)
 
     async def close(self) -> None:
-        if self.messages is not None:
-            await self.messages.flush(self.emit)
+        """Nothing is held back: every event went out when its chunk came."""

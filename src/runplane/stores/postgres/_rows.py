@@ -38,6 +38,8 @@ def thread_from_row(row: Row) -> Thread:
         metadata=row["metadata"],
         values=row["state_values"],
         interrupts=row["interrupts"],
+        config=row["config"],
+        error=row["error"],
     )
 
 

@@ -87,6 +87,14 @@ UPDATE threads AS t SET
     interrupts = COALESCE(%(interrupts)s::jsonb, t.interrupts)
 WHERE t.thread_id = %(thread_id)s
 
+-- name: set_thread_config
+-- The config a newly admitted run leaves on its (locked) thread, merged by the caller.
+UPDATE threads SET config = %(config)s WHERE thread_id = %(thread_id)s
+
+-- name: set_thread_error
+-- Why the (locked) thread's last run failed; NULL when it did not.
+UPDATE threads SET error = %(error)s WHERE thread_id = %(thread_id)s
+
 -- name: delete_thread_runs
 -- Delete every run of a thread, returning them.
 DELETE FROM runs WHERE thread_id = %(thread_id)s RETURNING *

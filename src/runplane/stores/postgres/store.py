@@ -33,7 +33,13 @@ from psycopg_pool import AsyncConnectionPool
 
 from runplane.core.clock import Clock, SystemClock, lease_deadline
 from runplane.core.errors import CancelRequested, Conflict, LeaseLost, NotFound, StoreUnavailable
-from runplane.core.lifecycle import admission_plan, check_transition, thread_status_after
+from runplane.core.lifecycle import (
+    admission_plan,
+    check_transition,
+    thread_config_after_admission,
+    thread_error_after_run,
+    thread_status_after,
+)
 from runplane.core.models import (
     ACTIVE_RUN_STATUSES,
     Admission,
@@ -469,6 +475,9 @@ class PostgresStore:
             fingerprint=new.fingerprint,
         )
         assert inserted is not None
+        if new.thread_config is not None:
+            config = thread_config_after_admission(thread["config"], new.thread_config)
+            await _exec(conn, "set_thread_config", thread_id=new.thread_id, config=Jsonb(config))
         await self._settle(conn, new.thread_id, "busy")
         return Admission(run_from_row(inserted), tuple(requested), tuple(cancelled))
 
@@ -638,6 +647,9 @@ class PostgresStore:
                 values=outcome.thread_values,
                 interrupts=outcome.thread_interrupts,
             )
+            await _exec(
+                conn, "set_thread_error", thread_id=held["thread_id"], error=thread_error_after_run(outcome)
+            )
             return run_from_row(row)
 
         return await self._transaction(body)
@@ -697,6 +709,8 @@ class PostgresStore:
                 await self._settle(
                     conn, held.thread_id, "idle" if status == "interrupted" else thread_status_after(status)
                 )
+                thread_error = error if status == "error" else None
+                await _exec(conn, "set_thread_error", thread_id=held.thread_id, error=thread_error)
             assert row is not None
             return run_from_row(row)
 

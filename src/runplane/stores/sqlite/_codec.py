@@ -105,6 +105,8 @@ def row_to_thread(row: sqlite3.Row) -> Thread:
         metadata=load_json(row["metadata"]),
         values=None if values is None else cast(Json, load_json(values)),
         interrupts=load_json(row["interrupts"]),
+        config=load_json(row["config"]),
+        error=row["error"],
     )
 
 

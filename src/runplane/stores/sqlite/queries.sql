@@ -76,8 +76,17 @@ SET status = CASE
     END,
     state_values = COALESCE(:values, state_values),
     interrupts = :interrupts,
+    error = :error,
     updated_at = :now
 WHERE thread_id = :thread_id;
+
+-- name: set_thread_config
+-- The config a newly admitted run leaves on its thread (merged by the caller).
+UPDATE threads SET config = :config WHERE thread_id = :thread_id;
+
+-- name: set_thread_error
+-- Why the thread's last run failed; NULL when it did not.
+UPDATE threads SET error = :error WHERE thread_id = :thread_id;
 
 -- name: mark_thread_busy
 -- A run was admitted or claimed on the thread.

@@ -37,7 +37,14 @@ from runplane.core.errors import (
     NotFound,
     StoreUnavailable,
 )
-from runplane.core.lifecycle import admission_plan, can_transition, check_transition, thread_status_after
+from runplane.core.lifecycle import (
+    admission_plan,
+    can_transition,
+    check_transition,
+    thread_config_after_admission,
+    thread_error_after_run,
+    thread_status_after,
+)
 from runplane.core.models import (
     ACTIVE_RUN_STATUSES,
     Admission,
@@ -411,6 +418,11 @@ class SqliteStore:
                     "fingerprint": new.fingerprint,
                 },
             )
+            if new.thread_config is not None:
+                config = thread_config_after_admission(load_json(thread["config"]), new.thread_config)
+                await self._all(
+                    db, "set_thread_config", {"thread_id": new.thread_id, "config": dump_json(config)}
+                )
             await self._all(db, "mark_thread_busy", {"thread_id": new.thread_id, "now": now})
         created = from_micros(now)
         run = Run(
@@ -567,6 +579,7 @@ class SqliteStore:
                 "outcome": outcome.thread_status,
                 "values": values,
                 "interrupts": interrupts,
+                "error": thread_error_after_run(outcome),
                 "now": now,
             }
             await self._all(db, "finish_thread", params)
@@ -618,6 +631,9 @@ class SqliteStore:
             assert row is not None
             if settle is not None:
                 await self._settle_thread(db, row["thread_id"], settle)
+                await self._all(
+                    db, "set_thread_error", {"thread_id": row["thread_id"], "error": params["error"]}
+                )
         return row_to_run(row)
 
 

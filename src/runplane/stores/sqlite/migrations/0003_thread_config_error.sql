@@ -1,0 +1,4 @@
+-- What LangGraph's server shows on a thread besides its state: the config its runs were admitted
+-- with (JSON text) and why its last run failed (the run's error text, NULL unless it failed).
+ALTER TABLE threads ADD COLUMN config TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE threads ADD COLUMN error TEXT;
