@@ -112,7 +112,7 @@ async def invoke(runtime: LangGraphRuntime, graph_id: str, value: Any, thread_id
 def test_demo_graphs_have_one_system_assistant_each() -> None:
     runtime = load_runtime(None, InMemorySaver())
     assistants = {a.graph_id: a for a in runtime.assistants()}
-    assert set(assistants) == {"echo", "chat", "slow", "hitl"}
+    assert set(assistants) == {"echo", "chat", "slow", "hitl", "greeter", "profile"}
     for graph_id, assistant in assistants.items():
         assert assistant.assistant_id == default_assistant_id(graph_id)
         assert assistant.name == graph_id and assistant.metadata == {"created_by": "system"}

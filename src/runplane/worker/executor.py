@@ -12,13 +12,14 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.outputs import LLMResult
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import Command, Send
+from langgraph.version import __version__ as langgraph_version
 
 from runplane.core.errors import NotFound
 from runplane.core.graphs import Assistant, GraphRuntime
@@ -38,6 +39,45 @@ class Runtime(GraphRuntime, Protocol):
     """What the worker needs of `runplane.runtime.graphs.LangGraphRuntime` (injected; never imported here)."""
 
     checkpointer: BaseCheckpointSaver[Any]
+
+    async def get_graph(
+        self,
+        graph_id: str,
+        config: Json | None = None,
+        *,
+        access_context: Literal["threads.create_run", "threads.update", "threads.read", "assistants.read"] = (
+            "assistants.read"
+        ),
+        context: Any = None,
+        user: str | None = None,
+    ) -> Any:
+        """The graph; a factory gets a `ServerRuntime` for `access_context` with `context` and `user`."""
+        ...
+
+
+def context_schema_keys(graph: Any) -> set[str] | None:
+    """The fields of the graph's context schema; None when it has none (or no named fields), then
+    every key is passed, as LangGraph's server does."""
+    try:
+        schema = graph.get_context_jsonschema()
+    except Exception:
+        logger.debug("could not build the context schema of %s", getattr(graph, "name", graph), exc_info=True)
+        return None
+    properties = (schema or {}).get("properties") or {}
+    return set(properties) or None
+
+
+def run_context(graph: Any, given: Json) -> Json:
+    """The context a run gives its graph: `given` without the keys its context schema does not
+    declare, as LangGraph's server filters it (a dataclass schema refuses unknown keys). Never None:
+    a run without context gets `{}`, so a dataclass or pydantic schema gets its defaults."""
+    keys = context_schema_keys(graph)
+    if keys is None:
+        return dict(given)
+    dropped = sorted(set(given) - keys)
+    if dropped:
+        logger.debug("context keys %s are not in the graph's context schema; dropped", dropped)
+    return {key: value for key, value in given.items() if key in keys}
 
 
 def map_command(command: Json) -> Command[Any]:
@@ -133,6 +173,8 @@ class Execution:
         self.timeout: float | None = float(timeout) if timeout is not None else default_timeout
         self.usage = UsageTracker()
         self.graph: Any = None
+        #: What the graph gets as `runtime.context` (`prepare`).
+        self.context: Json = {}
         self.savepoint: checkpoints.Savepoint | None = None
         #: True when this attempt continues the checkpoints of an earlier attempt of the run.
         self.resumed = False
@@ -157,6 +199,10 @@ class Execution:
             "graph_id": graph_id,
             "assistant_id": run.assistant_id,
         }
+        # Who runs it, as LangGraph's server tells graphs (and, through the configurable, the
+        # checkpoint metadata): "" in single-user mode.
+        configurable.setdefault("user_id", run.owner)
+        configurable["langgraph_auth_user_id"] = run.owner
         if checkpoint := self.kwargs.get("checkpoint"):
             configurable.update({k: v for k, v in checkpoint.items() if k != "thread_id" and v is not None})
         if checkpoint_id := self.kwargs.get("checkpoint_id"):
@@ -172,6 +218,7 @@ class Execution:
             "assistant_id": run.assistant_id,
             "graph_id": graph_id,
             "run_attempt": run.attempt,
+            "langgraph_version": langgraph_version,
         }
         config: dict[str, Any] = {**base, **own, "configurable": configurable, "metadata": metadata}
         config["tags"] = [*(base.get("tags") or []), *(own.get("tags") or [])]
@@ -192,7 +239,15 @@ class Execution:
         if graph_id is None:
             raise NotFound(f"assistant {self.run.assistant_id} not found")
         config = self.build_config(assistant, graph_id)
-        self.graph = await self.runtime.get_graph(graph_id, dict(config))
+        # The run's context over the assistant's; without one, the run's configurable stands in
+        # for it, as LangGraph's server does. It is passed to the graph only (never mirrored into
+        # the configurable, whose values LangGraph copies into every checkpoint's metadata).
+        own = self.kwargs.get("context") or (self.kwargs.get("config") or {}).get("configurable") or {}
+        given = {**(assistant.context if assistant else {}), **own}
+        self.graph = await self.runtime.get_graph(
+            graph_id, dict(config), access_context="threads.create_run", context=given, user=self.run.owner
+        )
+        self.context = run_context(self.graph, given)
         command = self.kwargs.get("command")
         graph_input = map_command(command) if command else self.kwargs.get("input")
         saver = self.runtime.checkpointer
@@ -246,7 +301,7 @@ class Execution:
         options: dict[str, Any] = {
             "stream_mode": langgraph_modes(requested),
             "subgraphs": subgraphs,
-            "context": self.kwargs.get("context"),
+            "context": self.context,
             "interrupt_before": self.kwargs.get("interrupt_before"),
             "interrupt_after": self.kwargs.get("interrupt_after"),
         }
