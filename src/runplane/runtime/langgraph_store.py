@@ -127,6 +127,14 @@ async def open_langgraph_store(
     elif kind == "sqlite":
         if AsyncSqliteStore is None:  # pragma: no cover
             raise InvalidInput("the sqlite store needs langgraph-checkpoint-sqlite")
+        if settings.index and not hasattr(sqlite3.Connection, "enable_load_extension"):
+            # LangGraph's SQLite index is the sqlite-vec extension; some Python builds (pyenv's
+            # default, for one) compile sqlite3 without extension loading.
+            raise InvalidInput(
+                "'store.index' on SQLite needs the sqlite-vec extension, and this Python's sqlite3 "
+                "cannot load extensions: use a Python built with loadable SQLite extensions, or "
+                "PostgreSQL with pgvector"
+            )
         async with AsyncSqliteStore.from_conn_string(
             sqlite_path(database_url), index=cast(Any, settings.index), ttl=settings.ttl
         ) as store:
