@@ -73,6 +73,7 @@ with_pydantic = build(read_pydantic, Prefs)
 FACTORIES = """
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 from langgraph.graph import END, START, StateGraph
@@ -119,6 +120,43 @@ async def config_then_runtime(config: RunnableConfig, runtime: ServerRuntime):
 
 def runtime_only(runtime: ServerRuntime):
     return _graph(_describe(runtime))
+
+
+#: What `with_resource` did, in order (read by the test through the `events` graph).
+EVENTS = []
+
+
+@contextlib.asynccontextmanager
+async def with_resource(runtime: ServerRuntime):
+    # The shape LangGraph's docs give: connect only to execute, hold it for the whole run.
+    if runtime.execution_runtime is None:
+        yield _graph({"connected": False})
+        return
+    EVENTS.append("open")
+
+    async def node(state: State) -> State:
+        EVENTS.append("node")
+        return {"report": {"connected": EVENTS[-2:] == ["open", "node"]}}
+
+    builder = StateGraph(State)
+    builder.add_node("node", node)
+    builder.add_edge(START, "node")
+    builder.add_edge("node", END)
+    try:
+        yield builder.compile()
+    finally:
+        EVENTS.append("close")
+
+
+async def resource_log(state: State) -> State:
+    return {"report": {"events": list(EVENTS)}}
+
+
+_log = StateGraph(State)
+_log.add_node("log", resource_log)
+_log.add_edge(START, "log")
+_log.add_edge("log", END)
+events = _log.compile()
 """
 
 SIMPLE = """
@@ -152,6 +190,8 @@ PROJECTS = {
         "rt_cfg": "./factories.py:runtime_then_config",
         "cfg_rt": "./factories.py:config_then_runtime",
         "rt_only": "./factories.py:runtime_only",
+        "with_resource": "./factories.py:with_resource",
+        "events": "./factories.py:events",
     },
     "with_broken": {"simple": "./simple.py:graph", "broken": "./broken.py:graph"},
 }
@@ -287,6 +327,19 @@ async def test_a_server_runtime_factory_sees_the_authenticated_user(alice: LangG
     _, values = await _wait(alice, "rt_only", input={})
     assert values["report"]["user"] == "alice"
     assert values["report"]["access_context"] == "threads.create_run"
+
+
+async def test_a_context_manager_factory_holds_its_resource_for_the_whole_run(
+    factories: LangGraphClient,
+) -> None:
+    _, values = await _wait(factories, "with_resource", input={})
+    assert values["report"] == {"connected": True}
+    _, log = await _wait(factories, "events", input={})
+    assert log["report"]["events"] == ["open", "node", "close"]
+    # A structural read builds the graph without connecting.
+    assert "properties" in (await factories.assistants.get_schemas("with_resource"))["input_schema"]
+    _, log = await _wait(factories, "events", input={})
+    assert log["report"]["events"] == ["open", "node", "close"]
 
 
 # -- a graph that fails to load -----------------------------------------------------------------------------

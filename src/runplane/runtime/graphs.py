@@ -11,7 +11,8 @@ import copy
 import inspect
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -124,6 +125,21 @@ def load_runtime(
     return LangGraphRuntime(values, checkpointer, store=store, descriptions=descriptions, broken=broken)
 
 
+@asynccontextmanager
+async def _entered(value: Any) -> AsyncIterator[Any]:
+    """What a factory returned, resolved: awaited if a coroutine, entered if a context manager."""
+    if inspect.isawaitable(value):
+        value = await value
+    if isinstance(value, AbstractAsyncContextManager):
+        async with value as entered:
+            yield entered
+    elif isinstance(value, AbstractContextManager):
+        with value as entered:
+            yield entered
+    else:
+        yield value
+
+
 class LangGraphRuntime:
     """The registry of graphs plus thread-state operations (implements `core.graphs.GraphRuntime`).
 
@@ -216,10 +232,36 @@ class LangGraphRuntime:
         context: Any = None,
         user: str | None = None,
     ) -> Pregel:
-        """The graph with the checkpointer and store attached. A factory is called for each use
-        with what its parameters ask for: the config, and a `ServerRuntime` carrying
-        `access_context`, the store, the user (the run's owner, None in single-user mode) and,
-        for a run (`threads.create_run`), its `context`.
+        """The graph, for a use that ends with the call (`open_graph`: a context-manager factory's
+        context is exited before the graph is returned).
+
+        Raises:
+            NotFound: unknown graph id.
+            GraphUnavailable: the graph failed to load at start.
+            InvalidInput: a factory returned something else than a graph.
+        """
+        async with self.open_graph(
+            graph_id, config, access_context=access_context, context=context, user=user
+        ) as graph:
+            return graph
+
+    @asynccontextmanager
+    async def open_graph(
+        self,
+        graph_id: str,
+        config: Json | None = None,
+        *,
+        access_context: AccessContext = "assistants.read",
+        context: Any = None,
+        user: str | None = None,
+    ) -> AsyncIterator[Pregel]:
+        """The graph with the checkpointer and store attached, for as long as the context is open.
+
+        A factory is called for each use with what its parameters ask for: the config, and a
+        `ServerRuntime` carrying `access_context`, the store, the user (the run's owner, None in
+        single-user mode) and, for a run (`threads.create_run`), its `context`. It may return the
+        graph, a coroutine of it, or a context manager yielding it (held open meanwhile), as
+        LangGraph's server accepts.
 
         Raises:
             NotFound: unknown graph id.
@@ -228,7 +270,8 @@ class LangGraphRuntime:
         """
         graph = self._compiled.get(graph_id)
         if graph is not None:
-            return graph
+            yield graph
+            return
         if graph_id in self._broken:
             raise self._unavailable(graph_id)
         entry = self._factories.get(graph_id)
@@ -237,13 +280,14 @@ class LangGraphRuntime:
         factory, call = entry
         runtime = self.server_runtime(access_context, context=context, user=user)
         value = factory(**call(ensure_config(cast(RunnableConfig, config or {})), runtime))
-        if inspect.isawaitable(value):
-            value = await value
-        if isinstance(value, StateGraph):
-            value = value.compile()
-        if not isinstance(value, Pregel):
-            raise InvalidInput(f"graph factory {graph_id!r} returned a {type(value).__name__}, not a graph")
-        return self._attach(graph_id, value)
+        async with _entered(value) as built:
+            if isinstance(built, StateGraph):
+                built = built.compile()
+            if not isinstance(built, Pregel):
+                raise InvalidInput(
+                    f"graph factory {graph_id!r} returned a {type(built).__name__}, not a graph"
+                )
+            yield self._attach(graph_id, built)
 
     def server_runtime(
         self, access_context: AccessContext, *, context: Any = None, user: str | None = None

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any, Literal, Protocol
 
 from langchain_core.callbacks import AsyncCallbackHandler
@@ -52,6 +53,21 @@ class Runtime(GraphRuntime, Protocol):
         user: str | None = None,
     ) -> Any:
         """The graph; a factory gets a `ServerRuntime` for `access_context` with `context` and `user`."""
+        ...
+
+    def open_graph(
+        self,
+        graph_id: str,
+        config: Json | None = None,
+        *,
+        access_context: Literal["threads.create_run", "threads.update", "threads.read", "assistants.read"] = (
+            "assistants.read"
+        ),
+        context: Any = None,
+        user: str | None = None,
+    ) -> AbstractAsyncContextManager[Any]:
+        """`get_graph`, held open while the context is: a context-manager factory keeps its
+        resources (connections, MCP sessions) for the whole run."""
         ...
 
 
@@ -175,6 +191,8 @@ class Execution:
         self.graph: Any = None
         #: What the graph gets as `runtime.context` (`prepare`).
         self.context: Json = {}
+        #: Holds the graph open (a context-manager factory's resources) until `_stream` ends.
+        self._graph_scope = AsyncExitStack()
         self.savepoint: checkpoints.Savepoint | None = None
         #: True when this attempt continues the checkpoints of an earlier attempt of the run.
         self.resumed = False
@@ -244,9 +262,22 @@ class Execution:
         # the configurable, whose values LangGraph copies into every checkpoint's metadata).
         own = self.kwargs.get("context") or (self.kwargs.get("config") or {}).get("configurable") or {}
         given = {**(assistant.context if assistant else {}), **own}
-        self.graph = await self.runtime.get_graph(
-            graph_id, dict(config), access_context="threads.create_run", context=given, user=self.run.owner
+        self.graph = await self._graph_scope.enter_async_context(
+            self.runtime.open_graph(
+                graph_id,
+                dict(config),
+                access_context="threads.create_run",
+                context=given,
+                user=self.run.owner,
+            )
         )
+        try:
+            return await self._inputs(config, given)
+        except BaseException:
+            await self._graph_scope.aclose()
+            raise
+
+    async def _inputs(self, config: RunnableConfig, given: Json) -> tuple[Any, RunnableConfig]:
         self.context = run_context(self.graph, given)
         command = self.kwargs.get("command")
         graph_input = map_command(command) if command else self.kwargs.get("input")
@@ -294,6 +325,10 @@ class Execution:
         return await self.ended("success")
 
     async def _stream(self, graph_input: Any, config: RunnableConfig) -> None:
+        async with self._graph_scope:  # the graph's own resources end with the stream
+            await self._stream_graph(graph_input, config)
+
+    async def _stream_graph(self, graph_input: Any, config: RunnableConfig) -> None:
         modes = self.kwargs.get("stream_mode") or ["values"]
         requested = [modes] if isinstance(modes, str) else list(modes)
         subgraphs = bool(self.kwargs.get("stream_subgraphs"))
