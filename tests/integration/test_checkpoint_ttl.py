@@ -18,7 +18,15 @@ from langgraph.pregel import Pregel
 from typing_extensions import TypedDict
 
 from runplane.core.errors import InvalidInput
-from runplane.runtime.checkpoint_ttl import CheckpointTTL, checkpoint_id_at, parse_ttl, sweep
+from runplane.runtime.checkpoint_ttl import (
+    CheckpointTTL,
+    Strategy,
+    checkpoint_id_at,
+    expire_thread,
+    expired_threads,
+    parse_ttl,
+    sweep,
+)
 from runplane.runtime.checkpointer import open_checkpointer
 from tests._services import drop_postgres_database, fresh_postgres_database, require_postgres_url
 
@@ -92,6 +100,22 @@ async def test_a_thread_written_since_the_cutoff_is_kept(saver: BaseCheckpointSa
     assert swept == 1
     assert await _history(graph, "old") == []
     assert len(await _history(graph, "new")) == 3
+
+
+@pytest.mark.parametrize("strategy", ["delete", "keep_latest"])
+async def test_a_thread_written_after_it_was_found_expired_is_kept_whole(
+    saver: BaseCheckpointSaver[Any], strategy: Strategy
+) -> None:
+    """The race between a sweep and a run on a long-idle thread: the sweep finds the thread
+    expired, a run writes to it, then the sweep gets to it. The run's state must survive."""
+    graph = _graph(saver)
+    await _runs(graph, "t", 1)
+    cutoff = checkpoint_id_at(time.time())
+    assert await expired_threads(saver, cutoff, 10) == ["t"]
+    await _runs(graph, "t", 1)  # the thread is used again, after the cutoff
+    await expire_thread(saver, "t", cutoff, strategy)
+    assert len(await _history(graph, "t")) == 6
+    assert (await graph.aget_state({"configurable": {"thread_id": "t"}})).values == {"items": [0, 1]}
 
 
 async def test_keep_latest_prunes_history_and_keeps_the_state(saver: BaseCheckpointSaver[Any]) -> None:
