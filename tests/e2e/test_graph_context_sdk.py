@@ -365,3 +365,33 @@ async def test_a_graph_that_failed_to_load_is_refused_with_its_reason_and_the_ot
         assert detail.startswith("Graph 'broken' failed to load: ")
         assert "no_such_package_for_runplane_tests" in detail
     assert await sdk.runs.list(thread["thread_id"]) == []  # refused: nothing was created
+
+
+# -- the demo graphs ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def demo() -> AsyncIterator[LangGraphClient]:
+    async for client in _client(load_runtime(None, InMemorySaver(), store=InMemoryStore()), None):
+        yield client
+
+
+async def test_demo_greeter_reads_its_context_schema(demo: LangGraphClient) -> None:
+    assert (await _wait(demo, "greeter", input={}))[1] == {"reply": "Hello, world!"}
+    _, values = await _wait(demo, "greeter", input={}, context={"name": "Ada", "shout": True, "token": "x"})
+    assert values == {"reply": "HELLO, ADA!"}
+    schemas = await demo.assistants.get_schemas("greeter")
+    assert set(schemas["context_schema"]["properties"]) == {"greeting", "name", "shout"}
+
+
+async def test_demo_profile_is_built_per_run_by_its_server_runtime_factory(demo: LangGraphClient) -> None:
+    first_thread, first = await _wait(demo, "profile", input={}, context={"label": "beta"})
+    assert first == {
+        "user": None,
+        "access_context": "threads.create_run",
+        "label": "beta",
+        "runs": 1,
+        "thread_id": first_thread,
+    }
+    _, second = await _wait(demo, "profile", input={})
+    assert second["runs"] == 2 and second["label"] == "default"  # the store is shared across threads
