@@ -448,3 +448,23 @@ def test_store_index_embeddings_are_loaded_from_the_project_or_refused_clearly(t
         config = project(tmp_path, {"graphs": {"g": "./graph.py:graph"}, "store": {"index": index}}, {})
         with pytest.raises(InvalidInput, match=message):
             store_settings(read_project(config))
+
+
+async def test_a_graph_whose_own_code_fails_is_unavailable_and_the_others_load(tmp_path: Path) -> None:
+    no_entry = SIMPLE_GRAPH + textwrap.dedent(
+        """
+        invalid = StateGraph(State)
+        invalid.add_node("bump", bump)  # no edge from START: compiling it raises
+        """
+    )
+    config = project(
+        tmp_path,
+        {"graphs": {"good": "./graph.py:graph", "invalid": "./graph.py:invalid"}},
+        {"graph.py": no_entry},
+    )
+    runtime = load_runtime(config, InMemorySaver())
+    assert await invoke(runtime, "good", {"n": 1}) == {"n": 2}
+    with pytest.raises(
+        GraphUnavailable, match=r"Graph 'invalid' failed to load: graph 'invalid': ValueError"
+    ):
+        await runtime.get_graph("invalid")

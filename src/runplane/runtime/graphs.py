@@ -107,11 +107,18 @@ def load_runtime(
             if isinstance(spec, InvalidInput):
                 raise spec
             values[graph_id] = load_graph_value(spec, project.base_dir)
-        except InvalidInput as exc:
-            broken[graph_id] = exc.message
+        except Exception as exc:
+            # Whatever the graph's own code raised (compiling an invalid StateGraph, say): it is
+            # this graph's failure, not the server's.
+            reason = (
+                exc.message
+                if isinstance(exc, InvalidInput)
+                else f"graph {graph_id!r}: {type(exc).__name__}: {exc}"
+            )
+            broken[graph_id] = reason
             logger.error(
                 "GRAPH NOT LOADED: %s (the other graphs are served; runs on %r are refused)",
-                exc.message,
+                reason,
                 graph_id,
                 extra={"action": "graph_load_failed", "graph_id": graph_id},
             )
