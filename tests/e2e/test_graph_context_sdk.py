@@ -282,7 +282,11 @@ async def test_context_keys_outside_the_schema_are_dropped_and_never_reach_check
     sdk: LangGraphClient,
 ) -> None:
     thread_id, values = await _wait(
-        sdk, "dataclass_ctx", input={}, context={"model": "large", "secret": "s3cr3t-token"}
+        sdk,
+        "dataclass_ctx",
+        input={},
+        context={"model": "large", "secret": "s3cr3t-token"},
+        metadata={"origin": "test"},
     )
     assert values == {"seen": {"model": "large", "temperature": 0.5}}
     history = await sdk.threads.get_history(thread_id)
@@ -293,6 +297,7 @@ async def test_context_keys_outside_the_schema_are_dropped_and_never_reach_check
         assert "s3cr3t-token" not in json.dumps(metadata)
         # What LangGraph's server writes there, context aside.
         assert metadata["graph_id"] == "dataclass_ctx" and metadata["user_id"] == ""
+        assert metadata["origin"] == "test" and metadata["created_by"] == "system"
         assert metadata["langgraph_auth_user_id"] == "" and "langgraph_version" in metadata
 
 

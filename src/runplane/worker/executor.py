@@ -245,6 +245,8 @@ class Execution:
             **(assistant.metadata if assistant else {}),
             **(base.get("metadata") or {}),
             **(own.get("metadata") or {}),
+            # The run's own metadata too, as LangGraph's server merges it into the config's.
+            **run.metadata,
             "run_id": run.run_id,
             "thread_id": run.thread_id,
             "assistant_id": run.assistant_id,
