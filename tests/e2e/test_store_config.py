@@ -106,10 +106,10 @@ def _check_ranking(index_server: Proc) -> None:
 
 def test_store_and_checkpointer_ttls_expire_data(ttl_server: Proc) -> None:
     client = get_sync_client(url=ttl_server.url)
-    thread_id, _ = notes(ttl_server.url, op="put", user="bob", key="k", text="short-lived")
-    assert client.threads.get_state(thread_id)["values"]["text"] == "short-lived"
-    _, listed = notes(ttl_server.url, op="search", user="bob")
-    assert [item["text"] for item in listed["found"]] == ["short-lived"]
+    # Stored (listed by the same run, right after its put) and checkpointed (the run's state).
+    thread_id, stored = notes(ttl_server.url, op="put", user="bob", key="k", text="short-lived")
+    assert stored["text"] == "short-lived"
+    assert [item["text"] for item in stored["found"]] == ["short-lived"]
 
     def note_gone() -> bool:
         return notes(ttl_server.url, op="search", user="bob")[1]["found"] == []

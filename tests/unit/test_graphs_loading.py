@@ -10,11 +10,12 @@ import textwrap
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph_sdk.runtime import ServerRuntime, _ExecutionRuntime, _ReadRuntime
 
 from runplane.core.errors import GraphUnavailable, InvalidInput, NotFound
 from runplane.core.graphs import default_assistant_id
@@ -468,3 +469,18 @@ async def test_a_graph_whose_own_code_fails_is_unavailable_and_the_others_load(t
         GraphUnavailable, match=r"Graph 'invalid' failed to load: graph 'invalid': ValueError"
     ):
         await runtime.get_graph("invalid")
+
+
+def test_the_sdk_server_runtime_is_the_two_variants_runplane_builds() -> None:
+    """Contract with langgraph-sdk's beta `ServerRuntime` (runplane builds its private variants, as
+    LangGraph's server does): if the SDK reshapes it, this fails before factories do."""
+    variants = {get_origin(v) or v for v in get_args(ServerRuntime.__value__)}
+    assert variants == {_ExecutionRuntime, _ReadRuntime}
+    runtime = LangGraphRuntime({}, InMemorySaver())
+    running = runtime.server_runtime("threads.create_run", context={"a": 1}, user="ada")
+    assert isinstance(running, _ExecutionRuntime) and running.execution_runtime is running
+    assert (
+        running.context == {"a": 1} and running.user is not None and running.ensure_user().identity == "ada"
+    )
+    reading = runtime.server_runtime("threads.read")
+    assert isinstance(reading, _ReadRuntime) and reading.execution_runtime is None and reading.user is None

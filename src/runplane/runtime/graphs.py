@@ -23,7 +23,6 @@ from langgraph.graph import StateGraph
 from langgraph.pregel import Pregel
 from langgraph.store.base import BaseStore
 from langgraph_sdk.auth.types import BaseUser
-from langgraph_sdk.runtime import _ExecutionRuntime, _ReadRuntime
 from pydantic import TypeAdapter, create_model
 
 from runplane.core.errors import GraphUnavailable, InvalidInput, NotFound
@@ -45,6 +44,11 @@ from runplane.runtime.serde import config_checkpoint, jsonable, thread_state
 __all__ = ["DEMO_CONFIG", "LangGraphRuntime", "RunUser", "load_module_file", "load_runtime"]
 
 logger = logging.getLogger(__name__)
+
+try:  # langgraph-sdk >= 0.3; see `runtime.project`
+    from langgraph_sdk.runtime import _ExecutionRuntime, _ReadRuntime
+except ImportError:  # pragma: no cover - an SDK without ServerRuntime: factories take the config only
+    _ExecutionRuntime = _ReadRuntime = None  # type: ignore[assignment,misc]
 
 #: Configurable keys the server sets itself; hidden from the config schema, as LangGraph does.
 _SERVER_CONFIGURABLE = (
@@ -301,6 +305,8 @@ class LangGraphRuntime:
     ) -> Any:
         """The `langgraph_sdk.runtime.ServerRuntime` a factory gets, as LangGraph's server builds it:
         the execution variant (with a copy of the run's context) for a run, the read variant else."""
+        if _ExecutionRuntime is None:  # pragma: no cover - an SDK without ServerRuntime
+            return None
         run_user = cast(BaseUser, RunUser(user)) if user else None
         store = cast(BaseStore, self.store)
         if access_context == "threads.create_run":

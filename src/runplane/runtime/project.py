@@ -37,11 +37,15 @@ from dotenv import dotenv_values
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import StateGraph
 from langgraph.pregel import Pregel
-from langgraph_sdk.runtime import ServerRuntime, _ExecutionRuntime, _ReadRuntime
 
 from runplane.core.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
+
+try:  # langgraph-sdk >= 0.3 (a beta API: its two variants are private, checked by the unit tests)
+    from langgraph_sdk.runtime import ServerRuntime, _ExecutionRuntime, _ReadRuntime
+except ImportError:  # pragma: no cover - an SDK without it: factories take the config only
+    ServerRuntime = _ExecutionRuntime = _ReadRuntime = None  # type: ignore[assignment,misc]
 
 #: The graphs served when no langgraph.json is given.
 DEMO_CONFIG = Path(__file__).parent.parent / "demo" / "langgraph.json"
@@ -275,7 +279,7 @@ _ANNOTATION_NAMES: dict[str, Any] = {
 
 def _is_runtime_annotation(annotation: Any) -> bool:
     """`ServerRuntime`, `ServerRuntime[Ctx]`, a concrete runtime class, or `Annotated[...]` of one."""
-    if annotation is inspect.Parameter.empty:
+    if annotation is inspect.Parameter.empty or ServerRuntime is None:
         return False
     if annotation is ServerRuntime:
         return True

@@ -1,5 +1,5 @@
-"""Notes kept per user in LangGraph's store: `put` one, or `search` them (semantically, with a
-`query`, when the langgraph.json gives the store an index)."""
+"""Notes kept per user in LangGraph's store: `put` one (then list them), or `search` them
+(semantically, with a `query`, when the langgraph.json gives the store an index)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ async def notes(state: State, *, store: BaseStore) -> State:
     namespace = ("notes", state["user"])
     if state["op"] == "put":
         await store.aput(namespace, state["key"], {"text": state["text"]})
-        return {}
     items = await store.asearch(namespace, query=state.get("query"), limit=10)
     return {"found": [{"text": item.value["text"], "score": item.score} for item in items]}
 
