@@ -40,10 +40,12 @@ from runplane.core.manager import ManagerSettings, RunManager
 from runplane.core.models import CANCEL_ACTIONS, RUN_STATUSES, THREAD_STATUSES
 from runplane.events import open_bus
 from runplane.logs import configure_logging
+from runplane.runtime import checkpoint_ttl
 from runplane.runtime.checkpointer import open_checkpointer
 from runplane.runtime.graphs import LangGraphRuntime, load_module_file, load_runtime
 from runplane.runtime.http_app import http_section, load_http_app
-from runplane.runtime.langgraph_store import open_langgraph_store
+from runplane.runtime.langgraph_store import open_langgraph_store, store_settings
+from runplane.runtime.project import read_project
 from runplane.settings import Settings, settings_from_env
 from runplane.stores import open_store, scheme_of
 from runplane.worker import Worker
@@ -89,10 +91,14 @@ async def compose(settings: Settings, *, with_workers: bool) -> AsyncIterator[Se
                 lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts
             ),
         )
-        checkpointer = await stack.enter_async_context(open_checkpointer(settings.database_url))
-        graph_store = await stack.enter_async_context(open_langgraph_store(settings.database_url))
         config_path = resolve_config(settings.config)
-        runtime = load_runtime(config_path, checkpointer, store=graph_store)
+        project = read_project(config_path)  # applies its env: before anything of the project loads
+        checkpointer = await stack.enter_async_context(open_checkpointer(settings.database_url))
+        await stack.enter_async_context(checkpoint_ttl.sweeping(checkpointer, project.checkpointer_ttl))
+        graph_store = await stack.enter_async_context(
+            open_langgraph_store(settings.database_url, store_settings(project))
+        )
+        runtime = load_runtime(project, checkpointer, store=graph_store)
         # After the graphs: their `env` and `dependencies` are what the auth module may need too.
         auth = load_custom_auth(config_path)
         worker = None

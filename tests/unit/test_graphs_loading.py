@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph_sdk.runtime import ServerRuntime, _ExecutionRuntime, _ReadRuntime
 
-from runplane.core.errors import InvalidInput, NotFound
+from runplane.core.errors import GraphUnavailable, InvalidInput, NotFound
 from runplane.core.graphs import default_assistant_id
 from runplane.runtime.graphs import LangGraphRuntime, load_module_file, load_runtime
+from runplane.runtime.langgraph_store import store_settings
+from runplane.runtime.project import read_project
 
 SIMPLE_GRAPH = """
 from typing_extensions import TypedDict
@@ -112,7 +116,7 @@ async def invoke(runtime: LangGraphRuntime, graph_id: str, value: Any, thread_id
 def test_demo_graphs_have_one_system_assistant_each() -> None:
     runtime = load_runtime(None, InMemorySaver())
     assistants = {a.graph_id: a for a in runtime.assistants()}
-    assert set(assistants) == {"echo", "chat", "slow", "hitl"}
+    assert set(assistants) == {"echo", "chat", "slow", "hitl", "greeter", "profile"}
     for graph_id, assistant in assistants.items():
         assert assistant.assistant_id == default_assistant_id(graph_id)
         assert assistant.name == graph_id and assistant.metadata == {"created_by": "system"}
@@ -296,3 +300,187 @@ async def test_schemas_and_drawable_graph() -> None:
     assert {"source": "ask", "target": "confirm"} in drawn["edges"]
     with pytest.raises(NotFound):
         await runtime.get_graph("nope")
+
+
+# -- graph factories and ServerRuntime ------------------------------------------------------------------
+
+RUNTIME_FACTORIES = (
+    "from __future__ import annotations\n"
+    + SIMPLE_GRAPH
+    + textwrap.dedent(
+        """
+    from dataclasses import dataclass
+    from typing import TYPE_CHECKING, Annotated
+
+    from langgraph_sdk.runtime import ServerRuntime
+
+    if TYPE_CHECKING:
+        from langchain_core.runnables import RunnableConfig
+
+    SEEN = []
+
+
+    @dataclass
+    class Ctx:
+        tenant: str = "none"
+
+
+    def typed_runtime(rt: ServerRuntime[Ctx]):
+        SEEN.append(("typed", rt.access_context, rt.execution_runtime is not None))
+        return builder
+
+
+    def annotated(cfg: RunnableConfig, rt: Annotated[ServerRuntime, "doc"]):
+        SEEN.append(("annotated", rt.access_context, cfg["configurable"].get("thread_id")))
+        return builder
+
+
+    def untyped_one(anything):
+        SEEN.append(("config", sorted(anything)))
+        return builder
+
+
+    def two_configs(a, b):
+        return builder
+
+
+    def three(a, b, rt: ServerRuntime):
+        return builder
+    """
+    )
+)
+
+
+async def test_factories_are_classified_by_their_parameters_as_langgraph_does(tmp_path: Path) -> None:
+    config = project(
+        tmp_path,
+        {
+            "graphs": {
+                "typed": "./graph.py:typed_runtime",
+                "annotated": "./graph.py:annotated",
+                "untyped": "./graph.py:untyped_one",
+                "two_configs": "./graph.py:two_configs",
+                "three": "./graph.py:three",
+            }
+        },
+        {"graph.py": RUNTIME_FACTORIES},
+    )
+    runtime = load_runtime(config, InMemorySaver())
+    module = load_module_file(tmp_path / "graph.py")
+    await runtime.get_graph("typed", access_context="threads.create_run", context={"tenant": "x"})
+    await runtime.graph_schemas("typed")
+    await runtime.get_state("annotated", "thread-z")
+    await runtime.get_graph("untyped")
+    assert module.SEEN == [
+        ("typed", "threads.create_run", True),
+        ("typed", "assistants.read", False),
+        ("annotated", "threads.read", "thread-z"),
+        ("config", ["callbacks", "configurable", "metadata", "recursion_limit", "tags"]),
+    ]
+    # Not a factory LangGraph's server would call: those graphs alone are unavailable.
+    for graph_id in ("two_configs", "three"):
+        with pytest.raises(GraphUnavailable, match=f"Graph '{graph_id}' failed to load: .*ServerRuntime"):
+            runtime.resolve(graph_id)
+        with pytest.raises(GraphUnavailable):
+            await runtime.get_graph(graph_id)
+    assert {a.graph_id for a in runtime.assistants()} >= {"two_configs", "three"}
+
+
+def test_a_project_where_no_graph_loads_is_refused_with_every_reason(tmp_path: Path) -> None:
+    config = project(
+        tmp_path,
+        {"graphs": {"a": "./missing.py:graph", "b": "./graph.py:nope"}},
+        {"graph.py": SIMPLE_GRAPH},
+    )
+    with pytest.raises(
+        InvalidInput, match=r"no graph could be loaded: .*does not exist.*no attribute 'nope'"
+    ):
+        load_runtime(config, InMemorySaver())
+
+
+# -- langgraph.json sections --------------------------------------------------------------------------------
+
+
+def test_every_key_runplane_does_not_act_on_is_named_in_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = project(
+        tmp_path,
+        {
+            "graphs": {"g": "./graph.py:graph"},
+            "python_version": "3.11",
+            "http": {"app": "./app.py:app"},
+            "webhooks": {"env_prefix": "X"},
+            "store": {
+                "path": "./store.py:store",
+                "index": {"dims": 4, "embed": "fake:model", "extra_field": 1},
+                "ttl": {"default_ttl": 5},
+            },
+            "checkpointer": {"backend": "default", "serde": {}, "ttl": {"default_ttl": 1, "bogus": 2}},
+        },
+        {"graph.py": SIMPLE_GRAPH},
+    )
+    with caplog.at_level(logging.INFO, logger="runplane.runtime.project"):
+        read_project(config)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    for key in ("'webhooks'", "'store.path'", "'store.index.extra_field'", "'checkpointer.serde'"):
+        assert any(key in message for message in warnings), (key, warnings)
+    assert any("'checkpointer.ttl.bogus'" in message for message in warnings)
+    assert len(warnings) == 5  # http, the honoured keys and backend "default" are not warned about
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert any("python_version" in message for message in infos)
+
+
+def test_store_index_embeddings_are_loaded_from_the_project_or_refused_clearly(tmp_path: Path) -> None:
+    embeddings = "def embed(texts):\n    return [[float(len(t)), 1.0] for t in texts]\n"
+    config = project(
+        tmp_path,
+        {"graphs": {"g": "./graph.py:graph"}, "store": {"index": {"dims": 2, "embed": "./emb.py:embed"}}},
+        {"graph.py": SIMPLE_GRAPH, "emb.py": embeddings},
+    )
+    settings = store_settings(read_project(config))
+    assert settings.index is not None and settings.ttl is None
+    assert settings.index["embed"].embed_query("abc") == [3.0, 1.0]  # type: ignore[union-attr]
+    for index, message in [
+        ({"dims": 2, "embed": "./emb.py:missing"}, "has no attribute 'missing'"),
+        ({"dims": 2, "embed": "nosuchprovider:some-model"}, "store.index.embed 'nosuchprovider:some-model'"),
+        ({"embed": "./emb.py:embed"}, "needs 'dims'"),
+    ]:
+        config = project(tmp_path, {"graphs": {"g": "./graph.py:graph"}, "store": {"index": index}}, {})
+        with pytest.raises(InvalidInput, match=message):
+            store_settings(read_project(config))
+
+
+async def test_a_graph_whose_own_code_fails_is_unavailable_and_the_others_load(tmp_path: Path) -> None:
+    no_entry = SIMPLE_GRAPH + textwrap.dedent(
+        """
+        invalid = StateGraph(State)
+        invalid.add_node("bump", bump)  # no edge from START: compiling it raises
+        """
+    )
+    config = project(
+        tmp_path,
+        {"graphs": {"good": "./graph.py:graph", "invalid": "./graph.py:invalid"}},
+        {"graph.py": no_entry},
+    )
+    runtime = load_runtime(config, InMemorySaver())
+    assert await invoke(runtime, "good", {"n": 1}) == {"n": 2}
+    with pytest.raises(
+        GraphUnavailable, match=r"Graph 'invalid' failed to load: graph 'invalid': ValueError"
+    ):
+        await runtime.get_graph("invalid")
+
+
+def test_the_sdk_server_runtime_is_the_two_variants_runplane_builds() -> None:
+    """Contract with langgraph-sdk's beta `ServerRuntime` (runplane builds its private variants, as
+    LangGraph's server does): if the SDK reshapes it, this fails before factories do."""
+    variants = {get_origin(v) or v for v in get_args(ServerRuntime.__value__)}
+    assert variants == {_ExecutionRuntime, _ReadRuntime}
+    runtime = LangGraphRuntime({}, InMemorySaver())
+    running = runtime.server_runtime("threads.create_run", context={"a": 1}, user="ada")
+    assert isinstance(running, _ExecutionRuntime) and running.execution_runtime is running
+    assert (
+        running.context == {"a": 1} and running.user is not None and running.ensure_user().identity == "ada"
+    )
+    reading = runtime.server_runtime("threads.read")
+    assert isinstance(reading, _ReadRuntime) and reading.execution_runtime is None and reading.user is None

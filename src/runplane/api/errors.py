@@ -18,6 +18,7 @@ from starlette.responses import Response
 from runplane.core.errors import (
     CancelRequested,
     Conflict,
+    GraphUnavailable,
     InvalidInput,
     InvalidTransition,
     LeaseLost,
@@ -39,6 +40,8 @@ STATUS_BY_ERROR: dict[type[RunplaneError], int] = {
     LeaseLost: 409,
     CancelRequested: 409,
     StoreUnavailable: 503,
+    # LangGraph's server answers 424 for a graph it cannot use ("Graph ... is not valid").
+    GraphUnavailable: 424,
 }
 
 

@@ -8,7 +8,8 @@ RunplaneError
 ├── InvalidTransition   a status change the lifecycle table forbids
 ├── LeaseLost           a worker's claim is no longer current (expired, or a newer attempt holds it)
 ├── CancelRequested     a worker tried to finish a run whose cancel won the race
-└── StoreUnavailable    the backing database failed in a way the caller cannot fix
+├── StoreUnavailable    the backing database failed in a way the caller cannot fix
+└── GraphUnavailable    the graph a request names failed to load when the server started
 """
 
 from __future__ import annotations
@@ -59,3 +60,7 @@ class CancelRequested(RunplaneError):
 
 class StoreUnavailable(RunplaneError):
     """The store is unavailable."""
+
+
+class GraphUnavailable(RunplaneError):
+    """The graph failed to load."""

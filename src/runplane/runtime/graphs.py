@@ -1,57 +1,55 @@
 """`LangGraphRuntime`: the graphs of a `langgraph.json`, and thread state over LangGraph's checkpointer.
 
-Loading follows LangGraph's own server (`langgraph dev`):
-
-- `graphs`: `{"id": "./path/to/file.py:attr"}` (relative to the json file's directory),
-  `{"id": "package.module:attr"}`, or `{"id": {"path": ..., "description": ...}}`. The attribute
-  is a compiled graph, a `StateGraph` (compiled here), or a factory `f()` / `f(config)` (sync or
-  async) that builds the graph for each run.
-- `env`: a mapping, or the path of a `.env` file; the values are set in `os.environ`.
-- `dependencies`: local directories (e.g. `"."`) put on `sys.path` so graph files can import
-  their own package.
-
-A graph file is registered in `sys.modules` under a unique name *before* it runs, so that code
-which looks its own module up while it is being defined (dataclasses, pydantic, `typing`
-resolving `from __future__ import annotations` strings) finds it.
+Reading the project (graph specs, env, dependencies, factories) is `runtime.project`'s. A graph
+that fails to load does not stop the others: it is logged, listed, and every use of it answers
+`GraphUnavailable` with the reason.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
+import copy
 import inspect
-import json
 import logging
-import os
-import sys
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any, cast
 
-from dotenv import dotenv_values
 from langchain_core.runnables import RunnableConfig, ensure_config
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import StateGraph
 from langgraph.pregel import Pregel
 from langgraph.store.base import BaseStore
+from langgraph_sdk.auth.types import BaseUser
 from pydantic import TypeAdapter, create_model
 
-from runplane.core.errors import InvalidInput, NotFound
+from runplane.core.errors import GraphUnavailable, InvalidInput, NotFound
 from runplane.core.graphs import Assistant, default_assistant_id
 from runplane.core.models import Json
 from runplane.runtime import checkpointer as checkpoints
+from runplane.runtime.project import (
+    DEMO_CONFIG,
+    AccessContext,
+    FactoryCall,
+    Project,
+    factory_call,
+    load_graph_value,
+    load_module_file,
+    read_project,
+)
 from runplane.runtime.serde import config_checkpoint, jsonable, thread_state
 from runplane.runtime.thread_state import apply_supersteps
 
+__all__ = ["DEMO_CONFIG", "LangGraphRuntime", "RunUser", "load_module_file", "load_runtime"]
+
 logger = logging.getLogger(__name__)
 
-#: The graphs served when no langgraph.json is given.
-DEMO_CONFIG = Path(__file__).parent.parent / "demo" / "langgraph.json"
+try:  # langgraph-sdk >= 0.3; see `runtime.project`
+    from langgraph_sdk.runtime import _ExecutionRuntime, _ReadRuntime
+except ImportError:  # pragma: no cover - an SDK without ServerRuntime: factories take the config only
+    _ExecutionRuntime = _ReadRuntime = None  # type: ignore[assignment,misc]
 
 #: Configurable keys the server sets itself; hidden from the config schema, as LangGraph does.
 _SERVER_CONFIGURABLE = (
@@ -63,153 +61,95 @@ _SERVER_CONFIGURABLE = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class GraphSpec:
-    """Where one graph of a langgraph.json comes from."""
+class RunUser:
+    """The user a `ServerRuntime` names when the API authenticated one: runplane keeps the
+    identity of each run's owner (`langgraph_sdk.auth.types.BaseUser`)."""
 
-    graph_id: str
-    #: A file path (contains "/" or ends in ".py") or a dotted module name.
-    source: str
-    attr: str
-    description: str | None = None
+    def __init__(self, identity: str) -> None:
+        self._identity = identity
 
+    def __repr__(self) -> str:
+        return f"RunUser({self._identity!r})"
 
-def parse_specs(graphs: Mapping[str, Any]) -> list[GraphSpec]:
-    """The `graphs` section of a langgraph.json as specs.
+    @property
+    def identity(self) -> str:
+        return self._identity
 
-    Raises:
-        InvalidInput: an entry is neither "source:attr" nor {"path": "source:attr", ...}.
-    """
-    specs = []
-    for graph_id, value in graphs.items():
-        target = value.get("path") if isinstance(value, Mapping) else value
-        if not isinstance(target, str) or ":" not in target:
-            raise InvalidInput(
-                f"graph {graph_id!r}: expected './file.py:variable' or 'package.module:variable', "
-                f"got {value!r}"
-            )
-        source, attr = target.rsplit(":", 1)
-        description = value.get("description") if isinstance(value, Mapping) else None
-        specs.append(GraphSpec(graph_id, source, attr, description))
-    return specs
+    @property
+    def display_name(self) -> str:
+        return self._identity
 
+    @property
+    def is_authenticated(self) -> bool:
+        return True
 
-def apply_env(env: Any, base_dir: Path) -> None:
-    """Set the `env` section (a mapping, or a .env file relative to `base_dir`) in `os.environ`."""
-    if env is None:
-        return
-    if isinstance(env, str):
-        path = (base_dir / env).resolve()
-        if not path.is_file():
-            raise InvalidInput(f"env file {str(path)!r} does not exist")
-        values = {k: v for k, v in dotenv_values(path).items() if v is not None}
-    elif isinstance(env, Mapping):
-        values = {str(k): str(v) for k, v in env.items()}
-    else:
-        raise InvalidInput(f"env must be a file path or a mapping, got {type(env).__name__}")
-    os.environ.update(values)
+    @property
+    def permissions(self) -> list[str]:
+        return []
 
-
-def add_dependencies(dependencies: Any, base_dir: Path) -> None:
-    """Put the project directory and the local directories among `dependencies` on `sys.path`, as
-    `langgraph dev` does from the project directory (package names are ignored: they are
-    installed, not loaded)."""
-    for dependency in [".", *(dependencies or [])]:
-        path = (base_dir / dependency).resolve()
-        if path.is_dir() and str(path) not in sys.path:
-            sys.path.append(str(path))
-
-
-def load_module_file(path: Path) -> ModuleType:
-    """Execute a Python file as a module registered in `sys.modules` (once per file)."""
-    path = path.resolve()
-    if not path.is_file():
-        raise InvalidInput(f"graph file {str(path)!r} does not exist")
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
-    name = f"runplane_graph_{path.stem}_{digest}"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise InvalidInput(f"cannot load {str(path)!r} as a Python module")
-    module = importlib.util.module_from_spec(spec)
-    # Registered before exec: dataclasses and pydantic resolve annotations through sys.modules.
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
-
-
-def load_graph_value(spec: GraphSpec, base_dir: Path) -> Any:
-    """The object a spec names: a compiled graph, a `StateGraph`, or a factory."""
-    try:
-        if "/" in spec.source or "\\" in spec.source or spec.source.endswith(".py"):
-            module = load_module_file(base_dir / spec.source)
-        else:
-            module = importlib.import_module(spec.source)
-    except InvalidInput:
-        raise
-    except Exception as exc:
-        # The graph's own code failed (a syntax error, a missing package): say which graph.
-        raise InvalidInput(
-            f"graph {spec.graph_id!r}: importing {spec.source} failed: {type(exc).__name__}: {exc}"
-        ) from exc
-    try:
-        value = getattr(module, spec.attr)
-    except AttributeError:
-        raise InvalidInput(f"graph {spec.graph_id!r}: {spec.source} has no attribute {spec.attr!r}") from None
-    if isinstance(value, StateGraph):
-        value = value.compile()
-    if not isinstance(value, Pregel) and not callable(value):
-        raise InvalidInput(f"graph {spec.graph_id!r}: {spec.attr!r} is a {type(value).__name__}, not a graph")
-    if not isinstance(value, Pregel):
-        _factory_arity(spec.graph_id, value)
-    return value
-
-
-def _factory_arity(graph_id: str, factory: Any) -> int:
-    params = [
-        p
-        for p in inspect.signature(factory).parameters.values()
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
-    ]
-    if len(params) > 1:
-        raise InvalidInput(f"graph {graph_id!r}: a graph factory takes no argument or one (the config)")
-    return len(params)
+    def __getitem__(self, key: str) -> Any:
+        return {"identity": self._identity, "display_name": self._identity}[key]
 
 
 def load_runtime(
-    config_path: str | None, checkpointer: BaseCheckpointSaver[Any], *, store: BaseStore | None = None
+    config: str | Path | Project | None,
+    checkpointer: BaseCheckpointSaver[Any],
+    *,
+    store: BaseStore | None = None,
 ) -> LangGraphRuntime:
-    """Load a langgraph.json (None: the demo graphs) into a runtime that uses `checkpointer`.
+    """Load a langgraph.json (a path, an already read `Project`, or None: the demo graphs) into a
+    runtime that uses `checkpointer`. A graph that fails to load is logged and served as
+    unavailable; the others are served.
 
     Raises:
-        InvalidInput: the file, a graph entry, or its env is invalid.
+        InvalidInput: the file or its env is invalid, or no graph at all could be loaded.
     """
-    path = Path(config_path) if config_path is not None else DEMO_CONFIG
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InvalidInput(f"cannot read {str(path)!r}: {exc}") from exc
-    if not isinstance(config, dict) or not isinstance(config.get("graphs"), dict) or not config["graphs"]:
-        raise InvalidInput(f"{str(path)!r} has no graphs")
-    base_dir = path.resolve().parent
-    apply_env(config.get("env"), base_dir)
-    if config_path is not None:  # the demo graphs import nothing of their own
-        add_dependencies(config.get("dependencies"), base_dir)
-    if config.get("store"):
-        # A search index needs an embeddings model, and TTLs a sweeper: neither is served here.
-        logger.warning(
-            "%s: the 'store' settings (index, ttl) are not supported; graphs get the store without them",
-            path,
-        )
-    specs = parse_specs(config["graphs"])
-    values = {spec.graph_id: load_graph_value(spec, base_dir) for spec in specs}
-    descriptions = {spec.graph_id: spec.description for spec in specs}
-    return LangGraphRuntime(values, checkpointer, store=store, descriptions=descriptions)
+    project = config if isinstance(config, Project) else read_project(config)
+    values: dict[str, Any] = {}
+    broken: dict[str, str] = {}
+    for graph_id, spec in project.specs.items():
+        try:
+            if isinstance(spec, InvalidInput):
+                raise spec
+            values[graph_id] = load_graph_value(spec, project.base_dir)
+        except Exception as exc:
+            # Whatever the graph's own code raised (compiling an invalid StateGraph, say): it is
+            # this graph's failure, not the server's.
+            reason = (
+                exc.message
+                if isinstance(exc, InvalidInput)
+                else f"graph {graph_id!r}: {type(exc).__name__}: {exc}"
+            )
+            broken[graph_id] = reason
+            logger.error(
+                "GRAPH NOT LOADED: %s (the other graphs are served; runs on %r are refused)",
+                reason,
+                graph_id,
+                extra={"action": "graph_load_failed", "graph_id": graph_id},
+            )
+    if not values:
+        raise InvalidInput("no graph could be loaded: " + "; ".join(broken.values()))
+    descriptions = {
+        graph_id: spec.description
+        for graph_id, spec in project.specs.items()
+        if not isinstance(spec, InvalidInput)
+    }
+    return LangGraphRuntime(values, checkpointer, store=store, descriptions=descriptions, broken=broken)
+
+
+@asynccontextmanager
+async def _entered(value: Any) -> AsyncIterator[Any]:
+    """What a factory returned, resolved: awaited if a coroutine, entered if a context manager."""
+    if inspect.isawaitable(value):
+        value = await value
+    if isinstance(value, AbstractAsyncContextManager):
+        async with value as entered:
+            yield entered
+    elif isinstance(value, AbstractContextManager):
+        with value as entered:
+            yield entered
+    else:
+        yield value
 
 
 class LangGraphRuntime:
@@ -218,8 +158,9 @@ class LangGraphRuntime:
     Args:
         graphs: graph id -> compiled graph or factory.
         checkpointer: attached to every graph it returns.
-        store: LangGraph's long-term memory store, attached as well.
+        store: LangGraph's long-term memory store, attached as well (and given to factories).
         descriptions: graph id -> description of its default assistant.
+        broken: graph id -> why it failed to load; listed, but refused with `GraphUnavailable`.
     """
 
     def __init__(
@@ -229,16 +170,18 @@ class LangGraphRuntime:
         *,
         store: BaseStore | None = None,
         descriptions: Mapping[str, str | None] | None = None,
+        broken: Mapping[str, str] | None = None,
     ) -> None:
         self.checkpointer = checkpointer
         self.store = store
-        self._factories: dict[str, Any] = {}
+        self._factories: dict[str, tuple[Any, FactoryCall]] = {}
         self._compiled: dict[str, Pregel] = {}
+        self._broken = dict(broken or {})
         for graph_id, value in graphs.items():
             if isinstance(value, Pregel):
                 self._compiled[graph_id] = self._attach(graph_id, value)
             else:
-                self._factories[graph_id] = value
+                self._factories[graph_id] = (value, factory_call(graph_id, value))
         loaded_at = datetime.now(UTC)
         descriptions = descriptions or {}
         self._assistants = {
@@ -251,7 +194,7 @@ class LangGraphRuntime:
                 metadata={"created_by": "system"},
                 description=descriptions.get(graph_id),
             )
-            for graph_id in graphs
+            for graph_id in [*graphs, *self._broken]
         }
 
     def __repr__(self) -> str:
@@ -268,47 +211,120 @@ class LangGraphRuntime:
             update["name"] = graph_id
         return graph.copy(update=update)
 
+    def _unavailable(self, graph_id: str) -> GraphUnavailable:
+        return GraphUnavailable(f"Graph '{graph_id}' failed to load: {self._broken[graph_id]}")
+
     # -- registry ---------------------------------------------------------------------------------
 
     def assistants(self) -> list[Assistant]:
         return list(self._assistants.values())
 
     def resolve(self, assistant_id: str) -> Assistant:
+        """An assistant by id or graph id.
+
+        Raises:
+            NotFound: no such assistant.
+            GraphUnavailable: its graph failed to load.
+        """
         assistant = self._assistants.get(assistant_id)
-        if assistant is None and assistant_id in self.graph_ids:
+        if assistant is None and (assistant_id in self.graph_ids or assistant_id in self._broken):
             assistant = self._assistants[default_assistant_id(assistant_id)]
         if assistant is None:
             raise NotFound(f"assistant {assistant_id} not found")
+        if assistant.graph_id in self._broken:
+            raise self._unavailable(assistant.graph_id)
         return assistant
 
-    async def get_graph(self, graph_id: str, config: Json | None = None) -> Pregel:
-        """The graph with the checkpointer attached; a factory is called with `config`.
+    async def get_graph(
+        self,
+        graph_id: str,
+        config: Json | None = None,
+        *,
+        access_context: AccessContext = "assistants.read",
+        context: Any = None,
+        user: str | None = None,
+    ) -> Pregel:
+        """The graph, for a use that ends with the call (`open_graph`: a context-manager factory's
+        context is exited before the graph is returned).
 
         Raises:
             NotFound: unknown graph id.
+            GraphUnavailable: the graph failed to load at start.
+            InvalidInput: a factory returned something else than a graph.
+        """
+        async with self.open_graph(
+            graph_id, config, access_context=access_context, context=context, user=user
+        ) as graph:
+            return graph
+
+    @asynccontextmanager
+    async def open_graph(
+        self,
+        graph_id: str,
+        config: Json | None = None,
+        *,
+        access_context: AccessContext = "assistants.read",
+        context: Any = None,
+        user: str | None = None,
+    ) -> AsyncIterator[Pregel]:
+        """The graph with the checkpointer and store attached, for as long as the context is open.
+
+        A factory is called for each use with what its parameters ask for: the config, and a
+        `ServerRuntime` carrying `access_context`, the store, the user (the run's owner, None in
+        single-user mode) and, for a run (`threads.create_run`), its `context`. It may return the
+        graph, a coroutine of it, or a context manager yielding it (held open meanwhile), as
+        LangGraph's server accepts.
+
+        Raises:
+            NotFound: unknown graph id.
+            GraphUnavailable: the graph failed to load at start.
+            InvalidInput: a factory returned something else than a graph.
         """
         graph = self._compiled.get(graph_id)
         if graph is not None:
-            return graph
-        factory = self._factories.get(graph_id)
-        if factory is None:
+            yield graph
+            return
+        if graph_id in self._broken:
+            raise self._unavailable(graph_id)
+        entry = self._factories.get(graph_id)
+        if entry is None:
             raise NotFound(f"graph {graph_id!r} not found; expected one of {sorted(self.graph_ids)}")
-        args = (
-            (ensure_config(cast(RunnableConfig, config or {})),) if _factory_arity(graph_id, factory) else ()
-        )
-        value = factory(*args)
-        if inspect.isawaitable(value):
-            value = await value
-        if isinstance(value, StateGraph):
-            value = value.compile()
-        if not isinstance(value, Pregel):
-            raise InvalidInput(f"graph factory {graph_id!r} returned a {type(value).__name__}, not a graph")
-        return self._attach(graph_id, value)
+        factory, call = entry
+        runtime = self.server_runtime(access_context, context=context, user=user)
+        value = factory(**call(ensure_config(cast(RunnableConfig, config or {})), runtime))
+        async with _entered(value) as built:
+            if isinstance(built, StateGraph):
+                built = built.compile()
+            if not isinstance(built, Pregel):
+                raise InvalidInput(
+                    f"graph factory {graph_id!r} returned a {type(built).__name__}, not a graph"
+                )
+            yield self._attach(graph_id, built)
+
+    def server_runtime(
+        self, access_context: AccessContext, *, context: Any = None, user: str | None = None
+    ) -> Any:
+        """The `langgraph_sdk.runtime.ServerRuntime` a factory gets, as LangGraph's server builds it:
+        the execution variant (with a copy of the run's context) for a run, the read variant else."""
+        if _ExecutionRuntime is None:  # pragma: no cover - an SDK without ServerRuntime
+            return None
+        run_user = cast(BaseUser, RunUser(user)) if user else None
+        store = cast(BaseStore, self.store)
+        if access_context == "threads.create_run":
+            return _ExecutionRuntime(
+                access_context=access_context,
+                user=run_user,
+                store=store,
+                context=copy.copy(context) if context is not None else None,
+            )
+        return _ReadRuntime(access_context=access_context, user=run_user, store=store)
 
     # -- thread state -----------------------------------------------------------------------------
 
     async def _thread_graph(self, graph_id: str, thread_id: str) -> Pregel:
-        return await self.get_graph(graph_id, {"configurable": {"thread_id": thread_id}})
+        return await self.get_graph(
+            graph_id, {"configurable": {"thread_id": thread_id}}, access_context="threads.read"
+        )
 
     async def get_state(
         self,

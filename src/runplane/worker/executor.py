@@ -9,16 +9,20 @@ once its lease is lost), and cancels its task to interrupt it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from typing import Any, Literal, Protocol
 
 from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.outputs import LLMResult
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import Command, Send
+from langgraph.version import __version__ as langgraph_version
 
 from runplane.core.errors import NotFound
 from runplane.core.graphs import Assistant, GraphRuntime
@@ -38,6 +42,72 @@ class Runtime(GraphRuntime, Protocol):
     """What the worker needs of `runplane.runtime.graphs.LangGraphRuntime` (injected; never imported here)."""
 
     checkpointer: BaseCheckpointSaver[Any]
+
+    async def get_graph(
+        self,
+        graph_id: str,
+        config: Json | None = None,
+        *,
+        access_context: Literal["threads.create_run", "threads.update", "threads.read", "assistants.read"] = (
+            "assistants.read"
+        ),
+        context: Any = None,
+        user: str | None = None,
+    ) -> Any:
+        """The graph; a factory gets a `ServerRuntime` for `access_context` with `context` and `user`."""
+        ...
+
+    def open_graph(
+        self,
+        graph_id: str,
+        config: Json | None = None,
+        *,
+        access_context: Literal["threads.create_run", "threads.update", "threads.read", "assistants.read"] = (
+            "assistants.read"
+        ),
+        context: Any = None,
+        user: str | None = None,
+    ) -> AbstractAsyncContextManager[Any]:
+        """`get_graph`, held open while the context is: a context-manager factory keeps its
+        resources (connections, MCP sessions) for the whole run."""
+        ...
+
+
+#: Context schema class -> its field names (None: no named fields). Building the JSON schema costs
+#: about 2 ms; a graph factory's graphs share their schema class.
+_CONTEXT_KEYS: weakref.WeakKeyDictionary[Any, set[str] | None] = weakref.WeakKeyDictionary()
+
+
+def context_schema_keys(graph: Any) -> set[str] | None:
+    """The fields of the graph's context schema; None when it has none (or no named fields), then
+    every key is passed, as LangGraph's server does."""
+    schema_type = getattr(graph, "context_schema", None)
+    if schema_type is None:
+        return None
+    with contextlib.suppress(KeyError, TypeError):
+        return _CONTEXT_KEYS[schema_type]
+    try:
+        schema = graph.get_context_jsonschema()
+    except Exception:
+        logger.debug("could not build the context schema of %s", getattr(graph, "name", graph), exc_info=True)
+        return None
+    keys = set((schema or {}).get("properties") or {}) or None
+    with contextlib.suppress(TypeError):  # not weakly referenceable: not cached
+        _CONTEXT_KEYS[schema_type] = keys
+    return keys
+
+
+def run_context(graph: Any, given: Json) -> Json:
+    """The context a run gives its graph: `given` without the keys its context schema does not
+    declare, as LangGraph's server filters it (a dataclass schema refuses unknown keys). Never None:
+    a run without context gets `{}`, so a dataclass or pydantic schema gets its defaults."""
+    keys = context_schema_keys(graph)
+    if keys is None:
+        return dict(given)
+    dropped = sorted(set(given) - keys)
+    if dropped:
+        logger.debug("context keys %s are not in the graph's context schema; dropped", dropped)
+    return {key: value for key, value in given.items() if key in keys}
 
 
 def map_command(command: Json) -> Command[Any]:
@@ -133,6 +203,10 @@ class Execution:
         self.timeout: float | None = float(timeout) if timeout is not None else default_timeout
         self.usage = UsageTracker()
         self.graph: Any = None
+        #: What the graph gets as `runtime.context` (`prepare`).
+        self.context: Json = {}
+        #: Holds the graph open (a context-manager factory's resources) until `_stream` ends.
+        self._graph_scope = AsyncExitStack()
         self.savepoint: checkpoints.Savepoint | None = None
         #: True when this attempt continues the checkpoints of an earlier attempt of the run.
         self.resumed = False
@@ -157,6 +231,10 @@ class Execution:
             "graph_id": graph_id,
             "assistant_id": run.assistant_id,
         }
+        # Who runs it, as LangGraph's server tells graphs (and, through the configurable, the
+        # checkpoint metadata): "" in single-user mode.
+        configurable.setdefault("user_id", run.owner)
+        configurable["langgraph_auth_user_id"] = run.owner
         if checkpoint := self.kwargs.get("checkpoint"):
             configurable.update({k: v for k, v in checkpoint.items() if k != "thread_id" and v is not None})
         if checkpoint_id := self.kwargs.get("checkpoint_id"):
@@ -167,11 +245,14 @@ class Execution:
             **(assistant.metadata if assistant else {}),
             **(base.get("metadata") or {}),
             **(own.get("metadata") or {}),
+            # The run's own metadata too, as LangGraph's server merges it into the config's.
+            **run.metadata,
             "run_id": run.run_id,
             "thread_id": run.thread_id,
             "assistant_id": run.assistant_id,
             "graph_id": graph_id,
             "run_attempt": run.attempt,
+            "langgraph_version": langgraph_version,
         }
         config: dict[str, Any] = {**base, **own, "configurable": configurable, "metadata": metadata}
         config["tags"] = [*(base.get("tags") or []), *(own.get("tags") or [])]
@@ -192,7 +273,28 @@ class Execution:
         if graph_id is None:
             raise NotFound(f"assistant {self.run.assistant_id} not found")
         config = self.build_config(assistant, graph_id)
-        self.graph = await self.runtime.get_graph(graph_id, dict(config))
+        # The run's context over the assistant's; without one, the run's configurable stands in
+        # for it, as LangGraph's server does. It is passed to the graph only (never mirrored into
+        # the configurable, whose values LangGraph copies into every checkpoint's metadata).
+        own = self.kwargs.get("context") or (self.kwargs.get("config") or {}).get("configurable") or {}
+        given = {**(assistant.context if assistant else {}), **own}
+        self.graph = await self._graph_scope.enter_async_context(
+            self.runtime.open_graph(
+                graph_id,
+                dict(config),
+                access_context="threads.create_run",
+                context=given,
+                user=self.run.owner,
+            )
+        )
+        try:
+            return await self._inputs(config, given)
+        except BaseException:
+            await self._graph_scope.aclose()
+            raise
+
+    async def _inputs(self, config: RunnableConfig, given: Json) -> tuple[Any, RunnableConfig]:
+        self.context = run_context(self.graph, given)
         command = self.kwargs.get("command")
         graph_input = map_command(command) if command else self.kwargs.get("input")
         saver = self.runtime.checkpointer
@@ -239,6 +341,10 @@ class Execution:
         return await self.ended("success")
 
     async def _stream(self, graph_input: Any, config: RunnableConfig) -> None:
+        async with self._graph_scope:  # the graph's own resources end with the stream
+            await self._stream_graph(graph_input, config)
+
+    async def _stream_graph(self, graph_input: Any, config: RunnableConfig) -> None:
         modes = self.kwargs.get("stream_mode") or ["values"]
         requested = [modes] if isinstance(modes, str) else list(modes)
         subgraphs = bool(self.kwargs.get("stream_subgraphs"))
@@ -246,7 +352,7 @@ class Execution:
         options: dict[str, Any] = {
             "stream_mode": langgraph_modes(requested),
             "subgraphs": subgraphs,
-            "context": self.kwargs.get("context"),
+            "context": self.context,
             "interrupt_before": self.kwargs.get("interrupt_before"),
             "interrupt_after": self.kwargs.get("interrupt_after"),
         }
