@@ -46,6 +46,12 @@ class Settings:
     cors_origins: str | None = None
     #: Listen beyond loopback without authentication (something in front of runplane must do it).
     insecure_allow_no_auth: bool = False
+    #: `text` (human-readable, the default) or `json` (one object per line, with the run's ids).
+    log_format: str = "text"
+    #: Serve `/metrics` without authentication (a scraper on a trusted network).
+    metrics_public: bool = False
+    #: A port for `runplane worker` to serve `/metrics` on (worker processes have no API); 0: none.
+    metrics_port: int = 0
 
     def validate(self) -> Settings:
         """Check the settings; raise `InvalidInput` with a message a person can act on."""
@@ -57,6 +63,8 @@ class Settings:
             )
         if self.redis_url is not None and self.redis_url.partition(":")[0] not in BUS_BACKENDS:
             raise InvalidInput(f"redis URL {self.redis_url!r} must start with redis:// or rediss://")
+        if self.log_format not in ("text", "json"):
+            raise InvalidInput(f"log format {self.log_format!r} must be text or json")
         if not 0 < self.port < 65536:
             raise InvalidInput(f"port {self.port} is out of range")
         if self.workers < 0:

@@ -17,11 +17,19 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute
 
-from runplane.api import assistants, runs, threads
+from runplane.api import assistants, operators, runs, threads
 from runplane.api import schemas as s
-from runplane.api.auth import ApiKeyAuth, Authenticate, AuthMiddleware, CustomAuthenticator, path_params_of
+from runplane.api.auth import (
+    PUBLIC_PATHS,
+    ApiKeyAuth,
+    Authenticate,
+    AuthMiddleware,
+    CustomAuthenticator,
+    path_params_of,
+)
 from runplane.api.authz import CustomAuthGuard, check_access_table
 from runplane.api.errors import http_exception_handler
+from runplane.api.metrics import HttpMetrics, metrics_route
 from runplane.api.middleware import HeaderLimit, OriginGuard
 from runplane.api.openapi import DOCS_HTML, build_openapi
 from runplane.api.render import json_response
@@ -30,6 +38,7 @@ from runplane.api.settings import ApiSettings as ApiSettings
 from runplane.core.errors import NotFound
 from runplane.core.graphs import GraphRuntime
 from runplane.core.manager import RunManager
+from runplane.ui import UI_PATHS, ui_routes
 
 #: A thread id no one can own: looking it up exercises the store without matching anything.
 _PROBE_ID = "00000000-0000-0000-0000-000000000000"
@@ -109,8 +118,17 @@ def _middleware(settings: ApiSettings, authenticate: Authenticate | None) -> lis
         )
     stack.append(Middleware(OriginGuard, allowed=settings.cors_origins))
     if authenticate is not None:
-        stack.append(Middleware(AuthMiddleware, authenticate=authenticate))
+        stack.append(Middleware(AuthMiddleware, authenticate=authenticate, public_paths=_public(settings)))
+    if settings.metrics is not None:
+        stack.insert(0, Middleware(HttpMetrics, metrics=settings.metrics))  # outermost: sees every answer
     return stack
+
+
+def _public(settings: ApiSettings) -> frozenset[str]:
+    """Paths served without authentication: the API's own, the dashboard's static files (the page
+    asks for a key and sends it with every API call), and `/metrics` when opened on purpose."""
+    extra = {"/metrics"} if settings.metrics_public else set()
+    return PUBLIC_PATHS | (UI_PATHS if settings.ui else frozenset()) | extra
 
 
 def create_app(manager: RunManager, runtime: GraphRuntime, settings: ApiSettings | None = None) -> Starlette:
@@ -134,7 +152,7 @@ def create_app(manager: RunManager, runtime: GraphRuntime, settings: ApiSettings
     services = Services(manager, runtime, settings, guard)
     assistants = runtime.assistants()
     document = build_openapi(
-        ENDPOINTS,
+        (*ENDPOINTS, *operators.ENDPOINTS),
         title="runplane",
         version=settings.version,
         system=SYSTEM,
@@ -152,9 +170,14 @@ def create_app(manager: RunManager, runtime: GraphRuntime, settings: ApiSettings
         return HTMLResponse(DOCS_HTML)
 
     extra: Sequence[Endpoint] = [Endpoint("GET", "/openapi.json", openapi, "OpenAPI document", "System")]
+    extra = [*extra, *operators.ENDPOINTS]
     if settings.docs:
         extra = [*extra, Endpoint("GET", "/docs", docs, "API documentation", "System")]
     routes: list[BaseRoute] = [*build_routes((*SYSTEM, *ENDPOINTS, *extra), services)]
+    if settings.metrics is not None:
+        routes.append(metrics_route(settings.metrics, manager))
+    if settings.ui:
+        routes.extend(ui_routes())
     invalid_ids = InvalidIds(ENDPOINTS)
 
     async def unmatched(request: Request, exc: Exception) -> Response:
