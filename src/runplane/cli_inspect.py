@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 import httpx
@@ -298,14 +299,35 @@ async def _open_database(settings: Settings) -> None:
         await store.close()
 
 
+def _unreachable(url: str) -> str | None:
+    """Why a network database cannot be reached at all (refused, unknown host), found in seconds
+    rather than after a connection pool's whole timeout; None for files and reachable servers."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql") or not parts.hostname:
+        return None
+    port = parts.port or 5432
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=5):
+            return None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        return f"nothing answers at {parts.hostname}:{port} ({reason}); is PostgreSQL running there?"
+
+
 def check_database(settings: Settings, redact: Callable[[str], str]) -> Finding:
     shown = redact(settings.database_url)
+    unreachable = _unreachable(settings.database_url)
+    if unreachable is not None:
+        return Finding("database", f"{shown}: {unreachable} Check RUNPLANE_DATABASE_URL (host and port)")
     try:
         asyncio.run(asyncio.wait_for(_open_database(settings), timeout=15))
     except ModuleNotFoundError as exc:
         return Finding("database", f"{shown}: driver missing ({exc.name}); pip install 'runplane[postgres]'")
     except TimeoutError:
-        return Finding("database", f"{shown}: no answer within 15 s; is the server up and reachable?")
+        return Finding(
+            "database",
+            f"{shown}: no answer within 15 s; check RUNPLANE_DATABASE_URL and that the server accepts you",
+        )
     except Exception as exc:
         message = exc.message if isinstance(exc, RunplaneError) else f"{type(exc).__name__}: {exc}"
         return Finding(

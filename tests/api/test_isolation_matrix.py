@@ -21,9 +21,8 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from runplane.api import ApiSettings, create_app
+from runplane.api import ApiSettings, create_app, operators
 from runplane.api import schemas as s
-from runplane.api import operators
 from runplane.api.app import ENDPOINTS as API_ENDPOINTS
 from runplane.api.app import SYSTEM
 from runplane.api.routing import Endpoint
