@@ -135,7 +135,8 @@ async function loadRuns() {
     row.dataset.runId = run.run_id;
     const usage = run.usage || {};
     row.append(
-      el("td", short(run.run_id)), el("td", run.assistant_id), statusCell(run.status),
+      el("td", short(run.run_id)), el("td", (run.kwargs && run.kwargs.graph_id) || run.assistant_id),
+      statusCell(run.status),
       el("td", run.attempt ?? "–"), el("td", duration(run)),
       el("td", usage.total_tokens ? `${usage.total_tokens} (${usage.input_tokens}+${usage.output_tokens})` : "–"),
       el("td", run.model_name || "–"),
