@@ -298,3 +298,40 @@ def test_doctor_reports_an_unreachable_database(tmp_path: Path) -> None:
     assert result.returncode == 1
     [db_line] = [line for line in result.stdout.splitlines() if "database:" in line]
     assert db_line.startswith("FAIL") and "RUNPLANE_DATABASE_URL" in db_line
+
+
+def test_a_worker_process_serves_its_metrics(tmp_path: Path) -> None:
+    port = free_port()
+    env = _env(RUNPLANE_API_KEYS=f"{KEY}:operator")
+    database = f"sqlite:///{tmp_path / 'worker.db'}"
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*RUNPLANE, "worker", "--database-url", database, "--metrics-port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}/metrics"
+
+    def answering() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"worker exited:\n{log.read_text()}")
+        try:
+            httpx.get(url, timeout=1)
+            return True
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(answering, 60, "the worker's /metrics")
+        assert httpx.get(url).status_code == 401  # protected like the API
+        answer = httpx.get(url, headers={"Authorization": f"Bearer {KEY}"})  # what Prometheus sends
+        assert answer.status_code == 200
+        names = {f.name for f in text_string_to_metric_families(answer.text)}
+        assert {"runplane_queue_depth", "runplane_run_attempts", "runplane_store_operations"} <= names
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert proc.returncode == 0, log.read_text()
