@@ -19,6 +19,7 @@ import pytest
 from langgraph_sdk import get_sync_client
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests._services import require_redis_url
 from tests.e2e._procs import free_port, wait_until
 
 pytestmark = pytest.mark.slow
@@ -292,12 +293,26 @@ def test_doctor_finds_a_broken_graph_and_a_busy_port(tmp_path: Path) -> None:
     assert all(line.startswith("ok") for line in fine.stdout.splitlines())
 
 
-def test_doctor_reports_an_unreachable_database(tmp_path: Path) -> None:
+def test_doctor_reports_an_unreachable_database_and_redis(tmp_path: Path) -> None:
     url = f"postgresql://nobody@127.0.0.1:{free_port()}/nothing"
-    result = cli("doctor", "--port", str(free_port()), "--database-url", url, cwd=tmp_path, env=_env())
+    redis = f"redis://127.0.0.1:{free_port()}/0"
+    args = ["--port", str(free_port()), "--database-url", url, "--redis-url", redis]
+    result = cli("doctor", *args, cwd=tmp_path, env=_env())
     assert result.returncode == 1
     [db_line] = [line for line in result.stdout.splitlines() if "database:" in line]
     assert db_line.startswith("FAIL") and "RUNPLANE_DATABASE_URL" in db_line
+    [redis_line] = [line for line in result.stdout.splitlines() if "redis:" in line]
+    assert redis_line.startswith("FAIL") and "RUNPLANE_REDIS_URL" in redis_line
+
+
+@pytest.mark.redis
+def test_doctor_accepts_a_running_redis(tmp_path: Path) -> None:
+    redis = require_redis_url()
+    database = f"sqlite:///{tmp_path / 'doctor.db'}"
+    args = ["--port", str(free_port()), "--database-url", database, "--redis-url", redis]
+    result = cli("doctor", *args, cwd=tmp_path, env=_env())
+    assert result.returncode == 0, result.stdout
+    assert any(line.startswith("ok") and "redis:" in line for line in result.stdout.splitlines())
 
 
 def test_a_worker_process_serves_its_metrics(tmp_path: Path) -> None:
