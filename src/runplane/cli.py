@@ -367,7 +367,8 @@ def dev(**options: Any) -> None:
         source = resolve_config(settings.config) or "built-in demo graphs"
         click.echo(
             f"\n  runplane dev  {url}   (database {redact(settings.database_url)}, graphs: {source})\n"
-            f"  API docs: {url}/docs\n\n"
+            f"  API docs: {url}/docs\n"
+            f"  Dashboard: {url}/ui   metrics: {url}/metrics\n\n"
             "  Try it:\n"
             "    from langgraph_sdk import get_sync_client\n"
             f'    client = get_sync_client(url="{url}")\n'
