@@ -170,10 +170,9 @@ def create_app(manager: RunManager, runtime: GraphRuntime, settings: ApiSettings
         return HTMLResponse(DOCS_HTML)
 
     extra: Sequence[Endpoint] = [Endpoint("GET", "/openapi.json", openapi, "OpenAPI document", "System")]
-    extra = [*extra, *operators.ENDPOINTS]
     if settings.docs:
         extra = [*extra, Endpoint("GET", "/docs", docs, "API documentation", "System")]
-    routes: list[BaseRoute] = [*build_routes((*SYSTEM, *ENDPOINTS, *extra), services)]
+    routes: list[BaseRoute] = [*build_routes((*SYSTEM, *ENDPOINTS, *operators.ENDPOINTS, *extra), services)]
     if settings.metrics is not None:
         routes.append(metrics_route(settings.metrics, manager))
     if settings.ui:
