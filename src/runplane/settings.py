@@ -37,6 +37,12 @@ class Settings:
     default_timeout: float | None = None
     shutdown_grace: float = 10.0
     log_level: str = "INFO"
+    #: `text` (human-readable, the default) or `json` (one object per line, with the run's ids).
+    log_format: str = "text"
+    #: Serve `/metrics` without authentication (a scraper on a trusted network).
+    metrics_public: bool = False
+    #: A port for `runplane worker` to serve `/metrics` on (worker processes have no API); 0: none.
+    metrics_port: int = 0
     max_body_bytes: int = 10 * 2**20
     #: `key1:alice,key2:bob`: API keys and the user each one authenticates (secret: never shown).
     api_keys: str | None = dataclasses.field(default=None, repr=False)
@@ -46,12 +52,6 @@ class Settings:
     cors_origins: str | None = None
     #: Listen beyond loopback without authentication (something in front of runplane must do it).
     insecure_allow_no_auth: bool = False
-    #: `text` (human-readable, the default) or `json` (one object per line, with the run's ids).
-    log_format: str = "text"
-    #: Serve `/metrics` without authentication (a scraper on a trusted network).
-    metrics_public: bool = False
-    #: A port for `runplane worker` to serve `/metrics` on (worker processes have no API); 0: none.
-    metrics_port: int = 0
 
     def validate(self) -> Settings:
         """Check the settings; raise `InvalidInput` with a message a person can act on."""

@@ -193,6 +193,18 @@ class CancelResult:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueStats:
+    """The run queue at a glance, over every owner (what operators watch)."""
+
+    #: Runs waiting for a worker (including those not yet due).
+    pending: int = 0
+    #: Runs a worker holds.
+    running: int = 0
+    #: Distinct workers holding at least one run.
+    busy_workers: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """How a worker ends a run it holds."""
 
@@ -225,15 +237,3 @@ class ThreadFilter:
     offset: int = 0
     sort_by: Literal["thread_id", "status", "created_at", "updated_at"] = "created_at"
     sort_order: Literal["asc", "desc"] = "desc"
-
-
-@dataclass(frozen=True, slots=True)
-class QueueStats:
-    """The run queue at a glance, over every owner (what operators watch)."""
-
-    #: Runs waiting for a worker (including those not yet due).
-    pending: int = 0
-    #: Runs a worker holds.
-    running: int = 0
-    #: Distinct workers holding at least one run.
-    busy_workers: int = 0

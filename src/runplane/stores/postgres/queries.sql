@@ -261,13 +261,6 @@ UPDATE runs SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL,
 WHERE run_id = %(run_id)s AND status = 'running' AND attempt = %(attempt)s
 RETURNING *
 
--- name: expired_runs
--- Running runs whose lease has expired, in claim order.
-SELECT * FROM runs
-WHERE status = 'running' AND lease_expires_at < %(now)s
-ORDER BY claim_seq
-LIMIT %(limit)s
-
 -- name: queue_stats
 -- Pending and running runs and the workers holding them, over every owner (operators' metrics).
 SELECT
@@ -276,3 +269,10 @@ SELECT
     COUNT(DISTINCT CASE WHEN status = 'running' THEN lease_owner END) AS busy_workers
 FROM runs
 WHERE status IN ('pending', 'running')
+
+-- name: expired_runs
+-- Running runs whose lease has expired, in claim order.
+SELECT * FROM runs
+WHERE status = 'running' AND lease_expires_at < %(now)s
+ORDER BY claim_seq
+LIMIT %(limit)s
