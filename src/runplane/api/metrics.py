@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from runplane.api.auth import ApiKeyAuth, AuthMiddleware
 from runplane.api.sse import SSE_SUBSCRIBERS_SCOPE_KEY
 from runplane.core.manager import RunManager
-from runplane.core.models import RUN_STATUSES, CancelAction, Run
+from runplane.core.models import CancelAction, Run
 from runplane.core.observe import StoreOutcome, graph_of, seconds_between
 
 logger = logging.getLogger(__name__)
@@ -232,10 +232,6 @@ class PrometheusMetrics:
     async def response(self, manager: RunManager) -> Response:
         await self.refresh(manager)
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
-
-
-#: Statuses a run can end with, as they appear in `runplane_runs_finished_total`.
-FINISHED_STATUSES = (*(s for s in RUN_STATUSES if s not in ("pending", "running")), "rolled_back")
 
 
 class HttpMetrics:
