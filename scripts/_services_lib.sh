@@ -7,6 +7,7 @@
 #
 # Public functions:
 #   rp_ensure_redis_server       install redis-server via apt if missing
+#   rp_ensure_chromium           install Debian's chromium via apt if missing (browser tests)
 #   rp_services_init             create the services dir (sets RP_DIR)
 #   rp_start_postgres            start PG in $RP_DIR (sets RP_PG_URL)
 #   rp_start_redis               start Redis in $RP_DIR (sets RP_REDIS_URL)
@@ -78,6 +79,27 @@ rp_ensure_redis_server() {
     rp_privileged env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq redis-server >/dev/null \
         || rp_die "apt-get install redis-server failed"
     command -v redis-server >/dev/null 2>&1 || rp_die "redis-server still not on PATH after installing it"
+}
+
+# The dashboard's browser tests drive the system Chromium (Playwright never downloads one).
+# Installs it with apt when missing; retries after `apt-get update` when the package lists are stale.
+# Not being able to install it is not fatal here: outside CI those tests skip, in CI they fail loudly.
+rp_ensure_chromium() {
+    local bin="${RUNPLANE_TEST_CHROMIUM:-/usr/bin/chromium}"
+    if [ -x "$bin" ]; then
+        return 0
+    fi
+    if ! rp_is_root && ! { command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; }; then
+        rp_log "chromium is not installed and we are not root: install it with 'sudo apt-get install chromium' for the browser tests"
+        return 0
+    fi
+    rp_log "chromium not found; installing it with apt-get (for the dashboard's browser tests)"
+    if ! rp_privileged env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq chromium >/dev/null; then
+        rp_log "apt-get install chromium failed; updating the package lists and retrying"
+        rp_privileged env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update -qq \
+            && rp_privileged env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq chromium >/dev/null \
+            || rp_log "apt-get install chromium failed; the browser tests will skip (or fail in CI)"
+    fi
 }
 
 # Decide which OS user runs PostgreSQL (initdb refuses to run as root).

@@ -62,6 +62,7 @@ trap 'exit 129' HUP
 if [ "$need_redis" = 1 ]; then
     rp_ensure_redis_server
 fi
+rp_ensure_chromium
 if [ "$need_pg" = 1 ] || [ "$need_redis" = 1 ]; then
     rp_services_init
     if [ "$need_pg" = 1 ]; then

@@ -16,7 +16,6 @@ import errno
 import importlib
 import ipaddress
 import json
-import os
 import signal
 import socket
 import sys
@@ -26,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 import uvicorn
 from langgraph_sdk.auth import Auth
 
@@ -35,9 +33,11 @@ from runplane.api.auth import load_api_keys_file, parse_api_keys
 from runplane.api.http_config import parse_http_section
 from runplane.api.origins import origin_problem
 from runplane.api.settings import HttpConfig
+from runplane.api.metrics import PrometheusMetrics, metrics_app
+from runplane.cli_inspect import doctor_command, runs, threads
 from runplane.core.errors import InvalidInput, RunplaneError
 from runplane.core.manager import ManagerSettings, RunManager
-from runplane.core.models import CANCEL_ACTIONS, RUN_STATUSES, THREAD_STATUSES
+from runplane.core.observe import observed
 from runplane.events import open_bus
 from runplane.logs import configure_logging
 from runplane.runtime import checkpoint_ttl
@@ -50,9 +50,6 @@ from runplane.settings import Settings, settings_from_env
 from runplane.stores import open_store, scheme_of
 from runplane.worker import Worker
 
-DEFAULT_SERVER_URL = "http://127.0.0.1:8123"
-
-
 # -- composition --------------------------------------------------------------------------------
 
 
@@ -63,6 +60,8 @@ class Services:
     worker: Worker | None
     #: The langgraph.json's custom auth (a `langgraph_sdk.Auth`), if it declares one.
     auth: Auth | None = None
+    #: This process's Prometheus metrics (the manager and workers report to it).
+    metrics: PrometheusMetrics | None = None
 
 
 def resolve_config(config: str | None) -> str | None:
@@ -84,9 +83,11 @@ async def compose(settings: Settings, *, with_workers: bool) -> AsyncIterator[Se
         stack.push_async_callback(store.close)
         bus = open_bus(bus_url(settings))
         stack.push_async_callback(bus.close)
+        metrics = PrometheusMetrics()
         manager = RunManager(
-            store,
+            observed(store, metrics),
             bus,
+            observer=metrics,
             settings=ManagerSettings(
                 lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts
             ),
@@ -112,7 +113,7 @@ async def compose(settings: Settings, *, with_workers: bool) -> AsyncIterator[Se
             )
             await worker.start()
             stack.push_async_callback(worker.stop)
-        yield Services(manager, runtime, worker, auth)
+        yield Services(manager, runtime, worker, auth, metrics)
 
 
 def declared_auth(config_path: str | None) -> str | None:
@@ -254,6 +255,8 @@ async def serve_api(
             # `langgraph dev` users open their front end on localhost:<port> and expect it to work.
             cors_allow_loopback=dev and is_loopback(settings.host),
             http=http_config_of(resolve_config(settings.config)),
+            metrics=services.metrics,
+            metrics_public=settings.metrics_public,
         )
         try:
             app = create_app(services.manager, services.runtime, api_settings)
@@ -277,8 +280,38 @@ async def run_worker(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with compose(settings, with_workers=True) as services:
         click.echo(f"runplane worker: {services.worker!r} on {redact(settings.database_url)}", err=True)
+        metrics_server = serve_worker_metrics(settings, services)
         await stop.wait()
+        if metrics_server is not None:
+            await metrics_server.stop()
         # Leaving the context stops claiming, drains for shutdown_grace, then hands runs back.
+
+
+class _MetricsServer:
+    """`/metrics` of a worker-only process, served by uvicorn beside the workers."""
+
+    def __init__(self, server: uvicorn.Server) -> None:
+        self.server = server
+        self.task = asyncio.create_task(server.serve())
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        await self.task
+
+
+def serve_worker_metrics(settings: Settings, services: Services) -> _MetricsServer | None:
+    """Serve `/metrics` on `settings.metrics_port` (0: not at all), behind the API keys unless
+    `metrics_public`: a worker process has no API, but its counters are its own."""
+    if not settings.metrics_port or services.metrics is None:
+        return None
+    check_port_free(settings.host, settings.metrics_port)
+    app = metrics_app(
+        services.metrics, services.manager, api_keys=api_keys_of(settings), public=settings.metrics_public
+    )
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.metrics_port, log_config=None, lifespan="off", access_log=False
+    )
+    return _MetricsServer(uvicorn.Server(config))
 
 
 def redact(url: str) -> str:
@@ -325,6 +358,22 @@ server_options = [
 ]
 
 
+#: Operators' options (logs and metrics), on every serving command.
+ops_options = [
+    click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        help="text (default) or json: one object per line, with run_id, thread_id, attempt, worker_id.",
+    ),
+    click.option(
+        "--metrics-public",
+        is_flag=True,
+        default=None,
+        help="Serve /metrics without authentication (for a scraper on a trusted network).",
+    ),
+]
+
+
 def with_options(options: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
     def decorate(func: Any) -> Any:
         for option in reversed(options):
@@ -345,13 +394,14 @@ def main() -> None:
 
 @main.command()
 @with_options(server_options)
+@with_options(ops_options)
 def dev(**options: Any) -> None:
     """Serve on embedded SQLite in this directory with in-process workers: zero setup.
 
     Loads ./langgraph.json when present, else the built-in demo graphs (echo, chat, slow, hitl).
     """
     settings = load_settings(**options)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     check_exposure(settings)
     check_port_free(settings.host, settings.port)
     url = f"http://{settings.host}:{settings.port}"
@@ -360,7 +410,8 @@ def dev(**options: Any) -> None:
         source = resolve_config(settings.config) or "built-in demo graphs"
         click.echo(
             f"\n  runplane dev  {url}   (database {redact(settings.database_url)}, graphs: {source})\n"
-            f"  API docs: {url}/docs\n\n"
+            f"  API docs: {url}/docs\n"
+            f"  Dashboard: {url}/ui   metrics: {url}/metrics\n\n"
             "  Try it:\n"
             "    from langgraph_sdk import get_sync_client\n"
             f'    client = get_sync_client(url="{url}")\n'
@@ -375,10 +426,11 @@ def dev(**options: Any) -> None:
 
 @main.command()
 @with_options(server_options)
+@with_options(ops_options)
 def serve(**options: Any) -> None:
     """Serve the API (and --workers in-process workers) on any database."""
     settings = load_settings(**options)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     check_exposure(settings)
     check_port_free(settings.host, settings.port)
     asyncio.run(serve_api(settings))
@@ -390,10 +442,12 @@ def serve(**options: Any) -> None:
 @click.option("--workers", "--concurrency", "workers", type=int, help="Runs executed at once (default 8).")
 @click.option("--config", help="langgraph.json (default ./langgraph.json if present, else demo graphs).")
 @click.option("--log-level", help="DEBUG, INFO, WARNING (default INFO).")
+@with_options(ops_options)
+@click.option("--metrics-port", type=int, help="Serve this process's /metrics on this port (default: none).")
 def worker(**options: Any) -> None:
     """Execute runs only (no HTTP); run as many as you like against one database."""
     settings = load_settings(**options)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     asyncio.run(run_worker(settings))
 
 
@@ -412,178 +466,11 @@ def migrate(**options: Any) -> None:
     click.echo(f"migrated {redact(settings.database_url)}")
 
 
-# -- inspection ----------------------------------------------------------------------------------
+# -- operators' commands (runplane.cli_inspect) ----------------------------------------------------
 
-
-def server_url_option(func: Any) -> Any:
-    func = click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")(func)
-    return click.option(
-        "--url",
-        default=lambda: os.environ.get("RUNPLANE_URL", DEFAULT_SERVER_URL),
-        show_default="RUNPLANE_URL or " + DEFAULT_SERVER_URL,
-        help="The runplane (or LangGraph) server.",
-    )(func)
-
-
-def request(url: str, method: str, path: str, **kwargs: Any) -> Any:
-    api_key = os.environ.get("RUNPLANE_API_KEY")
-    headers = {"x-api-key": api_key} if api_key else {}
-    try:
-        response = httpx.request(method, url.rstrip("/") + path, headers=headers, timeout=30, **kwargs)
-    except httpx.HTTPError as exc:
-        raise click.ClickException(f"cannot reach {url}: {exc}") from None
-    if response.status_code >= 400:
-        try:
-            detail = response.json().get("detail", response.text)
-        except ValueError:
-            detail = response.text
-        raise click.ClickException(f"{response.status_code}: {detail}")
-    return response.json() if response.content else None
-
-
-def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    if not rows:
-        click.echo("(none)")
-        return
-    cells = [[_cell(row.get(col)) for col in columns] for row in rows]
-    widths = [max(len(col), *(len(r[i]) for r in cells)) for i, col in enumerate(columns)]
-    click.echo("  ".join(col.upper().ljust(w) for col, w in zip(columns, widths, strict=True)))
-    for r in cells:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, dict | list):
-        return json.dumps(value)[:40]
-    text = str(value)
-    return text[:19].replace("T", " ") if text[:4].isdigit() and "T" in text[:11] else text
-
-
-def emit(data: Any, as_json: bool, columns: list[str] | None = None) -> None:
-    if as_json:
-        click.echo(json.dumps(data, indent=2, default=str))
-    elif isinstance(data, list):
-        print_table(data, columns or [])
-    else:
-        for key, value in data.items():
-            click.echo(
-                f"{key:>20}: {json.dumps(value, default=str) if isinstance(value, dict | list) else value}"
-            )
-
-
-@main.group()
-def threads() -> None:
-    """Inspect threads on a running server."""
-
-
-@threads.command("ls")
-@server_url_option
-@click.option("--limit", default=20, show_default=True)
-@click.option("--status", type=click.Choice(list(THREAD_STATUSES)))
-def threads_ls(url: str, as_json: bool, limit: int, status: str | None) -> None:
-    """List the most recent threads."""
-    body: dict[str, Any] = {"limit": limit}
-    if status:
-        body["status"] = status
-    rows = request(url, "POST", "/threads/search", json=body)
-    emit(rows, as_json, ["thread_id", "status", "created_at", "updated_at"])
-
-
-@threads.command("show")
-@server_url_option
-@click.argument("thread_id")
-def threads_show(url: str, as_json: bool, thread_id: str) -> None:
-    """Show a thread, its state values and its recent runs."""
-    thread = request(url, "GET", f"/threads/{thread_id}")
-    emit(thread, as_json)
-    if not as_json:
-        click.echo("\nruns:")
-        runs = request(url, "GET", f"/threads/{thread_id}/runs", params={"limit": 10})
-        print_table(runs, ["run_id", "status", "assistant_id", "created_at"])
-
-
-@main.group()
-def runs() -> None:
-    """Inspect, cancel and follow runs on a running server."""
-
-
-@runs.command("ls")
-@server_url_option
-@click.argument("thread_id")
-@click.option("--limit", default=20, show_default=True)
-@click.option("--status", type=click.Choice(list(RUN_STATUSES)))
-def runs_ls(url: str, as_json: bool, thread_id: str, limit: int, status: str | None) -> None:
-    """List a thread's runs, newest first."""
-    params: dict[str, Any] = {"limit": limit}
-    if status:
-        params["status"] = status
-    emit(
-        request(url, "GET", f"/threads/{thread_id}/runs", params=params),
-        as_json,
-        ["run_id", "status", "multitask_strategy", "created_at", "updated_at"],
-    )
-
-
-@runs.command("show")
-@server_url_option
-@click.argument("thread_id")
-@click.argument("run_id")
-def runs_show(url: str, as_json: bool, thread_id: str, run_id: str) -> None:
-    """Show one run."""
-    emit(request(url, "GET", f"/threads/{thread_id}/runs/{run_id}"), as_json)
-
-
-@runs.command("cancel")
-@server_url_option
-@click.argument("thread_id")
-@click.argument("run_id")
-@click.option("--action", type=click.Choice(list(CANCEL_ACTIONS)), default="interrupt", show_default=True)
-@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait until the run has stopped.")
-def runs_cancel(url: str, as_json: bool, thread_id: str, run_id: str, action: str, wait: bool) -> None:
-    """Cancel a run (interrupt keeps its checkpoints; rollback restores the thread and deletes it)."""
-    params = {"action": action, "wait": "true" if wait else "false"}
-    request(url, "POST", f"/threads/{thread_id}/runs/{run_id}/cancel", params=params)
-    if action == "rollback" and wait:
-        click.echo(f"run {run_id} rolled back and deleted")
-        return
-    emit(request(url, "GET", f"/threads/{thread_id}/runs/{run_id}"), as_json)
-
-
-@runs.command("tail")
-@server_url_option
-@click.argument("thread_id")
-@click.argument("run_id")
-@click.option("--last-event-id", help="Resume after this event id.")
-def runs_tail(url: str, as_json: bool, thread_id: str, run_id: str, last_event_id: str | None) -> None:
-    """Follow a run's events live until it ends."""
-    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
-    path = f"{url.rstrip('/')}/threads/{thread_id}/runs/{run_id}/stream"
-    try:
-        with httpx.stream("GET", path, headers=headers, timeout=None) as response:
-            if response.status_code >= 400:
-                response.read()
-                raise click.ClickException(f"{response.status_code}: {response.text}")
-            event: dict[str, str] = {}
-            for line in response.iter_lines():
-                if line == "":
-                    if "data" in event:
-                        _print_event(event, as_json)
-                    event = {}
-                elif not line.startswith(":"):
-                    key, _, value = line.partition(":")
-                    event[key] = value.lstrip(" ")
-    except httpx.HTTPError as exc:
-        raise click.ClickException(f"stream from {url} failed: {exc}") from None
-
-
-def _print_event(event: dict[str, str], as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps({"id": event.get("id"), "event": event.get("event"), "data": event["data"]}))
-    else:
-        ident = f"[{event['id']}] " if event.get("id") else ""
-        click.echo(f"{ident}{click.style(event.get('event', 'message'), bold=True)} {event['data'][:400]}")
+main.add_command(threads)
+main.add_command(runs)
+main.add_command(doctor_command(redact))
 
 
 if __name__ == "__main__":  # pragma: no cover

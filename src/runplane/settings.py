@@ -37,6 +37,12 @@ class Settings:
     default_timeout: float | None = None
     shutdown_grace: float = 10.0
     log_level: str = "INFO"
+    #: `text` (human-readable, the default) or `json` (one object per line, with the run's ids).
+    log_format: str = "text"
+    #: Serve `/metrics` without authentication (a scraper on a trusted network).
+    metrics_public: bool = False
+    #: A port for `runplane worker` to serve `/metrics` on (worker processes have no API); 0: none.
+    metrics_port: int = 0
     max_body_bytes: int = 10 * 2**20
     #: `key1:alice,key2:bob`: API keys and the user each one authenticates (secret: never shown).
     api_keys: str | None = dataclasses.field(default=None, repr=False)
@@ -58,6 +64,8 @@ class Settings:
             )
         if self.redis_url is not None and self.redis_url.partition(":")[0] not in BUS_BACKENDS:
             raise InvalidInput(f"redis URL {self.redis_url!r} must start with redis:// or rediss://")
+        if self.log_format not in ("text", "json"):
+            raise InvalidInput(f"log format {self.log_format!r} must be text or json")
         if not 0 < self.port < 65536:
             raise InvalidInput(f"port {self.port} is out of range")
         if self.workers < 0:

@@ -21,13 +21,17 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from runplane.api import ApiSettings, create_app
+from runplane.api import ApiSettings, create_app, operators
 from runplane.api import schemas as s
-from runplane.api.app import ENDPOINTS, SYSTEM
+from runplane.api.app import ENDPOINTS as API_ENDPOINTS
+from runplane.api.app import SYSTEM
 from runplane.api.routing import Endpoint
 from runplane.core.manager import ManagerSettings
 from runplane.testing import memory_manager
 from tests.api._fakes import FakeRuntime, FakeWorker
+
+#: The LangGraph API and runplane's operator extensions (`/runplane/...`): isolated alike.
+ENDPOINTS = (*API_ENDPOINTS, *operators.ENDPOINTS)
 
 BASE_URL = "http://runplane.test"
 KEYS = {"key-alice": "alice", "key-bob": "bob"}
@@ -51,6 +55,8 @@ COLLECTION = frozenset(
 )
 #: Routes anyone may call.
 PUBLIC = frozenset({("GET", "/ok"), ("GET", "/info"), ("GET", "/openapi.json"), ("GET", "/docs")})
+#: The dashboard's static files: public, and holding no data (the page calls the API with a key).
+DASHBOARD = frozenset({("GET", "/ui"), ("GET", "/ui/"), ("GET", "/ui/{name}")})
 
 
 def _params(path: str) -> list[str]:
@@ -62,10 +68,12 @@ def per_resource(endpoint: Endpoint) -> bool:
 
 
 def shared(endpoint: Endpoint) -> bool:
-    """The graphs' assistants: read-only, the same for everyone."""
+    """The graphs' assistants: read-only, the same for everyone; and the queue's counts over every
+    user (numbers only, no ids)."""
     return (endpoint.path.startswith("/assistants") and endpoint.method == "GET") or endpoint.path in (
         "/assistants/search",
         "/assistants/count",
+        "/runplane/queue",
     )
 
 
@@ -78,7 +86,7 @@ def classify(method: str, path: str) -> list[str]:
         kinds.append("collection")
     if endpoint is not None and shared(endpoint):
         kinds.append("shared")
-    if (method, path) in PUBLIC:
+    if (method, path) in PUBLIC | DASHBOARD:
         kinds.append("public")
     return kinds
 
@@ -364,6 +372,9 @@ async def test_unauthenticated_callers_get_nothing(world: World) -> None:
             assert response.status_code == 401, (endpoint.method, endpoint.path, response.text)
         for method, path in PUBLIC:
             assert (await anonymous.request(method, path)).status_code == 200, path
+        for path in ("/ui/", "/ui/app.js", "/ui/app.css"):
+            assert (await anonymous.get(path)).status_code == 200, path
+        assert (await anonymous.get("/metrics")).status_code == 401
 
 
 def _app_routes(app: Starlette) -> set[tuple[str, str]]:
@@ -379,7 +390,7 @@ def test_every_route_is_classified() -> None:
     app = create_app(memory_manager(), FakeRuntime(), ApiSettings(api_keys=KEYS))  # type: ignore[arg-type]
     routes = _app_routes(app)
     # The app serves exactly the route table (plus the API description), nothing on the side.
-    assert routes == {(e.method, e.path) for e in (*ENDPOINTS, *SYSTEM)} | {
+    assert routes == {(e.method, e.path) for e in (*ENDPOINTS, *SYSTEM)} | DASHBOARD | {
         ("GET", "/openapi.json"),
         ("GET", "/docs"),
     }

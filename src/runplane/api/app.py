@@ -16,11 +16,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from runplane.api import assistants, runs, threads
+from runplane.api import assistants, operators, runs, threads
 from runplane.api import schemas as s
 from runplane.api.auth import ApiKeyAuth, Authenticate, AuthMiddleware, CustomAuthenticator, path_params_of
 from runplane.api.authz import CustomAuthGuard, check_access_table
 from runplane.api.errors import http_exception_handler
+from runplane.api.metrics import HttpMetrics, metrics_route
 from runplane.api.middleware import HeaderLimit, OriginGuard
 from runplane.api.mounting import (
     bare_ok,
@@ -38,6 +39,7 @@ from runplane.api.settings import ApiSettings as ApiSettings
 from runplane.core.errors import NotFound
 from runplane.core.graphs import GraphRuntime
 from runplane.core.manager import RunManager
+from runplane.ui import ui_routes
 
 #: A thread id no one can own: looking it up exercises the store without matching anything.
 _PROBE_ID = "00000000-0000-0000-0000-000000000000"
@@ -110,6 +112,8 @@ def _middleware(settings: ApiSettings) -> list[Middleware]:
     if policy.enabled:
         stack.append(Middleware(PolicyCORSMiddleware, policy=policy, **cors_options))
     stack.append(Middleware(OriginGuard, policy=policy))
+    if settings.metrics is not None:
+        stack.insert(0, Middleware(HttpMetrics, metrics=settings.metrics))  # outermost: sees every answer
     return stack
 
 
@@ -135,7 +139,7 @@ def create_app(manager: RunManager, runtime: GraphRuntime, settings: ApiSettings
     services = Services(manager, runtime, settings, guard)
     assistants = runtime.assistants()
     document = build_openapi(
-        endpoints,
+        (*endpoints, *operators.ENDPOINTS),
         title="runplane",
         version=settings.version,
         system=SYSTEM,
@@ -160,6 +164,13 @@ def create_app(manager: RunManager, runtime: GraphRuntime, settings: ApiSettings
         meta = [Route("/ok", bare_ok, methods=["GET"])]
     invalid_ids = InvalidIds(endpoints)
     own_handler = custom_http_exception_handler(settings.http) or http_exception_handler
+    # Operators: the dashboard's static files are public (the page sends a key with every API call);
+    # /metrics is protected like the API unless opened on purpose (and off with disable_meta).
+    public_ops: list[BaseRoute] = list(ui_routes()) if settings.ui else []
+    protected_ops: list[BaseRoute] = []
+    if settings.metrics is not None and not settings.http.disable_meta:
+        route = metrics_route(settings.metrics, manager)
+        (public_ops if settings.metrics_public else protected_ops).append(route)
 
     async def unmatched(request: Request, exc: Exception) -> Response:
         if isinstance(exc, HTTPException) and exc.status_code == 404:
@@ -174,9 +185,9 @@ def create_app(manager: RunManager, runtime: GraphRuntime, settings: ApiSettings
         else [Middleware(AuthMiddleware, authenticate=authenticate, public_paths=frozenset())]
     )
     return compose(
-        first=[r for r in meta if is_unshadowable(r, settings)],
-        last=[r for r in meta if not is_unshadowable(r, settings)],
-        api=build_routes(endpoints, services),
+        first=[r for r in (*meta, *public_ops) if is_unshadowable(r, settings)],
+        last=[r for r in (*meta, *public_ops) if not is_unshadowable(r, settings)],
+        api=[*build_routes((*endpoints, *operators.ENDPOINTS), services), *protected_ops],
         middleware=_middleware(settings),
         authentication=authentication,
         exception_handlers={HTTPException: unmatched},

@@ -90,3 +90,10 @@ class ApiSettings:
     max_json_depth: int = 64
     #: Largest total size of the request headers (431 beyond).
     max_header_bytes: int = 32 * 1024
+    #: Prometheus metrics (`runplane.api.metrics.PrometheusMetrics`): served at `/metrics` and fed by
+    #: an HTTP middleware; None serves no `/metrics`.
+    metrics: Any = field(default=None, repr=False)
+    #: Serve `/metrics` without authentication (for a scraper on a trusted network).
+    metrics_public: bool = False
+    #: Serve the dashboard at `/ui` (static files; it calls the API with the key the user enters).
+    ui: bool = True

@@ -29,6 +29,9 @@ from runplane.core.events import StreamEvent
 
 logger = logging.getLogger(__name__)
 
+#: Where an ASGI middleware may put a gauge (`inc()`/`dec()`) counting open streams (`api.metrics`).
+SSE_SUBSCRIBERS_SCOPE_KEY = "runplane.sse_subscribers"
+
 HEARTBEAT = b": heartbeat\n\n"
 SSE_MEDIA_TYPE = "text/event-stream; charset=utf-8"
 #: Headers every stream carries: no caching, no proxy buffering (nginx honours X-Accel-Buffering).
@@ -266,6 +269,17 @@ class EventStream(_LongResponse):
         self.events = events
         self.with_ids = with_ids
         self.accept = accept
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Counted while the response lives (`runplane_sse_subscribers`, when metrics are on).
+        gauge = scope.get(SSE_SUBSCRIBERS_SCOPE_KEY)
+        if gauge is not None:
+            gauge.inc()
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if gauge is not None:
+                gauge.dec()
 
     async def produce(self, send_chunk: Callable[[bytes], Awaitable[None]]) -> None:
         events = self.events

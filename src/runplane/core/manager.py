@@ -32,6 +32,7 @@ from runplane.core.models import (
     NewRun,
     NewThread,
     Outcome,
+    QueueStats,
     Run,
     RunFilter,
     Thread,
@@ -39,6 +40,7 @@ from runplane.core.models import (
     ThreadStatus,
     TokenUsage,
 )
+from runplane.core.observe import NullObserver, Observer
 from runplane.core.store import Store
 
 logger = logging.getLogger(__name__)
@@ -83,6 +85,7 @@ class RunManager:
         bus: event streams and hints.
         clock: time source (a `FakeClock` in tests).
         settings: lease and retry knobs.
+        observer: told what happens to runs (metrics); observes nothing when None.
     """
 
     def __init__(
@@ -92,11 +95,13 @@ class RunManager:
         *,
         clock: Clock | None = None,
         settings: ManagerSettings | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
         self.clock = clock or SystemClock()
         self.settings = settings or ManagerSettings()
+        self.observer: Observer = observer or NullObserver()
 
     # -- threads --------------------------------------------------------------------------------
 
@@ -216,6 +221,7 @@ class RunManager:
         )
         if admission.replayed:
             return admission.run
+        self.observer.run_created(admission.run)
         for cancelled in admission.cancelled_pending:
             await self._end(cancelled.run_id)
         for running in admission.cancel_requested:
@@ -277,6 +283,7 @@ class RunManager:
         """
         if action not in CANCEL_ACTIONS:
             raise InvalidInput(f"unknown cancel action {action!r}")
+        self.observer.cancel_requested(action)
         result = await self.store.request_cancel(run_id, owner, action, thread_id)
         if result.settled:
             await self._end(run_id)
@@ -362,7 +369,10 @@ class RunManager:
     # -- runs: workers ----------------------------------------------------------------------------
 
     async def claim(self, worker_id: str) -> Run | None:
-        return await self.store.claim_run(worker_id, self.settings.lease_seconds)
+        run = await self.store.claim_run(worker_id, self.settings.lease_seconds)
+        if run is not None:
+            self.observer.run_started(run)
+        return run
 
     async def renew(self, run: Run, worker_id: str) -> CancelAction | None:
         return await self.store.renew_lease(run.run_id, run.attempt, worker_id, self.settings.lease_seconds)
@@ -377,7 +387,9 @@ class RunManager:
         return self.store.hold_attempt(run.run_id, run.attempt, self.settings.lease_seconds)
 
     async def publish(self, run: Run, event: str, data: bytes) -> str:
-        return await self.bus.publish(run.run_id, event, data)
+        event_id = await self.bus.publish(run.run_id, event, data)
+        self.observer.event_published(run, event)
+        return event_id
 
     async def finish(self, run: Run, outcome: Outcome) -> Run:
         """End a run the worker holds. The status is durable before the stream ends and joiners
@@ -387,12 +399,14 @@ class RunManager:
             LeaseLost, CancelRequested: see `Store.finish_run`.
         """
         finished = await self.store.finish_run(run.run_id, run.attempt, outcome)
+        self.observer.run_finished(finished)
         await self._end(run.run_id)
         return finished
 
     async def discard(self, run: Run) -> None:
         """Delete a run after rolling its thread back (cancel `rollback`)."""
-        await self.store.discard_run(run.run_id, run.attempt)
+        discarded = await self.store.discard_run(run.run_id, run.attempt)
+        self.observer.run_discarded(discarded)
         await self._end(run.run_id)
 
     async def release(self, run: Run) -> Run:
@@ -421,11 +435,19 @@ class RunManager:
                 extra={"action": "recover", "run_id": run.run_id},
             )
             recovered.append(settled)
+            self.observer.lease_recovered(settled)
+            if settled.is_terminal:
+                self.observer.run_finished(settled)
             if settled.is_terminal:
                 await self._end(run.run_id)
             else:
                 await self.bus.notify(WAKEUP_CHANNEL, run.run_id)
         return recovered
+
+    async def queue_stats(self) -> QueueStats:
+        """Pending and running runs and busy workers, over every owner, from the database (so every
+        process reports the same numbers)."""
+        return await self.store.queue_stats()
 
     async def _end(self, run_id: str) -> None:
         await self.bus.end_stream(run_id)

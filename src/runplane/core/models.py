@@ -201,6 +201,18 @@ class CancelResult:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueStats:
+    """The run queue at a glance, over every owner (what operators watch)."""
+
+    #: Runs waiting for a worker (including those not yet due).
+    pending: int = 0
+    #: Runs a worker holds.
+    running: int = 0
+    #: Distinct workers holding at least one run.
+    busy_workers: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """How a worker ends a run it holds."""
 

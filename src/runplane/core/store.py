@@ -21,6 +21,7 @@ from runplane.core.models import (
     NewRun,
     NewThread,
     Outcome,
+    QueueStats,
     Run,
     RunFilter,
     Thread,
@@ -109,6 +110,11 @@ class Store(Protocol):
         Raises:
             NotFound: unknown thread.
         """
+        ...
+
+    async def queue_stats(self) -> QueueStats:
+        """How many runs are pending and running, and how many workers hold them, over every owner
+        (the database is the truth shared by every process; operators' metrics read it here)."""
         ...
 
     async def request_cancel(

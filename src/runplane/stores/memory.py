@@ -34,6 +34,7 @@ from runplane.core.models import (
     NewRun,
     NewThread,
     Outcome,
+    QueueStats,
     Run,
     RunFilter,
     Thread,
@@ -487,6 +488,15 @@ class InMemoryStore:
             )
             self._set_run(released)
             return _copy_run(released)
+
+    async def queue_stats(self) -> QueueStats:
+        pending = sum(1 for run in self._runs.values() if run.status == "pending")
+        running = [run for run in self._runs.values() if run.status == "running"]
+        return QueueStats(
+            pending=pending,
+            running=len(running),
+            busy_workers=len({run.lease_owner for run in running if run.lease_owner is not None}),
+        )
 
     async def expired_runs(self, limit: int = 100) -> list[Run]:
         now = self._clock.now()

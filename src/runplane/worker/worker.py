@@ -22,6 +22,7 @@ from runplane.core.errors import CancelRequested, LeaseLost, NotFound
 from runplane.core.events import WAKEUP_CHANNEL, cancel_channel
 from runplane.core.manager import RunManager
 from runplane.core.models import CancelAction, Outcome, Run, TokenUsage
+from runplane.core.observe import bind_run
 from runplane.runtime.serde import dumpb
 from runplane.worker.executor import Execution, Runtime
 
@@ -221,6 +222,7 @@ class Worker:
     # -- one run ----------------------------------------------------------------------------------
 
     async def _process(self, run: Run) -> None:
+        bind_run(run, self.worker_id)  # this task is the run's: every log record in it names the run
         attempt = _Attempt(run)
         self._attempts[run.run_id] = attempt
         try:

@@ -49,6 +49,7 @@ from runplane.core.models import (
     NewRun,
     NewThread,
     Outcome,
+    QueueStats,
     Run,
     RunFilter,
     RunStatus,
@@ -673,6 +674,14 @@ class PostgresStore:
             return run_from_row(row)
 
         return await self._transaction(body)
+
+    async def queue_stats(self) -> QueueStats:
+        async with self._connection() as conn:
+            row = await _one(conn, "queue_stats")
+        assert row is not None  # an aggregate always has a row
+        return QueueStats(
+            pending=row["pending"] or 0, running=row["running"] or 0, busy_workers=row["busy_workers"] or 0
+        )
 
     async def expired_runs(self, limit: int = 100) -> list[Run]:
         async with self._connection() as conn:

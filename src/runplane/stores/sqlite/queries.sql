@@ -258,6 +258,15 @@ SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, updated_at 
 WHERE run_id = :run_id AND status = 'running' AND attempt = :attempt
 RETURNING *;
 
+-- name: queue_stats
+-- Pending and running runs and the workers holding them, over every owner (operators' metrics).
+SELECT
+    COALESCE(SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), 0) AS pending,
+    COALESCE(SUM(CASE WHEN status = 'running' THEN 1 ELSE 0 END), 0) AS running,
+    COUNT(DISTINCT CASE WHEN status = 'running' THEN lease_owner END) AS busy_workers
+FROM runs
+WHERE status IN ('pending', 'running');
+
 -- name: expired_runs
 -- Running runs whose lease ran out, soonest-expired first.
 SELECT * FROM runs INDEXED BY runs_running_lease

@@ -54,6 +54,7 @@ from runplane.core.models import (
     NewRun,
     NewThread,
     Outcome,
+    QueueStats,
     Run,
     RunFilter,
     Thread,
@@ -601,6 +602,14 @@ class SqliteStore:
         if row is None:
             raise self._lease_lost(run_id, attempt)
         return row_to_run(row)
+
+    async def queue_stats(self) -> QueueStats:
+        async with self._session() as db:
+            row = await self._one(db, "queue_stats", {})
+        assert row is not None  # an aggregate always has a row
+        return QueueStats(
+            pending=row["pending"] or 0, running=row["running"] or 0, busy_workers=row["busy_workers"] or 0
+        )
 
     async def expired_runs(self, limit: int = 100) -> list[Run]:
         async with self._session() as db:
