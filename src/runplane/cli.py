@@ -31,9 +31,9 @@ from langgraph_sdk.auth import Auth
 from runplane.api.app import ApiSettings, create_app
 from runplane.api.auth import load_api_keys_file, parse_api_keys
 from runplane.api.http_config import parse_http_section
+from runplane.api.metrics import PrometheusMetrics, metrics_app
 from runplane.api.origins import origin_problem
 from runplane.api.settings import HttpConfig
-from runplane.api.metrics import PrometheusMetrics, metrics_app
 from runplane.cli_inspect import doctor_command, runs, threads
 from runplane.core.errors import InvalidInput, RunplaneError
 from runplane.core.manager import ManagerSettings, RunManager

@@ -208,11 +208,17 @@ def runs_cancel(
 @client_options
 @click.argument("thread_id")
 @click.argument("run_id")
-@click.option("--last-event-id", help="Resume after this event id.")
+@click.option(
+    "--last-event-id",
+    default="-1",
+    show_default=True,
+    help="Resume after this event id; -1 replays the run from its first event.",
+)
 def runs_tail(
     url: str, api_key: str | None, as_json: bool, thread_id: str, run_id: str, last_event_id: str | None
 ) -> None:
-    """Follow a run's events live until it ends."""
+    """Follow a run's events live until it ends, from its first event unless told otherwise (a join
+    without `Last-Event-ID` would only hear what happens from now on, as on LangGraph's server)."""
     # No read timeout: a run may stay quiet for long (the server sends heartbeats meanwhile).
     with _talking_to(url, api_key), _client(url, api_key) as client:
         for part in client.runs.join_stream(thread_id, run_id, last_event_id=last_event_id):
