@@ -17,13 +17,21 @@ from dataclasses import replace
 from typing import Literal
 
 from runplane.core.clock import Clock, SystemClock, lease_deadline
-from runplane.core.errors import CancelRequested, Conflict, LeaseLost, NotFound
-from runplane.core.lifecycle import admission_plan, check_transition, thread_status_after
+from runplane.core.errors import CancelRequested, Conflict, LeaseLost, NotFound, SlotTaken
+from runplane.core.lifecycle import (
+    admission_plan,
+    check_transition,
+    may_claim_slot,
+    thread_status_after,
+    webhook_payload,
+    webhook_url,
+)
 from runplane.core.models import (
     ACTIVE_RUN_STATUSES,
     Admission,
     CancelAction,
     CancelResult,
+    Cron,
     Json,
     NewRun,
     NewThread,
@@ -34,7 +42,9 @@ from runplane.core.models import (
     ThreadFilter,
     ThreadStatus,
     TokenUsage,
+    WebhookDelivery,
 )
+from runplane.stores._memory_crons import MemoryCronsAndWebhooks, metadata_matches
 
 
 def _copy_run(run: Run) -> Run:
@@ -50,12 +60,7 @@ def _copy_thread(thread: Thread) -> Thread:
     )
 
 
-def metadata_matches(metadata: Json, wanted: Json) -> bool:
-    """Subset match, as LangGraph's thread search (`metadata @> wanted`)."""
-    return all(key in metadata and metadata[key] == value for key, value in wanted.items())
-
-
-class InMemoryStore:
+class InMemoryStore(MemoryCronsAndWebhooks):
     """Threads and runs in dicts. Lost when the process exits; use SQLite to keep them."""
 
     def __init__(self, *, clock: Clock | None = None) -> None:
@@ -73,6 +78,9 @@ class InMemoryStore:
         self._running_by_thread: dict[str, str] = {}
         self._active_count: dict[str, int] = {}
         self._idempotency: dict[tuple[str, str], tuple[str, str | None]] = {}
+        self._crons: dict[str, Cron] = {}
+        #: The webhook outbox, in insertion order.
+        self._webhooks: dict[str, WebhookDelivery] = {}
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None) -> InMemoryStore:
@@ -156,6 +164,25 @@ class InMemoryStore:
             **changes,  # type: ignore[arg-type]
         )
 
+    def _enqueue_webhook(self, run: Run) -> None:
+        """Put the run's webhook in the outbox, in the same step as its terminal status."""
+        url = webhook_url(run)
+        if url is None:
+            return
+        thread = self._threads.get(run.thread_id)
+        values = copy.deepcopy(thread.values) if thread is not None else None
+        now = self._clock.now()
+        delivery_id = str(uuid.uuid4())
+        self._webhooks[delivery_id] = WebhookDelivery(
+            delivery_id=delivery_id,
+            run_id=run.run_id,
+            url=url,
+            payload=webhook_payload(run, values),
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+
     # -- threads --------------------------------------------------------------------------------
 
     async def create_thread(
@@ -227,6 +254,8 @@ class InMemoryStore:
             del self._threads[thread_id]
             del self._thread_runs[thread_id]
             self._active_count.pop(thread_id, None)
+            for cron_id in [c.cron_id for c in self._crons.values() if c.thread_id == thread_id]:
+                del self._crons[cron_id]
             return active
 
     def _matching_threads(self, owner: str, filter: ThreadFilter) -> list[Thread]:
@@ -261,71 +290,86 @@ class InMemoryStore:
 
     async def create_run(self, new: NewRun) -> Admission:
         async with self._lock:
-            if new.idempotency_key is not None:
-                seen = self._idempotency.get((new.owner, new.idempotency_key))
-                if seen is not None:
-                    run_id, digest = seen
-                    if digest != new.fingerprint:
-                        raise Conflict("idempotency key already used with a different payload")
-                    return Admission(run=_copy_run(self._runs[run_id]), replayed=True)
-            if new.run_id in self._runs:
-                raise Conflict(f"run {new.run_id} already exists")
-            now = self._clock.now()
-            thread = self._threads.get(new.thread_id)
-            if thread is None and new.if_not_exists == "create":
-                thread = Thread(new.thread_id, new.owner, "idle", now, now)
-                self._threads[new.thread_id] = thread
-                self._thread_runs[new.thread_id] = []
-            if thread is None or thread.owner != new.owner:
-                raise NotFound(f"thread {new.thread_id} not found")
+            if new.cron is not None:
+                cron = self._crons.get(new.cron.cron_id)
+                if cron is None or not may_claim_slot(cron.next_run_date, cron.enabled, new.cron.slot):
+                    raise SlotTaken(f"cron {new.cron.cron_id} slot {new.cron.slot.isoformat()} is taken")
+                # Admission below may still refuse the run: move the cron only once it did.
+                admission = self._admit(new)
+                self._crons[cron.cron_id] = replace(
+                    cron, next_run_date=new.cron.next_run_date, updated_at=self._clock.now()
+                )
+                return admission
+            return self._admit(new)
 
-            active = [self._runs[r] for r in self._thread_runs[new.thread_id]]
-            cancel_running, cancel_pending, action = admission_plan(
-                new.multitask_strategy, [(r.run_id, r.status) for r in active]
-            )
-            requested: list[Run] = []
-            for run_id in cancel_running:
-                run = self._runs[run_id]
-                if run.cancel_action != "rollback":
-                    run = replace(run, cancel_action=action, updated_at=now)
-                    self._set_run(run)
-                requested.append(_copy_run(run))
-            cancelled: list[Run] = []
-            for run_id in cancel_pending:
-                if action == "rollback":
-                    cancelled.append(self._remove_run(run_id))
-                else:
-                    run = replace(
-                        self._runs[run_id],
-                        status="interrupted",
-                        ended_at=now,
-                        updated_at=now,
-                        cancel_action=action,
-                    )
-                    self._set_run(run)
-                    cancelled.append(_copy_run(run))
+    def _admit(self, new: NewRun) -> Admission:
+        """Admit `new` (the caller holds the lock)."""
+        if new.idempotency_key is not None:
+            seen = self._idempotency.get((new.owner, new.idempotency_key))
+            if seen is not None:
+                run_id, digest = seen
+                if digest != new.fingerprint:
+                    raise Conflict("idempotency key already used with a different payload")
+                return Admission(run=_copy_run(self._runs[run_id]), replayed=True)
+        if new.run_id in self._runs:
+            raise Conflict(f"run {new.run_id} already exists")
+        now = self._clock.now()
+        thread = self._threads.get(new.thread_id)
+        if thread is None and new.if_not_exists == "create":
+            thread = Thread(new.thread_id, new.owner, "idle", now, now, copy.deepcopy(new.thread_metadata))
+            self._threads[new.thread_id] = thread
+            self._thread_runs[new.thread_id] = []
+        if thread is None or thread.owner != new.owner:
+            raise NotFound(f"thread {new.thread_id} not found")
 
-            run = Run(
-                run_id=new.run_id,
-                thread_id=new.thread_id,
-                assistant_id=new.assistant_id,
-                owner=new.owner,
-                status="pending",
-                multitask_strategy=new.multitask_strategy,
-                created_at=now,
-                updated_at=now,
-                metadata=copy.deepcopy(new.metadata),
-                kwargs=copy.deepcopy(new.kwargs),
-                not_before=new.not_before,
-                idempotency_key=new.idempotency_key,
-            )
-            self._seq[run.run_id] = next(self._counter)
-            self._thread_runs[new.thread_id].append(run.run_id)
-            self._set_run(run)
-            if new.idempotency_key is not None:
-                self._idempotency[(new.owner, new.idempotency_key)] = (run.run_id, new.fingerprint)
-            self._threads[new.thread_id] = replace(thread, status="busy", updated_at=now)
-            return Admission(_copy_run(run), tuple(requested), tuple(cancelled))
+        active = [self._runs[r] for r in self._thread_runs[new.thread_id]]
+        cancel_running, cancel_pending, action = admission_plan(
+            new.multitask_strategy, [(r.run_id, r.status) for r in active]
+        )
+        requested: list[Run] = []
+        for run_id in cancel_running:
+            run = self._runs[run_id]
+            if run.cancel_action != "rollback":
+                run = replace(run, cancel_action=action, updated_at=now)
+                self._set_run(run)
+            requested.append(_copy_run(run))
+        cancelled: list[Run] = []
+        for run_id in cancel_pending:
+            if action == "rollback":
+                cancelled.append(self._remove_run(run_id))
+            else:
+                run = replace(
+                    self._runs[run_id],
+                    status="interrupted",
+                    ended_at=now,
+                    updated_at=now,
+                    cancel_action=action,
+                )
+                self._set_run(run)
+                self._enqueue_webhook(run)
+                cancelled.append(_copy_run(run))
+
+        run = Run(
+            run_id=new.run_id,
+            thread_id=new.thread_id,
+            assistant_id=new.assistant_id,
+            owner=new.owner,
+            status="pending",
+            multitask_strategy=new.multitask_strategy,
+            created_at=now,
+            updated_at=now,
+            metadata=copy.deepcopy(new.metadata),
+            kwargs=copy.deepcopy(new.kwargs),
+            not_before=new.not_before,
+            idempotency_key=new.idempotency_key,
+        )
+        self._seq[run.run_id] = next(self._counter)
+        self._thread_runs[new.thread_id].append(run.run_id)
+        self._set_run(run)
+        if new.idempotency_key is not None:
+            self._idempotency[(new.owner, new.idempotency_key)] = (run.run_id, new.fingerprint)
+        self._threads[new.thread_id] = replace(thread, status="busy", updated_at=now)
+        return Admission(_copy_run(run), tuple(requested), tuple(cancelled))
 
     async def get_run(self, run_id: str, owner: str, thread_id: str | None = None) -> Run:
         return _copy_run(self._owned_run(run_id, owner, thread_id))
@@ -353,6 +397,7 @@ class InMemoryStore:
                 run = replace(run, status="interrupted", cancel_action=action, ended_at=now, updated_at=now)
                 self._set_run(run)
                 self._set_thread_status(run.thread_id, "idle")
+                self._enqueue_webhook(run)
                 return CancelResult(_copy_run(run), settled=True)
             if run.cancel_action != "rollback":
                 run = replace(run, cancel_action=action, updated_at=now)
@@ -459,6 +504,7 @@ class InMemoryStore:
                 else thread.values,
                 interrupts=copy.deepcopy(outcome.thread_interrupts),
             )
+            self._enqueue_webhook(finished)
             return _copy_run(finished)
 
     async def discard_run(self, run_id: str, attempt: int) -> Run:
@@ -509,4 +555,5 @@ class InMemoryStore:
             else:
                 recovered = replace(cleared, status="pending")
                 self._set_run(recovered)
+            self._enqueue_webhook(recovered)
             return _copy_run(recovered)

@@ -35,9 +35,17 @@ from runplane.core.errors import (
     InvalidInput,
     LeaseLost,
     NotFound,
+    SlotTaken,
     StoreUnavailable,
 )
-from runplane.core.lifecycle import admission_plan, can_transition, check_transition, thread_status_after
+from runplane.core.lifecycle import (
+    admission_plan,
+    can_transition,
+    check_transition,
+    thread_status_after,
+    webhook_payload,
+    webhook_url,
+)
 from runplane.core.models import (
     ACTIVE_RUN_STATUSES,
     Admission,
@@ -75,6 +83,7 @@ from runplane.stores.sqlite._connection import (
     fetch_all,
     translate_errors,
 )
+from runplane.stores.sqlite._crons import SqliteCronsAndWebhooks
 
 # `claim_run` updates whatever `claimable_run` picks, in the same statement.
 _CLAIM_SQL = QUERIES["claim_run"].replace(":seq", "(" + QUERIES["claimable_run"].rstrip(";") + ")")
@@ -92,7 +101,7 @@ _SEARCH_SQL = {
 Params = Mapping[str, Any]
 
 
-class SqliteStore:
+class SqliteStore(SqliteCronsAndWebhooks):
     """Threads and runs in one SQLite file shared by every process of a deployment.
 
     Args:
@@ -243,6 +252,22 @@ class SqliteStore:
     async def _settle_thread(self, db: aiosqlite.Connection, thread_id: str, outcome: ThreadStatus) -> None:
         await self._all(db, "settle_thread", {"thread_id": thread_id, "outcome": outcome, "now": self._now()})
 
+    async def _enqueue_webhook(self, db: aiosqlite.Connection, run: Run) -> None:
+        """Put the run's webhook in the outbox, in the transaction that made it terminal."""
+        url = webhook_url(run)
+        if url is None:
+            return
+        row = await self._one(db, "thread_values", {"thread_id": run.thread_id})
+        values = None if row is None or row["state_values"] is None else load_json(row["state_values"])
+        params = {
+            "delivery_id": str(uuid.uuid4()),
+            "run_id": run.run_id,
+            "url": url,
+            "payload": dump_json(webhook_payload(run, values)),
+            "now": self._now(),
+        }
+        await self._all(db, "insert_webhook", params)
+
     @staticmethod
     def _lease_lost(run_id: str, attempt: int) -> LeaseLost:
         return LeaseLost(f"run {run_id} attempt {attempt} no longer holds the lease")
@@ -346,72 +371,89 @@ class SqliteStore:
     # -- runs -----------------------------------------------------------------------------------
 
     async def create_run(self, new: NewRun) -> Admission:
+        async with self._write() as db:
+            if new.cron is not None:
+                # The conditional update first: a loser changes nothing and admits nothing. Done in
+                # this transaction, so the slot moves if and only if the run is admitted.
+                params = {
+                    "cron_id": new.cron.cron_id,
+                    "slot": to_micros(new.cron.slot),
+                    "next_run_date": opt_micros(new.cron.next_run_date),
+                    "now": self._now(),
+                }
+                if await self._one(db, "claim_cron_slot", params) is None:
+                    raise SlotTaken(f"cron {new.cron.cron_id} slot {new.cron.slot.isoformat()} is taken")
+            return await self._admit(db, new)
+
+    async def _admit(self, db: aiosqlite.Connection, new: NewRun) -> Admission:
         metadata = dump_json(new.metadata)
         kwargs = dump_json(new.kwargs)
         not_before = opt_micros(new.not_before)
-        async with self._write() as db:
-            if new.idempotency_key is not None:
-                seen = await self._one(
-                    db,
-                    "get_run_by_idempotency_key",
-                    {"owner": new.owner, "idempotency_key": new.idempotency_key},
-                )
-                if seen is not None:
-                    if seen["fingerprint"] != new.fingerprint:
-                        raise Conflict("idempotency key already used with a different payload")
-                    return Admission(run=row_to_run(seen), replayed=True)
-            if await self._one(db, "run_exists", {"run_id": new.run_id}) is not None:
-                raise Conflict(f"run {new.run_id} already exists")
-            now = self._now()
-            thread = await self._one(db, "get_thread", {"thread_id": new.thread_id})
-            if thread is None and new.if_not_exists == "create":
-                params = {"thread_id": new.thread_id, "owner": new.owner, "status": "idle", "now": now}
-                thread = await self._one(db, "insert_thread", {**params, "metadata": "{}"})
-            if thread is None or thread["owner"] != new.owner:
-                raise NotFound(f"thread {new.thread_id} not found")
-
-            active = {
-                row["run_id"]: row for row in await self._all(db, "active_runs", {"thread_id": new.thread_id})
-            }
-            cancel_running, cancel_pending, action = admission_plan(
-                new.multitask_strategy, [(run_id, row["status"]) for run_id, row in active.items()]
-            )
-            requested: list[Run] = []
-            for run_id in cancel_running:
-                # No row back: it already carries a rollback request, which is never downgraded.
-                row = await self._one(
-                    db, "request_cancel_running", {"run_id": run_id, "action": action, "now": now}
-                )
-                requested.append(row_to_run(row or active[run_id]))
-            cancelled: list[Run] = []
-            for run_id in cancel_pending:
-                if action == "rollback":
-                    row = await self._one(db, "delete_run", {"run_id": run_id})
-                else:
-                    row = await self._one(
-                        db, "interrupt_pending", {"run_id": run_id, "action": action, "now": now}
-                    )
-                assert row is not None
-                cancelled.append(row_to_run(row))
-
-            await self._all(
+        if new.idempotency_key is not None:
+            seen = await self._one(
                 db,
-                "insert_run",
-                {
-                    "run_id": new.run_id,
-                    "thread_id": new.thread_id,
-                    "assistant_id": new.assistant_id,
-                    "owner": new.owner,
-                    "multitask_strategy": new.multitask_strategy,
-                    "now": now,
-                    "metadata": metadata,
-                    "kwargs": kwargs,
-                    "not_before": not_before,
-                    "idempotency_key": new.idempotency_key,
-                    "fingerprint": new.fingerprint,
-                },
+                "get_run_by_idempotency_key",
+                {"owner": new.owner, "idempotency_key": new.idempotency_key},
             )
-            await self._all(db, "mark_thread_busy", {"thread_id": new.thread_id, "now": now})
+            if seen is not None:
+                if seen["fingerprint"] != new.fingerprint:
+                    raise Conflict("idempotency key already used with a different payload")
+                return Admission(run=row_to_run(seen), replayed=True)
+        if await self._one(db, "run_exists", {"run_id": new.run_id}) is not None:
+            raise Conflict(f"run {new.run_id} already exists")
+        now = self._now()
+        thread = await self._one(db, "get_thread", {"thread_id": new.thread_id})
+        if thread is None and new.if_not_exists == "create":
+            params = {"thread_id": new.thread_id, "owner": new.owner, "status": "idle", "now": now}
+            thread_metadata = dump_json(new.thread_metadata)
+            thread = await self._one(db, "insert_thread", {**params, "metadata": thread_metadata})
+        if thread is None or thread["owner"] != new.owner:
+            raise NotFound(f"thread {new.thread_id} not found")
+
+        active = {
+            row["run_id"]: row for row in await self._all(db, "active_runs", {"thread_id": new.thread_id})
+        }
+        cancel_running, cancel_pending, action = admission_plan(
+            new.multitask_strategy, [(run_id, row["status"]) for run_id, row in active.items()]
+        )
+        requested: list[Run] = []
+        for run_id in cancel_running:
+            # No row back: it already carries a rollback request, which is never downgraded.
+            row = await self._one(
+                db, "request_cancel_running", {"run_id": run_id, "action": action, "now": now}
+            )
+            requested.append(row_to_run(row or active[run_id]))
+        cancelled: list[Run] = []
+        for run_id in cancel_pending:
+            if action == "rollback":
+                row = await self._one(db, "delete_run", {"run_id": run_id})
+            else:
+                row = await self._one(
+                    db, "interrupt_pending", {"run_id": run_id, "action": action, "now": now}
+                )
+                assert row is not None
+                await self._enqueue_webhook(db, row_to_run(row))
+            assert row is not None
+            cancelled.append(row_to_run(row))
+
+        await self._all(
+            db,
+            "insert_run",
+            {
+                "run_id": new.run_id,
+                "thread_id": new.thread_id,
+                "assistant_id": new.assistant_id,
+                "owner": new.owner,
+                "multitask_strategy": new.multitask_strategy,
+                "now": now,
+                "metadata": metadata,
+                "kwargs": kwargs,
+                "not_before": not_before,
+                "idempotency_key": new.idempotency_key,
+                "fingerprint": new.fingerprint,
+            },
+        )
+        await self._all(db, "mark_thread_busy", {"thread_id": new.thread_id, "now": now})
         created = from_micros(now)
         run = Run(
             run_id=new.run_id,
@@ -463,6 +505,7 @@ class SqliteStore:
                 )
                 await self._settle_thread(db, run.thread_id, "idle")
                 assert updated is not None
+                await self._enqueue_webhook(db, row_to_run(updated))
                 return CancelResult(row_to_run(updated), settled=True)
             updated = await self._one(
                 db, "request_cancel_running", {"run_id": run_id, "action": action, "now": now}
@@ -570,6 +613,7 @@ class SqliteStore:
                 "now": now,
             }
             await self._all(db, "finish_thread", params)
+            await self._enqueue_webhook(db, row_to_run(row))
         return row_to_run(row)
 
     async def discard_run(self, run_id: str, attempt: int) -> Run:
@@ -618,6 +662,7 @@ class SqliteStore:
             assert row is not None
             if settle is not None:
                 await self._settle_thread(db, row["thread_id"], settle)
+                await self._enqueue_webhook(db, row_to_run(row))
         return row_to_run(row)
 
 
