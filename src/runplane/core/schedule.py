@@ -20,3 +20,8 @@ class Schedule(Protocol):
         """The first slot strictly after `after`, as a UTC instant (the expression is read in
         `timezone`, UTC when None)."""
         ...
+
+
+#: Channel on which a created, changed or deleted cron wakes schedulers (a hint: they also re-read
+#: the next slot on their own).
+CRONS_CHANNEL = "runplane:crons"

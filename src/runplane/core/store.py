@@ -245,8 +245,8 @@ class Store(Protocol):
         ...
 
     async def next_cron_slot(self) -> datetime | None:
-        """The earliest slot any enabled cron waits for (past its end or not), so a scheduler can
-        sleep until then."""
+        """The earliest slot an enabled cron will fire (one past the cron's end never fires), so a
+        scheduler can sleep until then."""
         ...
 
     async def skip_cron_slot(self, fire: CronFire) -> bool:

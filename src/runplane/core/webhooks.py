@@ -120,3 +120,8 @@ class UrlGuard(Protocol):
     async def check(self, url: str) -> None:
         """Raise `InvalidInput` when `url` is not an http(s) URL or reaches a refused address."""
         ...
+
+
+#: Channel on which a run that ended with a webhook wakes dispatchers at once (a hint: they also
+#: re-read the outbox on their own).
+WEBHOOKS_CHANNEL = "runplane:webhooks"

@@ -150,7 +150,13 @@ class MemoryCronsAndWebhooks:
         return [copy_cron(c) for c in due[:limit]]
 
     async def next_cron_slot(self) -> datetime | None:
-        slots = [c.next_run_date for c in self._crons.values() if c.enabled and c.next_run_date is not None]
+        slots = [
+            c.next_run_date
+            for c in self._crons.values()
+            if c.enabled
+            and c.next_run_date is not None
+            and (c.end_time is None or c.next_run_date <= c.end_time)
+        ]
         return min(slots, default=None)
 
     async def skip_cron_slot(self, fire: CronFire) -> bool:

@@ -346,8 +346,9 @@ ORDER BY next_run_date, cron_id COLLATE "C"
 LIMIT %(limit)s
 
 -- name: next_cron_slot
--- The earliest slot any enabled cron waits for.
-SELECT min(next_run_date) AS slot FROM crons WHERE enabled AND next_run_date IS NOT NULL
+-- The earliest slot an enabled cron will fire (not past its end).
+SELECT min(next_run_date) AS slot FROM crons
+WHERE enabled AND next_run_date IS NOT NULL AND (end_time IS NULL OR next_run_date <= end_time)
 
 -- name: lock_cron_slot
 -- Lock a cron still waiting for `slot`; a cron another scheduler holds is skipped (no row), so the

@@ -332,8 +332,9 @@ ORDER BY next_run_date, cron_id
 LIMIT :limit;
 
 -- name: next_cron_slot
--- The earliest slot any enabled cron waits for.
-SELECT min(next_run_date) AS slot FROM crons WHERE enabled = 1 AND next_run_date IS NOT NULL;
+-- The earliest slot an enabled cron will fire (not past its end).
+SELECT min(next_run_date) AS slot FROM crons
+WHERE enabled = 1 AND next_run_date IS NOT NULL AND (end_time IS NULL OR next_run_date <= end_time);
 
 -- name: claim_cron_slot
 -- Move a cron from the slot being fired to its next one, only if it still waits for that slot:
