@@ -16,6 +16,7 @@ import errno
 import importlib
 import ipaddress
 import json
+import logging
 import os
 import signal
 import socket
@@ -35,6 +36,7 @@ from runplane.api.auth import load_api_keys_file, parse_api_keys
 from runplane.core.errors import InvalidInput, RunplaneError
 from runplane.core.manager import ManagerSettings, RunManager
 from runplane.core.models import CANCEL_ACTIONS, RUN_STATUSES, THREAD_STATUSES
+from runplane.core.webhooks import AddressPolicy
 from runplane.events import open_bus
 from runplane.logs import configure_logging
 from runplane.runtime.checkpointer import open_checkpointer
@@ -43,6 +45,8 @@ from runplane.runtime.langgraph_store import open_langgraph_store
 from runplane.settings import Settings, settings_from_env
 from runplane.stores import open_store, scheme_of
 from runplane.worker import Worker
+from runplane.worker.scheduler import CroniterSchedule, Scheduler
+from runplane.worker.webhooks import WebhookDispatcher, WebhookGuard
 
 DEFAULT_SERVER_URL = "http://127.0.0.1:8123"
 
@@ -84,6 +88,8 @@ async def compose(settings: Settings, *, with_workers: bool) -> AsyncIterator[Se
             settings=ManagerSettings(
                 lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts
             ),
+            schedule=CroniterSchedule(),
+            url_guard=webhook_guard(settings),
         )
         checkpointer = await stack.enter_async_context(open_checkpointer(settings.database_url))
         graph_store = await stack.enter_async_context(open_langgraph_store(settings.database_url))
@@ -102,7 +108,36 @@ async def compose(settings: Settings, *, with_workers: bool) -> AsyncIterator[Se
             )
             await worker.start()
             stack.push_async_callback(worker.stop)
+            await start_crons_and_webhooks(stack, manager, settings)
         yield Services(manager, runtime, worker, auth)
+
+
+def webhook_guard(settings: Settings) -> WebhookGuard:
+    return WebhookGuard(
+        AddressPolicy.parse(settings.webhook_allow_hosts, allow_loopback=settings.webhook_allow_loopback)
+    )
+
+
+async def start_crons_and_webhooks(
+    stack: contextlib.AsyncExitStack, manager: RunManager, settings: Settings
+) -> None:
+    """The cron scheduler and the webhook dispatcher, beside the workers of this process (every
+    process may run them: the database makes each slot fire once and each delivery be claimed once)."""
+    if not settings.webhook_secret:
+        logging.getLogger("runplane.webhooks").info(
+            "RUNPLANE_WEBHOOK_SECRET is not set: webhook deliveries are not signed"
+        )
+    dispatcher = WebhookDispatcher(
+        manager,
+        webhook_guard(settings),
+        secret=settings.webhook_secret,
+        max_attempts=settings.webhook_max_attempts,
+    )
+    await dispatcher.start()
+    stack.push_async_callback(dispatcher.stop)
+    scheduler = Scheduler(manager)
+    await scheduler.start()
+    stack.push_async_callback(scheduler.stop)
 
 
 def declared_auth(config_path: str | None) -> str | None:
@@ -279,6 +314,10 @@ server_options = [
         default=None,
         help="Listen beyond loopback without API keys or custom auth (a proxy must authenticate).",
     ),
+    click.option(
+        "--webhook-allow-hosts",
+        help="Hosts or CIDRs webhooks may reach although private or loopback (comma-separated).",
+    ),
 ]
 
 
@@ -306,8 +345,9 @@ def dev(**options: Any) -> None:
     """Serve on embedded SQLite in this directory with in-process workers: zero setup.
 
     Loads ./langgraph.json when present, else the built-in demo graphs (echo, chat, slow, hitl).
+    Webhooks may call loopback addresses (a receiver on this machine).
     """
-    settings = load_settings(**options)
+    settings = load_settings(**options, webhook_allow_loopback=True)
     configure_logging(settings.log_level)
     check_exposure(settings)
     check_port_free(settings.host, settings.port)
