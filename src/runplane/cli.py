@@ -86,7 +86,9 @@ async def compose(settings: Settings, *, with_workers: bool) -> AsyncIterator[Se
             store,
             bus,
             settings=ManagerSettings(
-                lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts
+                lease_seconds=settings.lease_seconds,
+                max_attempts=settings.max_attempts,
+                webhook_lease_seconds=settings.webhook_lease_seconds,
             ),
             schedule=CroniterSchedule(),
             url_guard=webhook_guard(settings),

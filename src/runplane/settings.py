@@ -55,6 +55,8 @@ class Settings:
     webhook_allow_loopback: bool = False
     #: Attempts of one webhook delivery before it is marked failed.
     webhook_max_attempts: int = 8
+    #: Seconds a claimed delivery stays hidden; a process killed mid-POST is retried after it.
+    webhook_lease_seconds: float = 60.0
 
     def validate(self) -> Settings:
         """Check the settings; raise `InvalidInput` with a message a person can act on."""
@@ -72,8 +74,8 @@ class Settings:
             raise InvalidInput("workers must be >= 0")
         if self.lease_seconds <= 0 or self.max_attempts < 1:
             raise InvalidInput("lease_seconds must be > 0 and max_attempts >= 1")
-        if self.webhook_max_attempts < 1:
-            raise InvalidInput("webhook_max_attempts must be >= 1")
+        if self.webhook_max_attempts < 1 or self.webhook_lease_seconds <= 0:
+            raise InvalidInput("webhook_max_attempts must be >= 1 and webhook_lease_seconds > 0")
         AddressPolicy.parse(self.webhook_allow_hosts)  # a malformed entry fails at start
         return self
 

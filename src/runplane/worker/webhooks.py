@@ -213,8 +213,13 @@ class WebhookDispatcher:
         for delivery in deliveries:
             task = asyncio.create_task(self._deliver(delivery), name=f"runplane-webhook-{delivery.run_id}")
             self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+            task.add_done_callback(self._settled)
         return bool(deliveries)
+
+    def _settled(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        # A retry may now be due before the sleep the loop chose (it saw this one as claimed).
+        self._wake.set()
 
     # -- one delivery -----------------------------------------------------------------------------
 
