@@ -41,8 +41,8 @@ class Receiver:
     deliveries: list[Delivery] = field(default_factory=list)
     #: Answers for the next requests, in order (status, or ("redirect", location)); then 200.
     script: list[Any] = field(default_factory=list)
-    #: While set, requests are held open (the sender waits) until it is cleared.
-    hold: asyncio.Event | None = None
+    #: While not None, requests are held open for good (the sender's POST stays in flight).
+    hold: object | None = None
     arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def wait_for(self, count: int, timeout: float = 30.0) -> list[Delivery]:
