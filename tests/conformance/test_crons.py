@@ -136,9 +136,13 @@ async def test_due_crons_and_next_slot(store: Store, clock: FakeClock) -> None:
     first = clock.now() + timedelta(seconds=60)
     await store.create_cron(new_cron("c1", clock))
     await store.create_cron(new_cron("c2", clock, next_run_date=first + timedelta(seconds=30)))
-    await store.create_cron(new_cron("off", clock, enabled=False, next_run_date=first - timedelta(seconds=30)))
+    await store.create_cron(
+        new_cron("off", clock, enabled=False, next_run_date=first - timedelta(seconds=30))
+    )
     ended = first - timedelta(seconds=30)
-    await store.create_cron(new_cron("ended", clock, next_run_date=ended, end_time=ended - timedelta(seconds=1)))
+    await store.create_cron(
+        new_cron("ended", clock, next_run_date=ended, end_time=ended - timedelta(seconds=1))
+    )
     assert await store.next_cron_slot() == first  # neither disabled nor ended crons count
     assert await store.due_crons(clock.now()) == []
     clock.advance(90)

@@ -19,7 +19,12 @@ def hooked(**kwargs: object) -> dict[str, object]:
 
 async def the_delivery_of(store: Store, run: Run) -> dict[str, object]:
     [delivery] = await store.list_webhooks()
-    assert (delivery.run_id, delivery.url, delivery.attempts, delivery.status) == (run.run_id, HOOK, 0, "pending")
+    assert (delivery.run_id, delivery.url, delivery.attempts, delivery.status) == (
+        run.run_id,
+        HOOK,
+        0,
+        "pending",
+    )
     return delivery.payload
 
 
