@@ -9,6 +9,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -97,9 +98,15 @@ async def test_cron_crud_through_the_sdk(server: Server) -> None:
     assert cron["next_run_date"].endswith("+00:00") and "T08:00:00" in cron["next_run_date"]
     thread = await sdk.threads.create()
     on_thread = await sdk.crons.create_for_thread(
-        thread["thread_id"], "echo", schedule="*/5 * * * *", multitask_strategy="reject", enabled=False
+        thread["thread_id"],
+        "echo",
+        schedule="*/5 * * * *",
+        multitask_strategy="reject",
+        enabled=False,
+        end_time=datetime(2099, 1, 1, tzinfo=UTC),
     )
     assert on_thread["thread_id"] == thread["thread_id"] and on_thread["on_run_completed"] is None
+    assert on_thread["end_time"] == "2099-01-01T00:00:00+00:00" and on_thread["enabled"] is False
 
     async with httpx.AsyncClient(base_url=server.url) as http:
         got = await http.get(f"/runs/crons/{cron['cron_id']}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import orjson
 from pydantic import Field
 from starlette.responses import Response
 
@@ -146,13 +147,20 @@ def _with_cron_id(config: Any, cron_id: str) -> Json:
     return config
 
 
+#: Payload keys that configure the cron, not its runs.
+_CRON_ONLY = frozenset(
+    {"schedule", "timezone", "end_time", "enabled", "on_run_completed", "multitask_strategy"}
+)
+
+
 def _payload_and_kwargs(raw: Json, assistant: Assistant, cron_id: str, stateless: bool) -> tuple[Json, Json]:
     """The stored payload (the request, as the SDK shows it) and the `RunKwargs` each fire runs."""
     payload = {**raw, "assistant_id": assistant.assistant_id}
     payload["config"] = _with_cron_id(payload.get("config"), cron_id)
-    body = (CronCreate if stateless else ThreadCronCreate).model_validate(
-        {k: v for k, v in payload.items() if k != "config" or not payload.get("context")}
-    )
+    run_fields = {k: v for k, v in payload.items() if k not in _CRON_ONLY}
+    if payload.get("context"):
+        run_fields.pop("config", None)
+    body = s.RunCreateBase.model_validate_json(orjson.dumps(run_fields))
     temporary = stateless and (payload.get("on_run_completed") or "delete") == "delete"
     kwargs = build_kwargs(body, assistant, temporary=temporary)
     if payload.get("context"):  # the run refuses `configurable` next to `context`
