@@ -86,7 +86,10 @@ async def test_crons_handlers_stamp_filter_and_refuse(
     assert [c["cron_id"] for c in (await alice.post("/runs/crons/search", json={})).json()] == [
         cron["cron_id"]
     ]
-    assert seen[-1][0] == "search"
+    assert seen[-1] == (
+        "search",
+        {"assistant_id": None, "thread_id": None, "limit": 10, "offset": 0, "metadata": {}},
+    )
     assert (await alice.post("/runs/crons/count", json={})).json() == 1
 
     # Bob: another owner, and his filter would hide it anyway.

@@ -177,7 +177,10 @@ class CustomAuthGuard:
         filters: dict[str, Any] | None = None
         new_bodies = []
         for body in bodies:
-            value = self._value(action, call, body)
+            if resource == "crons":
+                value = _cron_value(action, call.path, _dump(body))
+            else:
+                value = self._value(action, call, body)
             result = await self._authorize(handler, user, resource, action, value)
             if result is not None:
                 filters = {**(filters or {}), **result}
@@ -217,8 +220,6 @@ class CustomAuthGuard:
         """What LangGraph's server hands the handler for this action (`Auth.types.on...value`)."""
         path = call.path
         given = _dump(body)
-        if "cron_id" in path or call.request.url.path.rstrip("/").endswith("/crons"):
-            return _cron_value(action, path, given)
         if action == "create":
             return {
                 "thread_id": given.get("thread_id"),

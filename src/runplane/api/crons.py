@@ -8,6 +8,7 @@ same code as a run, the `RunKwargs` each fire executes. Firing is the scheduler'
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -274,9 +275,10 @@ def _cron_filter(call: Call, body: CronSearch | CronCount) -> tuple[CronFilter |
     metadata = merge_metadata_filter(body.metadata or {}, equal)
     if metadata is None:
         return None, rest
-    assistant_id = None
-    if body.assistant_id is not None:
-        assistant_id = call.runtime.resolve(body.assistant_id).assistant_id
+    assistant_id = body.assistant_id
+    if assistant_id is not None:
+        with contextlib.suppress(NotFound):  # an unknown assistant simply matches no cron
+            assistant_id = call.runtime.resolve(assistant_id).assistant_id
     return CronFilter(assistant_id=assistant_id, thread_id=body.thread_id, metadata=metadata), rest
 
 
