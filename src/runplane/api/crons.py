@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
-from pydantic import Field
+from pydantic import ConfigDict, Field
 from starlette.responses import Response
 
 from runplane.api import schemas as s
@@ -66,6 +66,10 @@ class ThreadCronCreate(s.RunCreateBase, _CronFields):
 
 
 class CronPatch(s.Body):
+    """A cron update: at least one field (an empty body is refused, as by the reference server)."""
+
+    model_config = ConfigDict(**s.Body.model_config, json_schema_extra={"minProperties": 1})
+
     schedule: str | None = Field(None, min_length=1, max_length=1024)
     timezone: str | None = Field(None, max_length=128)
     end_time: datetime | None = Field(None, description="`null` clears it; absent keeps it.")
