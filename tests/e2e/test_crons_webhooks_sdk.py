@@ -42,6 +42,19 @@ class Server:
     manager: RunManager
     hooks: Receiver
     dispatcher: WebhookDispatcher
+    scheduler: Scheduler
+    worker: Worker
+
+    async def deliveries(self, count: int) -> list[Any]:
+        """`count` deliveries; on a timeout, what every background loop did, to tell which stalled."""
+        try:
+            return await self.hooks.wait_for(count)
+        except TimeoutError:
+            outbox = await self.manager.list_webhooks()
+            raise AssertionError(
+                f"{len(self.hooks.deliveries)} of {count} deliveries: {self.scheduler!r} "
+                f"{self.worker!r} {self.dispatcher!r} outbox={outbox}"
+            ) from None
 
 
 @contextlib.asynccontextmanager
@@ -68,7 +81,7 @@ async def running_server(policy: AddressPolicy) -> AsyncIterator[Server]:
         async with receiver() as hooks, serve(app) as url:
             client = get_client(url=url, api_key=None)
             try:
-                yield Server(client, url, manager, hooks, dispatcher)
+                yield Server(client, url, manager, hooks, dispatcher, scheduler, worker)
             finally:
                 await client.aclose()
     finally:
@@ -174,7 +187,7 @@ async def test_a_seconds_cron_fires_runs_that_call_their_webhook_signed(server: 
         webhook=f"{hooks.url}/done",
         on_run_completed="keep",
     )
-    first, second = await hooks.wait_for(2)
+    first, second = await server.deliveries(2)
     await sdk.crons.update(cron["cron_id"], enabled=False)
     for delivery in (first, second):
         body = delivery.json
