@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from runplane.core.clock import Clock
-from runplane.core.errors import Conflict, NotFound
+from runplane.core.errors import Conflict, NotFound, SlotTaken
 from runplane.core.lifecycle import cron_is_due, may_claim_slot
 from runplane.core.models import (
     Cron,
@@ -161,13 +161,24 @@ class MemoryCronsAndWebhooks:
 
     async def skip_cron_slot(self, fire: CronFire) -> bool:
         async with self._lock:
-            cron = self._crons.get(fire.cron_id)
-            if cron is None or not may_claim_slot(cron.next_run_date, cron.enabled, fire.slot):
+            try:
+                self._check_slot(fire)
+            except SlotTaken:
                 return False
-            self._crons[cron.cron_id] = replace(
-                cron, next_run_date=fire.next_run_date, updated_at=self._clock.now()
-            )
+            self._move_slot(fire)
             return True
+
+    def _check_slot(self, fire: CronFire) -> None:
+        """Raise `SlotTaken` unless the cron still waits for `fire.slot` (the caller holds the lock)."""
+        cron = self._crons.get(fire.cron_id)
+        if cron is None or not may_claim_slot(cron.next_run_date, cron.enabled, fire.slot):
+            raise SlotTaken(f"cron {fire.cron_id} slot {fire.slot.isoformat()} is taken")
+
+    def _move_slot(self, fire: CronFire) -> None:
+        cron = self._crons[fire.cron_id]
+        self._crons[fire.cron_id] = replace(
+            cron, next_run_date=fire.next_run_date, updated_at=self._clock.now()
+        )
 
     # -- webhook outbox -------------------------------------------------------------------------
 

@@ -17,11 +17,10 @@ from dataclasses import replace
 from typing import Literal
 
 from runplane.core.clock import Clock, SystemClock, lease_deadline
-from runplane.core.errors import CancelRequested, Conflict, LeaseLost, NotFound, SlotTaken
+from runplane.core.errors import CancelRequested, Conflict, LeaseLost, NotFound
 from runplane.core.lifecycle import (
     admission_plan,
     check_transition,
-    may_claim_slot,
     thread_status_after,
     webhook_payload,
     webhook_url,
@@ -290,86 +289,78 @@ class InMemoryStore(MemoryCronsAndWebhooks):
 
     async def create_run(self, new: NewRun) -> Admission:
         async with self._lock:
+            if new.cron is not None:  # checked first; the cron moves only once the run is admitted
+                self._check_slot(new.cron)
+            if new.idempotency_key is not None:
+                seen = self._idempotency.get((new.owner, new.idempotency_key))
+                if seen is not None:
+                    run_id, digest = seen
+                    if digest != new.fingerprint:
+                        raise Conflict("idempotency key already used with a different payload")
+                    return Admission(run=_copy_run(self._runs[run_id]), replayed=True)
+            if new.run_id in self._runs:
+                raise Conflict(f"run {new.run_id} already exists")
+            now = self._clock.now()
+            thread = self._threads.get(new.thread_id)
+            if thread is None and new.if_not_exists == "create":
+                thread = Thread(
+                    new.thread_id, new.owner, "idle", now, now, copy.deepcopy(new.thread_metadata)
+                )
+                self._threads[new.thread_id] = thread
+                self._thread_runs[new.thread_id] = []
+            if thread is None or thread.owner != new.owner:
+                raise NotFound(f"thread {new.thread_id} not found")
+
+            active = [self._runs[r] for r in self._thread_runs[new.thread_id]]
+            cancel_running, cancel_pending, action = admission_plan(
+                new.multitask_strategy, [(r.run_id, r.status) for r in active]
+            )
+            requested: list[Run] = []
+            for run_id in cancel_running:
+                run = self._runs[run_id]
+                if run.cancel_action != "rollback":
+                    run = replace(run, cancel_action=action, updated_at=now)
+                    self._set_run(run)
+                requested.append(_copy_run(run))
+            cancelled: list[Run] = []
+            for run_id in cancel_pending:
+                if action == "rollback":
+                    cancelled.append(self._remove_run(run_id))
+                else:
+                    run = replace(
+                        self._runs[run_id],
+                        status="interrupted",
+                        ended_at=now,
+                        updated_at=now,
+                        cancel_action=action,
+                    )
+                    self._set_run(run)
+                    self._enqueue_webhook(run)
+                    cancelled.append(_copy_run(run))
+
+            run = Run(
+                run_id=new.run_id,
+                thread_id=new.thread_id,
+                assistant_id=new.assistant_id,
+                owner=new.owner,
+                status="pending",
+                multitask_strategy=new.multitask_strategy,
+                created_at=now,
+                updated_at=now,
+                metadata=copy.deepcopy(new.metadata),
+                kwargs=copy.deepcopy(new.kwargs),
+                not_before=new.not_before,
+                idempotency_key=new.idempotency_key,
+            )
+            self._seq[run.run_id] = next(self._counter)
+            self._thread_runs[new.thread_id].append(run.run_id)
+            self._set_run(run)
+            if new.idempotency_key is not None:
+                self._idempotency[(new.owner, new.idempotency_key)] = (run.run_id, new.fingerprint)
+            self._threads[new.thread_id] = replace(thread, status="busy", updated_at=now)
             if new.cron is not None:
-                cron = self._crons.get(new.cron.cron_id)
-                if cron is None or not may_claim_slot(cron.next_run_date, cron.enabled, new.cron.slot):
-                    raise SlotTaken(f"cron {new.cron.cron_id} slot {new.cron.slot.isoformat()} is taken")
-                # Admission below may still refuse the run: move the cron only once it did.
-                admission = self._admit(new)
-                self._crons[cron.cron_id] = replace(
-                    cron, next_run_date=new.cron.next_run_date, updated_at=self._clock.now()
-                )
-                return admission
-            return self._admit(new)
-
-    def _admit(self, new: NewRun) -> Admission:
-        """Admit `new` (the caller holds the lock)."""
-        if new.idempotency_key is not None:
-            seen = self._idempotency.get((new.owner, new.idempotency_key))
-            if seen is not None:
-                run_id, digest = seen
-                if digest != new.fingerprint:
-                    raise Conflict("idempotency key already used with a different payload")
-                return Admission(run=_copy_run(self._runs[run_id]), replayed=True)
-        if new.run_id in self._runs:
-            raise Conflict(f"run {new.run_id} already exists")
-        now = self._clock.now()
-        thread = self._threads.get(new.thread_id)
-        if thread is None and new.if_not_exists == "create":
-            thread = Thread(new.thread_id, new.owner, "idle", now, now, copy.deepcopy(new.thread_metadata))
-            self._threads[new.thread_id] = thread
-            self._thread_runs[new.thread_id] = []
-        if thread is None or thread.owner != new.owner:
-            raise NotFound(f"thread {new.thread_id} not found")
-
-        active = [self._runs[r] for r in self._thread_runs[new.thread_id]]
-        cancel_running, cancel_pending, action = admission_plan(
-            new.multitask_strategy, [(r.run_id, r.status) for r in active]
-        )
-        requested: list[Run] = []
-        for run_id in cancel_running:
-            run = self._runs[run_id]
-            if run.cancel_action != "rollback":
-                run = replace(run, cancel_action=action, updated_at=now)
-                self._set_run(run)
-            requested.append(_copy_run(run))
-        cancelled: list[Run] = []
-        for run_id in cancel_pending:
-            if action == "rollback":
-                cancelled.append(self._remove_run(run_id))
-            else:
-                run = replace(
-                    self._runs[run_id],
-                    status="interrupted",
-                    ended_at=now,
-                    updated_at=now,
-                    cancel_action=action,
-                )
-                self._set_run(run)
-                self._enqueue_webhook(run)
-                cancelled.append(_copy_run(run))
-
-        run = Run(
-            run_id=new.run_id,
-            thread_id=new.thread_id,
-            assistant_id=new.assistant_id,
-            owner=new.owner,
-            status="pending",
-            multitask_strategy=new.multitask_strategy,
-            created_at=now,
-            updated_at=now,
-            metadata=copy.deepcopy(new.metadata),
-            kwargs=copy.deepcopy(new.kwargs),
-            not_before=new.not_before,
-            idempotency_key=new.idempotency_key,
-        )
-        self._seq[run.run_id] = next(self._counter)
-        self._thread_runs[new.thread_id].append(run.run_id)
-        self._set_run(run)
-        if new.idempotency_key is not None:
-            self._idempotency[(new.owner, new.idempotency_key)] = (run.run_id, new.fingerprint)
-        self._threads[new.thread_id] = replace(thread, status="busy", updated_at=now)
-        return Admission(_copy_run(run), tuple(requested), tuple(cancelled))
+                self._move_slot(new.cron)
+            return Admission(_copy_run(run), tuple(requested), tuple(cancelled))
 
     async def get_run(self, run_id: str, owner: str, thread_id: str | None = None) -> Run:
         return _copy_run(self._owned_run(run_id, owner, thread_id))

@@ -10,7 +10,7 @@ from typing import Any
 
 import aiosqlite
 
-from runplane.core.errors import Conflict, InvalidInput, NotFound
+from runplane.core.errors import Conflict, InvalidInput, NotFound, SlotTaken
 from runplane.core.models import Cron, CronChanges, CronFilter, CronFire, NewCron, WebhookDelivery
 from runplane.stores.sqlite._codec import (
     dump_json,
@@ -162,6 +162,18 @@ class SqliteCronsAndWebhooks:
         async with self._session() as db:
             row = await self._one(db, "next_cron_slot", {})
         return None if row is None or row["slot"] is None else from_micros(row["slot"])
+
+    async def _claim_slot(self, db: aiosqlite.Connection, fire: CronFire) -> None:
+        """Move the cron past `fire.slot` in the caller's transaction, or raise `SlotTaken`: the
+        conditional update that lets exactly one scheduler fire a slot."""
+        params = {
+            "cron_id": fire.cron_id,
+            "slot": to_micros(fire.slot),
+            "next_run_date": opt_micros(fire.next_run_date),
+            "now": self._now(),
+        }
+        if await self._one(db, "claim_cron_slot", params) is None:
+            raise SlotTaken(f"cron {fire.cron_id} slot {fire.slot.isoformat()} is taken")
 
     async def skip_cron_slot(self, fire: CronFire) -> bool:
         params = {

@@ -35,7 +35,6 @@ from runplane.core.errors import (
     InvalidInput,
     LeaseLost,
     NotFound,
-    SlotTaken,
     StoreUnavailable,
 )
 from runplane.core.lifecycle import (
@@ -371,89 +370,78 @@ class SqliteStore(SqliteCronsAndWebhooks):
     # -- runs -----------------------------------------------------------------------------------
 
     async def create_run(self, new: NewRun) -> Admission:
-        async with self._write() as db:
-            if new.cron is not None:
-                # The conditional update first: a loser changes nothing and admits nothing. Done in
-                # this transaction, so the slot moves if and only if the run is admitted.
-                params = {
-                    "cron_id": new.cron.cron_id,
-                    "slot": to_micros(new.cron.slot),
-                    "next_run_date": opt_micros(new.cron.next_run_date),
-                    "now": self._now(),
-                }
-                if await self._one(db, "claim_cron_slot", params) is None:
-                    raise SlotTaken(f"cron {new.cron.cron_id} slot {new.cron.slot.isoformat()} is taken")
-            return await self._admit(db, new)
-
-    async def _admit(self, db: aiosqlite.Connection, new: NewRun) -> Admission:
         metadata = dump_json(new.metadata)
         kwargs = dump_json(new.kwargs)
         not_before = opt_micros(new.not_before)
-        if new.idempotency_key is not None:
-            seen = await self._one(
-                db,
-                "get_run_by_idempotency_key",
-                {"owner": new.owner, "idempotency_key": new.idempotency_key},
-            )
-            if seen is not None:
-                if seen["fingerprint"] != new.fingerprint:
-                    raise Conflict("idempotency key already used with a different payload")
-                return Admission(run=row_to_run(seen), replayed=True)
-        if await self._one(db, "run_exists", {"run_id": new.run_id}) is not None:
-            raise Conflict(f"run {new.run_id} already exists")
-        now = self._now()
-        thread = await self._one(db, "get_thread", {"thread_id": new.thread_id})
-        if thread is None and new.if_not_exists == "create":
-            params = {"thread_id": new.thread_id, "owner": new.owner, "status": "idle", "now": now}
-            thread_metadata = dump_json(new.thread_metadata)
-            thread = await self._one(db, "insert_thread", {**params, "metadata": thread_metadata})
-        if thread is None or thread["owner"] != new.owner:
-            raise NotFound(f"thread {new.thread_id} not found")
-
-        active = {
-            row["run_id"]: row for row in await self._all(db, "active_runs", {"thread_id": new.thread_id})
-        }
-        cancel_running, cancel_pending, action = admission_plan(
-            new.multitask_strategy, [(run_id, row["status"]) for run_id, row in active.items()]
-        )
-        requested: list[Run] = []
-        for run_id in cancel_running:
-            # No row back: it already carries a rollback request, which is never downgraded.
-            row = await self._one(
-                db, "request_cancel_running", {"run_id": run_id, "action": action, "now": now}
-            )
-            requested.append(row_to_run(row or active[run_id]))
-        cancelled: list[Run] = []
-        for run_id in cancel_pending:
-            if action == "rollback":
-                row = await self._one(db, "delete_run", {"run_id": run_id})
-            else:
-                row = await self._one(
-                    db, "interrupt_pending", {"run_id": run_id, "action": action, "now": now}
+        async with self._write() as db:
+            if new.cron is not None:
+                # In this transaction: the slot moves if and only if the run is admitted.
+                await self._claim_slot(db, new.cron)
+            if new.idempotency_key is not None:
+                seen = await self._one(
+                    db,
+                    "get_run_by_idempotency_key",
+                    {"owner": new.owner, "idempotency_key": new.idempotency_key},
                 )
-                assert row is not None
-                await self._enqueue_webhook(db, row_to_run(row))
-            assert row is not None
-            cancelled.append(row_to_run(row))
+                if seen is not None:
+                    if seen["fingerprint"] != new.fingerprint:
+                        raise Conflict("idempotency key already used with a different payload")
+                    return Admission(run=row_to_run(seen), replayed=True)
+            if await self._one(db, "run_exists", {"run_id": new.run_id}) is not None:
+                raise Conflict(f"run {new.run_id} already exists")
+            now = self._now()
+            thread = await self._one(db, "get_thread", {"thread_id": new.thread_id})
+            if thread is None and new.if_not_exists == "create":
+                params = {"thread_id": new.thread_id, "owner": new.owner, "status": "idle", "now": now}
+                thread_metadata = dump_json(new.thread_metadata)
+                thread = await self._one(db, "insert_thread", {**params, "metadata": thread_metadata})
+            if thread is None or thread["owner"] != new.owner:
+                raise NotFound(f"thread {new.thread_id} not found")
 
-        await self._all(
-            db,
-            "insert_run",
-            {
-                "run_id": new.run_id,
-                "thread_id": new.thread_id,
-                "assistant_id": new.assistant_id,
-                "owner": new.owner,
-                "multitask_strategy": new.multitask_strategy,
-                "now": now,
-                "metadata": metadata,
-                "kwargs": kwargs,
-                "not_before": not_before,
-                "idempotency_key": new.idempotency_key,
-                "fingerprint": new.fingerprint,
-            },
-        )
-        await self._all(db, "mark_thread_busy", {"thread_id": new.thread_id, "now": now})
+            active = {
+                row["run_id"]: row for row in await self._all(db, "active_runs", {"thread_id": new.thread_id})
+            }
+            cancel_running, cancel_pending, action = admission_plan(
+                new.multitask_strategy, [(run_id, row["status"]) for run_id, row in active.items()]
+            )
+            requested: list[Run] = []
+            for run_id in cancel_running:
+                # No row back: it already carries a rollback request, which is never downgraded.
+                row = await self._one(
+                    db, "request_cancel_running", {"run_id": run_id, "action": action, "now": now}
+                )
+                requested.append(row_to_run(row or active[run_id]))
+            cancelled: list[Run] = []
+            for run_id in cancel_pending:
+                if action == "rollback":
+                    row = await self._one(db, "delete_run", {"run_id": run_id})
+                else:
+                    row = await self._one(
+                        db, "interrupt_pending", {"run_id": run_id, "action": action, "now": now}
+                    )
+                    assert row is not None
+                    await self._enqueue_webhook(db, row_to_run(row))
+                assert row is not None
+                cancelled.append(row_to_run(row))
+
+            await self._all(
+                db,
+                "insert_run",
+                {
+                    "run_id": new.run_id,
+                    "thread_id": new.thread_id,
+                    "assistant_id": new.assistant_id,
+                    "owner": new.owner,
+                    "multitask_strategy": new.multitask_strategy,
+                    "now": now,
+                    "metadata": metadata,
+                    "kwargs": kwargs,
+                    "not_before": not_before,
+                    "idempotency_key": new.idempotency_key,
+                    "fingerprint": new.fingerprint,
+                },
+            )
+            await self._all(db, "mark_thread_busy", {"thread_id": new.thread_id, "now": now})
         created = from_micros(now)
         run = Run(
             run_id=new.run_id,
