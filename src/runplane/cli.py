@@ -389,6 +389,9 @@ def serve(**options: Any) -> None:
 @click.option("--workers", "--concurrency", "workers", type=int, help="Runs executed at once (default 8).")
 @click.option("--config", help="langgraph.json (default ./langgraph.json if present, else demo graphs).")
 @click.option("--log-level", help="DEBUG, INFO, WARNING (default INFO).")
+@click.option(
+    "--webhook-allow-hosts", help="Hosts or CIDRs webhooks may reach although private (comma-separated)."
+)
 def worker(**options: Any) -> None:
     """Execute runs only (no HTTP); run as many as you like against one database."""
     settings = load_settings(**options)
