@@ -16,6 +16,7 @@ import errno
 import importlib
 import ipaddress
 import json
+import logging
 import signal
 import socket
 import sys
@@ -38,6 +39,7 @@ from runplane.cli_inspect import doctor_command, runs, threads
 from runplane.core.errors import InvalidInput, RunplaneError
 from runplane.core.manager import ManagerSettings, RunManager
 from runplane.core.observe import observed
+from runplane.core.webhooks import AddressPolicy
 from runplane.events import open_bus
 from runplane.logs import configure_logging
 from runplane.runtime import checkpoint_ttl
@@ -49,6 +51,8 @@ from runplane.runtime.project import read_project
 from runplane.settings import Settings, settings_from_env
 from runplane.stores import open_store, scheme_of
 from runplane.worker import Worker
+from runplane.worker.scheduler import CroniterSchedule, Scheduler
+from runplane.worker.webhooks import WebhookDispatcher, WebhookGuard
 
 # -- composition --------------------------------------------------------------------------------
 
@@ -89,8 +93,12 @@ async def compose(settings: Settings, *, with_workers: bool) -> AsyncIterator[Se
             bus,
             observer=metrics,
             settings=ManagerSettings(
-                lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts
+                lease_seconds=settings.lease_seconds,
+                max_attempts=settings.max_attempts,
+                webhook_lease_seconds=settings.webhook_lease_seconds,
             ),
+            schedule=CroniterSchedule(),
+            url_guard=webhook_guard(settings),
         )
         config_path = resolve_config(settings.config)
         project = read_project(config_path)  # applies its env: before anything of the project loads
@@ -113,7 +121,36 @@ async def compose(settings: Settings, *, with_workers: bool) -> AsyncIterator[Se
             )
             await worker.start()
             stack.push_async_callback(worker.stop)
+            await start_crons_and_webhooks(stack, manager, settings)
         yield Services(manager, runtime, worker, auth, metrics)
+
+
+def webhook_guard(settings: Settings) -> WebhookGuard:
+    return WebhookGuard(
+        AddressPolicy.parse(settings.webhook_allow_hosts, allow_loopback=settings.webhook_allow_loopback)
+    )
+
+
+async def start_crons_and_webhooks(
+    stack: contextlib.AsyncExitStack, manager: RunManager, settings: Settings
+) -> None:
+    """The cron scheduler and the webhook dispatcher, beside the workers of this process (every
+    process may run them: the database makes each slot fire once and each delivery be claimed once)."""
+    if not settings.webhook_secret:
+        logging.getLogger("runplane.webhooks").info(
+            "RUNPLANE_WEBHOOK_SECRET is not set: webhook deliveries are not signed"
+        )
+    dispatcher = WebhookDispatcher(
+        manager,
+        webhook_guard(settings),
+        secret=settings.webhook_secret,
+        max_attempts=settings.webhook_max_attempts,
+    )
+    await dispatcher.start()
+    stack.push_async_callback(dispatcher.stop)
+    scheduler = Scheduler(manager)
+    await scheduler.start()
+    stack.push_async_callback(scheduler.stop)
 
 
 def declared_auth(config_path: str | None) -> str | None:
@@ -355,6 +392,10 @@ server_options = [
         default=None,
         help="Listen beyond loopback without API keys or custom auth (a proxy must authenticate).",
     ),
+    click.option(
+        "--webhook-allow-hosts",
+        help="Hosts or CIDRs webhooks may reach although private or loopback (comma-separated).",
+    ),
 ]
 
 
@@ -399,8 +440,9 @@ def dev(**options: Any) -> None:
     """Serve on embedded SQLite in this directory with in-process workers: zero setup.
 
     Loads ./langgraph.json when present, else the built-in demo graphs (echo, chat, slow, hitl).
+    Webhooks may call loopback addresses (a receiver on this machine).
     """
-    settings = load_settings(**options)
+    settings = load_settings(**options, webhook_allow_loopback=True)
     configure_logging(settings.log_level, settings.log_format)
     check_exposure(settings)
     check_port_free(settings.host, settings.port)
@@ -444,6 +486,9 @@ def serve(**options: Any) -> None:
 @click.option("--log-level", help="DEBUG, INFO, WARNING (default INFO).")
 @with_options(ops_options)
 @click.option("--metrics-port", type=int, help="Serve this process's /metrics on this port (default: none).")
+@click.option(
+    "--webhook-allow-hosts", help="Hosts or CIDRs webhooks may reach although private (comma-separated)."
+)
 def worker(**options: Any) -> None:
     """Execute runs only (no HTTP); run as many as you like against one database."""
     settings = load_settings(**options)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from runplane.core.errors import InvalidInput
+from runplane.core.webhooks import AddressPolicy
 from runplane.events import BACKENDS as BUS_BACKENDS
 from runplane.stores import BACKENDS as STORE_BACKENDS
 from runplane.stores import DEFAULT_DATABASE_URL, scheme_of
@@ -53,6 +54,16 @@ class Settings:
     cors_origins: str | None = None
     #: Listen beyond loopback without authentication (something in front of runplane must do it).
     insecure_allow_no_auth: bool = False
+    #: HMAC key signing webhook deliveries (`X-Runplane-Signature`); unsigned when unset (secret).
+    webhook_secret: str | None = dataclasses.field(default=None, repr=False)
+    #: Hosts and CIDRs webhooks may reach although private, loopback or link-local (comma-separated).
+    webhook_allow_hosts: str | None = None
+    #: Let webhooks reach loopback addresses (`runplane dev` sets it).
+    webhook_allow_loopback: bool = False
+    #: Attempts of one webhook delivery before it is marked failed.
+    webhook_max_attempts: int = 8
+    #: Seconds a claimed delivery stays hidden; a process killed mid-POST is retried after it.
+    webhook_lease_seconds: float = 60.0
 
     def validate(self) -> Settings:
         """Check the settings; raise `InvalidInput` with a message a person can act on."""
@@ -72,6 +83,9 @@ class Settings:
             raise InvalidInput("workers must be >= 0")
         if self.lease_seconds <= 0 or self.max_attempts < 1:
             raise InvalidInput("lease_seconds must be > 0 and max_attempts >= 1")
+        if self.webhook_max_attempts < 1 or self.webhook_lease_seconds <= 0:
+            raise InvalidInput("webhook_max_attempts must be >= 1 and webhook_lease_seconds > 0")
+        AddressPolicy.parse(self.webhook_allow_hosts)  # a malformed entry fails at start
         return self
 
     def with_overrides(self, **overrides: Any) -> Settings:

@@ -22,12 +22,16 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from runplane.api import ApiSettings, create_app, operators
+from runplane.api import crons as c
 from runplane.api import schemas as s
 from runplane.api.app import ENDPOINTS as API_ENDPOINTS
 from runplane.api.app import SYSTEM
 from runplane.api.routing import Endpoint
-from runplane.core.manager import ManagerSettings
+from runplane.core.manager import ManagerSettings, RunManager
+from runplane.events.memory import InMemoryBus
+from runplane.stores.memory import InMemoryStore
 from runplane.testing import memory_manager
+from runplane.worker.scheduler import CroniterSchedule
 from tests.api._fakes import FakeRuntime, FakeWorker
 
 #: The LangGraph API and runplane's operator extensions (`/runplane/...`): isolated alike.
@@ -39,7 +43,7 @@ ALICE = {"x-api-key": "key-alice"}
 BOB = {"Authorization": "Bearer key-bob"}
 
 #: Path parameters naming something a user owns.
-OWNED_PARAMS = ("thread_id", "run_id", "checkpoint_id")
+OWNED_PARAMS = ("thread_id", "run_id", "checkpoint_id", "cron_id")
 #: Routes without an owned id that create, list or act on the caller's own things.
 COLLECTION = frozenset(
     {
@@ -51,6 +55,9 @@ COLLECTION = frozenset(
         ("POST", "/runs/stream"),
         ("POST", "/runs/wait"),
         ("POST", "/runs/batch"),
+        ("POST", "/runs/crons"),
+        ("POST", "/runs/crons/search"),
+        ("POST", "/runs/crons/count"),
     }
 )
 #: Routes anyone may call.
@@ -106,6 +113,16 @@ class World:
     pending_thread_id: str
     pending_run_id: str
     bob_thread_id: str
+    cron_id: str
+
+    @property
+    def alice_ids(self) -> dict[str, str]:
+        return {
+            "thread_id": self.thread_id,
+            "run_id": self.run_id,
+            "checkpoint_id": self.checkpoint_id,
+            "cron_id": self.cron_id,
+        }
 
 
 async def _ok(response: httpx.Response) -> Any:
@@ -115,7 +132,12 @@ async def _ok(response: httpx.Response) -> Any:
 
 @pytest.fixture
 async def world() -> AsyncIterator[World]:
-    manager = memory_manager(settings=ManagerSettings(wait_fallback_seconds=0.2))
+    manager = RunManager(
+        InMemoryStore(),
+        InMemoryBus(),
+        settings=ManagerSettings(wait_fallback_seconds=0.2),
+        schedule=CroniterSchedule(),
+    )
     runtime = FakeRuntime()
     worker = FakeWorker(manager, runtime)
     await worker.start()
@@ -140,6 +162,12 @@ async def world() -> AsyncIterator[World]:
                 f"/threads/{pending['thread_id']}/runs", json={"assistant_id": "echo", "after_seconds": 3600}
             )
         )
+        cron = await _ok(
+            await alice.post(
+                f"/threads/{thread_id}/runs/crons",
+                json={"assistant_id": "echo", "schedule": "0 0 1 1 *", "metadata": {"tag": "alice's"}},
+            )
+        )
         bob_thread = await _ok(await bob.post("/threads", json={}))
         await _ok(
             await bob.post(f"/threads/{bob_thread['thread_id']}/runs/wait", json={"assistant_id": "echo"})
@@ -156,6 +184,7 @@ async def world() -> AsyncIterator[World]:
                 pending["thread_id"],
                 pending_run["run_id"],
                 bob_thread["thread_id"],
+                cron["cron_id"],
             )
         finally:
             await worker.stop()
@@ -172,6 +201,7 @@ async def snapshot(world: World) -> dict[str, Any]:
             await _ok(await world.alice.post(f"/threads/{thread_id}/history", json={})),
         ]
     seen["count"] = await _ok(await world.alice.post("/threads/count", json={}))
+    seen["crons"] = await _ok(await world.alice.post("/runs/crons/search", json={}))
     return seen
 
 
@@ -188,6 +218,8 @@ SAMPLES: dict[Any, list[dict[str, Any]]] = {
     s.ThreadStateUpdate: [{"values": {"pwned": True}}, {"values": {"pwned": True}, "as_node": "echo"}],
     s.ThreadStateCheckpoint: [{"checkpoint": {"checkpoint_id": "{checkpoint_id}"}}],
     s.ThreadHistory: [{"limit": 5}, {"limit": 5, "before": "{checkpoint_id}"}],
+    c.ThreadCronCreate: [{"assistant_id": "echo", "schedule": "* * * * *", "input": {"pwned": True}}],
+    c.CronPatch: [{"enabled": False}, {"schedule": "* * * * *", "metadata": {"pwned": True}}],
 }
 #: Query variants worth trying, per route.
 QUERIES: dict[tuple[str, str], list[dict[str, str]]] = {
@@ -250,7 +282,7 @@ def _fill(template: Any, ids: dict[str, str]) -> Any:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 async def test_foreign_ids_are_not_found(world: World, case: Case) -> None:
-    ids = {"thread_id": world.thread_id, "run_id": world.run_id, "checkpoint_id": world.checkpoint_id}
+    ids = world.alice_ids
     if case.ids == "mixed":
         ids["thread_id"] = world.bob_thread_id
     before = await snapshot(world)
@@ -289,7 +321,7 @@ def _masked(detail: str, ids: dict[str, str]) -> str:
 
 async def test_alice_still_reaches_everything(world: World) -> None:
     """The matrix's 404s are about the caller: the same requests as Alice succeed."""
-    ids = {"thread_id": world.thread_id, "run_id": world.run_id, "checkpoint_id": world.checkpoint_id}
+    ids = world.alice_ids
     for endpoint in ENDPOINTS:
         if (
             not per_resource(endpoint)
@@ -300,7 +332,7 @@ async def test_alice_still_reaches_everything(world: World) -> None:
         body = None
         if endpoint.body is not None:
             body = _fill(SAMPLES.get(endpoint.body, [{}])[0], ids)
-            if endpoint.body is s.RunCreateStateful or endpoint.body is s.ThreadStateUpdate:
+            if endpoint.body in (s.RunCreateStateful, s.ThreadStateUpdate, c.ThreadCronCreate):
                 continue  # would change her thread; creating runs is covered elsewhere
         response = await world.alice.request(endpoint.method, endpoint.path.format(**ids), json=body)
         assert response.status_code == 200, (endpoint.method, endpoint.path, response.text)
@@ -336,6 +368,18 @@ async def test_collections_never_show_foreign_items(world: World) -> None:
         response = await bob.post("/runs/cancel", json=body, params={"action": "rollback"})
         assert response.status_code == 404, (body, response.text)
 
+    # Crons: searching and counting show Bob only his own.
+    for body in ({}, {"thread_id": world.thread_id}, {"metadata": {"tag": "alice's"}}, {"limit": 1000}):
+        assert await _ok(await bob.post("/runs/crons/search", json=body)) == [], body
+        count_body = {k: v for k, v in body.items() if k != "limit"}
+        assert await _ok(await bob.post("/runs/crons/count", json=count_body)) == 0, body
+    bobs = await _ok(await bob.post("/runs/crons", json={"assistant_id": "echo", "schedule": "0 0 1 1 *"}))
+    assert bobs["thread_id"] is None
+    assert [x["cron_id"] for x in await _ok(await bob.post("/runs/crons/search", json={}))] == [
+        bobs["cron_id"]
+    ]
+    await _ok(await bob.delete(f"/runs/crons/{bobs['cron_id']}"))
+
     # Stateless runs and thread creation make Bob's own things, never touch Alice's.
     for path in ("/runs", "/runs/wait", "/runs/stream"):
         assert (await bob.post(path, json={"assistant_id": "echo", "input": {"x": 1}})).status_code == 200
@@ -363,7 +407,7 @@ async def test_assistants_are_shared(world: World) -> None:
 async def test_unauthenticated_callers_get_nothing(world: World) -> None:
     transport = httpx.ASGITransport(app=world.app)
     async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as anonymous:
-        ids = {"thread_id": world.thread_id, "run_id": world.run_id, "checkpoint_id": world.checkpoint_id}
+        ids = world.alice_ids
         for endpoint in ENDPOINTS:
             path = endpoint.path.format(**ids, assistant_id="echo", namespace="x")
             response = await anonymous.request(

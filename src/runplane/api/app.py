@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from runplane.api import assistants, operators, runs, threads
+from runplane.api import assistants, crons, operators, runs, threads
 from runplane.api import schemas as s
 from runplane.api.auth import ApiKeyAuth, Authenticate, AuthMiddleware, CustomAuthenticator, path_params_of
 from runplane.api.authz import CustomAuthGuard, check_access_table
@@ -44,7 +44,12 @@ from runplane.ui import ui_routes
 #: A thread id no one can own: looking it up exercises the store without matching anything.
 _PROBE_ID = "00000000-0000-0000-0000-000000000000"
 
-ENDPOINTS: tuple[Endpoint, ...] = (*assistants.ENDPOINTS, *threads.ENDPOINTS, *runs.ENDPOINTS)
+ENDPOINTS: tuple[Endpoint, ...] = (
+    *assistants.ENDPOINTS,
+    *threads.ENDPOINTS,
+    *runs.ENDPOINTS,
+    *crons.ENDPOINTS,
+)
 
 
 def _package_version(name: str) -> str | None:
@@ -68,7 +73,7 @@ async def info(call: Call) -> Response:
         {
             "version": call.settings.version,
             "langgraph_py_version": _package_version("langgraph"),
-            "flags": {"assistants": True, "crons": False, "langsmith": False},
+            "flags": {"assistants": True, "crons": True, "langsmith": False},
             "host": {"kind": "self-hosted"},
         }
     )

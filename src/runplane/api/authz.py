@@ -62,6 +62,13 @@ ACCESS: Mapping[tuple[str, str], tuple[str, str]] = {
     ("POST", "/runs/stream"): ("threads", "create_run"),
     ("POST", "/runs/wait"): ("threads", "create_run"),
     ("POST", "/runs/batch"): ("threads", "create_run"),
+    ("POST", "/runs/crons"): ("crons", "create"),
+    ("POST", "/threads/{thread_id}/runs/crons"): ("crons", "create"),
+    ("POST", "/runs/crons/search"): ("crons", "search"),
+    ("POST", "/runs/crons/count"): ("crons", "search"),
+    ("GET", "/runs/crons/{cron_id}"): ("crons", "read"),
+    ("PATCH", "/runs/crons/{cron_id}"): ("crons", "update"),
+    ("DELETE", "/runs/crons/{cron_id}"): ("crons", "delete"),
 }
 
 _OPERATORS = frozenset({"$eq", "$contains"})
@@ -170,7 +177,10 @@ class CustomAuthGuard:
         filters: dict[str, Any] | None = None
         new_bodies = []
         for body in bodies:
-            value = self._value(action, call, body)
+            if resource == "crons":
+                value = _cron_value(action, call.path, _dump(body))
+            else:
+                value = self._value(action, call, body)
             result = await self._authorize(handler, user, resource, action, value)
             if result is not None:
                 filters = {**(filters or {}), **result}
@@ -277,6 +287,12 @@ class CustomAuthGuard:
                 if not filter_matches(assistant.metadata, filters):
                     raise NotFound(f"assistant {assistant_id} not found")
             return
+        if resource == "crons":
+            # A cron's own filters are checked on the cron by its handler; a thread cron's thread
+            # must be visible like any thread the caller names.
+            if "thread_id" not in call.path:
+                return
+            action = "read"
         thread_id = call.path.get("thread_id")
         if thread_id is None and action == "update":
             thread_id = getattr(call.body, "thread_id", None)  # POST /runs/cancel within a thread
@@ -303,6 +319,34 @@ class CustomAuthGuard:
                 raise NotFound(f"thread {thread_id} not found") from None
         if not filter_matches(thread.metadata, filters):
             raise NotFound(f"thread {thread_id} not found")
+
+
+def _cron_value(action: str, path: dict[str, str] | Any, given: dict[str, Any]) -> dict[str, Any]:
+    """What LangGraph's server hands `@auth.on.crons` handlers (`Auth.types.Crons...` values)."""
+    if action == "create":
+        return {
+            "payload": given,
+            "schedule": given.get("schedule"),
+            "cron_id": None,
+            "thread_id": path.get("thread_id"),
+            "user_id": None,
+            "end_time": given.get("end_time"),
+            "metadata": dict(given.get("metadata") or {}),
+        }
+    if action == "update":
+        value = {"cron_id": path.get("cron_id"), "payload": given, **given}
+        if "metadata" in given:
+            value["metadata"] = dict(given["metadata"] or {})
+        return value
+    if action == "search":
+        return {
+            "assistant_id": given.get("assistant_id"),
+            "thread_id": given.get("thread_id"),
+            "limit": given.get("limit", 10),
+            "offset": given.get("offset", 0),
+            "metadata": dict(given.get("metadata") or {}),
+        }
+    return {"cron_id": path.get("cron_id")}
 
 
 async def _check_existing_thread(call: Call, filters: Mapping[str, Any]) -> None:

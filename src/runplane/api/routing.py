@@ -30,7 +30,7 @@ from runplane.core.manager import RunManager
 OWNER_SCOPE_KEY = "runplane.owner"
 
 #: Path parameters that must be UUIDs; the message mirrors the reference server's.
-UUID_PATH_PARAMS: Mapping[str, str] = {"thread_id": "thread", "run_id": "run"}
+UUID_PATH_PARAMS: Mapping[str, str] = {"thread_id": "thread", "run_id": "run", "cron_id": "cron"}
 _PARAM = re.compile(r"{(\w+)}")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 

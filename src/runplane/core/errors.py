@@ -4,6 +4,7 @@ RunplaneError
 ├── NotFound            unknown id, or an id that belongs to another owner (never "forbidden")
 ├── ThreadBusy          `reject` strategy on a thread with an active run
 ├── Conflict            duplicate id, idempotency key replayed with another payload
+│   └── SlotTaken       a cron slot another scheduler already fired
 ├── InvalidInput        a request the core refuses to act on
 ├── InvalidTransition   a status change the lifecycle table forbids
 ├── LeaseLost           a worker's claim is no longer current (expired, or a newer attempt holds it)
@@ -64,3 +65,7 @@ class StoreUnavailable(RunplaneError):
 
 class GraphUnavailable(RunplaneError):
     """The graph failed to load."""
+
+
+class SlotTaken(Conflict):
+    """Another scheduler already fired this cron slot."""

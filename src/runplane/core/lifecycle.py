@@ -7,6 +7,7 @@ recovered lease puts the run back in the queue, to resume from its last checkpoi
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 
 from runplane.core.errors import InvalidTransition, ThreadBusy
 from runplane.core.models import (
@@ -15,6 +16,7 @@ from runplane.core.models import (
     Json,
     MultitaskStrategy,
     Outcome,
+    Run,
     RunStatus,
     ThreadStatus,
 )
@@ -105,3 +107,82 @@ def thread_error_after_run(outcome: Outcome) -> str | None:
     """A thread's `error` after a run ends: the run's error when it left the thread in error,
     cleared otherwise (as LangGraph's server sets it with every run's end)."""
     return outcome.error if outcome.thread_status == "error" else None
+
+
+# --- crons ---------------------------------------------------------------------------------------
+
+
+def cron_is_due(
+    enabled: bool, next_run_date: datetime | None, end_time: datetime | None, now: datetime
+) -> bool:
+    """Whether a cron has a slot to fire now: enabled, its next slot reached, and not past its end."""
+    if not enabled or next_run_date is None or next_run_date > now:
+        return False
+    return end_time is None or next_run_date <= end_time
+
+
+def may_claim_slot(stored_next: datetime | None, enabled: bool, slot: datetime) -> bool:
+    """The conditional update that makes a slot fire once: a scheduler may move the cron past `slot`
+    only while the cron still waits for exactly that slot (nobody fired it, nobody rescheduled it)."""
+    return enabled and stored_next is not None and stored_next == slot
+
+
+def cron_next_slot_after_fire(next_after_now: datetime, end_time: datetime | None) -> datetime | None:
+    """The slot a cron waits for once it fired: the first one after *now*, not after the slot that
+    fired, so a cron that missed several slots (downtime) fires once to catch up, not once per
+    missed slot. None when that slot is past the cron's end: it never fires again."""
+    if end_time is not None and next_after_now > end_time:
+        return None
+    return next_after_now
+
+
+# --- webhooks ------------------------------------------------------------------------------------
+
+
+def webhook_url(run: Run) -> str | None:
+    """Where a run's completion is POSTed: its `webhook`, once the run is terminal."""
+    url = run.kwargs.get("webhook")
+    if not run.is_terminal or not isinstance(url, str) or not url:
+        return None
+    return url
+
+
+def _error_of(run: Run) -> Json:
+    text = run.error or ""
+    kind, sep, message = text.partition(": ")
+    if sep and kind.replace(".", "").replace("_", "").isalnum():
+        return {"error": kind, "message": message}
+    if run.status == "timeout":
+        return {"error": "TimeoutError", "message": text or "run timed out"}
+    return {"error": "Error", "message": text}
+
+
+def webhook_payload(run: Run, values: Json | None) -> Json:
+    """The body LangGraph's server POSTs when a run ends: the run's record, its status and times,
+    and the thread's final values (`error` too when it failed). `webhook_sent_at` is added at
+    each delivery. Pure, so every store writes the same outbox row in its terminal transaction."""
+    payload: Json = {
+        "run_id": run.run_id,
+        "thread_id": run.thread_id,
+        "assistant_id": run.assistant_id,
+        "created_at": run.created_at.isoformat(),
+        "updated_at": run.updated_at.isoformat(),
+        "status": run.status,
+        "metadata": run.metadata,
+        "multitask_strategy": run.multitask_strategy,
+        "kwargs": run.kwargs,
+        "run_started_at": run.started_at.isoformat() if run.started_at else None,
+        "run_ended_at": run.ended_at.isoformat() if run.ended_at else None,
+        "values": values,
+    }
+    if run.status in ("error", "timeout"):
+        payload["error"] = _error_of(run)
+    return payload
+
+
+def webhook_retry_delay(attempts: int, *, base: float, cap: float, jitter: float) -> float:
+    """Seconds before the next delivery attempt after `attempts` failed ones: exponential from
+    `base`, at most `cap`, spread by `jitter` in [0, 1) over its upper half so that receivers that
+    come back are not hit by every sender at once."""
+    delay = min(cap, base * float(2 ** max(0, attempts - 1)))
+    return delay * (0.5 + 0.5 * min(max(jitter, 0.0), 1.0))

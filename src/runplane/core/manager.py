@@ -14,21 +14,27 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Literal
 
 from runplane.core.clock import Clock, SystemClock
-from runplane.core.errors import Conflict, InvalidInput, LeaseLost, NotFound
+from runplane.core.errors import Conflict, InvalidInput, LeaseLost, NotFound, SlotTaken, ThreadBusy
 from runplane.core.events import WAKEUP_CHANNEL, EventBus, StreamEvent, cancel_channel, done_channel
+from runplane.core.lifecycle import cron_next_slot_after_fire, webhook_url
 from runplane.core.models import (
     CANCEL_ACTIONS,
     MULTITASK_STRATEGIES,
     SINGLE_USER,
     CancelAction,
+    Cron,
+    CronChanges,
+    CronFilter,
+    CronFire,
     IfNotExists,
     Json,
     MultitaskStrategy,
+    NewCron,
     NewRun,
     NewThread,
     Outcome,
@@ -39,9 +45,12 @@ from runplane.core.models import (
     ThreadFilter,
     ThreadStatus,
     TokenUsage,
+    WebhookDelivery,
 )
 from runplane.core.observe import NullObserver, Observer
+from runplane.core.schedule import CRONS_CHANNEL, Schedule
 from runplane.core.store import Store
+from runplane.core.webhooks import WEBHOOKS_CHANNEL, UrlGuard
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +67,8 @@ class ManagerSettings:
     max_attempts: int = 3
     #: How often a waiter re-reads the store when no "done" hint arrives (hints can be lost).
     wait_fallback_seconds: float = 5.0
+    #: How long a webhook dispatcher holds a delivery it claimed before another may retry it.
+    webhook_lease_seconds: float = 60.0
 
 
 def new_id() -> str:
@@ -86,6 +97,8 @@ class RunManager:
         clock: time source (a `FakeClock` in tests).
         settings: lease and retry knobs.
         observer: told what happens to runs (metrics); observes nothing when None.
+        schedule: reads cron expressions (crons are refused without one).
+        url_guard: refuses webhook URLs the server must not call (None: no check).
     """
 
     def __init__(
@@ -96,12 +109,16 @@ class RunManager:
         clock: Clock | None = None,
         settings: ManagerSettings | None = None,
         observer: Observer | None = None,
+        schedule: Schedule | None = None,
+        url_guard: UrlGuard | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
         self.clock = clock or SystemClock()
         self.settings = settings or ManagerSettings()
         self.observer: Observer = observer or NullObserver()
+        self.schedule = schedule
+        self.url_guard = url_guard
 
     # -- threads --------------------------------------------------------------------------------
 
@@ -170,11 +187,15 @@ class RunManager:
         idempotency_key: str | None = None,
         run_id: str | None = None,
         thread_config: Json | None = None,
+        thread_metadata: Json | None = None,
+        cron: CronFire | None = None,
     ) -> Run:
         """Admit a run; it starts as soon as a worker is free and its thread is.
 
         `thread_config` is the run's config as its thread shows it from now on (see
         `lifecycle.thread_config_after_admission`); the store merges it when it admits the run.
+        `cron` admits it for that cron slot only (see `Store.create_run`); `thread_metadata` is
+        given to a thread that `if_not_exists="create"` creates.
 
         Raises:
             InvalidInput: unknown strategy or negative delay.
@@ -190,6 +211,7 @@ class RunManager:
             raise InvalidInput("after_seconds must be >= 0")
         kwargs = dict(kwargs or {})
         metadata = dict(metadata or {})
+        await self.check_webhook(kwargs.get("webhook"))
         digest = None
         if idempotency_key is not None:
             digest = fingerprint(
@@ -217,6 +239,8 @@ class RunManager:
                 idempotency_key=idempotency_key,
                 fingerprint=digest,
                 thread_config=thread_config,
+                thread_metadata=dict(thread_metadata or {}),
+                cron=cron,
             )
         )
         if admission.replayed:
@@ -287,6 +311,7 @@ class RunManager:
         result = await self.store.request_cancel(run_id, owner, action, thread_id)
         if result.settled:
             await self._end(run_id)
+            await self._hint_webhook(result.run)
             return None if result.deleted else result.run
         if result.run.status == "running":
             await self.bus.notify(cancel_channel(run_id), action)
@@ -401,6 +426,7 @@ class RunManager:
         finished = await self.store.finish_run(run.run_id, run.attempt, outcome)
         self.observer.run_finished(finished)
         await self._end(run.run_id)
+        await self._hint_webhook(finished)
         return finished
 
     async def discard(self, run: Run) -> None:
@@ -440,6 +466,7 @@ class RunManager:
                 self.observer.run_finished(settled)
             if settled.is_terminal:
                 await self._end(run.run_id)
+                await self._hint_webhook(settled)
             else:
                 await self.bus.notify(WAKEUP_CHANNEL, run.run_id)
         return recovered
@@ -455,3 +482,154 @@ class RunManager:
 
     async def _announce_done(self, run_id: str) -> None:
         await self.bus.notify(done_channel(run_id), run_id)
+
+    async def _hint_webhook(self, run: Run) -> None:
+        # The outbox row is already committed with the status; this only saves dispatchers a wait.
+        if webhook_url(run) is not None:
+            await self.bus.notify(WEBHOOKS_CHANNEL, run.run_id)
+
+    # -- crons ----------------------------------------------------------------------------------
+
+    def _schedule(self) -> Schedule:
+        if self.schedule is None:
+            raise InvalidInput("crons are not available: no schedule parser is configured")
+        return self.schedule
+
+    async def check_webhook(self, url: object) -> None:
+        """Refuse (`InvalidInput`) a webhook URL the server must not call."""
+        if url is None or self.url_guard is None:
+            return
+        if not isinstance(url, str):
+            raise InvalidInput("webhook must be a URL")
+        await self.url_guard.check(url)
+
+    async def create_cron(self, new: NewCron) -> Cron:
+        """Store a cron; its first slot is the first one after now.
+
+        Raises:
+            InvalidInput: bad expression, time zone or webhook URL.
+            NotFound: a thread cron on an unknown thread.
+        """
+        schedule = self._schedule()
+        schedule.check(new.schedule, new.timezone)
+        if new.multitask_strategy not in MULTITASK_STRATEGIES:
+            raise InvalidInput(f"unknown multitask_strategy {new.multitask_strategy!r}")
+        await self.check_webhook(new.kwargs.get("webhook"))
+        first = schedule.next_after(new.schedule, new.timezone, self.clock.now())
+        cron = await self.store.create_cron(replace(new, next_run_date=first))
+        await self.bus.notify(CRONS_CHANNEL, cron.cron_id)
+        return cron
+
+    async def get_cron(self, cron_id: str, owner: str = SINGLE_USER) -> Cron:
+        return await self.store.get_cron(cron_id, owner)
+
+    async def update_cron(self, cron_id: str, changes: CronChanges, owner: str = SINGLE_USER) -> Cron:
+        """Change a cron. A new schedule or time zone, or re-enabling it, starts it again from the
+        first slot after now (a re-enabled cron does not fire the slots it missed while disabled)."""
+        schedule = self._schedule()
+        current = await self.store.get_cron(cron_id, owner)
+        expression = changes.schedule if changes.schedule is not None else current.schedule
+        timezone = changes.timezone if changes.timezone is not None else current.timezone
+        schedule.check(expression, timezone)
+        if changes.kwargs is not None:
+            await self.check_webhook(changes.kwargs.get("webhook"))
+        if changes.schedule is not None or changes.timezone is not None or changes.enabled is True:
+            changes = replace(
+                changes,
+                next_run_date=schedule.next_after(expression, timezone, self.clock.now()),
+                set_next_run_date=True,
+            )
+        cron = await self.store.update_cron(cron_id, owner, changes)
+        await self.bus.notify(CRONS_CHANNEL, cron_id)
+        return cron
+
+    async def delete_cron(self, cron_id: str, owner: str = SINGLE_USER) -> None:
+        await self.store.delete_cron(cron_id, owner)
+        await self.bus.notify(CRONS_CHANNEL, cron_id)
+
+    async def search_crons(self, owner: str = SINGLE_USER, filter: CronFilter | None = None) -> list[Cron]:
+        filter = filter or CronFilter()
+        _check_page(filter.limit, filter.offset)
+        return await self.store.search_crons(owner, filter)
+
+    async def count_crons(self, owner: str = SINGLE_USER, filter: CronFilter | None = None) -> int:
+        return await self.store.count_crons(owner, filter or CronFilter())
+
+    async def next_cron_slot(self) -> datetime | None:
+        """When a scheduler has something to do next (None: no enabled cron)."""
+        return await self.store.next_cron_slot()
+
+    async def fire_due_crons(self, limit: int = 100) -> list[Run]:
+        """Fire every due cron slot once, as ordinary runs (admission, strategy, owner, webhook).
+
+        Safe from any number of schedulers at once: each run is admitted only together with the
+        claim of its slot (`Store.create_run`), so a slot another scheduler fired is skipped. A
+        cron that missed several slots fires once, then waits for the first slot after now.
+        """
+        schedule = self._schedule()
+        now = self.clock.now()
+        fired: list[Run] = []
+        for cron in await self.store.due_crons(now, limit):
+            assert cron.next_run_date is not None
+            after = schedule.next_after(cron.schedule, cron.timezone, now)
+            slot = CronFire(cron.cron_id, cron.next_run_date, cron_next_slot_after_fire(after, cron.end_time))
+            try:
+                fired.append(await self._fire(cron, slot))
+            except SlotTaken:
+                continue  # another scheduler fired it
+            except (ThreadBusy, NotFound, Conflict, InvalidInput) as exc:
+                # The run cannot be admitted (a `reject` cron on a busy thread, a deleted thread):
+                # this slot is skipped, the next one will try again.
+                await self.store.skip_cron_slot(slot)
+                logger.warning(
+                    "cron %s: slot %s skipped: %s",
+                    cron.cron_id,
+                    slot.slot.isoformat(),
+                    exc.message,
+                    extra={"action": "cron_skip", "cron_id": cron.cron_id},
+                )
+        return fired
+
+    async def _fire(self, cron: Cron, slot: CronFire) -> Run:
+        graph = {"graph_id": cron.kwargs.get("graph_id"), "assistant_id": cron.assistant_id}
+        run = await self.create_run(
+            cron.thread_id or new_id(),
+            cron.assistant_id,
+            cron.owner,
+            kwargs=cron.kwargs,
+            metadata={**graph, **cron.metadata, "cron_id": cron.cron_id},
+            multitask_strategy=cron.multitask_strategy,
+            if_not_exists="reject" if cron.thread_id else "create",
+            thread_metadata={**graph, **cron.metadata},
+            cron=slot,
+        )
+        logger.info(
+            "cron %s: slot %s fired run %s",
+            cron.cron_id,
+            slot.slot.isoformat(),
+            run.run_id,
+            extra={"action": "cron_fire", "cron_id": cron.cron_id, "run_id": run.run_id},
+        )
+        return run
+
+    # -- webhooks -------------------------------------------------------------------------------
+
+    async def claim_webhooks(self, limit: int = 20) -> list[WebhookDelivery]:
+        return await self.store.claim_webhooks(self.settings.webhook_lease_seconds, limit)
+
+    async def webhook_delivered(self, delivery: WebhookDelivery) -> None:
+        await self.store.webhook_delivered(delivery.delivery_id)
+
+    async def webhook_failed(self, delivery: WebhookDelivery, error: str, retry_at: datetime | None) -> None:
+        await self.store.webhook_failed(delivery.delivery_id, error, retry_at)
+
+    async def next_webhook_due(self) -> datetime | None:
+        return await self.store.next_webhook_due()
+
+    async def list_webhooks(self, limit: int = 100) -> list[WebhookDelivery]:
+        return await self.store.list_webhooks(limit)
+
+    def listen(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[str]]:
+        """Hints on `channel` (`CRONS_CHANNEL`, `WEBHOOKS_CHANNEL`): a background loop sleeps on
+        them instead of polling. Registration is complete when the context is entered."""
+        return self.bus.listen(channel)

@@ -174,6 +174,10 @@ class NewRun:
     #: The run's config as its thread should show it once the run is admitted (merged over the
     #: thread's own by `lifecycle.thread_config_after_admission`); None leaves the thread's as is.
     thread_config: Json | None = None
+    #: Metadata of the thread when `if_not_exists="create"` creates it.
+    thread_metadata: Json = field(default_factory=dict)
+    #: Set when a cron fires this run: admitted only together with the claim of that slot.
+    cron: CronFire | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,3 +249,126 @@ class ThreadFilter:
     offset: int = 0
     sort_by: Literal["thread_id", "status", "created_at", "updated_at"] = "created_at"
     sort_order: Literal["asc", "desc"] = "desc"
+
+
+# -- crons ------------------------------------------------------------------------------------------
+
+OnRunCompleted: TypeAlias = Literal["delete", "keep"]
+"""What a stateless cron does with the thread of each fire once its run ended."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cron:
+    """A schedule that creates a run at each slot: on its thread, or (stateless) on a new thread."""
+
+    cron_id: str
+    owner: str
+    assistant_id: str
+    #: None: stateless, each fire gets a new thread (kept or deleted after its run).
+    thread_id: str | None
+    #: A cron expression (five fields; a sixth is seconds).
+    schedule: str
+    #: IANA zone the schedule is read in; None is UTC.
+    timezone: str | None
+    end_time: datetime | None
+    enabled: bool
+    on_run_completed: OnRunCompleted | None
+    #: The request as the caller gave it (the SDK's `Cron.payload`).
+    payload: Json
+    #: What each fire runs (`RunKwargs`), built from the payload by the API.
+    kwargs: Json
+    metadata: Json
+    multitask_strategy: MultitaskStrategy
+    #: The next slot to fire; the truth that schedulers claim by a conditional update.
+    next_run_date: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewCron:
+    """What a caller asks for when creating a cron (already validated, `next_run_date` computed)."""
+
+    cron_id: str
+    owner: str
+    assistant_id: str
+    thread_id: str | None
+    schedule: str
+    timezone: str | None
+    end_time: datetime | None
+    enabled: bool
+    on_run_completed: OnRunCompleted | None
+    payload: Json
+    kwargs: Json
+    metadata: Json
+    multitask_strategy: MultitaskStrategy
+    next_run_date: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CronChanges:
+    """A cron update: every field that is not None replaces the stored one (`metadata` merges)."""
+
+    schedule: str | None = None
+    timezone: str | None = None
+    end_time: datetime | None = None
+    clear_end_time: bool = False
+    enabled: bool | None = None
+    on_run_completed: OnRunCompleted | None = None
+    payload: Json | None = None
+    kwargs: Json | None = None
+    metadata: Json | None = None
+    #: Recomputed by the manager whenever schedule, timezone or enabled change.
+    next_run_date: datetime | None = None
+    set_next_run_date: bool = False
+
+
+CronSortBy: TypeAlias = Literal[
+    "cron_id", "assistant_id", "thread_id", "next_run_date", "end_time", "created_at", "updated_at"
+]
+CRON_SORT_FIELDS: tuple[CronSortBy, ...] = get_args(CronSortBy)
+
+
+@dataclass(frozen=True, slots=True)
+class CronFilter:
+    """Which crons to search: metadata is a subset match."""
+
+    assistant_id: str | None = None
+    thread_id: str | None = None
+    enabled: bool | None = None
+    metadata: Json = field(default_factory=dict)
+    limit: int = 10
+    offset: int = 0
+    sort_by: CronSortBy = "created_at"
+    sort_order: Literal["asc", "desc"] = "desc"
+
+
+@dataclass(frozen=True, slots=True)
+class CronFire:
+    """The slot a run is admitted for: the store admits the run only if it moves the cron from
+    `slot` to `next_run_date` in the same transaction, so one slot fires exactly once."""
+
+    cron_id: str
+    slot: datetime
+    next_run_date: datetime | None
+
+
+# -- webhooks ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDelivery:
+    """One webhook to POST, from the durable outbox written with the run's terminal status."""
+
+    delivery_id: str
+    run_id: str
+    url: str
+    #: The body (the run's final record, the reference's shape) without `webhook_sent_at`.
+    payload: Json
+    #: Attempts made so far, this one included once claimed.
+    attempts: int
+    next_attempt_at: datetime
+    created_at: datetime
+    last_error: str | None = None
+    #: `pending` until delivered (then the row is gone); `failed` once its attempts are spent.
+    status: Literal["pending", "failed"] = "pending"

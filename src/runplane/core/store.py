@@ -11,13 +11,19 @@ is conditional on it, so a worker that lost its lease can never overwrite a newe
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
+from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
 
 from runplane.core.models import (
     Admission,
     CancelAction,
     CancelResult,
+    Cron,
+    CronChanges,
+    CronFilter,
+    CronFire,
     Json,
+    NewCron,
     NewRun,
     NewThread,
     Outcome,
@@ -28,6 +34,7 @@ from runplane.core.models import (
     ThreadFilter,
     ThreadStatus,
     TokenUsage,
+    WebhookDelivery,
 )
 
 
@@ -76,7 +83,7 @@ class Store(Protocol):
         ...
 
     async def delete_thread(self, thread_id: str, owner: str) -> list[Run]:
-        """Delete a thread with all its runs; returns the runs that were still active."""
+        """Delete a thread with all its runs and crons; returns the runs that were still active."""
         ...
 
     async def search_threads(self, owner: str, filter: ThreadFilter) -> list[Thread]: ...
@@ -99,6 +106,7 @@ class Store(Protocol):
             NotFound: the thread does not exist (or is another owner's) and may not be created.
             ThreadBusy: `reject` on a thread with an active run.
             Conflict: the idempotency key exists with another fingerprint, or the run id exists.
+            SlotTaken: `new.cron` is set and its slot was fired (or rescheduled) already.
         """
         ...
 
@@ -208,6 +216,75 @@ class Store(Protocol):
         Raises:
             LeaseLost: someone else already moved it on.
         """
+        ...
+
+    # -- crons --------------------------------------------------------------------------------------
+    #
+    # A cron's `next_run_date` is the truth schedulers share. A run is fired for a slot by
+    # `create_run` with `NewRun.cron` set: the store admits it only if, in the same transaction, it
+    # moves the cron from that slot to the next one (a conditional update: PostgreSQL locks the cron
+    # row with `FOR UPDATE SKIP LOCKED`). Two schedulers racing for a slot therefore admit one run.
+
+    async def create_cron(self, new: NewCron) -> Cron:
+        """Store a cron.
+
+        Raises:
+            NotFound: `new.thread_id` is set and is not a thread of `new.owner`.
+            Conflict: the cron id exists.
+        """
+        ...
+
+    async def get_cron(self, cron_id: str, owner: str) -> Cron: ...
+
+    async def update_cron(self, cron_id: str, owner: str, changes: CronChanges) -> Cron:
+        """Apply `changes` (metadata is merged, the rest replaced)."""
+        ...
+
+    async def delete_cron(self, cron_id: str, owner: str) -> None: ...
+
+    async def search_crons(self, owner: str, filter: CronFilter) -> list[Cron]: ...
+
+    async def count_crons(self, owner: str, filter: CronFilter) -> int: ...
+
+    async def due_crons(self, now: datetime, limit: int = 100) -> list[Cron]:
+        """Every owner's crons with a slot to fire at `now` (`lifecycle.cron_is_due`), oldest slot first."""
+        ...
+
+    async def next_cron_slot(self) -> datetime | None:
+        """The earliest slot an enabled cron will fire (one past the cron's end never fires), so a
+        scheduler can sleep until then."""
+        ...
+
+    async def skip_cron_slot(self, fire: CronFire) -> bool:
+        """Move a cron past a slot without a run (its run could not be admitted); False when another
+        scheduler moved it first."""
+        ...
+
+    # -- webhook outbox -----------------------------------------------------------------------------
+    #
+    # Every transaction that makes a run with a `webhook` terminal (finish, a cancel settled before
+    # the run started, recovery) inserts the delivery in the same transaction, with the payload of
+    # `lifecycle.webhook_payload`. Dispatchers claim deliveries with a lease (a claimed delivery is
+    # invisible until `lease_seconds` pass), so a dispatcher killed mid-POST leaves it to another.
+
+    async def claim_webhooks(self, lease_seconds: float, limit: int = 20) -> list[WebhookDelivery]:
+        """Take due deliveries: each gets `attempts + 1` and is hidden for `lease_seconds`."""
+        ...
+
+    async def webhook_delivered(self, delivery_id: str) -> None:
+        """Remove a delivered webhook from the outbox."""
+        ...
+
+    async def webhook_failed(self, delivery_id: str, error: str, retry_at: datetime | None) -> None:
+        """Record a failed attempt: try again at `retry_at`, or never (`failed`) when None."""
+        ...
+
+    async def next_webhook_due(self) -> datetime | None:
+        """When the earliest pending delivery is due (it may be past)."""
+        ...
+
+    async def list_webhooks(self, limit: int = 100) -> list[WebhookDelivery]:
+        """Pending and failed deliveries, oldest first (for operators and tests)."""
         ...
 
 

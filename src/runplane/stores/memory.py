@@ -24,12 +24,15 @@ from runplane.core.lifecycle import (
     thread_config_after_admission,
     thread_error_after_run,
     thread_status_after,
+    webhook_payload,
+    webhook_url,
 )
 from runplane.core.models import (
     ACTIVE_RUN_STATUSES,
     Admission,
     CancelAction,
     CancelResult,
+    Cron,
     Json,
     NewRun,
     NewThread,
@@ -41,7 +44,9 @@ from runplane.core.models import (
     ThreadFilter,
     ThreadStatus,
     TokenUsage,
+    WebhookDelivery,
 )
+from runplane.stores._memory_crons import MemoryCronsAndWebhooks, metadata_matches
 
 
 def _copy_run(run: Run) -> Run:
@@ -58,12 +63,7 @@ def _copy_thread(thread: Thread) -> Thread:
     )
 
 
-def metadata_matches(metadata: Json, wanted: Json) -> bool:
-    """Subset match, as LangGraph's thread search (`metadata @> wanted`)."""
-    return all(key in metadata and metadata[key] == value for key, value in wanted.items())
-
-
-class InMemoryStore:
+class InMemoryStore(MemoryCronsAndWebhooks):
     """Threads and runs in dicts. Lost when the process exits; use SQLite to keep them."""
 
     def __init__(self, *, clock: Clock | None = None) -> None:
@@ -81,6 +81,9 @@ class InMemoryStore:
         self._running_by_thread: dict[str, str] = {}
         self._active_count: dict[str, int] = {}
         self._idempotency: dict[tuple[str, str], tuple[str, str | None]] = {}
+        self._crons: dict[str, Cron] = {}
+        #: The webhook outbox, in insertion order.
+        self._webhooks: dict[str, WebhookDelivery] = {}
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None) -> InMemoryStore:
@@ -164,6 +167,25 @@ class InMemoryStore:
             **changes,  # type: ignore[arg-type]
         )
 
+    def _enqueue_webhook(self, run: Run) -> None:
+        """Put the run's webhook in the outbox, in the same step as its terminal status."""
+        url = webhook_url(run)
+        if url is None:
+            return
+        thread = self._threads.get(run.thread_id)
+        values = copy.deepcopy(thread.values) if thread is not None else None
+        now = self._clock.now()
+        delivery_id = str(uuid.uuid4())
+        self._webhooks[delivery_id] = WebhookDelivery(
+            delivery_id=delivery_id,
+            run_id=run.run_id,
+            url=url,
+            payload=webhook_payload(run, values),
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+
     # -- threads --------------------------------------------------------------------------------
 
     async def create_thread(
@@ -235,6 +257,8 @@ class InMemoryStore:
             del self._threads[thread_id]
             del self._thread_runs[thread_id]
             self._active_count.pop(thread_id, None)
+            for cron_id in [c.cron_id for c in self._crons.values() if c.thread_id == thread_id]:
+                del self._crons[cron_id]
             return active
 
     def _matching_threads(self, owner: str, filter: ThreadFilter) -> list[Thread]:
@@ -269,6 +293,8 @@ class InMemoryStore:
 
     async def create_run(self, new: NewRun) -> Admission:
         async with self._lock:
+            if new.cron is not None:  # checked first; the cron moves only once the run is admitted
+                self._check_slot(new.cron)
             if new.idempotency_key is not None:
                 seen = self._idempotency.get((new.owner, new.idempotency_key))
                 if seen is not None:
@@ -281,7 +307,9 @@ class InMemoryStore:
             now = self._clock.now()
             thread = self._threads.get(new.thread_id)
             if thread is None and new.if_not_exists == "create":
-                thread = Thread(new.thread_id, new.owner, "idle", now, now)
+                thread = Thread(
+                    new.thread_id, new.owner, "idle", now, now, copy.deepcopy(new.thread_metadata)
+                )
                 self._threads[new.thread_id] = thread
                 self._thread_runs[new.thread_id] = []
             if thread is None or thread.owner != new.owner:
@@ -311,6 +339,7 @@ class InMemoryStore:
                         cancel_action=action,
                     )
                     self._set_run(run)
+                    self._enqueue_webhook(run)
                     cancelled.append(_copy_run(run))
 
             run = Run(
@@ -336,6 +365,8 @@ class InMemoryStore:
             if new.thread_config is not None:
                 config = thread_config_after_admission(thread.config, copy.deepcopy(new.thread_config))
             self._threads[new.thread_id] = replace(thread, status="busy", updated_at=now, config=config)
+            if new.cron is not None:
+                self._move_slot(new.cron)
             return Admission(_copy_run(run), tuple(requested), tuple(cancelled))
 
     async def get_run(self, run_id: str, owner: str, thread_id: str | None = None) -> Run:
@@ -364,6 +395,7 @@ class InMemoryStore:
                 run = replace(run, status="interrupted", cancel_action=action, ended_at=now, updated_at=now)
                 self._set_run(run)
                 self._set_thread_status(run.thread_id, "idle")
+                self._enqueue_webhook(run)
                 return CancelResult(_copy_run(run), settled=True)
             if run.cancel_action != "rollback":
                 run = replace(run, cancel_action=action, updated_at=now)
@@ -471,6 +503,7 @@ class InMemoryStore:
                 interrupts=copy.deepcopy(outcome.thread_interrupts),
                 error=thread_error_after_run(outcome),
             )
+            self._enqueue_webhook(finished)
             return _copy_run(finished)
 
     async def discard_run(self, run_id: str, attempt: int) -> Run:
@@ -530,4 +563,5 @@ class InMemoryStore:
             else:
                 recovered = replace(cleared, status="pending")
                 self._set_run(recovered)
+            self._enqueue_webhook(recovered)
             return _copy_run(recovered)

@@ -10,7 +10,7 @@ import psycopg
 from psycopg.rows import DictRow
 
 from runplane.core.errors import LeaseLost
-from runplane.core.models import Run, Thread, TokenUsage
+from runplane.core.models import Cron, Run, Thread, TokenUsage, WebhookDelivery
 
 Conn = psycopg.AsyncConnection[DictRow]
 Row = Mapping[str, Any]
@@ -99,3 +99,38 @@ def held_row(row: Row | None, run_id: str, attempt: int) -> Row:
     if row is None or row["status"] != "running" or row["attempt"] != attempt:
         raise lease_lost(run_id, attempt)
     return row
+
+
+def cron_from_row(row: Row) -> Cron:
+    return Cron(
+        cron_id=row["cron_id"],
+        owner=row["owner"],
+        assistant_id=row["assistant_id"],
+        thread_id=row["thread_id"],
+        schedule=row["schedule"],
+        timezone=row["timezone"],
+        end_time=_utc(row["end_time"]),
+        enabled=row["enabled"],
+        on_run_completed=row["on_run_completed"],
+        payload=row["payload"],
+        kwargs=row["kwargs"],
+        metadata=row["metadata"],
+        multitask_strategy=row["multitask_strategy"],
+        next_run_date=_utc(row["next_run_date"]),
+        created_at=_at(row["created_at"]),
+        updated_at=_at(row["updated_at"]),
+    )
+
+
+def delivery_from_row(row: Row) -> WebhookDelivery:
+    return WebhookDelivery(
+        delivery_id=row["delivery_id"],
+        run_id=row["run_id"],
+        url=row["url"],
+        payload=row["payload"],
+        attempts=row["attempts"],
+        next_attempt_at=_at(row["next_attempt_at"]),
+        created_at=_at(row["created_at"]),
+        last_error=row["last_error"],
+        status=row["status"],
+    )

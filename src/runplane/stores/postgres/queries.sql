@@ -284,3 +284,137 @@ SELECT * FROM runs
 WHERE status = 'running' AND lease_expires_at < %(now)s
 ORDER BY claim_seq
 LIMIT %(limit)s
+
+-- name: insert_cron
+-- A new cron (nothing returned when the id exists).
+INSERT INTO crons (
+    cron_id, owner, assistant_id, thread_id, schedule, timezone, end_time, enabled, on_run_completed,
+    payload, kwargs, metadata, multitask_strategy, next_run_date, created_at, updated_at
+) VALUES (
+    %(cron_id)s, %(owner)s, %(assistant_id)s, %(thread_id)s, %(schedule)s, %(timezone)s, %(end_time)s,
+    %(enabled)s, %(on_run_completed)s, %(payload)s, %(kwargs)s, %(metadata)s, %(multitask_strategy)s,
+    %(next_run_date)s, %(now)s, %(now)s
+)
+ON CONFLICT (cron_id) DO NOTHING
+RETURNING *
+
+-- name: get_cron
+-- A cron by id, whoever owns it.
+SELECT * FROM crons WHERE cron_id = %(cron_id)s
+
+-- name: lock_cron
+-- A cron by id, locked for an update.
+SELECT * FROM crons WHERE cron_id = %(cron_id)s FOR UPDATE
+
+-- name: update_cron
+-- Replace a cron's fields (the caller merged them).
+UPDATE crons SET
+    schedule = %(schedule)s,
+    timezone = %(timezone)s,
+    end_time = %(end_time)s,
+    enabled = %(enabled)s,
+    on_run_completed = %(on_run_completed)s,
+    payload = %(payload)s,
+    kwargs = %(kwargs)s,
+    metadata = %(metadata)s,
+    next_run_date = %(next_run_date)s,
+    updated_at = %(now)s
+WHERE cron_id = %(cron_id)s
+RETURNING *
+
+-- name: delete_cron
+-- Remove an owner's cron; nothing returned when there is none.
+DELETE FROM crons WHERE cron_id = %(cron_id)s AND owner = %(owner)s RETURNING cron_id
+
+-- name: search_crons
+-- A page of an owner's crons (metadata: every wanted top-level key present and equal).
+SELECT * FROM crons
+WHERE owner = %(owner)s
+    AND (%(assistant_id)s::text IS NULL OR assistant_id = %(assistant_id)s::text)
+    AND (%(thread_id)s::text IS NULL OR thread_id = %(thread_id)s::text)
+    AND (%(enabled)s::boolean IS NULL OR enabled = %(enabled)s::boolean)
+    AND metadata @> %(metadata)s::jsonb
+    AND NOT EXISTS (
+        SELECT 1 FROM jsonb_each(%(metadata)s::jsonb) AS wanted (key, value)
+        WHERE crons.metadata -> wanted.key IS DISTINCT FROM wanted.value
+    )
+ORDER BY __ORDER_BY__
+LIMIT %(limit)s OFFSET %(offset)s
+
+-- name: count_crons
+-- How many of an owner's crons match (same filter as search_crons).
+SELECT count(*) AS n FROM crons
+WHERE owner = %(owner)s
+    AND (%(assistant_id)s::text IS NULL OR assistant_id = %(assistant_id)s::text)
+    AND (%(thread_id)s::text IS NULL OR thread_id = %(thread_id)s::text)
+    AND (%(enabled)s::boolean IS NULL OR enabled = %(enabled)s::boolean)
+    AND metadata @> %(metadata)s::jsonb
+    AND NOT EXISTS (
+        SELECT 1 FROM jsonb_each(%(metadata)s::jsonb) AS wanted (key, value)
+        WHERE crons.metadata -> wanted.key IS DISTINCT FROM wanted.value
+    )
+
+-- name: due_crons
+-- Crons with a slot to fire now (lifecycle.cron_is_due), oldest slot first.
+SELECT * FROM crons
+WHERE enabled AND next_run_date IS NOT NULL AND next_run_date <= %(now)s
+    AND (end_time IS NULL OR next_run_date <= end_time)
+ORDER BY next_run_date, cron_id COLLATE "C"
+LIMIT %(limit)s
+
+-- name: next_cron_slot
+-- The earliest slot an enabled cron will fire (not past its end).
+SELECT min(next_run_date) AS slot FROM crons
+WHERE enabled AND next_run_date IS NOT NULL AND (end_time IS NULL OR next_run_date <= end_time)
+
+-- name: lock_cron_slot
+-- Lock a cron still waiting for `slot`; a cron another scheduler holds is skipped (no row), so the
+-- loser of a race neither waits nor fires.
+SELECT cron_id FROM crons
+WHERE cron_id = %(cron_id)s AND enabled AND next_run_date = %(slot)s
+FOR UPDATE SKIP LOCKED
+
+-- name: move_cron_slot
+-- Move a locked cron to its next slot.
+UPDATE crons SET next_run_date = %(next_run_date)s, updated_at = %(now)s WHERE cron_id = %(cron_id)s
+
+-- name: thread_values
+-- A thread's last values (the webhook payload of a run ending on it).
+SELECT state_values FROM threads WHERE thread_id = %(thread_id)s
+
+-- name: insert_webhook
+-- A delivery in the outbox, due now.
+INSERT INTO webhook_outbox (delivery_id, run_id, url, payload, attempts, next_attempt_at, created_at)
+VALUES (%(delivery_id)s, %(run_id)s, %(url)s, %(payload)s, 0, %(now)s, %(now)s)
+
+-- name: claim_webhooks
+-- Take due deliveries (others' claims skipped): one more attempt each, hidden until the lease ends.
+UPDATE webhook_outbox SET attempts = attempts + 1, next_attempt_at = %(lease_until)s
+WHERE seq IN (
+    SELECT seq FROM webhook_outbox
+    WHERE status = 'pending' AND next_attempt_at <= %(now)s
+    ORDER BY next_attempt_at, seq
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING *
+
+-- name: delete_webhook
+-- A delivered webhook leaves the outbox.
+DELETE FROM webhook_outbox WHERE delivery_id = %(delivery_id)s
+
+-- name: fail_webhook
+-- A failed attempt: due again at retry_at, or `failed` for good when it is NULL.
+UPDATE webhook_outbox SET
+    last_error = %(error)s,
+    status = CASE WHEN %(retry_at)s::timestamptz IS NULL THEN 'failed' ELSE 'pending' END,
+    next_attempt_at = COALESCE(%(retry_at)s::timestamptz, next_attempt_at)
+WHERE delivery_id = %(delivery_id)s
+
+-- name: next_webhook_due
+-- When the earliest pending delivery is due.
+SELECT min(next_attempt_at) AS due FROM webhook_outbox WHERE status = 'pending'
+
+-- name: list_webhooks
+-- The outbox, oldest first.
+SELECT * FROM webhook_outbox ORDER BY created_at, seq LIMIT %(limit)s

@@ -32,13 +32,22 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from runplane.core.clock import Clock, SystemClock, lease_deadline
-from runplane.core.errors import CancelRequested, Conflict, LeaseLost, NotFound, StoreUnavailable
+from runplane.core.errors import (
+    CancelRequested,
+    Conflict,
+    LeaseLost,
+    NotFound,
+    SlotTaken,
+    StoreUnavailable,
+)
 from runplane.core.lifecycle import (
     admission_plan,
     check_transition,
     thread_config_after_admission,
     thread_error_after_run,
     thread_status_after,
+    webhook_payload,
+    webhook_url,
 )
 from runplane.core.models import (
     ACTIVE_RUN_STATUSES,
@@ -60,6 +69,7 @@ from runplane.core.models import (
 )
 from runplane.db.postgres import PoolSettings, parse_url, retryable, translate_errors
 from runplane.db.sql import Migration, load_migrations, load_queries
+from runplane.stores.postgres._crons import PostgresCronsAndWebhooks, lock_cron_slot
 from runplane.stores.postgres._rows import (
     Conn,
     fetch_all,
@@ -125,7 +135,7 @@ def _filter_params(owner: str, filter: ThreadFilter) -> dict[str, Any]:
 # -- the store ------------------------------------------------------------------------------------
 
 
-class PostgresStore:
+class PostgresStore(PostgresCronsAndWebhooks):
     """Threads, runs and the run queue in PostgreSQL (psycopg 3, async pool).
 
     Args:
@@ -421,7 +431,30 @@ class PostgresStore:
     async def create_run(self, new: NewRun) -> Admission:
         # A lost race on the idempotency key or the thread insert is retried by `_transaction`:
         # the next attempt sees the winner and replays or conflicts like the reference.
-        return await self._transaction(lambda conn: self._admit(conn, new))
+        return await self._transaction(lambda conn: self._admit_fired(conn, new))
+
+    async def _admit_fired(self, conn: Conn, new: NewRun) -> Admission:
+        if new.cron is not None and not await lock_cron_slot(conn, new.cron, self._clock.now()):
+            raise SlotTaken(f"cron {new.cron.cron_id} slot {new.cron.slot.isoformat()} is taken")
+        # Same transaction: the slot moves if and only if the run is admitted.
+        return await self._admit(conn, new)
+
+    async def _enqueue_webhook(self, conn: Conn, run: Run) -> None:
+        """Put the run's webhook in the outbox, in the transaction that made it terminal."""
+        url = webhook_url(run)
+        if url is None:
+            return
+        thread = await _one(conn, "thread_values", thread_id=run.thread_id)
+        values = None if thread is None else thread["state_values"]
+        await _exec(
+            conn,
+            "insert_webhook",
+            delivery_id=str(uuid.uuid4()),
+            run_id=run.run_id,
+            url=url,
+            payload=Jsonb(webhook_payload(run, values)),
+            now=self._clock.now(),
+        )
 
     async def _admit(self, conn: Conn, new: NewRun) -> Admission:
         now = self._clock.now()
@@ -436,7 +469,7 @@ class PostgresStore:
         if probe:
             raise Conflict(f"run {new.run_id} already exists")
         if new.if_not_exists == "create":
-            metadata = Jsonb({})
+            metadata = Jsonb(new.thread_metadata)
             await _exec(
                 conn, "insert_thread", thread_id=new.thread_id, owner=new.owner, now=now, metadata=metadata
             )
@@ -459,6 +492,9 @@ class PostgresStore:
             else:
                 rows = await _all(conn, "interrupt_pending", run_ids=cancel_pending, action=action, now=now)
             cancelled = runs_in_order(rows)
+            if action != "rollback":
+                for run in cancelled:
+                    await self._enqueue_webhook(conn, run)
 
         inserted = await _one(
             conn,
@@ -519,6 +555,7 @@ class PostgresStore:
                     return CancelResult(run, settled=True, deleted=True)
                 rows = await _all(conn, "interrupt_pending", run_ids=ids, action=action, now=now)
                 await self._settle(conn, run.thread_id, "idle")
+                await self._enqueue_webhook(conn, run_from_row(rows[0]))
                 return CancelResult(run_from_row(rows[0]), settled=True)
             await _exec(conn, "request_cancel", run_ids=ids, action=action, now=now)
             updated = await _one(conn, "get_run_for_update", run_id=run_id)
@@ -651,6 +688,7 @@ class PostgresStore:
             await _exec(
                 conn, "set_thread_error", thread_id=held["thread_id"], error=thread_error_after_run(outcome)
             )
+            await self._enqueue_webhook(conn, run_from_row(row))
             return run_from_row(row)
 
         return await self._transaction(body)
@@ -720,6 +758,8 @@ class PostgresStore:
                 )
                 thread_error = error if status == "error" else None
                 await _exec(conn, "set_thread_error", thread_id=held.thread_id, error=thread_error)
+                assert row is not None
+                await self._enqueue_webhook(conn, run_from_row(row))
             assert row is not None
             return run_from_row(row)
 

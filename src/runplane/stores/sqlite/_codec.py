@@ -13,7 +13,7 @@ from typing import Any, cast
 import orjson
 
 from runplane.core.errors import InvalidInput
-from runplane.core.models import Json, Run, Thread, TokenUsage
+from runplane.core.models import Cron, Json, Run, Thread, TokenUsage, WebhookDelivery
 
 MEMORY = ":memory:"
 
@@ -141,3 +141,38 @@ def path_from_url(url: str) -> str:
             # `sqlite://host/...`: SQLite has no hosts; refuse rather than guess.
             raise InvalidInput(f"sqlite URL {url!r} must look like sqlite:///path or sqlite:////abs/path")
     return rest or MEMORY
+
+
+def row_to_cron(row: sqlite3.Row) -> Cron:
+    return Cron(
+        cron_id=row["cron_id"],
+        owner=row["owner"],
+        assistant_id=row["assistant_id"],
+        thread_id=row["thread_id"],
+        schedule=row["schedule"],
+        timezone=row["timezone"],
+        end_time=opt_datetime(row["end_time"]),
+        enabled=bool(row["enabled"]),
+        on_run_completed=row["on_run_completed"],
+        payload=load_json(row["payload"]),
+        kwargs=load_json(row["kwargs"]),
+        metadata=load_json(row["metadata"]),
+        multitask_strategy=row["multitask_strategy"],
+        next_run_date=opt_datetime(row["next_run_date"]),
+        created_at=from_micros(row["created_at"]),
+        updated_at=from_micros(row["updated_at"]),
+    )
+
+
+def row_to_delivery(row: sqlite3.Row) -> WebhookDelivery:
+    return WebhookDelivery(
+        delivery_id=row["delivery_id"],
+        run_id=row["run_id"],
+        url=row["url"],
+        payload=load_json(row["payload"]),
+        attempts=row["attempts"],
+        next_attempt_at=from_micros(row["next_attempt_at"]),
+        created_at=from_micros(row["created_at"]),
+        last_error=row["last_error"],
+        status=row["status"],
+    )

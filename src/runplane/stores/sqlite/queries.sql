@@ -285,3 +285,120 @@ SET status = :status,
     updated_at = :now
 WHERE run_id = :run_id AND status = 'running' AND attempt = :attempt
 RETURNING *;
+
+-- name: insert_cron
+-- A new cron.
+INSERT INTO crons (
+    cron_id, owner, assistant_id, thread_id, schedule, timezone, end_time, enabled, on_run_completed,
+    payload, kwargs, metadata, multitask_strategy, next_run_date, created_at, updated_at
+) VALUES (
+    :cron_id, :owner, :assistant_id, :thread_id, :schedule, :timezone, :end_time, :enabled,
+    :on_run_completed, :payload, :kwargs, :metadata, :multitask_strategy, :next_run_date, :now, :now
+)
+RETURNING *;
+
+-- name: get_cron
+-- One cron by id, whoever owns it (callers check the owner).
+SELECT * FROM crons WHERE cron_id = :cron_id;
+
+-- name: update_cron
+-- Replace a cron's fields (the caller merged them).
+UPDATE crons
+SET schedule = :schedule,
+    timezone = :timezone,
+    end_time = :end_time,
+    enabled = :enabled,
+    on_run_completed = :on_run_completed,
+    payload = :payload,
+    kwargs = :kwargs,
+    metadata = :metadata,
+    next_run_date = :next_run_date,
+    updated_at = :now
+WHERE cron_id = :cron_id
+RETURNING *;
+
+-- name: delete_cron
+-- Remove a cron.
+DELETE FROM crons WHERE cron_id = :cron_id;
+
+-- name: search_crons
+-- One page of an owner's crons; `{order}` is a whitelisted column and direction.
+SELECT * FROM crons
+WHERE owner = :owner
+  AND (:assistant_id IS NULL OR assistant_id = :assistant_id)
+  AND (:thread_id IS NULL OR thread_id = :thread_id)
+  AND (:enabled IS NULL OR enabled = :enabled)
+  AND (:metadata IS NULL OR runplane_metadata_matches(metadata, :metadata))
+ORDER BY {order}
+LIMIT :limit OFFSET :offset;
+
+-- name: count_crons
+-- How many of an owner's crons match.
+SELECT count(*) FROM crons
+WHERE owner = :owner
+  AND (:assistant_id IS NULL OR assistant_id = :assistant_id)
+  AND (:thread_id IS NULL OR thread_id = :thread_id)
+  AND (:enabled IS NULL OR enabled = :enabled)
+  AND (:metadata IS NULL OR runplane_metadata_matches(metadata, :metadata));
+
+-- name: due_crons
+-- Crons with a slot to fire now (lifecycle.cron_is_due), oldest slot first.
+SELECT * FROM crons INDEXED BY crons_next_run
+WHERE enabled = 1 AND next_run_date IS NOT NULL AND next_run_date <= :now
+  AND (end_time IS NULL OR next_run_date <= end_time)
+ORDER BY next_run_date, cron_id
+LIMIT :limit;
+
+-- name: next_cron_slot
+-- The earliest slot an enabled cron will fire (not past its end).
+SELECT min(next_run_date) AS slot FROM crons
+WHERE enabled = 1 AND next_run_date IS NOT NULL AND (end_time IS NULL OR next_run_date <= end_time);
+
+-- name: claim_cron_slot
+-- Move a cron from the slot being fired to its next one, only if it still waits for that slot:
+-- the conditional update that lets exactly one scheduler fire it.
+UPDATE crons SET next_run_date = :next_run_date, updated_at = :now
+WHERE cron_id = :cron_id AND enabled = 1 AND next_run_date = :slot
+RETURNING cron_id;
+
+-- name: thread_values
+-- A thread's last values (the webhook payload of a run ending on it).
+SELECT state_values FROM threads WHERE thread_id = :thread_id;
+
+-- name: insert_webhook
+-- A delivery in the outbox, due now.
+INSERT INTO webhook_outbox (delivery_id, run_id, url, payload, attempts, next_attempt_at, created_at)
+VALUES (:delivery_id, :run_id, :url, :payload, 0, :now, :now);
+
+-- name: due_webhooks
+-- Pending deliveries that are due, oldest first.
+SELECT seq FROM webhook_outbox INDEXED BY webhook_outbox_due
+WHERE status = 'pending' AND next_attempt_at <= :now
+ORDER BY next_attempt_at, seq
+LIMIT :limit;
+
+-- name: claim_webhook
+-- Take one due delivery: one more attempt, hidden until the lease ends.
+UPDATE webhook_outbox SET attempts = attempts + 1, next_attempt_at = :lease_until
+WHERE seq = :seq AND status = 'pending' AND next_attempt_at <= :now
+RETURNING *;
+
+-- name: delete_webhook
+-- A delivered webhook leaves the outbox.
+DELETE FROM webhook_outbox WHERE delivery_id = :delivery_id;
+
+-- name: fail_webhook
+-- A failed attempt: due again at :retry_at, or `failed` for good when it is NULL.
+UPDATE webhook_outbox
+SET last_error = :error,
+    status = CASE WHEN :retry_at IS NULL THEN 'failed' ELSE 'pending' END,
+    next_attempt_at = COALESCE(:retry_at, next_attempt_at)
+WHERE delivery_id = :delivery_id;
+
+-- name: next_webhook_due
+-- When the earliest pending delivery is due.
+SELECT min(next_attempt_at) AS due FROM webhook_outbox WHERE status = 'pending';
+
+-- name: list_webhooks
+-- The outbox, oldest first.
+SELECT * FROM webhook_outbox ORDER BY created_at, seq LIMIT :limit;

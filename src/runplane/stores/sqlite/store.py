@@ -44,6 +44,8 @@ from runplane.core.lifecycle import (
     thread_config_after_admission,
     thread_error_after_run,
     thread_status_after,
+    webhook_payload,
+    webhook_url,
 )
 from runplane.core.models import (
     ACTIVE_RUN_STATUSES,
@@ -83,6 +85,7 @@ from runplane.stores.sqlite._connection import (
     fetch_all,
     translate_errors,
 )
+from runplane.stores.sqlite._crons import SqliteCronsAndWebhooks
 
 # `claim_run` updates whatever `claimable_run` picks, in the same statement.
 _CLAIM_SQL = QUERIES["claim_run"].replace(":seq", "(" + QUERIES["claimable_run"].rstrip(";") + ")")
@@ -100,7 +103,7 @@ _SEARCH_SQL = {
 Params = Mapping[str, Any]
 
 
-class SqliteStore:
+class SqliteStore(SqliteCronsAndWebhooks):
     """Threads and runs in one SQLite file shared by every process of a deployment.
 
     Args:
@@ -251,6 +254,22 @@ class SqliteStore:
     async def _settle_thread(self, db: aiosqlite.Connection, thread_id: str, outcome: ThreadStatus) -> None:
         await self._all(db, "settle_thread", {"thread_id": thread_id, "outcome": outcome, "now": self._now()})
 
+    async def _enqueue_webhook(self, db: aiosqlite.Connection, run: Run) -> None:
+        """Put the run's webhook in the outbox, in the transaction that made it terminal."""
+        url = webhook_url(run)
+        if url is None:
+            return
+        row = await self._one(db, "thread_values", {"thread_id": run.thread_id})
+        values = None if row is None or row["state_values"] is None else load_json(row["state_values"])
+        params = {
+            "delivery_id": str(uuid.uuid4()),
+            "run_id": run.run_id,
+            "url": url,
+            "payload": dump_json(webhook_payload(run, values)),
+            "now": self._now(),
+        }
+        await self._all(db, "insert_webhook", params)
+
     @staticmethod
     def _lease_lost(run_id: str, attempt: int) -> LeaseLost:
         return LeaseLost(f"run {run_id} attempt {attempt} no longer holds the lease")
@@ -358,6 +377,9 @@ class SqliteStore:
         kwargs = dump_json(new.kwargs)
         not_before = opt_micros(new.not_before)
         async with self._write() as db:
+            if new.cron is not None:
+                # In this transaction: the slot moves if and only if the run is admitted.
+                await self._claim_slot(db, new.cron)
             if new.idempotency_key is not None:
                 seen = await self._one(
                     db,
@@ -374,7 +396,8 @@ class SqliteStore:
             thread = await self._one(db, "get_thread", {"thread_id": new.thread_id})
             if thread is None and new.if_not_exists == "create":
                 params = {"thread_id": new.thread_id, "owner": new.owner, "status": "idle", "now": now}
-                thread = await self._one(db, "insert_thread", {**params, "metadata": "{}"})
+                thread_metadata = dump_json(new.thread_metadata)
+                thread = await self._one(db, "insert_thread", {**params, "metadata": thread_metadata})
             if thread is None or thread["owner"] != new.owner:
                 raise NotFound(f"thread {new.thread_id} not found")
 
@@ -399,6 +422,8 @@ class SqliteStore:
                     row = await self._one(
                         db, "interrupt_pending", {"run_id": run_id, "action": action, "now": now}
                     )
+                    assert row is not None
+                    await self._enqueue_webhook(db, row_to_run(row))
                 assert row is not None
                 cancelled.append(row_to_run(row))
 
@@ -476,6 +501,7 @@ class SqliteStore:
                 )
                 await self._settle_thread(db, run.thread_id, "idle")
                 assert updated is not None
+                await self._enqueue_webhook(db, row_to_run(updated))
                 return CancelResult(row_to_run(updated), settled=True)
             updated = await self._one(
                 db, "request_cancel_running", {"run_id": run_id, "action": action, "now": now}
@@ -584,6 +610,7 @@ class SqliteStore:
                 "now": now,
             }
             await self._all(db, "finish_thread", params)
+            await self._enqueue_webhook(db, row_to_run(row))
         return row_to_run(row)
 
     async def discard_run(self, run_id: str, attempt: int) -> Run:
@@ -643,6 +670,7 @@ class SqliteStore:
                 await self._all(
                     db, "set_thread_error", {"thread_id": row["thread_id"], "error": params["error"]}
                 )
+                await self._enqueue_webhook(db, row_to_run(row))
         return row_to_run(row)
 
 
