@@ -22,6 +22,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from runplane.api import ApiSettings, create_app
+from runplane.api import resource_schemas as rs
 from runplane.api import schemas as s
 from runplane.api.app import ENDPOINTS, SYSTEM
 from runplane.api.routing import Endpoint
@@ -34,8 +35,9 @@ KEYS = {"key-alice": "alice", "key-bob": "bob"}
 ALICE = {"x-api-key": "key-alice"}
 BOB = {"Authorization": "Bearer key-bob"}
 
-#: Path parameters naming something a user owns.
-OWNED_PARAMS = ("thread_id", "run_id", "checkpoint_id")
+#: Path parameters naming something a user owns (an assistant someone created is theirs; the
+#: graphs' system assistants are everyone's, see `test_system_assistants_are_shared`).
+OWNED_PARAMS = ("thread_id", "run_id", "checkpoint_id", "assistant_id")
 #: Routes without an owned id that create, list or act on the caller's own things.
 COLLECTION = frozenset(
     {
@@ -47,6 +49,9 @@ COLLECTION = frozenset(
         ("POST", "/runs/stream"),
         ("POST", "/runs/wait"),
         ("POST", "/runs/batch"),
+        ("POST", "/assistants"),
+        ("POST", "/assistants/search"),
+        ("POST", "/assistants/count"),
     }
 )
 #: Routes anyone may call.
@@ -62,11 +67,9 @@ def per_resource(endpoint: Endpoint) -> bool:
 
 
 def shared(endpoint: Endpoint) -> bool:
-    """The graphs' assistants: read-only, the same for everyone."""
-    return (endpoint.path.startswith("/assistants") and endpoint.method == "GET") or endpoint.path in (
-        "/assistants/search",
-        "/assistants/count",
-    )
+    """Nothing is the same for everyone any more: system assistants are reached through the
+    per-resource assistant routes, and their sharing has its own test."""
+    return False
 
 
 def classify(method: str, path: str) -> list[str]:
@@ -98,6 +101,18 @@ class World:
     pending_thread_id: str
     pending_run_id: str
     bob_thread_id: str
+    assistant_id: str
+
+    @property
+    def ids(self) -> dict[str, str]:
+        """Alice's ids for every owned path parameter (and a subgraph namespace)."""
+        return {
+            "thread_id": self.thread_id,
+            "run_id": self.run_id,
+            "checkpoint_id": self.checkpoint_id,
+            "assistant_id": self.assistant_id,
+            "namespace": "x",
+        }
 
 
 async def _ok(response: httpx.Response) -> Any:
@@ -132,6 +147,12 @@ async def world() -> AsyncIterator[World]:
                 f"/threads/{pending['thread_id']}/runs", json={"assistant_id": "echo", "after_seconds": 3600}
             )
         )
+        assistant = await _ok(
+            await alice.post(
+                "/assistants", json={"graph_id": "echo", "name": "alice's", "config": {"tags": ["a"]}}
+            )
+        )
+        await _ok(await alice.patch(f"/assistants/{assistant['assistant_id']}", json={"metadata": {"v": 2}}))
         bob_thread = await _ok(await bob.post("/threads", json={}))
         await _ok(
             await bob.post(f"/threads/{bob_thread['thread_id']}/runs/wait", json={"assistant_id": "echo"})
@@ -148,6 +169,7 @@ async def world() -> AsyncIterator[World]:
                 pending["thread_id"],
                 pending_run["run_id"],
                 bob_thread["thread_id"],
+                assistant["assistant_id"],
             )
         finally:
             await worker.stop()
@@ -164,6 +186,11 @@ async def snapshot(world: World) -> dict[str, Any]:
             await _ok(await world.alice.post(f"/threads/{thread_id}/history", json={})),
         ]
     seen["count"] = await _ok(await world.alice.post("/threads/count", json={}))
+    seen["assistant"] = [
+        await _ok(await world.alice.get(f"/assistants/{world.assistant_id}")),
+        await _ok(await world.alice.post(f"/assistants/{world.assistant_id}/versions", json={})),
+        await _ok(await world.alice.post("/assistants/search", json={"limit": 100})),
+    ]
     return seen
 
 
@@ -180,6 +207,9 @@ SAMPLES: dict[Any, list[dict[str, Any]]] = {
     s.ThreadStateUpdate: [{"values": {"pwned": True}}, {"values": {"pwned": True}, "as_node": "echo"}],
     s.ThreadStateCheckpoint: [{"checkpoint": {"checkpoint_id": "{checkpoint_id}"}}],
     s.ThreadHistory: [{"limit": 5}, {"limit": 5, "before": "{checkpoint_id}"}],
+    rs.AssistantPatch: [{"metadata": {"pwned": True}}, {"name": "pwned", "config": {"tags": ["x"]}}],
+    rs.AssistantLatest: [{"version": 1}],
+    rs.AssistantVersions: [{}, {"metadata": {"v": 2}}],
 }
 #: Query variants worth trying, per route.
 QUERIES: dict[tuple[str, str], list[dict[str, str]]] = {
@@ -190,6 +220,7 @@ QUERIES: dict[tuple[str, str], list[dict[str, str]]] = {
     ],
     ("GET", "/threads/{thread_id}/runs/{run_id}/join"): [{}, {"cancel_on_disconnect": "true"}],
     ("GET", "/threads/{thread_id}/runs/{run_id}/stream"): [{}, {"cancel_on_disconnect": "true"}],
+    ("DELETE", "/assistants/{assistant_id}"): [{}, {"delete_threads": "true"}],
 }
 
 
@@ -242,7 +273,7 @@ def _fill(template: Any, ids: dict[str, str]) -> Any:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 async def test_foreign_ids_are_not_found(world: World, case: Case) -> None:
-    ids = {"thread_id": world.thread_id, "run_id": world.run_id, "checkpoint_id": world.checkpoint_id}
+    ids = world.ids
     if case.ids == "mixed":
         ids["thread_id"] = world.bob_thread_id
     before = await snapshot(world)
@@ -281,7 +312,7 @@ def _masked(detail: str, ids: dict[str, str]) -> str:
 
 async def test_alice_still_reaches_everything(world: World) -> None:
     """The matrix's 404s are about the caller: the same requests as Alice succeed."""
-    ids = {"thread_id": world.thread_id, "run_id": world.run_id, "checkpoint_id": world.checkpoint_id}
+    ids = world.ids
     for endpoint in ENDPOINTS:
         if (
             not per_resource(endpoint)
@@ -345,19 +376,40 @@ async def test_collections_never_show_foreign_items(world: World) -> None:
     ] == "pending"
 
 
-async def test_assistants_are_shared(world: World) -> None:
+async def test_system_assistants_are_shared(world: World) -> None:
+    """The graphs' own assistants are everyone's to read and run; a named user cannot change what
+    the others run (409), and Alice's own assistant shows in no one else's search or count."""
+    system = {"echo", "failer", "asker", "sleepy", "ticker"}
     for client in (world.alice, world.bob):
         found = await _ok(await client.post("/assistants/search", json={"limit": 100}))
-        assert {a["graph_id"] for a in found} == {"echo", "failer", "asker", "sleepy", "ticker"}
+        names = {a["graph_id"] for a in found if a["metadata"].get("created_by") == "system"}
+        assert names == system
         assert (await client.get("/assistants/echo/graph")).status_code == 200
+        assert (await client.patch("/assistants/echo", json={"name": "mine"})).status_code == 409
+        assert (await client.delete("/assistants/echo")).status_code == 409
+    before = await snapshot(world)
+    bob_sees = await _ok(await world.bob.post("/assistants/search", json={"limit": 100}))
+    assert world.assistant_id not in {a["assistant_id"] for a in bob_sees}
+    assert await _ok(await world.bob.post("/assistants/count", json={})) == len(system)
+    assert await _ok(await world.alice.post("/assistants/count", json={})) == len(system) + 1
+    # Bob cannot take Alice's id, nor run her assistant.
+    taken = await world.bob.post(
+        "/assistants",
+        json={"graph_id": "echo", "assistant_id": world.assistant_id, "if_exists": "do_nothing"},
+    )
+    assert taken.status_code == 409 and "alice" not in taken.text
+    run = await world.bob.post(
+        f"/threads/{world.bob_thread_id}/runs", json={"assistant_id": world.assistant_id}
+    )
+    assert run.status_code == 404, run.text
+    assert await snapshot(world) == before
 
 
 async def test_unauthenticated_callers_get_nothing(world: World) -> None:
     transport = httpx.ASGITransport(app=world.app)
     async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as anonymous:
-        ids = {"thread_id": world.thread_id, "run_id": world.run_id, "checkpoint_id": world.checkpoint_id}
         for endpoint in ENDPOINTS:
-            path = endpoint.path.format(**ids, assistant_id="echo", namespace="x")
+            path = endpoint.path.format(**world.ids)
             response = await anonymous.request(
                 endpoint.method, path, json={} if endpoint.body is not None else None
             )

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from runplane.api.auth import ANONYMOUS, PUBLIC_PATHS, USER_SCOPE_KEY
+from runplane.api.authz_resources import assistant_value
 from runplane.api.errors import ApiError
 from runplane.api.routing import Call, Endpoint
 from runplane.core.errors import Conflict, NotFound
@@ -35,6 +36,11 @@ ACCESS: Mapping[tuple[str, str], tuple[str, str]] = {
     ("GET", "/assistants/{assistant_id}/schemas"): ("assistants", "read"),
     ("GET", "/assistants/{assistant_id}/subgraphs"): ("assistants", "read"),
     ("GET", "/assistants/{assistant_id}/subgraphs/{namespace}"): ("assistants", "read"),
+    ("POST", "/assistants"): ("assistants", "create"),
+    ("PATCH", "/assistants/{assistant_id}"): ("assistants", "update"),
+    ("DELETE", "/assistants/{assistant_id}"): ("assistants", "delete"),
+    ("POST", "/assistants/{assistant_id}/versions"): ("assistants", "read"),
+    ("POST", "/assistants/{assistant_id}/latest"): ("assistants", "update"),
     ("POST", "/threads"): ("threads", "create"),
     ("POST", "/threads/search"): ("threads", "search"),
     ("POST", "/threads/count"): ("threads", "search"),
@@ -170,13 +176,20 @@ class CustomAuthGuard:
         filters: dict[str, Any] | None = None
         new_bodies = []
         for body in bodies:
-            value = self._value(action, call, body)
+            value = (
+                assistant_value(action, call.path, _dump(body))
+                if resource == "assistants"
+                else self._value(action, call, body)
+            )
             result = await self._authorize(handler, user, resource, action, value)
             if result is not None:
                 filters = {**(filters or {}), **result}
             new_bodies.append(self._stamped(body, value) if action in _STAMPED_ACTIONS else body)
         body = new_bodies if isinstance(call.body, list) else new_bodies[0]
         call = replace(call, body=body, filters=filters)
+        if action == "create_run":
+            for each in new_bodies:
+                await self._check_run_assistant(call, user, getattr(each, "assistant_id", None))
         if filters:
             split_filters(filters)  # refuse unknown operators now, whatever the route
             await self._check_target(call, resource, action, filters)
@@ -268,15 +281,25 @@ class CustomAuthGuard:
             return body
         return body.model_copy(update={"metadata": metadata})
 
+    async def _check_run_assistant(self, call: Call, user: Any, assistant_id: str | None) -> None:
+        """A run may use only an assistant the caller may read, as LangGraph checks it: the
+        `assistants` read handler's filter must match (system assistants are everyone's)."""
+        handler = self.handler_for("assistants", "read")
+        if handler is None or assistant_id is None:
+            return
+        await call.manager.register_graphs(call.runtime.assistants())
+        assistant = await call.manager.get_assistant(assistant_id, call.owner)
+        if assistant.metadata.get("created_by") == "system":
+            return
+        value = {"assistant_id": assistant.assistant_id}
+        result = await self._authorize(handler, user, "assistants", "read", value)
+        if result and not filter_matches(assistant.metadata, result):
+            raise NotFound(f"assistant {assistant_id} not found")
+
     async def _check_target(self, call: Call, resource: str, action: str, filters: Mapping[str, Any]) -> None:
         """Refuse a call on one resource that the filters hide, exactly as if it did not exist."""
         if resource == "assistants":
-            assistant_id = call.path.get("assistant_id")
-            if assistant_id is not None:
-                assistant = call.runtime.resolve(assistant_id)
-                if not filter_matches(assistant.metadata, filters):
-                    raise NotFound(f"assistant {assistant_id} not found")
-            return
+            return  # the assistants endpoints apply `call.filters` to what they read
         thread_id = call.path.get("thread_id")
         if thread_id is None and action == "update":
             thread_id = getattr(call.body, "thread_id", None)  # POST /runs/cancel within a thread

@@ -39,6 +39,7 @@ from runplane.core.models import (
     ThreadStatus,
     TokenUsage,
 )
+from runplane.core.resources import ResourceUseCases
 from runplane.core.store import Store
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ def _check_page(limit: int, offset: int) -> None:
         raise InvalidInput("offset must be >= 0")
 
 
-class RunManager:
+class RunManager(ResourceUseCases):
     """Create, cancel, wait for and stream runs; the primitives workers execute them with.
 
     Args:

@@ -35,6 +35,7 @@ from runplane.core.models import (
     ThreadStatus,
     TokenUsage,
 )
+from runplane.stores._memory_resources import MemoryAssistants, MemoryThreadTtl
 
 
 def _copy_run(run: Run) -> Run:
@@ -55,7 +56,7 @@ def metadata_matches(metadata: Json, wanted: Json) -> bool:
     return all(key in metadata and metadata[key] == value for key, value in wanted.items())
 
 
-class InMemoryStore:
+class InMemoryStore(MemoryAssistants, MemoryThreadTtl):
     """Threads and runs in dicts. Lost when the process exits; use SQLite to keep them."""
 
     def __init__(self, *, clock: Clock | None = None) -> None:

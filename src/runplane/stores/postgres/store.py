@@ -53,6 +53,7 @@ from runplane.core.models import (
 )
 from runplane.db.postgres import PoolSettings, parse_url, retryable, translate_errors
 from runplane.db.sql import Migration, load_migrations, load_queries
+from runplane.stores.postgres._resources import PostgresResources
 from runplane.stores.postgres._rows import (
     Conn,
     fetch_all,
@@ -118,7 +119,7 @@ def _filter_params(owner: str, filter: ThreadFilter) -> dict[str, Any]:
 # -- the store ------------------------------------------------------------------------------------
 
 
-class PostgresStore:
+class PostgresStore(PostgresResources):
     """Threads, runs and the run queue in PostgreSQL (psycopg 3, async pool).
 
     Args:

@@ -75,6 +75,7 @@ from runplane.stores.sqlite._connection import (
     fetch_all,
     translate_errors,
 )
+from runplane.stores.sqlite._resources import SqliteResources
 
 # `claim_run` updates whatever `claimable_run` picks, in the same statement.
 _CLAIM_SQL = QUERIES["claim_run"].replace(":seq", "(" + QUERIES["claimable_run"].rstrip(";") + ")")
@@ -92,7 +93,7 @@ _SEARCH_SQL = {
 Params = Mapping[str, Any]
 
 
-class SqliteStore:
+class SqliteStore(SqliteResources):
     """Threads and runs in one SQLite file shared by every process of a deployment.
 
     Args:
