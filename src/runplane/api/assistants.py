@@ -16,6 +16,7 @@ from starlette.responses import Response
 from runplane.api import resource_schemas as rs
 from runplane.api import schemas as s
 from runplane.api.authz import filter_matches, merge_metadata_filter, split_filters
+from runplane.api.errors import ApiError
 from runplane.api.render import assistant_json, json_response, select
 from runplane.api.routing import Call, Endpoint, Reply
 from runplane.core.errors import NotFound
@@ -64,8 +65,15 @@ async def _matching(call: Call, body: s.AssistantSearch | s.AssistantCount) -> l
         filter = replace(filter, offset=filter.offset + filter.limit)
 
 
+def _check_config_context(body: rs.AssistantCreate | rs.AssistantPatch) -> None:
+    if body.config is not None and body.config.configurable and body.context:
+        # LangGraph answers 400 (a 422 elsewhere in runplane): the request is well formed.
+        raise ApiError(400, "Cannot specify both configurable and context. Prefer setting context alone.")
+
+
 async def create_assistant(call: Call) -> Response:
     body: rs.AssistantCreate = call.body
+    _check_config_context(body)
     await call.manager.register_graphs(call.runtime.assistants())
     assistant = await call.manager.create_assistant(
         body.graph_id,
@@ -116,6 +124,7 @@ async def get_assistant(call: Call) -> Response:
 
 async def patch_assistant(call: Call) -> Response:
     body: rs.AssistantPatch = call.body
+    _check_config_context(body)
     assistant = await resolve_assistant(call, call.path["assistant_id"])
     patch = AssistantPatch(
         graph_id=body.graph_id,
