@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from langgraph.store.memory import InMemoryStore
 from starlette.applications import Starlette
 from starlette.routing import Route
 
@@ -27,6 +28,7 @@ from runplane.api import schemas as s
 from runplane.api.app import ENDPOINTS, SYSTEM
 from runplane.api.routing import Endpoint
 from runplane.core.manager import ManagerSettings
+from runplane.runtime.items import LangGraphItems
 from runplane.testing import memory_manager
 from tests.api._fakes import FakeRuntime, FakeWorker
 
@@ -52,8 +54,17 @@ COLLECTION = frozenset(
         ("POST", "/assistants"),
         ("POST", "/assistants/search"),
         ("POST", "/assistants/count"),
+        ("POST", "/threads/prune"),
+        ("PUT", "/store/items"),
+        ("GET", "/store/items"),
+        ("DELETE", "/store/items"),
+        ("POST", "/store/items/search"),
+        ("POST", "/store/namespaces"),
     }
 )
+#: Per-resource routes that never end by design (the thread stream follows the thread's future
+#: runs): Bob's 404 is in the matrix; Alice's access is tested in `test_thread_lifecycle.py`.
+ENDLESS = frozenset({("GET", "/threads/{thread_id}/stream")})
 #: Routes anyone may call.
 PUBLIC = frozenset({("GET", "/ok"), ("GET", "/info"), ("GET", "/openapi.json"), ("GET", "/docs")})
 
@@ -123,6 +134,7 @@ async def _ok(response: httpx.Response) -> Any:
 @pytest.fixture
 async def world() -> AsyncIterator[World]:
     manager = memory_manager(settings=ManagerSettings(wait_fallback_seconds=0.2))
+    manager.attach_items(LangGraphItems(InMemoryStore()))
     runtime = FakeRuntime()
     worker = FakeWorker(manager, runtime)
     await worker.start()
@@ -316,6 +328,7 @@ async def test_alice_still_reaches_everything(world: World) -> None:
     for endpoint in ENDPOINTS:
         if (
             not per_resource(endpoint)
+            or (endpoint.method, endpoint.path) in ENDLESS
             or endpoint.method in ("DELETE", "PATCH")
             or endpoint.path.endswith("/cancel")
         ):
@@ -365,6 +378,12 @@ async def test_collections_never_show_foreign_items(world: World) -> None:
     batch = await bob.post("/runs/batch", json=[{"assistant_id": "echo"}, {"assistant_id": "ticker"}])
     assert batch.status_code == 200
     assert all(r["thread_id"] not in alice_threads for r in batch.json())
+    # Pruning Alice's threads prunes nothing (her ids are unknown to Bob).
+    for strategy in ("delete", "keep_latest"):
+        pruned = await _ok(
+            await bob.post("/threads/prune", json={"thread_ids": sorted(alice_threads), "strategy": strategy})
+        )
+        assert pruned == {"pruned_count": 0}
     # Thread ids are global: taking Alice's id is a conflict (never her thread, never a 200).
     for if_exists in ("raise", "do_nothing"):
         taken = await bob.post("/threads", json={"thread_id": world.thread_id, "if_exists": if_exists})
@@ -447,3 +466,29 @@ def test_every_route_is_classified() -> None:
         + f"; {len(CASES)} foreign-id cases"
     )
     assert kinds.count("per-resource") >= 19
+
+
+async def test_store_items_live_under_each_users_own_root(world: World) -> None:
+    """With API keys each user's long-term store items live under their own namespace root: the
+    same namespace and key are two items, invisible to each other in get, search and namespaces."""
+    alice, bob = world.alice, world.bob
+    put = {"namespace": ["memories", "prefs"], "key": "k", "value": {"by": "alice"}}
+    assert (await alice.put("/store/items", json=put)).status_code == 204
+    params = {"namespace": "memories.prefs", "key": "k"}
+    assert (await bob.get("/store/items", params=params)).json() is None
+    assert (await _ok(await bob.post("/store/items/search", json={}))) == {"items": []}
+    assert (await _ok(await bob.post("/store/namespaces", json={}))) == {"namespaces": []}
+    assert (
+        await bob.request("DELETE", "/store/items", json={"namespace": ["memories", "prefs"], "key": "k"})
+    ).status_code == 204
+    assert (await bob.put("/store/items", json={**put, "value": {"by": "bob"}})).status_code == 204
+    mine = await _ok(await alice.get("/store/items", params=params))
+    assert mine["value"] == {"by": "alice"} and mine["namespace"] == ["memories", "prefs"]
+    assert (await _ok(await bob.get("/store/items", params=params)))["value"] == {"by": "bob"}
+    found = await _ok(await alice.post("/store/items/search", json={"namespace_prefix": ["memories"]}))
+    assert [(i["namespace"], i["value"]) for i in found["items"]] == [
+        (["memories", "prefs"], {"by": "alice"})
+    ]
+    assert await _ok(await alice.post("/store/namespaces", json={"max_depth": 1})) == {
+        "namespaces": [["memories"]]
+    }

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute
 
-from runplane.api import assistants, runs, threads
+from runplane.api import assistants, runs, store, thread_lifecycle, threads
 from runplane.api import schemas as s
 from runplane.api.auth import ApiKeyAuth, Authenticate, AuthMiddleware, CustomAuthenticator, path_params_of
 from runplane.api.authz import CustomAuthGuard, check_access_table
@@ -35,6 +35,7 @@ from runplane.core.manager import RunManager
 _PROBE_ID = "00000000-0000-0000-0000-000000000000"
 
 ENDPOINTS: tuple[Endpoint, ...] = (*assistants.ENDPOINTS, *threads.ENDPOINTS, *runs.ENDPOINTS)
+ENDPOINTS = (*ENDPOINTS, *store.ENDPOINTS, *thread_lifecycle.ENDPOINTS)
 
 
 def _package_version(name: str) -> str | None:

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from runplane.api.auth import ANONYMOUS, PUBLIC_PATHS, USER_SCOPE_KEY
-from runplane.api.authz_resources import assistant_value
+from runplane.api.authz_resources import assistant_value, store_call, store_value
 from runplane.api.errors import ApiError
 from runplane.api.routing import Call, Endpoint
 from runplane.core.errors import Conflict, NotFound
@@ -41,6 +41,14 @@ ACCESS: Mapping[tuple[str, str], tuple[str, str]] = {
     ("DELETE", "/assistants/{assistant_id}"): ("assistants", "delete"),
     ("POST", "/assistants/{assistant_id}/versions"): ("assistants", "read"),
     ("POST", "/assistants/{assistant_id}/latest"): ("assistants", "update"),
+    ("POST", "/threads/prune"): ("threads", "delete"),
+    ("GET", "/threads/{thread_id}/stream"): ("threads", "read"),
+    ("GET", "/threads/{thread_id}/storage"): ("threads", "read"),
+    ("PUT", "/store/items"): ("store", "put"),
+    ("GET", "/store/items"): ("store", "get"),
+    ("DELETE", "/store/items"): ("store", "delete"),
+    ("POST", "/store/items/search"): ("store", "search"),
+    ("POST", "/store/namespaces"): ("store", "list_namespaces"),
     ("POST", "/threads"): ("threads", "create"),
     ("POST", "/threads/search"): ("threads", "search"),
     ("POST", "/threads/count"): ("threads", "search"),
@@ -169,9 +177,16 @@ class CustomAuthGuard:
             raise ApiError(403, "Forbidden")
         resource, action = access
         handler = self.handler_for(resource, action)
+        user = call.request.scope.get(USER_SCOPE_KEY, ANONYMOUS)
+        if action == "create_run" and handler is None:
+            for each in call.body if isinstance(call.body, list) else [call.body]:
+                await self._check_run_assistant(call, user, getattr(each, "assistant_id", None))
         if handler is None:
             return call
-        user = call.request.scope.get(USER_SCOPE_KEY, ANONYMOUS)
+        if resource == "store":
+            value = store_value(action, call)
+            result = await self._authorize(handler, user, resource, action, value)
+            return store_call(call, action, value, result)
         bodies = call.body if isinstance(call.body, list) else [call.body]
         filters: dict[str, Any] | None = None
         new_bodies = []

@@ -4,35 +4,12 @@ bodies, unknown fields ignored."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, WithJsonSchema
+from pydantic import Field
 
 from runplane.api.schemas import Body, Config, Int, JsonObject, Limit, Metadata, Offset, Query, UuidStr
-
-#: Longest thread TTL accepted: ten years, in minutes (beyond that a TTL means nothing).
-MAX_TTL_MINUTES = 10 * 366 * 24 * 60.0
-
-
-def _ttl_number(value: Any) -> Any:
-    # Strict mode refuses an int for a float; JSON has one number type.
-    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-
-Minutes = Annotated[
-    float,
-    BeforeValidator(_ttl_number),
-    Field(ge=0, le=MAX_TTL_MINUTES),
-    WithJsonSchema({"type": "number", "minimum": 0, "maximum": MAX_TTL_MINUTES}),
-]
-
-
-class TtlBody(Body):
-    """A thread's TTL (the SDK turns `ttl=60` into `{"ttl": 60, "strategy": "delete"}`)."""
-
-    ttl: Minutes
-    strategy: Literal["delete"] = "delete"
-
+from runplane.api.thread_schemas import Minutes
 
 # -- assistants -------------------------------------------------------------------------------------
 
@@ -73,8 +50,7 @@ class AssistantDeleteQuery(Query):
 
 # -- long-term store ----------------------------------------------------------------------------------
 
-Label = Annotated[str, Field(min_length=1, max_length=256)]
-Namespace = Annotated[list[str], Field(max_length=64)]
+Namespace = Annotated[list[Annotated[str, Field(max_length=256)]], Field(max_length=64)]
 
 
 class StorePut(Body):
@@ -91,7 +67,8 @@ class StoreDelete(Body):
 
 
 class StoreGetQuery(Query):
-    namespace: list[str] | None = None
+    #: Labels joined with "." (as the SDK sends them).
+    namespace: str | None = Field(None, max_length=64 * 257)
     key: str = Field(min_length=1, max_length=1024)
     refresh_ttl: bool | None = None
 

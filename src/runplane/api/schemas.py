@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from runplane.api.thread_schemas import Extract, TtlBody
+
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 #: One day: the longest `after_seconds` accepted. Longer delays are a scheduler's job (crons), and
@@ -314,10 +316,12 @@ class ThreadCreate(Body):
     thread_id: UuidStr | None = None
     metadata: Metadata | None = None
     if_exists: Literal["raise", "do_nothing"] | None = "raise"
+    ttl: TtlBody | None = None
 
 
 class ThreadPatch(Body):
     metadata: Metadata | None = None
+    ttl: TtlBody | None = None
 
 
 class ThreadSearch(Body):
@@ -330,6 +334,7 @@ class ThreadSearch(Body):
     sort_by: ThreadSortBy | None = None
     sort_order: SortOrder | None = None
     select: list[ThreadField] | None = None
+    extract: Extract | None = None
 
 
 class ThreadCount(Body):

@@ -41,6 +41,7 @@ from runplane.core.models import (
 )
 from runplane.core.resources import ResourceUseCases
 from runplane.core.store import Store
+from runplane.core.thread_streams import ThreadStreams
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def _check_page(limit: int, offset: int) -> None:
         raise InvalidInput("offset must be >= 0")
 
 
-class RunManager(ResourceUseCases):
+class RunManager(ResourceUseCases, ThreadStreams):
     """Create, cancel, wait for and stream runs; the primitives workers execute them with.
 
     Args:

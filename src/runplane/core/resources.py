@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Literal
 
 from runplane.core.errors import InvalidInput, NotFound, StoreUnavailable
 from runplane.core.graphs import Assistant, default_assistant_id
+from runplane.core.items import Item, ItemStore, Namespace, check_namespace, strip_root
 from runplane.core.models import (
     SINGLE_USER,
     AssistantFilter,
@@ -303,3 +304,103 @@ class ResourceUseCases:
             if await self._ttl_store.delete_expired_thread(thread.thread_id):
                 deleted.append(thread)
         return deleted
+
+    # -- long-term store (LangGraph `BaseStore`) ----------------------------------------------------
+    #
+    # `root` is the caller's namespace root (`core.items.owner_root`, or () when the store is shared):
+    # every namespace a caller names is under it, and it is stripped from what the caller gets back.
+
+    def attach_items(self, items: ItemStore) -> None:
+        """Serve `items` (the graphs' own long-term store) at `/store/*`."""
+        self.__dict__["_item_store_attached"] = items
+
+    @property
+    def _items(self) -> ItemStore:
+        items: ItemStore | None = self.__dict__.get("_item_store_attached")
+        if items is None:
+            raise StoreUnavailable("this server has no long-term store")
+        return items
+
+    async def put_item(
+        self,
+        namespace: Namespace,
+        key: str,
+        value: Json,
+        *,
+        root: Namespace = (),
+        index: Literal[False] | list[str] | None = None,
+        ttl: float | None = None,
+    ) -> None:
+        if ttl is not None and ttl < 0:
+            raise InvalidInput("ttl must be >= 0 minutes")
+        check_namespace(namespace)
+        await self._items.put_item((*root, *namespace), key, value, index=index, ttl=ttl)
+
+    async def get_item(
+        self, namespace: Namespace, key: str, *, root: Namespace = (), refresh_ttl: bool | None = None
+    ) -> Item | None:
+        check_namespace(namespace)
+        item = await self._items.get_item((*root, *namespace), key, refresh_ttl=refresh_ttl)
+        return _unrooted(item, root) if item is not None else None
+
+    async def delete_item(self, namespace: Namespace, key: str, *, root: Namespace = ()) -> None:
+        check_namespace(namespace)
+        await self._items.delete_item((*root, *namespace), key)
+
+    async def search_items(
+        self,
+        prefix: Namespace,
+        *,
+        root: Namespace = (),
+        filter: Json | None = None,
+        query: str | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        refresh_ttl: bool | None = None,
+    ) -> list[Item]:
+        _check_page(limit, offset)
+        check_namespace(prefix, allow_empty=True)
+        found = await self._items.search_items(
+            (*root, *prefix), filter=filter, query=query, limit=limit, offset=offset, refresh_ttl=refresh_ttl
+        )
+        return [_unrooted(item, root) for item in found]
+
+    async def list_namespaces(
+        self,
+        *,
+        root: Namespace = (),
+        prefix: Namespace | None = None,
+        suffix: Namespace | None = None,
+        max_depth: int | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Namespace]:
+        _check_page(limit, offset)
+        for part in (prefix, suffix):
+            if part is not None:
+                check_namespace(part, allow_empty=True)
+        full_prefix = (*root, *(prefix or ())) or None
+        found = await self._items.list_namespaces(
+            prefix=full_prefix,
+            suffix=suffix or None,
+            max_depth=max_depth + len(root) if max_depth is not None else None,
+            limit=limit,
+            offset=offset,
+        )
+        return [strip_root(namespace, root) for namespace in found]
+
+    async def sweep_items(self) -> int:
+        """Delete long-term store items whose TTL ran out (none when no store is attached)."""
+        items: ItemStore | None = self.__dict__.get("_item_store_attached")
+        return await items.sweep_expired() if items is not None else 0
+
+
+def _unrooted(item: Item, root: Namespace) -> Item:
+    return Item(
+        namespace=strip_root(item.namespace, root),
+        key=item.key,
+        value=item.value,
+        created_at=item.created_at,
+        updated_at=item.updated_at,
+        score=item.score,
+    )

@@ -45,6 +45,7 @@ from runplane.core.errors import InvalidInput, NotFound
 from runplane.core.graphs import Assistant, default_assistant_id
 from runplane.core.models import Json
 from runplane.runtime import checkpointer as checkpoints
+from runplane.runtime import thread_maintenance
 from runplane.runtime.serde import config_checkpoint, jsonable, thread_state
 
 logger = logging.getLogger(__name__)
@@ -368,6 +369,12 @@ class LangGraphRuntime:
 
     async def delete_thread(self, thread_id: str) -> None:
         await checkpoints.delete_thread(self.checkpointer, thread_id)
+
+    async def thread_storage(self, thread_id: str) -> Json:
+        return await thread_maintenance.thread_storage(self.checkpointer, thread_id)
+
+    async def prune_checkpoints(self, thread_id: str) -> None:
+        await thread_maintenance.prune_keep_latest(self.checkpointer, thread_id)
 
     # -- introspection ----------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from langgraph.store.base import BaseStore
+from langgraph.store.base import BaseStore, TTLConfig
 from langgraph.store.memory import InMemoryStore
 
 from runplane.core.errors import InvalidInput
@@ -40,6 +40,10 @@ try:
 except ImportError:  # pragma: no cover - the postgres extra is not installed
     AsyncPostgresStore = None  # type: ignore[assignment,misc]
 
+#: Per-item TTLs (`ttl=` on put, LangGraph's `refresh_on_read`), swept by runplane's sweeper; items
+#: never expire unless given a TTL.
+TTL_CONFIG: TTLConfig = {"refresh_on_read": True}
+
 #: `setup()` attempts on SQLite when other processes set the same file up at the same moment.
 SQLITE_SETUP_ATTEMPTS = 10
 
@@ -57,7 +61,7 @@ async def open_langgraph_store(database_url: str) -> AsyncIterator[BaseStore]:
     elif kind == "sqlite":
         if AsyncSqliteStore is None:  # pragma: no cover
             raise InvalidInput("the sqlite store needs langgraph-checkpoint-sqlite")
-        async with AsyncSqliteStore.from_conn_string(sqlite_path(database_url)) as store:
+        async with AsyncSqliteStore.from_conn_string(sqlite_path(database_url), ttl=TTL_CONFIG) as store:
             await tune_sqlite(store.conn)
             await _setup_sqlite(store)
             yield store
@@ -65,7 +69,7 @@ async def open_langgraph_store(database_url: str) -> AsyncIterator[BaseStore]:
         if AsyncPostgresStore is None:  # pragma: no cover
             raise InvalidInput("the postgres store needs: pip install 'runplane[postgres]'")
         async with postgres_pool(database_url, max_size=4) as pool:
-            pg_store = AsyncPostgresStore(pool)
+            pg_store = AsyncPostgresStore(pool, ttl=TTL_CONFIG)
             await setup_postgres_once(pool, pg_store.setup)
             yield pg_store
 
