@@ -39,12 +39,16 @@ from runplane.events import open_bus
 from runplane.logs import configure_logging
 from runplane.runtime.checkpointer import open_checkpointer
 from runplane.runtime.graphs import LangGraphRuntime, load_module_file, load_runtime
+from runplane.runtime.items import LangGraphItems
 from runplane.runtime.langgraph_store import open_langgraph_store
 from runplane.settings import Settings, settings_from_env
 from runplane.stores import open_store, scheme_of
 from runplane.worker import Worker
+from runplane.worker.sweeper import Sweeper
 
 DEFAULT_SERVER_URL = "http://127.0.0.1:8123"
+#: How often worker processes delete expired threads and store items (`RUNPLANE_SWEEP_SECONDS`).
+SWEEP_SECONDS = float(os.environ.get("RUNPLANE_SWEEP_SECONDS", "60"))
 
 
 # -- composition --------------------------------------------------------------------------------
@@ -89,6 +93,7 @@ async def compose(settings: Settings, *, with_workers: bool) -> AsyncIterator[Se
         graph_store = await stack.enter_async_context(open_langgraph_store(settings.database_url))
         config_path = resolve_config(settings.config)
         runtime = load_runtime(config_path, checkpointer, store=graph_store)
+        manager.attach_items(LangGraphItems(graph_store))
         # After the graphs: their `env` and `dependencies` are what the auth module may need too.
         auth = load_custom_auth(config_path)
         worker = None
@@ -102,6 +107,9 @@ async def compose(settings: Settings, *, with_workers: bool) -> AsyncIterator[Se
             )
             await worker.start()
             stack.push_async_callback(worker.stop)
+            sweeper = Sweeper(manager, runtime, interval_seconds=SWEEP_SECONDS)
+            await sweeper.start()
+            stack.push_async_callback(sweeper.stop)
         yield Services(manager, runtime, worker, auth)
 
 

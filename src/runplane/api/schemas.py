@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from runplane.api.thread_schemas import Extract, TtlBody
+from runplane.api.thread_schemas import Extract, TtlField
 
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
@@ -316,12 +316,12 @@ class ThreadCreate(Body):
     thread_id: UuidStr | None = None
     metadata: Metadata | None = None
     if_exists: Literal["raise", "do_nothing"] | None = "raise"
-    ttl: TtlBody | None = None
+    ttl: TtlField | None = None
 
 
 class ThreadPatch(Body):
     metadata: Metadata | None = None
-    ttl: TtlBody | None = None
+    ttl: TtlField | None = None
 
 
 class ThreadSearch(Body):

@@ -44,6 +44,16 @@ class TtlBody(BaseModel):
     strategy: Literal["delete"] = "delete"
 
 
+def _ttl_object(value: Any) -> Any:
+    # The SDKs send {"ttl": minutes, "strategy": "delete"}; a bare number of minutes is taken too.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return {"ttl": value}
+    return value
+
+
+TtlField = Annotated[TtlBody, BeforeValidator(_ttl_object)]
+
+
 def check_extract(extract: dict[str, str]) -> dict[str, str]:
     """LangGraph's rules for `extract`: at most 10 aliases, identifiers, not a thread field, each
     path rooted at values, metadata, config or interrupts."""

@@ -10,13 +10,14 @@ through it and deletes them when swept.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from langgraph.store.base import BaseStore, InvalidNamespaceError, SearchItem
 from langgraph.store.base import Item as LangGraphItem
 from langgraph.store.memory import InMemoryStore
 
+from runplane.core.clock import Clock, SystemClock
 from runplane.core.errors import InvalidInput
 from runplane.core.items import Item, Namespace
 from runplane.core.models import Json
@@ -40,10 +41,12 @@ class LangGraphItems:
 
     Args:
         store: the store the graphs get.
+        clock: time source of the TTLs this adapter keeps itself (stores without TTL support).
     """
 
-    def __init__(self, store: BaseStore) -> None:
+    def __init__(self, store: BaseStore, *, clock: Clock | None = None) -> None:
         self.store = store
+        self._clock = clock or SystemClock()
         self._native_ttl = bool(getattr(store, "supports_ttl", False)) and hasattr(store, "sweep_ttl")
         #: For stores without TTL support: (namespace, key) -> (expires_at, ttl minutes).
         self._expiry: dict[_Key, tuple[datetime, float]] = {}
@@ -72,7 +75,7 @@ class LangGraphItems:
             if ttl is None:
                 self._expiry.pop((namespace, key), None)
             else:
-                self._expiry[(namespace, key)] = (datetime.now(UTC) + timedelta(minutes=ttl), ttl)
+                self._expiry[(namespace, key)] = (self._clock.now() + timedelta(minutes=ttl), ttl)
 
     async def get_item(
         self, namespace: Namespace, key: str, *, refresh_ttl: bool | None = None
@@ -133,7 +136,7 @@ class LangGraphItems:
     async def sweep_expired(self) -> int:
         if self._native_ttl:
             return int(await self.store.sweep_ttl())  # type: ignore[attr-defined]
-        now = datetime.now(UTC)
+        now = self._clock.now()
         async with self._lock:
             expired = [entry for entry, (expires_at, _) in self._expiry.items() if expires_at <= now]
             for entry in expired:
@@ -153,7 +156,7 @@ class LangGraphItems:
 
     async def _refresh(self, keys: list[_Key]) -> None:
         """LangGraph's `refresh_on_read`: a read restarts the item's TTL."""
-        now = datetime.now(UTC)
+        now = self._clock.now()
         async with self._lock:
             for key in keys:
                 if key in self._expiry:
