@@ -48,7 +48,11 @@ from runplane.worker.sweeper import Sweeper
 
 DEFAULT_SERVER_URL = "http://127.0.0.1:8123"
 #: How often worker processes delete expired threads and store items (`RUNPLANE_SWEEP_SECONDS`).
-SWEEP_SECONDS = float(os.environ.get("RUNPLANE_SWEEP_SECONDS", "60"))
+DEFAULT_SWEEP_SECONDS = 60.0
+
+
+def sweep_seconds() -> float:
+    return float(os.environ.get("RUNPLANE_SWEEP_SECONDS", DEFAULT_SWEEP_SECONDS))
 
 
 # -- composition --------------------------------------------------------------------------------
@@ -107,7 +111,7 @@ async def compose(settings: Settings, *, with_workers: bool) -> AsyncIterator[Se
             )
             await worker.start()
             stack.push_async_callback(worker.stop)
-            sweeper = Sweeper(manager, runtime, interval_seconds=SWEEP_SECONDS)
+            sweeper = Sweeper(manager, runtime, interval_seconds=sweep_seconds())
             await sweeper.start()
             stack.push_async_callback(sweeper.stop)
         yield Services(manager, runtime, worker, auth)
