@@ -41,6 +41,7 @@ from runplane.runtime.checkpointer import open_checkpointer
 from runplane.runtime.graphs import LangGraphRuntime, load_module_file, load_runtime
 from runplane.runtime.items import LangGraphItems
 from runplane.runtime.langgraph_store import open_langgraph_store
+from runplane.runtime.store_config import store_settings
 from runplane.settings import Settings, settings_from_env
 from runplane.stores import open_store, scheme_of
 from runplane.worker import Worker
@@ -94,8 +95,11 @@ async def compose(settings: Settings, *, with_workers: bool) -> AsyncIterator[Se
             ),
         )
         checkpointer = await stack.enter_async_context(open_checkpointer(settings.database_url))
-        graph_store = await stack.enter_async_context(open_langgraph_store(settings.database_url))
         config_path = resolve_config(settings.config)
+        memory = store_settings(config_path)
+        graph_store = await stack.enter_async_context(
+            open_langgraph_store(settings.database_url, index=memory.index, ttl=memory.ttl)
+        )
         runtime = load_runtime(config_path, checkpointer, store=graph_store)
         manager.attach_items(LangGraphItems(graph_store))
         # After the graphs: their `env` and `dependencies` are what the auth module may need too.

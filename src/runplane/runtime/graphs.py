@@ -200,12 +200,6 @@ def load_runtime(
     apply_env(config.get("env"), base_dir)
     if config_path is not None:  # the demo graphs import nothing of their own
         add_dependencies(config.get("dependencies"), base_dir)
-    if config.get("store"):
-        # A search index needs an embeddings model, and TTLs a sweeper: neither is served here.
-        logger.warning(
-            "%s: the 'store' settings (index, ttl) are not supported; graphs get the store without them",
-            path,
-        )
     specs = parse_specs(config["graphs"])
     values = {spec.graph_id: load_graph_value(spec, base_dir) for spec in specs}
     descriptions = {spec.graph_id: spec.description for spec in specs}

@@ -4,8 +4,8 @@ own server provides it: a LangGraph project that keeps memories across threads r
 its memories survive restarts on SQLite and PostgreSQL like its threads do.
 
 `memory:` -> `InMemoryStore`; `sqlite:///file` -> `AsyncSqliteStore` on the same file (its own
-tables and connection); `postgresql://...` -> `AsyncPostgresStore` on a small pool. No semantic
-search index: it needs an embeddings model, which this server does not load.
+tables and connection); `postgresql://...` -> `AsyncPostgresStore` on a small pool. A semantic
+search index is configured by langgraph.json's `store.index` (`runtime/store_config.py`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from langgraph.store.base import BaseStore, TTLConfig
 from langgraph.store.memory import InMemoryStore
@@ -49,19 +50,30 @@ SQLITE_SETUP_ATTEMPTS = 10
 
 
 @asynccontextmanager
-async def open_langgraph_store(database_url: str) -> AsyncIterator[BaseStore]:
+async def open_langgraph_store(
+    database_url: str, *, index: dict[str, Any] | None = None, ttl: TTLConfig | None = None
+) -> AsyncIterator[BaseStore]:
     """LangGraph's store for `database_url`, with its tables created.
+
+    Args:
+        database_url: the runplane database the store shares.
+        index: LangGraph's `IndexConfig` (semantic search), from langgraph.json's `store.index`.
+        ttl: LangGraph's `TTLConfig` (default: per-item TTLs, refreshed on read).
 
     Raises:
         InvalidInput: unknown scheme, or the backend's extra is not installed.
     """
     kind, database_url = database_kind(database_url)
     if kind == "memory":
-        yield InMemoryStore()
+        yield InMemoryStore(index=index)  # type: ignore[arg-type]
     elif kind == "sqlite":
         if AsyncSqliteStore is None:  # pragma: no cover
             raise InvalidInput("the sqlite store needs langgraph-checkpoint-sqlite")
-        async with AsyncSqliteStore.from_conn_string(sqlite_path(database_url), ttl=TTL_CONFIG) as store:
+        async with AsyncSqliteStore.from_conn_string(
+            sqlite_path(database_url),
+            index=index,  # type: ignore[arg-type]
+            ttl=ttl or TTL_CONFIG,
+        ) as store:
             await tune_sqlite(store.conn)
             await _setup_sqlite(store)
             yield store
@@ -69,7 +81,7 @@ async def open_langgraph_store(database_url: str) -> AsyncIterator[BaseStore]:
         if AsyncPostgresStore is None:  # pragma: no cover
             raise InvalidInput("the postgres store needs: pip install 'runplane[postgres]'")
         async with postgres_pool(database_url, max_size=4) as pool:
-            pg_store = AsyncPostgresStore(pool, ttl=TTL_CONFIG)
+            pg_store = AsyncPostgresStore(pool, index=index, ttl=ttl or TTL_CONFIG)  # type: ignore[arg-type]
             await setup_postgres_once(pool, pg_store.setup)
             yield pg_store
 
