@@ -40,7 +40,7 @@ def store_value(action: str, call: Any) -> dict[str, Any]:
     if action == "get":
         query = call.query
         return {
-            "namespace": tuple((query.namespace or "").split(".")),
+            "namespace": tuple(query.namespace.split(".")),
             "key": query.key,
             "refresh_ttl": query.refresh_ttl,
         }

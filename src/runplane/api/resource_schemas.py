@@ -4,12 +4,32 @@ bodies, unknown fields ignored."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, WithJsonSchema
 
-from runplane.api.schemas import Body, Config, Int, JsonObject, Limit, Metadata, Offset, Query, UuidStr
+from runplane.api.schemas import Body, Config, JsonObject, Limit, Metadata, Offset, Query, UuidStr
 from runplane.api.thread_schemas import Minutes
+
+
+def _whole(value: Any) -> Any:
+    # JSON Schema counts 10.0 as an integer; strict pydantic would refuse it.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Version = Annotated[
+    int,
+    BeforeValidator(_whole),
+    Field(ge=1, le=2**31 - 1),
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 2**31 - 1}),
+]
+Depth = Annotated[
+    int,
+    BeforeValidator(_whole),
+    Field(ge=1, le=64),
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 64}),
+]
+
 
 # -- assistants -------------------------------------------------------------------------------------
 
@@ -41,7 +61,7 @@ class AssistantVersions(Body):
 
 
 class AssistantLatest(Body):
-    version: Int = Field(ge=1)
+    version: Version
 
 
 class AssistantDeleteQuery(Query):
@@ -50,14 +70,37 @@ class AssistantDeleteQuery(Query):
 
 # -- long-term store ----------------------------------------------------------------------------------
 
-Namespace = Annotated[list[Annotated[str, Field(max_length=256)]], Field(max_length=64)]
+#: A namespace label: no period (it joins labels in GET's `namespace`), no NUL, not empty.
+_LABEL = {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^.\\u0000]+$"}
+#: LangGraph's stores refuse the root label "langgraph".
+_NOT_RESERVED = {"not": {"minItems": 1, "prefixItems": [{"const": "langgraph"}]}}
+Namespace = Annotated[
+    list[Annotated[str, Field(max_length=256)]],
+    Field(min_length=1, max_length=64),
+    WithJsonSchema({"type": "array", "items": _LABEL, "minItems": 1, "maxItems": 64, **_NOT_RESERVED}),
+]
+Prefix = Annotated[
+    list[Annotated[str, Field(max_length=256)]],
+    Field(max_length=64),
+    WithJsonSchema({"type": "array", "items": _LABEL, "maxItems": 64, **_NOT_RESERVED}),
+]
+
+
+def _only_false(value: bool) -> bool:
+    if value:
+        raise ValueError("index is false (do not index) or a list of fields")
+    return value
+
+
+#: `false`: store the item without indexing it for semantic search.
+NoIndex = Annotated[StrictBool, AfterValidator(_only_false), WithJsonSchema({"const": False})]
 
 
 class StorePut(Body):
     namespace: Namespace
     key: str = Field(min_length=1, max_length=1024)
     value: JsonObject
-    index: Literal[False] | list[str] | None = None
+    index: NoIndex | list[str] | None = None
     ttl: Minutes | None = None
 
 
@@ -67,14 +110,24 @@ class StoreDelete(Body):
 
 
 class StoreGetQuery(Query):
-    #: Labels joined with "." (as the SDK sends them).
-    namespace: str | None = Field(None, max_length=64 * 257)
+    namespace: Annotated[
+        str,
+        Field(max_length=64 * 257),
+        WithJsonSchema(
+            {
+                "type": "string",
+                "maxLength": 64 * 257,
+                "pattern": "^(?!langgraph(\\.|$))[^.\\u0000]+(\\.[^.\\u0000]+)*$",
+                "description": "The labels joined with '.'.",
+            }
+        ),
+    ]
     key: str = Field(min_length=1, max_length=1024)
     refresh_ttl: bool | None = None
 
 
 class StoreSearch(Body):
-    namespace_prefix: Namespace | None = None
+    namespace_prefix: Prefix | None = None
     filter: JsonObject | None = None
     limit: Limit = 10
     offset: Offset = 0
@@ -83,9 +136,9 @@ class StoreSearch(Body):
 
 
 class StoreNamespaces(Body):
-    prefix: Namespace | None = None
-    suffix: Namespace | None = None
-    max_depth: Int | None = Field(None, ge=1, le=64)
+    prefix: Prefix | None = None
+    suffix: Prefix | None = None
+    max_depth: Depth | None = None
     limit: Limit = 100
     offset: Offset = 0
 

@@ -8,7 +8,7 @@ namespace root (`core.items.owner_root`), invisible to everyone else; custom aut
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from starlette.responses import Response
 
@@ -40,15 +40,17 @@ def item_json(item: Item, *, search: bool = False) -> dict[str, Any]:
 
 async def put_item(call: Call) -> Response:
     body: rs.StorePut = call.body
+    # `index` is false, a list of fields, or absent (`true` is refused by the wire model).
+    index: Literal[False] | list[str] | None = body.index if not isinstance(body.index, bool) else False
     await call.manager.put_item(
-        tuple(body.namespace), body.key, body.value, root=_root(call), index=body.index, ttl=body.ttl
+        tuple(body.namespace), body.key, body.value, root=_root(call), index=index, ttl=body.ttl
     )
     return Response(status_code=204)
 
 
 async def get_item(call: Call) -> Response:
     query: rs.StoreGetQuery = call.query
-    namespace = tuple((query.namespace or "").split("."))
+    namespace = tuple(query.namespace.split("."))
     item = await call.manager.get_item(namespace, query.key, root=_root(call), refresh_ttl=query.refresh_ttl)
     return json_response(item_json(item) if item is not None else None)
 

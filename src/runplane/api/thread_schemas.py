@@ -51,7 +51,27 @@ def _ttl_object(value: Any) -> Any:
     return value
 
 
-TtlField = Annotated[TtlBody, BeforeValidator(_ttl_object)]
+_MINUTES_SCHEMA = {"type": "number", "minimum": 0, "maximum": MAX_TTL_MINUTES}
+TtlField = Annotated[
+    TtlBody,
+    BeforeValidator(_ttl_object),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                _MINUTES_SCHEMA,
+                {
+                    "type": "object",
+                    "properties": {
+                        "ttl": _MINUTES_SCHEMA,
+                        "strategy": {"enum": ["delete"], "default": "delete"},
+                    },
+                    "required": ["ttl"],
+                },
+            ],
+            "description": "Minutes after the thread's last update when it is deleted (strategy `delete`).",
+        }
+    ),
+]
 
 
 def check_extract(extract: dict[str, str]) -> dict[str, str]:
@@ -74,7 +94,23 @@ def check_extract(extract: dict[str, str]) -> dict[str, str]:
     return extract
 
 
-Extract = Annotated[dict[str, Annotated[str, Field(max_length=1000)]], AfterValidator(check_extract)]
+Extract = Annotated[
+    dict[str, Annotated[str, Field(max_length=1000)]],
+    AfterValidator(check_extract),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "maxProperties": MAX_EXTRACT_PATHS,
+            "propertyNames": {"pattern": _ALIAS.pattern, "not": {"enum": sorted(_THREAD_FIELDS)}},
+            "additionalProperties": {
+                "type": "string",
+                "maxLength": 1000,
+                "pattern": "^(values|metadata|config|interrupts)([.\\[].*)?$",
+            },
+            "description": "Aliases to paths (`values.messages[-1].content`); answered in `extracted`.",
+        }
+    ),
+]
 
 
 def extract_path_value(data: dict[str, Any], path: str) -> Any:
