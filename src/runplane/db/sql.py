@@ -45,6 +45,8 @@ def load_migrations(package: str) -> list[Migration]:
             migrations.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
     migrations.sort(key=lambda m: m.version)
     versions = [m.version for m in migrations]
-    if versions != list(range(1, len(versions) + 1)):
-        raise ValueError(f"migrations of {package} must be numbered 1..n without gaps: {versions}")
+    # Unique and from 1; a gap is allowed so that branches can reserve numbers (the integrator
+    # renumbers them when merging).
+    if len(set(versions)) != len(versions) or (versions and versions[0] != 1):
+        raise ValueError(f"migrations of {package} must be numbered from 1 without duplicates: {versions}")
     return migrations

@@ -1,5 +1,5 @@
 -- Assistants with their immutable versions, and thread time-to-live.
--- (Written as 0005 in the plan: the integrator renumbers it after the other 0003/0004 migrations.)
+-- (0005: after the 0003 and 0004 of the branches merged before this one.)
 
 CREATE TABLE assistants (
     assistant_id text PRIMARY KEY,
