@@ -17,6 +17,7 @@ import importlib
 import ipaddress
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -46,13 +47,23 @@ from runplane.runtime import checkpoint_ttl
 from runplane.runtime.checkpointer import open_checkpointer
 from runplane.runtime.graphs import LangGraphRuntime, load_module_file, load_runtime
 from runplane.runtime.http_app import http_section, load_http_app
+from runplane.runtime.items import LangGraphItems
 from runplane.runtime.langgraph_store import open_langgraph_store, store_settings
 from runplane.runtime.project import read_project
 from runplane.settings import Settings, settings_from_env
 from runplane.stores import open_store, scheme_of
 from runplane.worker import Worker
 from runplane.worker.scheduler import CroniterSchedule, Scheduler
+from runplane.worker.sweeper import Sweeper
 from runplane.worker.webhooks import WebhookDispatcher, WebhookGuard
+
+#: How often worker processes delete expired threads and store items (`RUNPLANE_SWEEP_SECONDS`).
+DEFAULT_SWEEP_SECONDS = 60.0
+
+
+def sweep_seconds() -> float:
+    return float(os.environ.get("RUNPLANE_SWEEP_SECONDS", DEFAULT_SWEEP_SECONDS))
+
 
 # -- composition --------------------------------------------------------------------------------
 
@@ -108,6 +119,7 @@ async def compose(settings: Settings, *, with_workers: bool) -> AsyncIterator[Se
             open_langgraph_store(settings.database_url, store_settings(project))
         )
         runtime = load_runtime(project, checkpointer, store=graph_store)
+        manager.attach_items(LangGraphItems(graph_store))
         # After the graphs: their `env` and `dependencies` are what the auth module may need too.
         auth = load_custom_auth(config_path)
         worker = None
@@ -122,6 +134,9 @@ async def compose(settings: Settings, *, with_workers: bool) -> AsyncIterator[Se
             await worker.start()
             stack.push_async_callback(worker.stop)
             await start_crons_and_webhooks(stack, manager, settings)
+            sweeper = Sweeper(manager, runtime, interval_seconds=sweep_seconds())
+            await sweeper.start()
+            stack.push_async_callback(sweeper.stop)
         yield Services(manager, runtime, worker, auth, metrics)
 
 

@@ -176,6 +176,21 @@ class FakeRuntime:
     async def delete_thread(self, thread_id: str) -> None:
         self.checkpoints.pop(thread_id, None)
 
+    async def thread_storage(self, thread_id: str) -> Json:
+        history = self.checkpoints.get(thread_id, [])
+        size = sum(len(orjson.dumps(state)) for state in history)
+        return {
+            "total_bytes": size,
+            "checkpoints": {"count": len(history), "bytes": size},
+            "channel_values": {"count": 0, "bytes": 0, "by_channel": {}},
+            "pending_writes": {"count": 0, "bytes": 0},
+        }
+
+    async def prune_checkpoints(self, thread_id: str) -> None:
+        history = self.checkpoints.get(thread_id)
+        if history:
+            self.checkpoints[thread_id] = history[-1:]
+
     def discard_run(self, thread_id: str, run_id: str) -> None:
         history = self.checkpoints.get(thread_id, [])
         self.checkpoints[thread_id] = [s for s in history if s["metadata"].get("run_id") != run_id]

@@ -6,10 +6,12 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from langgraph.store.memory import InMemoryStore
 from starlette.applications import Starlette
 
 from runplane.api import ApiSettings, create_app
 from runplane.core.manager import ManagerSettings, RunManager
+from runplane.runtime.items import LangGraphItems
 from runplane.testing import memory_manager
 from tests.api._fakes import FakeRuntime, FakeWorker
 
@@ -23,7 +25,10 @@ def settings() -> ApiSettings:
 
 @pytest.fixture
 def manager() -> RunManager:
-    return memory_manager(settings=ManagerSettings(wait_fallback_seconds=0.2))
+    manager = memory_manager(settings=ManagerSettings(wait_fallback_seconds=0.2))
+    # The long-term store the graphs would get: the real adapter over LangGraph's InMemoryStore.
+    manager.attach_items(LangGraphItems(InMemoryStore()))
+    return manager
 
 
 @pytest.fixture

@@ -18,18 +18,21 @@ from typing import Any
 
 import httpx
 import pytest
+from langgraph.store.memory import InMemoryStore
 from starlette.applications import Starlette
 from starlette.routing import Route
 
 from runplane.api import ApiSettings, create_app, operators
 from runplane.api import crons as c
+from runplane.api import resource_schemas as rs
 from runplane.api import schemas as s
 from runplane.api.app import ENDPOINTS as API_ENDPOINTS
 from runplane.api.app import SYSTEM
 from runplane.api.routing import Endpoint
 from runplane.core.manager import ManagerSettings, RunManager
 from runplane.events.memory import InMemoryBus
-from runplane.stores.memory import InMemoryStore
+from runplane.runtime.items import LangGraphItems
+from runplane.stores.memory import InMemoryStore as RunStore
 from runplane.testing import memory_manager
 from runplane.worker.scheduler import CroniterSchedule
 from tests.api._fakes import FakeRuntime, FakeWorker
@@ -42,8 +45,9 @@ KEYS = {"key-alice": "alice", "key-bob": "bob"}
 ALICE = {"x-api-key": "key-alice"}
 BOB = {"Authorization": "Bearer key-bob"}
 
-#: Path parameters naming something a user owns.
-OWNED_PARAMS = ("thread_id", "run_id", "checkpoint_id", "cron_id")
+#: Path parameters naming something a user owns (an assistant someone created is theirs; the
+#: graphs' system assistants are everyone's, see `test_system_assistants_are_shared`).
+OWNED_PARAMS = ("thread_id", "run_id", "checkpoint_id", "cron_id", "assistant_id")
 #: Routes without an owned id that create, list or act on the caller's own things.
 COLLECTION = frozenset(
     {
@@ -58,8 +62,20 @@ COLLECTION = frozenset(
         ("POST", "/runs/crons"),
         ("POST", "/runs/crons/search"),
         ("POST", "/runs/crons/count"),
+        ("POST", "/assistants"),
+        ("POST", "/assistants/search"),
+        ("POST", "/assistants/count"),
+        ("POST", "/threads/prune"),
+        ("PUT", "/store/items"),
+        ("GET", "/store/items"),
+        ("DELETE", "/store/items"),
+        ("POST", "/store/items/search"),
+        ("POST", "/store/namespaces"),
     }
 )
+#: Per-resource routes that never end by design (the thread stream follows the thread's future
+#: runs): Bob's 404 is in the matrix; Alice's access is tested in `test_thread_lifecycle.py`.
+ENDLESS = frozenset({("GET", "/threads/{thread_id}/stream")})
 #: Routes anyone may call.
 PUBLIC = frozenset({("GET", "/ok"), ("GET", "/info"), ("GET", "/openapi.json"), ("GET", "/docs")})
 #: The dashboard's static files: public, and holding no data (the page calls the API with a key).
@@ -75,13 +91,9 @@ def per_resource(endpoint: Endpoint) -> bool:
 
 
 def shared(endpoint: Endpoint) -> bool:
-    """The graphs' assistants: read-only, the same for everyone; and the queue's counts over every
-    user (numbers only, no ids)."""
-    return (endpoint.path.startswith("/assistants") and endpoint.method == "GET") or endpoint.path in (
-        "/assistants/search",
-        "/assistants/count",
-        "/runplane/queue",
-    )
+    """The queue's counts over every user (numbers only, no ids). System assistants are reached
+    through the per-resource assistant routes, and their sharing has its own test."""
+    return endpoint.path == "/runplane/queue"
 
 
 def classify(method: str, path: str) -> list[str]:
@@ -114,14 +126,18 @@ class World:
     pending_run_id: str
     bob_thread_id: str
     cron_id: str
+    assistant_id: str
 
     @property
-    def alice_ids(self) -> dict[str, str]:
+    def ids(self) -> dict[str, str]:
+        """Alice's ids for every owned path parameter (and a subgraph namespace)."""
         return {
             "thread_id": self.thread_id,
             "run_id": self.run_id,
             "checkpoint_id": self.checkpoint_id,
             "cron_id": self.cron_id,
+            "assistant_id": self.assistant_id,
+            "namespace": "x",
         }
 
 
@@ -133,11 +149,12 @@ async def _ok(response: httpx.Response) -> Any:
 @pytest.fixture
 async def world() -> AsyncIterator[World]:
     manager = RunManager(
-        InMemoryStore(),
+        RunStore(),
         InMemoryBus(),
         settings=ManagerSettings(wait_fallback_seconds=0.2),
         schedule=CroniterSchedule(),
     )
+    manager.attach_items(LangGraphItems(InMemoryStore()))
     runtime = FakeRuntime()
     worker = FakeWorker(manager, runtime)
     await worker.start()
@@ -168,6 +185,12 @@ async def world() -> AsyncIterator[World]:
                 json={"assistant_id": "echo", "schedule": "0 0 1 1 *", "metadata": {"tag": "alice's"}},
             )
         )
+        assistant = await _ok(
+            await alice.post(
+                "/assistants", json={"graph_id": "echo", "name": "alice's", "config": {"tags": ["a"]}}
+            )
+        )
+        await _ok(await alice.patch(f"/assistants/{assistant['assistant_id']}", json={"metadata": {"v": 2}}))
         bob_thread = await _ok(await bob.post("/threads", json={}))
         await _ok(
             await bob.post(f"/threads/{bob_thread['thread_id']}/runs/wait", json={"assistant_id": "echo"})
@@ -185,6 +208,7 @@ async def world() -> AsyncIterator[World]:
                 pending_run["run_id"],
                 bob_thread["thread_id"],
                 cron["cron_id"],
+                assistant["assistant_id"],
             )
         finally:
             await worker.stop()
@@ -202,6 +226,11 @@ async def snapshot(world: World) -> dict[str, Any]:
         ]
     seen["count"] = await _ok(await world.alice.post("/threads/count", json={}))
     seen["crons"] = await _ok(await world.alice.post("/runs/crons/search", json={}))
+    seen["assistant"] = [
+        await _ok(await world.alice.get(f"/assistants/{world.assistant_id}")),
+        await _ok(await world.alice.post(f"/assistants/{world.assistant_id}/versions", json={})),
+        await _ok(await world.alice.post("/assistants/search", json={"limit": 100})),
+    ]
     return seen
 
 
@@ -220,6 +249,9 @@ SAMPLES: dict[Any, list[dict[str, Any]]] = {
     s.ThreadHistory: [{"limit": 5}, {"limit": 5, "before": "{checkpoint_id}"}],
     c.ThreadCronCreate: [{"assistant_id": "echo", "schedule": "* * * * *", "input": {"pwned": True}}],
     c.CronPatch: [{"enabled": False}, {"schedule": "* * * * *", "metadata": {"pwned": True}}],
+    rs.AssistantPatch: [{"metadata": {"pwned": True}}, {"name": "pwned", "config": {"tags": ["x"]}}],
+    rs.AssistantLatest: [{"version": 1}],
+    rs.AssistantVersions: [{}, {"metadata": {"v": 2}}],
 }
 #: Query variants worth trying, per route.
 QUERIES: dict[tuple[str, str], list[dict[str, str]]] = {
@@ -230,6 +262,7 @@ QUERIES: dict[tuple[str, str], list[dict[str, str]]] = {
     ],
     ("GET", "/threads/{thread_id}/runs/{run_id}/join"): [{}, {"cancel_on_disconnect": "true"}],
     ("GET", "/threads/{thread_id}/runs/{run_id}/stream"): [{}, {"cancel_on_disconnect": "true"}],
+    ("DELETE", "/assistants/{assistant_id}"): [{}, {"delete_threads": "true"}],
 }
 
 
@@ -282,7 +315,7 @@ def _fill(template: Any, ids: dict[str, str]) -> Any:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 async def test_foreign_ids_are_not_found(world: World, case: Case) -> None:
-    ids = world.alice_ids
+    ids = world.ids
     if case.ids == "mixed":
         ids["thread_id"] = world.bob_thread_id
     before = await snapshot(world)
@@ -321,10 +354,11 @@ def _masked(detail: str, ids: dict[str, str]) -> str:
 
 async def test_alice_still_reaches_everything(world: World) -> None:
     """The matrix's 404s are about the caller: the same requests as Alice succeed."""
-    ids = world.alice_ids
+    ids = world.ids
     for endpoint in ENDPOINTS:
         if (
             not per_resource(endpoint)
+            or (endpoint.method, endpoint.path) in ENDLESS
             or endpoint.method in ("DELETE", "PATCH")
             or endpoint.path.endswith("/cancel")
         ):
@@ -386,6 +420,12 @@ async def test_collections_never_show_foreign_items(world: World) -> None:
     batch = await bob.post("/runs/batch", json=[{"assistant_id": "echo"}, {"assistant_id": "ticker"}])
     assert batch.status_code == 200
     assert all(r["thread_id"] not in alice_threads for r in batch.json())
+    # Pruning Alice's threads prunes nothing (her ids are unknown to Bob).
+    for strategy in ("delete", "keep_latest"):
+        pruned = await _ok(
+            await bob.post("/threads/prune", json={"thread_ids": sorted(alice_threads), "strategy": strategy})
+        )
+        assert pruned == {"pruned_count": 0}
     # Thread ids are global: taking Alice's id is a conflict (never her thread, never a 200).
     for if_exists in ("raise", "do_nothing"):
         taken = await bob.post("/threads", json={"thread_id": world.thread_id, "if_exists": if_exists})
@@ -397,19 +437,40 @@ async def test_collections_never_show_foreign_items(world: World) -> None:
     ] == "pending"
 
 
-async def test_assistants_are_shared(world: World) -> None:
+async def test_system_assistants_are_shared(world: World) -> None:
+    """The graphs' own assistants are everyone's to read and run; a named user cannot change what
+    the others run (409), and Alice's own assistant shows in no one else's search or count."""
+    system = {"echo", "failer", "asker", "sleepy", "ticker"}
     for client in (world.alice, world.bob):
         found = await _ok(await client.post("/assistants/search", json={"limit": 100}))
-        assert {a["graph_id"] for a in found} == {"echo", "failer", "asker", "sleepy", "ticker"}
+        names = {a["graph_id"] for a in found if a["metadata"].get("created_by") == "system"}
+        assert names == system
         assert (await client.get("/assistants/echo/graph")).status_code == 200
+        assert (await client.patch("/assistants/echo", json={"name": "mine"})).status_code == 409
+        assert (await client.delete("/assistants/echo")).status_code == 409
+    before = await snapshot(world)
+    bob_sees = await _ok(await world.bob.post("/assistants/search", json={"limit": 100}))
+    assert world.assistant_id not in {a["assistant_id"] for a in bob_sees}
+    assert await _ok(await world.bob.post("/assistants/count", json={})) == len(system)
+    assert await _ok(await world.alice.post("/assistants/count", json={})) == len(system) + 1
+    # Bob cannot take Alice's id, nor run her assistant.
+    taken = await world.bob.post(
+        "/assistants",
+        json={"graph_id": "echo", "assistant_id": world.assistant_id, "if_exists": "do_nothing"},
+    )
+    assert taken.status_code == 409 and "alice" not in taken.text
+    run = await world.bob.post(
+        f"/threads/{world.bob_thread_id}/runs", json={"assistant_id": world.assistant_id}
+    )
+    assert run.status_code == 404, run.text
+    assert await snapshot(world) == before
 
 
 async def test_unauthenticated_callers_get_nothing(world: World) -> None:
     transport = httpx.ASGITransport(app=world.app)
     async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as anonymous:
-        ids = world.alice_ids
         for endpoint in ENDPOINTS:
-            path = endpoint.path.format(**ids, assistant_id="echo", namespace="x")
+            path = endpoint.path.format(**world.ids)
             response = await anonymous.request(
                 endpoint.method, path, json={} if endpoint.body is not None else None
             )
@@ -450,3 +511,29 @@ def test_every_route_is_classified() -> None:
         + f"; {len(CASES)} foreign-id cases"
     )
     assert kinds.count("per-resource") >= 19
+
+
+async def test_store_items_live_under_each_users_own_root(world: World) -> None:
+    """With API keys each user's long-term store items live under their own namespace root: the
+    same namespace and key are two items, invisible to each other in get, search and namespaces."""
+    alice, bob = world.alice, world.bob
+    put = {"namespace": ["memories", "prefs"], "key": "k", "value": {"by": "alice"}}
+    assert (await alice.put("/store/items", json=put)).status_code == 204
+    params = {"namespace": "memories.prefs", "key": "k"}
+    assert (await bob.get("/store/items", params=params)).json() is None
+    assert (await _ok(await bob.post("/store/items/search", json={}))) == {"items": []}
+    assert (await _ok(await bob.post("/store/namespaces", json={}))) == {"namespaces": []}
+    assert (
+        await bob.request("DELETE", "/store/items", json={"namespace": ["memories", "prefs"], "key": "k"})
+    ).status_code == 204
+    assert (await bob.put("/store/items", json={**put, "value": {"by": "bob"}})).status_code == 204
+    mine = await _ok(await alice.get("/store/items", params=params))
+    assert mine["value"] == {"by": "alice"} and mine["namespace"] == ["memories", "prefs"]
+    assert (await _ok(await bob.get("/store/items", params=params)))["value"] == {"by": "bob"}
+    found = await _ok(await alice.post("/store/items/search", json={"namespace_prefix": ["memories"]}))
+    assert [(i["namespace"], i["value"]) for i in found["items"]] == [
+        (["memories", "prefs"], {"by": "alice"})
+    ]
+    assert await _ok(await alice.post("/store/namespaces", json={"max_depth": 1})) == {
+        "namespaces": [["memories"]]
+    }

@@ -20,11 +20,13 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from langgraph.store.memory import InMemoryStore
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from starlette.types import Receive, Scope, Send
 
 from runplane.api import ApiSettings, create_app
 from runplane.core.manager import ManagerSettings
+from runplane.runtime.items import LangGraphItems
 from runplane.testing import memory_manager
 from tests.api._fakes import FakeRuntime, FakeWorker
 
@@ -35,6 +37,7 @@ class FuzzApp:
 
     def __init__(self) -> None:
         self.manager = memory_manager(settings=ManagerSettings(wait_fallback_seconds=0.1))
+        self.manager.attach_items(LangGraphItems(InMemoryStore()))
         self.runtime = FakeRuntime()
         settings = ApiSettings(max_body_bytes=256 * 1024, heartbeat_seconds=0.05, max_wait_seconds=0.05)
         self.app = create_app(self.manager, self.runtime, settings)

@@ -152,8 +152,10 @@ async def test_migrating_step_by_step_equals_migrating_at_once(base_url: str, db
         try:
             for migration in MIGRATIONS:
                 assert await store.migrate(target=migration.version) == [migration.version]
-                applied = [m.version for m in MIGRATIONS if m.version <= migration.version]
-                assert await store.applied_migrations() == applied
+                # Numbers may have gaps (branches reserve them): every migration up to this one.
+                assert await store.applied_migrations() == [
+                    m.version for m in MIGRATIONS if m.version <= migration.version
+                ]
         finally:
             await store.close()
         async with PostgresStore.from_url(db_url):

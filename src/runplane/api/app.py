@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from runplane.api import assistants, crons, operators, runs, threads
+from runplane.api import assistants, crons, operators, runs, store, thread_lifecycle, threads
 from runplane.api import schemas as s
 from runplane.api.auth import ApiKeyAuth, Authenticate, AuthMiddleware, CustomAuthenticator, path_params_of
 from runplane.api.authz import CustomAuthGuard, check_access_table
@@ -49,6 +49,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     *threads.ENDPOINTS,
     *runs.ENDPOINTS,
     *crons.ENDPOINTS,
+    *store.ENDPOINTS,
+    *thread_lifecycle.ENDPOINTS,
 )
 
 

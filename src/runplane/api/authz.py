@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from runplane.api.auth import ANONYMOUS, PUBLIC_PATHS, USER_SCOPE_KEY
+from runplane.api.authz_resources import assistant_value, store_call, store_value
 from runplane.api.errors import ApiError
 from runplane.api.routing import Call, Endpoint
 from runplane.core.errors import Conflict, NotFound
@@ -35,6 +36,19 @@ ACCESS: Mapping[tuple[str, str], tuple[str, str]] = {
     ("GET", "/assistants/{assistant_id}/schemas"): ("assistants", "read"),
     ("GET", "/assistants/{assistant_id}/subgraphs"): ("assistants", "read"),
     ("GET", "/assistants/{assistant_id}/subgraphs/{namespace}"): ("assistants", "read"),
+    ("POST", "/assistants"): ("assistants", "create"),
+    ("PATCH", "/assistants/{assistant_id}"): ("assistants", "update"),
+    ("DELETE", "/assistants/{assistant_id}"): ("assistants", "delete"),
+    ("POST", "/assistants/{assistant_id}/versions"): ("assistants", "read"),
+    ("POST", "/assistants/{assistant_id}/latest"): ("assistants", "update"),
+    ("POST", "/threads/prune"): ("threads", "delete"),
+    ("GET", "/threads/{thread_id}/stream"): ("threads", "read"),
+    ("GET", "/threads/{thread_id}/storage"): ("threads", "read"),
+    ("PUT", "/store/items"): ("store", "put"),
+    ("GET", "/store/items"): ("store", "get"),
+    ("DELETE", "/store/items"): ("store", "delete"),
+    ("POST", "/store/items/search"): ("store", "search"),
+    ("POST", "/store/namespaces"): ("store", "list_namespaces"),
     ("POST", "/threads"): ("threads", "create"),
     ("POST", "/threads/search"): ("threads", "search"),
     ("POST", "/threads/count"): ("threads", "search"),
@@ -170,15 +184,24 @@ class CustomAuthGuard:
             raise ApiError(403, "Forbidden")
         resource, action = access
         handler = self.handler_for(resource, action)
+        user = call.request.scope.get(USER_SCOPE_KEY, ANONYMOUS)
+        if action == "create_run" and handler is None:
+            for each in call.body if isinstance(call.body, list) else [call.body]:
+                await self._check_run_assistant(call, user, getattr(each, "assistant_id", None))
         if handler is None:
             return call
-        user = call.request.scope.get(USER_SCOPE_KEY, ANONYMOUS)
+        if resource == "store":
+            value = store_value(action, call)
+            result = await self._authorize(handler, user, resource, action, value)
+            return store_call(call, action, value, result)
         bodies = call.body if isinstance(call.body, list) else [call.body]
         filters: dict[str, Any] | None = None
         new_bodies = []
         for body in bodies:
             if resource == "crons":
                 value = _cron_value(action, call.path, _dump(body))
+            elif resource == "assistants":
+                value = assistant_value(action, call.path, _dump(body))
             else:
                 value = self._value(action, call, body)
             result = await self._authorize(handler, user, resource, action, value)
@@ -187,6 +210,9 @@ class CustomAuthGuard:
             new_bodies.append(self._stamped(body, value) if action in _STAMPED_ACTIONS else body)
         body = new_bodies if isinstance(call.body, list) else new_bodies[0]
         call = replace(call, body=body, filters=filters)
+        if action == "create_run":
+            for each in new_bodies:
+                await self._check_run_assistant(call, user, getattr(each, "assistant_id", None))
         if filters:
             split_filters(filters)  # refuse unknown operators now, whatever the route
             await self._check_target(call, resource, action, filters)
@@ -278,15 +304,25 @@ class CustomAuthGuard:
             return body
         return body.model_copy(update={"metadata": metadata})
 
+    async def _check_run_assistant(self, call: Call, user: Any, assistant_id: str | None) -> None:
+        """A run may use only an assistant the caller may read, as LangGraph checks it: the
+        `assistants` read handler's filter must match (system assistants are everyone's)."""
+        handler = self.handler_for("assistants", "read")
+        if handler is None or assistant_id is None:
+            return
+        await call.manager.register_graphs(call.runtime.assistants())
+        assistant = await call.manager.get_assistant(assistant_id, call.owner)
+        if assistant.metadata.get("created_by") == "system":
+            return
+        value = {"assistant_id": assistant.assistant_id}
+        result = await self._authorize(handler, user, "assistants", "read", value)
+        if result and not filter_matches(assistant.metadata, result):
+            raise NotFound(f"assistant {assistant_id} not found")
+
     async def _check_target(self, call: Call, resource: str, action: str, filters: Mapping[str, Any]) -> None:
         """Refuse a call on one resource that the filters hide, exactly as if it did not exist."""
         if resource == "assistants":
-            assistant_id = call.path.get("assistant_id")
-            if assistant_id is not None:
-                assistant = call.runtime.resolve(assistant_id)
-                if not filter_matches(assistant.metadata, filters):
-                    raise NotFound(f"assistant {assistant_id} not found")
-            return
+            return  # the assistants endpoints apply `call.filters` to what they read
         if resource == "crons":
             # A cron's own filters are checked on the cron by its handler; a thread cron's thread
             # must be visible like any thread the caller names.

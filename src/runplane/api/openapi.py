@@ -73,7 +73,12 @@ def _parameters(endpoint: Endpoint, assistant_ids: Sequence[str] | None) -> list
         properties = endpoint.query.model_json_schema(ref_template=REF)["properties"]
         for name, info in endpoint.query.model_fields.items():
             prop = _clean(properties[name])
-            param: dict[str, Any] = {"name": name, "in": "query", "required": False, "schema": prop}
+            param: dict[str, Any] = {
+                "name": name,
+                "in": "query",
+                "required": info.is_required(),
+                "schema": prop,
+            }
             if info.description:
                 param["description"] = info.description
             params.append(param)

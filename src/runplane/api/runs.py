@@ -17,6 +17,7 @@ from pydantic import Field, TypeAdapter
 from starlette.responses import Response
 
 from runplane.api import schemas as s
+from runplane.api.assistants import resolve_assistant
 from runplane.api.authz import filter_matches
 from runplane.api.errors import ApiError
 from runplane.api.http_config import with_configurable_headers
@@ -28,6 +29,7 @@ from runplane.core.events import StreamEvent
 from runplane.core.graphs import Assistant
 from runplane.core.manager import MAX_LIMIT, new_id
 from runplane.core.models import Json, Run, RunFilter, ThreadFilter
+from runplane.core.resources import merge_assistant_config
 
 TAG = "Runs"
 _EVENT_ID_PATTERN = r"^(-1|[0-9]{1,30}(-[0-9]{1,30})?)?$"
@@ -72,12 +74,14 @@ def build_kwargs(
         kwargs["input"] = body.input
     if body.command is not None:
         kwargs["command"] = body.command.model_dump(exclude_unset=True)
-    # The assistant's own config and context are applied by the worker, under the run's.
-    config = run_config(body)
-    if config is not None:
+    # The assistant's config and context, under the run's (LangGraph's precedence), and the
+    # version they come from: a later PATCH of the assistant does not change this run.
+    config, context = merge_assistant_config(assistant, run_config(body), body.context)
+    if config:
         kwargs["config"] = config
-    if body.context is not None:
-        kwargs["context"] = body.context
+    if context:
+        kwargs["context"] = context
+    kwargs["assistant_version"] = assistant.version
     if body.stream_subgraphs:
         kwargs["stream_subgraphs"] = True
     if body.stream_resumable:
@@ -128,7 +132,7 @@ async def _remember_graph(call: Call, thread_id: str, assistant: Assistant) -> N
 
 async def create(call: Call, body: s.RunCreateBase, *, wait: bool = False) -> Created:
     """Admit a run for `body`, on the path's thread or, without one, on a new temporary thread."""
-    assistant = call.runtime.resolve(body.assistant_id)
+    assistant = await resolve_assistant(call, body.assistant_id, authorized=False)
     configurable = body.config.configurable if body.config is not None else None
     if configurable and body.context:
         raise ApiError(400, "Cannot specify both configurable and context: use context only")
@@ -327,7 +331,7 @@ async def wait_stateless_run(call: Call) -> Response:
 async def create_batch(call: Call) -> Response:
     bodies: list[s.RunCreateStateless] = call.body
     for body in bodies:  # refuse the whole batch before creating anything
-        call.runtime.resolve(body.assistant_id)
+        await resolve_assistant(call, body.assistant_id, authorized=False)
     created = [await create(call, body) for body in bodies]
     return json_response([run_json(c.run) for c in created])
 

@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from runplane.api.thread_schemas import Extract, TtlField
+
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 #: One day: the longest `after_seconds` accepted. Longer delays are a scheduler's job (crons), and
@@ -332,10 +334,12 @@ class ThreadCreate(Body):
         description="State updates applied to the new thread, one checkpoint per superstep "
         "(needs `metadata.graph_id`).",
     )
+    ttl: TtlField | None = None
 
 
 class ThreadPatch(Body):
     metadata: Metadata | None = None
+    ttl: TtlField | None = None
 
 
 class ThreadSearch(Body):
@@ -348,6 +352,7 @@ class ThreadSearch(Body):
     sort_by: ThreadSortBy | None = None
     sort_order: SortOrder | None = None
     select: list[ThreadField] | None = None
+    extract: Extract | None = None
 
 
 class ThreadCount(Body):

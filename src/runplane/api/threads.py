@@ -15,8 +15,9 @@ from starlette.responses import Response
 from runplane.api import schemas as s
 from runplane.api.authz import filter_matches, merge_metadata_filter, split_filters
 from runplane.api.errors import ApiError
-from runplane.api.render import json_response, select, thread_json
+from runplane.api.render import json_response, thread_json
 from runplane.api.routing import Call, Endpoint, Reply
+from runplane.api.thread_lifecycle import apply_ttl, with_extracted
 from runplane.core.errors import NotFound, RunplaneError, ThreadBusy
 from runplane.core.manager import MAX_LIMIT
 from runplane.core.models import Json, Thread, ThreadFilter, ThreadStatus
@@ -109,6 +110,7 @@ async def create_thread(call: Call) -> Response:
     )
     if body.supersteps and isinstance(graph_id, str):
         thread = await _apply_supersteps(call, thread, graph_id, body.supersteps, created=not existing)
+    await apply_ttl(call, thread.thread_id, body.ttl)
     return json_response(thread_json(thread))
 
 
@@ -146,6 +148,7 @@ async def get_thread(call: Call) -> Response:
 async def patch_thread(call: Call) -> Response:
     body: s.ThreadPatch = call.body
     thread = await call.manager.update_thread(call.path["thread_id"], body.metadata or {}, call.owner)
+    await apply_ttl(call, thread.thread_id, body.ttl)
     if call.request.headers.get("prefer", "").replace(" ", "").lower() == "return=minimal":
         return Response(status_code=204)
     return json_response(thread_json(thread))
@@ -193,7 +196,7 @@ async def search_threads(call: Call) -> Response:
         threads = every[body.offset : body.offset + body.limit]
     else:
         threads = await call.manager.search_threads(call.owner, filter)
-    return json_response([select(thread_json(t), body.select) for t in threads])
+    return json_response([with_extracted(thread_json(t), body.select, body.extract) for t in threads])
 
 
 async def count_threads(call: Call) -> Response:

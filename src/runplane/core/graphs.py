@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from runplane.core.models import Json
 
@@ -115,4 +115,19 @@ class GraphRuntime(GraphRegistry, Protocol):
 
     async def graph_drawable(self, graph_id: str, *, xray: bool | int = False) -> Json:
         """The graph's nodes and edges (`graph.get_graph().to_json()`)."""
+        ...
+
+
+@runtime_checkable
+class SupportsCheckpointMaintenance(Protocol):
+    """A runtime that can measure and prune a thread's checkpoints (`/threads/{id}/storage`,
+    `POST /threads/prune` with `keep_latest`)."""
+
+    async def thread_storage(self, thread_id: str) -> Json:
+        """Bytes the thread's checkpoints take, as LangGraph reports them: `total_bytes`,
+        `checkpoints`, `channel_values` (with `by_channel`) and `pending_writes`."""
+        ...
+
+    async def prune_checkpoints(self, thread_id: str) -> None:
+        """Keep only the latest checkpoint of each of the thread's namespaces (and its writes)."""
         ...

@@ -48,8 +48,10 @@ from runplane.core.models import (
     WebhookDelivery,
 )
 from runplane.core.observe import NullObserver, Observer
+from runplane.core.resources import ResourceUseCases
 from runplane.core.schedule import CRONS_CHANNEL, Schedule
 from runplane.core.store import Store
+from runplane.core.thread_streams import ThreadStreams
 from runplane.core.webhooks import WEBHOOKS_CHANNEL, UrlGuard
 
 logger = logging.getLogger(__name__)
@@ -88,7 +90,7 @@ def _check_page(limit: int, offset: int) -> None:
         raise InvalidInput("offset must be >= 0")
 
 
-class RunManager:
+class RunManager(ResourceUseCases, ThreadStreams):
     """Create, cancel, wait for and stream runs; the primitives workers execute them with.
 
     Args:

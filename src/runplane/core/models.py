@@ -62,6 +62,8 @@ class RunKwargs(TypedDict, total=False):
     timeout_seconds: float
     webhook: str
     feedback_keys: list[str]
+    #: The version of the assistant whose config and context were merged in (at creation).
+    assistant_version: int
     #: A stateless run's own thread (`on_completion="delete"`): the worker deletes the thread, its
     #: runs and checkpoints once the run has ended, as LangGraph's server does.
     temporary: bool
@@ -372,3 +374,63 @@ class WebhookDelivery:
     last_error: str | None = None
     #: `pending` until delivered (then the row is gone); `failed` once its attempts are spent.
     status: Literal["pending", "failed"] = "pending"
+
+
+# -- assistants (configured, versioned graphs) -------------------------------------------------------
+
+AssistantSortBy: TypeAlias = Literal["assistant_id", "graph_id", "name", "created_at", "updated_at"]
+
+
+@dataclass(frozen=True, slots=True)
+class NewAssistant:
+    """What a caller asks for when creating an assistant (version 1)."""
+
+    assistant_id: str
+    graph_id: str
+    owner: str = SINGLE_USER
+    name: str = "Untitled"
+    description: str | None = None
+    config: Json = field(default_factory=dict)
+    context: Json = field(default_factory=dict)
+    metadata: Json = field(default_factory=dict)
+    #: A graph's own assistant (LangGraph's `created_by: system`): every owner may read it.
+    system: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AssistantPatch:
+    """A new version of an assistant: None keeps the latest version's value; `metadata` is merged."""
+
+    graph_id: str | None = None
+    config: Json | None = None
+    context: Json | None = None
+    metadata: Json | None = None
+    name: str | None = None
+    description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AssistantFilter:
+    """Which assistants to search: metadata is a subset match, `name` a case-insensitive substring,
+    `graph_ids` the graphs this server serves (assistants of other graphs are hidden)."""
+
+    graph_id: str | None = None
+    name: str | None = None
+    metadata: Json = field(default_factory=dict)
+    graph_ids: tuple[str, ...] | None = None
+    limit: int = 10
+    offset: int = 0
+    sort_by: AssistantSortBy = "created_at"
+    sort_order: Literal["asc", "desc"] = "desc"
+
+
+# -- thread lifecycle (TTL, prune) ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadTtl:
+    """A thread's time to live (`ttl` on create and update): swept `minutes` after its last update."""
+
+    minutes: float
+    #: LangGraph's only strategy: delete the thread, its runs and its checkpoints.
+    strategy: Literal["delete"] = "delete"

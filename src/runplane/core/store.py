@@ -14,8 +14,11 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
 
+from runplane.core.graphs import Assistant
 from runplane.core.models import (
     Admission,
+    AssistantFilter,
+    AssistantPatch,
     CancelAction,
     CancelResult,
     Cron,
@@ -23,6 +26,7 @@ from runplane.core.models import (
     CronFilter,
     CronFire,
     Json,
+    NewAssistant,
     NewCron,
     NewRun,
     NewThread,
@@ -33,6 +37,7 @@ from runplane.core.models import (
     Thread,
     ThreadFilter,
     ThreadStatus,
+    ThreadTtl,
     TokenUsage,
     WebhookDelivery,
 )
@@ -294,3 +299,69 @@ class SupportsCheckpointerUrl(Protocol):
 
     @property
     def checkpointer_url(self) -> str: ...
+
+
+@runtime_checkable
+class AssistantStore(Protocol):
+    """Assistants and their immutable versions, implemented by every `runplane.stores.*` store.
+
+    An assistant is visible to its owner, and a system assistant (a graph's own) to everyone; only
+    its owner may change or delete it. A foreign id is `NotFound`, as for threads.
+    """
+
+    async def put_assistant(
+        self, new: NewAssistant, *, if_exists: Literal["raise", "do_nothing"] = "raise"
+    ) -> Assistant:
+        """Create an assistant at version 1.
+
+        Raises:
+            Conflict: the id exists and `if_exists` is "raise", or it exists and is not visible.
+        """
+        ...
+
+    async def get_assistant(self, assistant_id: str, owner: str) -> Assistant: ...
+
+    async def patch_assistant(self, assistant_id: str, owner: str, patch: AssistantPatch) -> Assistant:
+        """Write a new version (the latest plus `patch`) and make it the assistant's current one."""
+        ...
+
+    async def delete_assistant(self, assistant_id: str, owner: str) -> list[Run]:
+        """Delete an assistant and its versions; returns its runs that are still active (pending or
+        running), which the caller cancels. Finished runs keep their record."""
+        ...
+
+    async def assistant_versions(
+        self, assistant_id: str, owner: str, metadata: Json, limit: int, offset: int
+    ) -> list[Assistant]:
+        """Versions, newest first (`updated_at` is the version's creation time)."""
+        ...
+
+    async def set_latest_assistant_version(self, assistant_id: str, owner: str, version: int) -> Assistant:
+        """Make an earlier version current again.
+
+        Raises:
+            NotFound: no such assistant, or no such version.
+        """
+        ...
+
+    async def search_assistants(self, owner: str, filter: AssistantFilter) -> list[Assistant]: ...
+
+    async def count_assistants(self, owner: str, filter: AssistantFilter) -> int: ...
+
+
+@runtime_checkable
+class ThreadLifecycleStore(Protocol):
+    """Thread time-to-live: every store keeps it beside the thread record."""
+
+    async def set_thread_ttl(self, thread_id: str, owner: str, ttl: ThreadTtl | None) -> None:
+        """Set (or, with None, clear) a thread's TTL; it counts from the thread's last update."""
+        ...
+
+    async def expired_threads(self, limit: int) -> list[Thread]:
+        """Threads whose TTL ran out and that have no active run, oldest expiry first."""
+        ...
+
+    async def delete_expired_thread(self, thread_id: str) -> bool:
+        """Delete a thread with its runs if, checked in the same transaction, its TTL still ran out
+        and it has no active run (a run admitted meanwhile keeps it). True when deleted."""
+        ...

@@ -29,6 +29,7 @@ from runplane.core.errors import GraphUnavailable, InvalidInput, NotFound
 from runplane.core.graphs import Assistant, default_assistant_id
 from runplane.core.models import Json
 from runplane.runtime import checkpointer as checkpoints
+from runplane.runtime import thread_maintenance
 from runplane.runtime.project import (
     DEMO_CONFIG,
     AccessContext,
@@ -388,6 +389,12 @@ class LangGraphRuntime:
 
     async def delete_thread(self, thread_id: str) -> None:
         await checkpoints.delete_thread(self.checkpointer, thread_id)
+
+    async def thread_storage(self, thread_id: str) -> Json:
+        return await thread_maintenance.thread_storage(self.checkpointer, thread_id)
+
+    async def prune_checkpoints(self, thread_id: str) -> None:
+        await thread_maintenance.prune_keep_latest(self.checkpointer, thread_id)
 
     # -- introspection ----------------------------------------------------------------------------
 

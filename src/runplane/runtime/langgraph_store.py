@@ -53,6 +53,10 @@ try:
 except ImportError:  # pragma: no cover - the postgres extra is not installed
     AsyncPostgresStore = None  # type: ignore[assignment,misc]
 
+#: Per-item TTLs (`ttl=` on put, LangGraph's `refresh_on_read`), swept by runplane's sweeper; items
+#: never expire unless given a TTL.
+TTL_CONFIG: TTLConfig = {"refresh_on_read": True}
+
 #: `setup()` attempts on SQLite when other processes set the same file up at the same moment.
 SQLITE_SETUP_ATTEMPTS = 10
 
@@ -67,6 +71,11 @@ class StoreSettings:
 
 def store_settings(project: Project | None) -> StoreSettings:
     """The `store` settings of a project (None: none), with `index.embed` loaded.
+
+    Args:
+        database_url: the runplane database the store shares.
+        index: LangGraph's `IndexConfig` (semantic search), from langgraph.json's `store.index`.
+        ttl: LangGraph's `TTLConfig` (default: per-item TTLs, refreshed on read).
 
     Raises:
         InvalidInput: `index` lacks `dims` or `embed`, or the embeddings cannot be loaded.
@@ -136,7 +145,7 @@ async def open_langgraph_store(
                 "PostgreSQL with pgvector"
             )
         async with AsyncSqliteStore.from_conn_string(
-            sqlite_path(database_url), index=cast(Any, settings.index), ttl=settings.ttl
+            sqlite_path(database_url), index=cast(Any, settings.index), ttl=settings.ttl or TTL_CONFIG
         ) as store:
             await tune_sqlite(store.conn)
             await _setup_sqlite(store)
@@ -146,7 +155,9 @@ async def open_langgraph_store(
         if AsyncPostgresStore is None:  # pragma: no cover
             raise InvalidInput("the postgres store needs: pip install 'runplane[postgres]'")
         async with postgres_pool(database_url, max_size=4) as pool:
-            pg_store = AsyncPostgresStore(pool, index=cast(Any, settings.index), ttl=settings.ttl)
+            pg_store = AsyncPostgresStore(
+                pool, index=cast(Any, settings.index), ttl=settings.ttl or TTL_CONFIG
+            )
             try:
                 await setup_postgres_once(pool, pg_store.setup)
             except Exception as exc:

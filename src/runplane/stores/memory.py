@@ -47,6 +47,7 @@ from runplane.core.models import (
     WebhookDelivery,
 )
 from runplane.stores._memory_crons import MemoryCronsAndWebhooks, metadata_matches
+from runplane.stores._memory_resources import MemoryAssistants, MemoryThreadTtl
 
 
 def _copy_run(run: Run) -> Run:
@@ -63,7 +64,7 @@ def _copy_thread(thread: Thread) -> Thread:
     )
 
 
-class InMemoryStore(MemoryCronsAndWebhooks):
+class InMemoryStore(MemoryCronsAndWebhooks, MemoryAssistants, MemoryThreadTtl):
     """Threads and runs in dicts. Lost when the process exits; use SQLite to keep them."""
 
     def __init__(self, *, clock: Clock | None = None) -> None:

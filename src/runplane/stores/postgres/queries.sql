@@ -418,3 +418,117 @@ SELECT min(next_attempt_at) AS due FROM webhook_outbox WHERE status = 'pending'
 -- name: list_webhooks
 -- The outbox, oldest first.
 SELECT * FROM webhook_outbox ORDER BY created_at, seq LIMIT %(limit)s
+
+
+-- name: get_assistant
+-- One assistant by id, whoever owns it (callers check visibility).
+SELECT * FROM assistants WHERE assistant_id = %(assistant_id)s
+
+-- name: lock_assistant
+-- One assistant by id, locked until the transaction ends (versions are numbered under it).
+SELECT * FROM assistants WHERE assistant_id = %(assistant_id)s FOR UPDATE
+
+-- name: insert_assistant
+-- A new assistant at version 1, unless its id exists (then nothing is returned).
+INSERT INTO assistants (assistant_id, owner, system, graph_id, name, description, config, context,
+                        metadata, version, created_at, updated_at)
+VALUES (%(assistant_id)s, %(owner)s, %(system)s, %(graph_id)s, %(name)s, %(description)s, %(config)s,
+        %(context)s, %(metadata)s, 1, %(now)s, %(now)s)
+ON CONFLICT (assistant_id) DO NOTHING
+RETURNING *
+
+-- name: insert_assistant_version
+-- An immutable version of an assistant.
+INSERT INTO assistant_versions (assistant_id, version, graph_id, name, description, config, context,
+                                metadata, created_at)
+VALUES (%(assistant_id)s, %(version)s, %(graph_id)s, %(name)s, %(description)s, %(config)s, %(context)s,
+        %(metadata)s, %(now)s)
+
+-- name: next_assistant_version
+-- The number of an assistant's next version (under the assistant's row lock).
+SELECT coalesce(max(version), 0) + 1 AS version FROM assistant_versions WHERE assistant_id = %(assistant_id)s
+
+-- name: get_assistant_version
+-- One version of an assistant.
+SELECT * FROM assistant_versions WHERE assistant_id = %(assistant_id)s AND version = %(version)s
+
+-- name: set_assistant_current
+-- Make a version the assistant's current one.
+UPDATE assistants
+SET graph_id = %(graph_id)s, name = %(name)s, description = %(description)s, config = %(config)s,
+    context = %(context)s, metadata = %(metadata)s, version = %(version)s, updated_at = %(now)s
+WHERE assistant_id = %(assistant_id)s
+RETURNING *
+
+-- name: delete_assistant
+-- Delete an assistant (its versions go by cascade).
+DELETE FROM assistants WHERE assistant_id = %(assistant_id)s
+
+-- name: active_runs_of_assistant
+-- Pending and running runs of an assistant, in admission order.
+SELECT * FROM runs WHERE assistant_id = %(assistant_id)s AND status IN ('pending', 'running') ORDER BY seq
+
+-- name: assistant_versions
+-- One page of an assistant's versions matching a metadata filter (top-level keys equal), newest first.
+SELECT * FROM assistant_versions
+WHERE assistant_id = %(assistant_id)s
+    AND metadata @> %(metadata)s::jsonb
+    AND NOT EXISTS (
+        SELECT 1 FROM jsonb_each(%(metadata)s::jsonb) AS wanted (key, value)
+        WHERE assistant_versions.metadata -> wanted.key IS DISTINCT FROM wanted.value
+    )
+ORDER BY version DESC
+LIMIT %(limit)s OFFSET %(offset)s
+
+-- name: search_assistants
+-- One page of the assistants an owner sees; __ORDER_BY__ is a whitelisted column and direction.
+SELECT * FROM assistants
+WHERE (owner = %(owner)s OR system)
+    AND (%(graph_id)s::text IS NULL OR graph_id = %(graph_id)s::text)
+    AND (%(graph_ids)s::text[] IS NULL OR graph_id = ANY(%(graph_ids)s::text[]))
+    AND (%(name)s::text IS NULL OR strpos(lower(name), lower(%(name)s::text)) > 0)
+    AND metadata @> %(metadata)s::jsonb
+    AND NOT EXISTS (
+        SELECT 1 FROM jsonb_each(%(metadata)s::jsonb) AS wanted (key, value)
+        WHERE assistants.metadata -> wanted.key IS DISTINCT FROM wanted.value
+    )
+ORDER BY __ORDER_BY__
+LIMIT %(limit)s OFFSET %(offset)s
+
+-- name: count_assistants
+-- How many assistants an owner sees match.
+SELECT count(*) AS count FROM assistants
+WHERE (owner = %(owner)s OR system)
+    AND (%(graph_id)s::text IS NULL OR graph_id = %(graph_id)s::text)
+    AND (%(graph_ids)s::text[] IS NULL OR graph_id = ANY(%(graph_ids)s::text[]))
+    AND (%(name)s::text IS NULL OR strpos(lower(name), lower(%(name)s::text)) > 0)
+    AND metadata @> %(metadata)s::jsonb
+    AND NOT EXISTS (
+        SELECT 1 FROM jsonb_each(%(metadata)s::jsonb) AS wanted (key, value)
+        WHERE assistants.metadata -> wanted.key IS DISTINCT FROM wanted.value
+    )
+
+-- name: set_thread_ttl
+-- Set a thread's TTL.
+INSERT INTO thread_ttls (thread_id, ttl, strategy)
+VALUES (%(thread_id)s, make_interval(secs => %(seconds)s), %(strategy)s)
+ON CONFLICT (thread_id) DO UPDATE SET ttl = excluded.ttl, strategy = excluded.strategy
+
+-- name: clear_thread_ttl
+-- Remove a thread's TTL.
+DELETE FROM thread_ttls WHERE thread_id = %(thread_id)s
+
+-- name: expired_threads
+-- Threads whose TTL ran out and that have no active run, oldest expiry first.
+SELECT t.* FROM thread_ttls x JOIN threads t ON t.thread_id = x.thread_id
+WHERE t.updated_at + x.ttl <= %(now)s
+    AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.thread_id = t.thread_id AND r.status IN ('pending', 'running'))
+ORDER BY t.updated_at + x.ttl, t.thread_id
+LIMIT %(limit)s
+
+-- name: thread_expired
+-- The thread if its TTL ran out and it has no active run (the caller holds the thread's lock).
+SELECT t.thread_id FROM thread_ttls x JOIN threads t ON t.thread_id = x.thread_id
+WHERE t.thread_id = %(thread_id)s
+    AND t.updated_at + x.ttl <= %(now)s
+    AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.thread_id = t.thread_id AND r.status IN ('pending', 'running'))

@@ -70,6 +70,7 @@ from runplane.core.models import (
 from runplane.db.postgres import PoolSettings, parse_url, retryable, translate_errors
 from runplane.db.sql import Migration, load_migrations, load_queries
 from runplane.stores.postgres._crons import PostgresCronsAndWebhooks, lock_cron_slot
+from runplane.stores.postgres._resources import PostgresResources
 from runplane.stores.postgres._rows import (
     Conn,
     fetch_all,
@@ -135,7 +136,7 @@ def _filter_params(owner: str, filter: ThreadFilter) -> dict[str, Any]:
 # -- the store ------------------------------------------------------------------------------------
 
 
-class PostgresStore(PostgresCronsAndWebhooks):
+class PostgresStore(PostgresCronsAndWebhooks, PostgresResources):
     """Threads, runs and the run queue in PostgreSQL (psycopg 3, async pool).
 
     Args:

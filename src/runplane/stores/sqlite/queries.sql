@@ -402,3 +402,100 @@ SELECT min(next_attempt_at) AS due FROM webhook_outbox WHERE status = 'pending';
 -- name: list_webhooks
 -- The outbox, oldest first.
 SELECT * FROM webhook_outbox ORDER BY created_at, seq LIMIT :limit;
+
+
+-- name: get_assistant
+-- One assistant by id, whoever owns it (callers check visibility).
+SELECT * FROM assistants WHERE assistant_id = :assistant_id;
+
+-- name: insert_assistant
+-- A new assistant at version 1.
+INSERT INTO assistants (assistant_id, owner, system, graph_id, name, description, config, context,
+                        metadata, version, created_at, updated_at)
+VALUES (:assistant_id, :owner, :system, :graph_id, :name, :description, :config, :context, :metadata,
+        1, :now, :now)
+RETURNING *;
+
+-- name: insert_assistant_version
+-- An immutable version of an assistant.
+INSERT INTO assistant_versions (assistant_id, version, graph_id, name, description, config, context,
+                                metadata, created_at)
+VALUES (:assistant_id, :version, :graph_id, :name, :description, :config, :context, :metadata, :now);
+
+-- name: next_assistant_version
+-- The number of an assistant's next version.
+SELECT coalesce(max(version), 0) + 1 AS version FROM assistant_versions WHERE assistant_id = :assistant_id;
+
+-- name: get_assistant_version
+-- One version of an assistant.
+SELECT * FROM assistant_versions WHERE assistant_id = :assistant_id AND version = :version;
+
+-- name: set_assistant_current
+-- Make a version the assistant's current one.
+UPDATE assistants
+SET graph_id = :graph_id, name = :name, description = :description, config = :config,
+    context = :context, metadata = :metadata, version = :version, updated_at = :now
+WHERE assistant_id = :assistant_id
+RETURNING *;
+
+-- name: delete_assistant
+-- Delete an assistant (its versions go by cascade).
+DELETE FROM assistants WHERE assistant_id = :assistant_id;
+
+-- name: active_runs_of_assistant
+-- Pending and running runs of an assistant, in admission order.
+SELECT * FROM runs WHERE assistant_id = :assistant_id AND status IN ('pending', 'running') ORDER BY seq;
+
+-- name: assistant_versions
+-- One page of an assistant's versions matching a metadata filter, newest first.
+SELECT * FROM assistant_versions
+WHERE assistant_id = :assistant_id
+  AND (:metadata IS NULL OR runplane_metadata_matches(metadata, :metadata))
+ORDER BY version DESC
+LIMIT :limit OFFSET :offset;
+
+-- name: search_assistants
+-- One page of the assistants an owner sees; `{order}` is a whitelisted column and direction.
+SELECT * FROM assistants
+WHERE (owner = :owner OR system = 1)
+  AND (:graph_id IS NULL OR graph_id = :graph_id)
+  AND (:graph_ids IS NULL OR graph_id IN (SELECT value FROM json_each(:graph_ids)))
+  AND (:name IS NULL OR instr(lower(name), lower(:name)) > 0)
+  AND (:metadata IS NULL OR runplane_metadata_matches(metadata, :metadata))
+ORDER BY {order}
+LIMIT :limit OFFSET :offset;
+
+-- name: count_assistants
+-- How many assistants an owner sees match.
+SELECT count(*) FROM assistants
+WHERE (owner = :owner OR system = 1)
+  AND (:graph_id IS NULL OR graph_id = :graph_id)
+  AND (:graph_ids IS NULL OR graph_id IN (SELECT value FROM json_each(:graph_ids)))
+  AND (:name IS NULL OR instr(lower(name), lower(:name)) > 0)
+  AND (:metadata IS NULL OR runplane_metadata_matches(metadata, :metadata));
+
+-- name: set_thread_ttl
+-- Set a thread's TTL.
+INSERT INTO thread_ttls (thread_id, ttl_micros, strategy) VALUES (:thread_id, :ttl_micros, :strategy)
+ON CONFLICT (thread_id) DO UPDATE SET ttl_micros = excluded.ttl_micros, strategy = excluded.strategy;
+
+-- name: clear_thread_ttl
+-- Remove a thread's TTL.
+DELETE FROM thread_ttls WHERE thread_id = :thread_id;
+
+-- name: expired_threads
+-- Threads whose TTL ran out and that have no active run, oldest expiry first.
+SELECT t.* FROM thread_ttls x JOIN threads t ON t.thread_id = x.thread_id
+WHERE t.updated_at + x.ttl_micros <= :now
+  AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.thread_id = t.thread_id AND r.status = 'pending')
+  AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.thread_id = t.thread_id AND r.status = 'running')
+ORDER BY t.updated_at + x.ttl_micros, t.thread_id
+LIMIT :limit;
+
+-- name: thread_expired
+-- The thread if its TTL ran out and it has no active run (checked in the deleting transaction).
+SELECT t.thread_id FROM thread_ttls x JOIN threads t ON t.thread_id = x.thread_id
+WHERE t.thread_id = :thread_id
+  AND t.updated_at + x.ttl_micros <= :now
+  AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.thread_id = t.thread_id AND r.status = 'pending')
+  AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.thread_id = t.thread_id AND r.status = 'running');

@@ -86,6 +86,7 @@ from runplane.stores.sqlite._connection import (
     translate_errors,
 )
 from runplane.stores.sqlite._crons import SqliteCronsAndWebhooks
+from runplane.stores.sqlite._resources import SqliteResources
 
 # `claim_run` updates whatever `claimable_run` picks, in the same statement.
 _CLAIM_SQL = QUERIES["claim_run"].replace(":seq", "(" + QUERIES["claimable_run"].rstrip(";") + ")")
@@ -103,7 +104,7 @@ _SEARCH_SQL = {
 Params = Mapping[str, Any]
 
 
-class SqliteStore(SqliteCronsAndWebhooks):
+class SqliteStore(SqliteCronsAndWebhooks, SqliteResources):
     """Threads and runs in one SQLite file shared by every process of a deployment.
 
     Args:
