@@ -19,7 +19,9 @@ CONFIG = Path(__file__).with_name("index_app") / "langgraph.json"
 
 def test_settings_are_read_from_langgraph_json() -> None:
     settings = store_settings(read_project(str(CONFIG)))
-    assert settings.index is not None and settings.index["dims"] == 8 and callable(settings.index["embed"])
+    assert settings.index is not None and settings.index["dims"] == 8
+    # The function is wrapped as LangChain embeddings (LangGraph's `ensure_embeddings`).
+    assert settings.index["embed"].embed_query("tea") == settings.index["embed"].embed_query("tea")
     assert settings.ttl == {"refresh_on_read": False}
 
 
