@@ -32,6 +32,7 @@ from langgraph_sdk.auth import Auth
 
 from runplane.api.app import ApiSettings, create_app
 from runplane.api.auth import load_api_keys_file, parse_api_keys
+from runplane.api.server import http_limits
 from runplane.core.errors import InvalidInput, RunplaneError
 from runplane.core.manager import ManagerSettings, RunManager
 from runplane.core.models import CANCEL_ACTIONS, RUN_STATUSES, THREAD_STATUSES
@@ -224,7 +225,13 @@ async def serve_api(settings: Settings, *, banner: Callable[[], None] | None = N
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
         config = uvicorn.Config(
-            app, host=settings.host, port=settings.port, log_config=None, lifespan="on", access_log=False
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            lifespan="on",
+            access_log=False,
+            **http_limits(),  # header-read and keep-alive timeouts, connection cap
         )
         server = uvicorn.Server(config)
         if banner is not None:

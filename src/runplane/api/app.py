@@ -22,17 +22,14 @@ from runplane.api import schemas as s
 from runplane.api.auth import ApiKeyAuth, Authenticate, AuthMiddleware, CustomAuthenticator, path_params_of
 from runplane.api.authz import CustomAuthGuard, check_access_table
 from runplane.api.errors import http_exception_handler
-from runplane.api.middleware import HeaderLimit, OriginGuard
+from runplane.api.middleware import HeaderLimit, OriginGuard, RequestId
 from runplane.api.openapi import DOCS_HTML, build_openapi
 from runplane.api.render import json_response
 from runplane.api.routing import Call, Endpoint, Guard, InvalidIds, Reply, Services, build_routes
 from runplane.api.settings import ApiSettings as ApiSettings
-from runplane.core.errors import NotFound
 from runplane.core.graphs import GraphRuntime
+from runplane.core.health import check_dependencies
 from runplane.core.manager import RunManager
-
-#: A thread id no one can own: looking it up exercises the store without matching anything.
-_PROBE_ID = "00000000-0000-0000-0000-000000000000"
 
 ENDPOINTS: tuple[Endpoint, ...] = (*assistants.ENDPOINTS, *threads.ENDPOINTS, *runs.ENDPOINTS)
 
@@ -45,11 +42,13 @@ def _package_version(name: str) -> str | None:
 
 
 async def ok(call: Call) -> Response:
+    """Liveness; with `check_db=1`, readiness: each dependency `healthy` or `unhealthy`, and 500
+    when one is not, as LangGraph's server answers."""
     if call.query.check_db:
-        try:
-            await call.manager.get_thread(_PROBE_ID, call.owner)
-        except NotFound:
-            pass
+        services = await check_dependencies(call.manager)
+        healthy = all(services.values())
+        body = {"ok": healthy, "services": {k: "healthy" if v else "unhealthy" for k, v in services.items()}}
+        return json_response(body, status_code=200 if healthy else 500)
     return json_response({"ok": True, "services": {}})
 
 
@@ -72,7 +71,10 @@ SYSTEM: tuple[Endpoint, ...] = (
         "Health check",
         "System",
         query=s.OkQuery,
-        replies={200: Reply("Healthy.", s.OkOut), 503: Reply("The store is unavailable.", s.ErrorOut)},
+        replies={
+            200: Reply("Healthy.", s.OkOut),
+            500: Reply("A dependency is unhealthy (check_db=1).", s.OkOut),
+        },
     ),
     Endpoint("GET", "/info", info, "Server information", "System", replies={200: Reply("Info.", s.InfoOut)}),
 )
@@ -96,7 +98,7 @@ def _authentication(settings: ApiSettings, paths: list[str]) -> Authenticate | N
 
 def _middleware(settings: ApiSettings, authenticate: Authenticate | None) -> list[Middleware]:
     """Outermost first: header bound, CORS (only when configured), cross-site guard, authentication."""
-    stack = [Middleware(HeaderLimit, max_bytes=settings.max_header_bytes)]
+    stack = [Middleware(RequestId), Middleware(HeaderLimit, max_bytes=settings.max_header_bytes)]
     if settings.cors_origins:
         stack.append(
             Middleware(

@@ -9,6 +9,7 @@ RunplaneError
 ├── LeaseLost           a worker's claim is no longer current (expired, or a newer attempt holds it)
 ├── CancelRequested     a worker tried to finish a run whose cancel won the race
 └── StoreUnavailable    the backing database failed in a way the caller cannot fix
+    └── InfrastructureFault   a run's attempt met a dependency failure (not the run's fault)
 """
 
 from __future__ import annotations
@@ -59,3 +60,7 @@ class CancelRequested(RunplaneError):
 
 class StoreUnavailable(RunplaneError):
     """The store is unavailable."""
+
+
+class InfrastructureFault(StoreUnavailable):
+    """A dependency (database, event bus, checkpointer) failed; the run did not."""

@@ -556,7 +556,17 @@ class RedisBus:
                 f"event bus unavailable: Redis did not answer within {self.command_timeout:g}s"
             ) from exc
         except RedisError as exc:
-            raise StoreUnavailable(f"event bus unavailable: {exc}") from exc
+            # redis-py's message names the host: it stays in the cause, for the server's log.
+            raise StoreUnavailable(f"event bus unavailable: {type(exc).__name__}") from exc
+
+    async def ping(self) -> None:
+        """Return once Redis answers a PING (readiness).
+
+        Raises:
+            StoreUnavailable: it did not.
+        """
+        self._check_open()
+        await self._command(self._redis.ping())
 
     async def notify(self, channel: str, message: str = "") -> None:
         """Publish a hint; Redis errors are logged and swallowed (every listener has a fallback)."""

@@ -51,7 +51,14 @@ from runplane.core.models import (
     ThreadStatus,
     TokenUsage,
 )
-from runplane.db.postgres import PoolSettings, parse_url, retryable, translate_errors
+from runplane.db.postgres import (
+    GuardedPool,
+    PoolSettings,
+    breaker_for,
+    parse_url,
+    retryable,
+    translate_errors,
+)
 from runplane.db.sql import Migration, load_migrations, load_queries
 from runplane.stores.postgres._rows import (
     Conn,
@@ -173,8 +180,10 @@ class PostgresStore:
         if self._pool is not None:
             return
         settings = self._pool_settings
-        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+        # Checked connections, and a breaker that fails checkouts at once while the server is down.
+        pool: AsyncConnectionPool[Conn] = GuardedPool(
             self._conninfo,
+            breaker=breaker_for(self._conninfo),
             connection_class=psycopg.AsyncConnection[DictRow],
             kwargs={"autocommit": True, "row_factory": dict_row},
             min_size=settings.min_size,
