@@ -1,7 +1,8 @@
 """The one table from errors to HTTP statuses, and the JSON error body every failure uses.
 
 Every error body is `{"detail": "<message>"}`, as LangGraph's server answers; validation failures add
-`errors`, a list of `{"loc", "msg", "type"}` naming each offending field.
+`errors`, a list of `{"loc", "msg", "type"}` naming each offending field; server errors (5xx) add
+`request_id`, the id under which the server logged the failure (also the `X-Request-Id` header).
 """
 
 from __future__ import annotations
@@ -97,13 +98,6 @@ def validation_error(exc: ValidationError, where: str) -> ApiError:
     return ApiError(422, detail, errors=errors)
 
 
-def _with_request_id(detail: str) -> tuple[str, dict[str, str]]:
-    request_id = REQUEST_ID.get()
-    if request_id is None:
-        return detail, {}
-    return f"{detail} (request id {request_id})", {"X-Request-Id": request_id}
-
-
 def server_error(status_code: int, detail: str, exc: BaseException) -> Response:
     """A 5xx: logged here with its traceback and the request id; the client gets `detail` (generic,
     never a driver message, host or user) and the request id. A 503 says when to retry."""
@@ -117,10 +111,11 @@ def server_error(status_code: int, detail: str, exc: BaseException) -> Response:
         )
     else:
         logger.error("request %s failed", request_id, exc_info=exc, extra=extra)
-    detail, headers = _with_request_id(detail)
-    if status_code == 503:
-        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-    return error_response(status_code, detail, headers=headers)
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status_code == 503 else {}
+    if request_id is None:
+        return error_response(status_code, detail, headers=headers)
+    body = {"detail": detail, "request_id": request_id}
+    return Response(orjson.dumps(body), status_code, headers=headers, media_type="application/json")
 
 
 def response_for(exc: Exception) -> Response:
@@ -128,7 +123,7 @@ def response_for(exc: Exception) -> Response:
     if isinstance(exc, ApiError):
         return error_response(exc.status_code, exc.detail, errors=exc.errors)
     if isinstance(exc, StoreUnavailable):
-        return server_error(503, "Service temporarily unavailable: a dependency is down; retry later", exc)
+        return server_error(503, "Service Unavailable: a dependency is down, retry later", exc)
     if isinstance(exc, RunplaneError):
         return error_response(status_for(exc), exc.message)
     if isinstance(exc, ValidationError):
