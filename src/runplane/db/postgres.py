@@ -119,8 +119,9 @@ class CircuitBreaker:
     """Fails checkouts at once while PostgreSQL is known to be down, instead of at the pool timeout.
 
     Closed: checkouts go to the pool. A failed connection attempt (the pool's own, in the background,
-    or a caller's) or a checkout timeout opens it: every checkout then fails with `StoreUnavailable`
-    at once, and so do checkouts already waiting in the pool. After a cooldown (growing from
+    or a caller's) or a checkout timeout opens it: a checkout then gets a pooled connection that is
+    ready and passes its check, or fails with `StoreUnavailable` at once, and so do checkouts already
+    waiting in the pool. After a cooldown (growing from
     `first_cooldown` to `max_cooldown`, with jitter) one checkout is let through as a probe: its
     success closes the breaker, its failure opens it again. So a down server costs each request
     microseconds, and the server sees one connection attempt per cooldown from each process.
@@ -234,10 +235,15 @@ def guarded_connection_class(base: type[Any], breaker: CircuitBreaker) -> type[A
     return Guarded
 
 
+#: How long a checkout waits for a pooled connection while the breaker is open.
+_NO_WAIT = 0.01
+
+
 class GuardedPool(AsyncConnectionPool[Any]):
     """An `AsyncConnectionPool` behind a `CircuitBreaker`; connections are checked before use.
 
-    While the breaker is open, `getconn` (and so `connection()`) raises `StoreUnavailable` at once.
+    While the breaker is open, `getconn` (and so `connection()`) raises `StoreUnavailable` at once
+    unless a pooled connection is ready.
     Connections are checked (`check_connection`, an empty query) before they are handed out, so a
     connection the server closed (a restart, `AdminShutdown`) is replaced, never given to a caller.
     Failed reconnections are given up after `reconnect_timeout` (short: 2 s by default) rather than
@@ -256,7 +262,12 @@ class GuardedPool(AsyncConnectionPool[Any]):
 
     async def getconn(self, timeout: float | None = None) -> Any:
         if not self.breaker.admit():
-            raise StoreUnavailable(UNAVAILABLE)
+            # Known down (or refusing new connections: "too many clients"): a pooled connection
+            # that still passes its check is handed out, but nobody waits for a new one.
+            try:
+                return await super().getconn(_NO_WAIT)
+            except PoolTimeout:
+                raise StoreUnavailable(UNAVAILABLE) from None
         try:
             conn = await self.breaker.race(super().getconn(timeout))
         except PoolTimeout:

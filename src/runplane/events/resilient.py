@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 #: Marks the end of a stream in a backlog (an event name no publisher uses).
 _END = "\x00end"
-_RETRY_FIRST, _RETRY_CAP = 0.05, 2.0
+_RETRY_FIRST, _RETRY_CAP = 0.05, 1.0
 
 
 class ResilientBus:
@@ -128,6 +128,14 @@ class ResilientBus:
         while self._backlog:
             run_id, events = next(iter(self._backlog.items()))
             try:
+                replay = getattr(self.inner, "replay", None)
+                if replay is not None:
+                    # One step for the whole backlog, which also puts our end after a reader's guard.
+                    batch = list(events)
+                    ended = bool(batch) and batch[-1][0] == _END
+                    await replay(run_id, [e for e in batch if e[0] != _END], end=ended)
+                    for _ in batch:
+                        self._backlog_bytes -= len(events.popleft()[1])
                 while events:
                     event, data = events[0]
                     if event == _END:
