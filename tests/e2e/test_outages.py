@@ -1,5 +1,6 @@
 """Infrastructure outages while runs execute, with real processes: PostgreSQL stopped with
-`pg_ctl stop -m fast` for a few seconds, then redis-server killed (SIGKILL) and restarted.
+`pg_ctl stop -m fast` for a few seconds, redis-server killed (SIGKILL) and restarted, and the disk
+under a SQLite database filled up (a small tmpfs) and freed.
 
 The cluster (one API, two workers) runs on a PostgreSQL and a Redis of this module's own
 (`_outage.py`), so stopping them hurts no other test. Runs have one attempt (`max_attempts=1`)
@@ -17,6 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,8 +35,8 @@ from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 
 from tests._services import drop_postgres_database, fresh_postgres_database
-from tests.e2e._outage import OwnPostgres, OwnRedis
-from tests.e2e._procs import Cluster, read_steps
+from tests.e2e._outage import OwnPostgres, OwnRedis, fill, small_tmpfs
+from tests.e2e._procs import APP_CONFIG, LOG_ENV, RUNPLANE, Cluster, Proc, free_port, read_steps
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -294,3 +299,66 @@ async def test_redis_killed_while_runs_execute_and_streams_follow(
     # Cut off with an error event, resumed, and saw every tick once, in order.
     assert errors, "the stream client was never cut off"
     assert seen == list(range(TICKS))
+
+
+# -- SQLite: the disk fills up --------------------------------------------------------------------------
+
+
+async def test_sqlite_disk_full_while_runs_execute(tmp_path: Path) -> None:
+    """`runplane serve` (API and workers) on a SQLite file in a small tmpfs, filled up mid-run: runs
+    pause (every write fails with SQLITE_FULL) and resume at attempt 1 once space is freed."""
+    try:
+        tmpfs = small_tmpfs("16m")
+        disk = tmpfs.__enter__()
+    except PermissionError as exc:
+        pytest.skip(f"no tmpfs here: {exc}")
+    proc: Proc | None = None
+    try:
+        port = free_port()
+        step_log = tmp_path / "steps.log"
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("RUNPLANE_")},
+            "PYTHONUNBUFFERED": "1",
+            LOG_ENV: str(step_log),
+            "RUNPLANE_LEASE_SECONDS": str(LEASE),
+            "RUNPLANE_MAX_ATTEMPTS": "1",
+        }
+        argv = [*RUNPLANE, "serve", "--database-url", f"sqlite:///{disk / 'runplane.db'}"]
+        argv += ["--config", str(APP_CONFIG), "--port", str(port), "--workers", str(RUNS)]
+        proc = Proc("serve", "api", argv, env, tmp_path, port=port)
+        proc.start()
+        proc.wait_ready()
+        cluster = Cluster(tmp_path, "unused", None)  # for its step-log helpers only
+        cluster.step_log = step_log
+        client = get_client(url=proc.url, api_key=None)
+        runs = await start_runs(client)
+        await wait_ticking(cluster, runs)
+
+        filler = fill(disk)
+        try:
+            # Until the server has met the full disk (its log says so), then a little longer.
+            await eventually(lambda: "database or disk is full" in proc.log_text() if proc else False, 30)
+            await asyncio.sleep(1.0)
+        finally:
+            filler.unlink()
+        back, back_wall = time.monotonic(), time.time()
+        figures = Figures("sqlite-disk-full")
+        finished = await settle(client, runs)
+        figures.settle_seconds = time.monotonic() - back
+        figures.failed = sum(run["status"] != "success" for run in finished)
+        figures.resume_seconds = resumed_after(cluster, runs, back_wall)
+        with contextlib.closing(sqlite3.connect(disk / "runplane.db")) as conn:  # closed: umount needs it
+            query = f"SELECT attempt FROM runs WHERE run_id IN ({','.join('?' * len(runs))})"
+            figures.attempts = [row[0] for row in conn.execute(query, [run_id for _, run_id in runs])]
+        print(figures.show())
+        assert figures.attempts == [1] * RUNS
+        await check(cluster, client, runs)
+    finally:
+        if proc is not None:
+            print(proc.log_text()[-6000:])
+            proc.send(signal.SIGTERM)
+            try:
+                proc.popen.wait(timeout=15) if proc.popen else None
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        tmpfs.__exit__(None, None, None)
