@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 import psycopg
+from psycopg import errors as pg_errors
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -601,10 +602,16 @@ class PostgresStore:
             yield
             try:
                 await stack.aclose()  # commit: releases the lock
-            except psycopg.Error as exc:
+            except pg_errors.IdleInTransactionSessionTimeout as exc:
                 # PostgreSQL ended the session: the holder stalled past `max_seconds`, and the run
                 # may have been recovered meanwhile.
                 raise LeaseLost(f"run {run_id} attempt {attempt} lost its hold: {exc}") from exc
+            except psycopg.Error as exc:
+                # The server went away (a restart, a network cut): an infrastructure fault. The
+                # worker rides it out and renews its lease before writing again, which tells it
+                # whether the run is still its own.
+                with translate_errors():
+                    raise exc
 
     async def record_progress(
         self, run_id: str, attempt: int, *, model_name: str | None = None, usage: TokenUsage | None = None
