@@ -37,6 +37,9 @@ StopReason = Literal["interrupt", "rollback", "lease_lost", "shutdown"]
 #: between the claim and the moment the worker listened for its hint.
 FIRST_CHECK_SECONDS = 0.5
 
+#: How long a paused attempt waits for one probe of the checkpointer before trying again.
+PROBE_SECONDS = 5.0
+
 #: After the store comes back from an outage, live workers get this long to renew the leases that
 #: expired meanwhile before anyone treats those runs as abandoned (a recovery charges an attempt).
 OUTAGE_GRACE_SECONDS = 2 * faults.BACKOFF_CAP + 1.0
@@ -343,9 +346,10 @@ class Worker:
                 await self._check(attempt, quiet=False)
                 if attempt.stop is not None:
                     break
-                await saver.aget_tuple(root)
+                async with asyncio.timeout(PROBE_SECONDS):  # a checkout may wait on a pool
+                    await saver.aget_tuple(root)
             except Exception as exc:
-                if not faults.is_infrastructure(exc):
+                if not (isinstance(exc, TimeoutError) or faults.is_infrastructure(exc)):
                     raise
                 self._last_fault = time.monotonic()
                 continue
