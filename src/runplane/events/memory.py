@@ -18,6 +18,11 @@ from contextlib import asynccontextmanager
 from runplane.core.errors import InvalidInput
 from runplane.core.events import StreamEvent
 
+#: Payloads this large are copied before they are kept: orjson returns a bytes object that keeps
+#: the whole buffer it grew while encoding (about 15 times a 4 MiB payload), which `len` does not
+#: show; a copy is exactly its length, so the byte bounds below bound memory.
+_COMPACT_BYTES = 64 * 1024
+
 
 class _Stream:
     __slots__ = ("bytes", "changed", "ended_at", "events", "first_seq", "next_seq")
@@ -121,6 +126,8 @@ class InMemoryBus:
             return str(stream.next_seq - 1)
         seq = stream.next_seq
         stream.next_seq += 1
+        if len(data) >= _COMPACT_BYTES:
+            data = bytes(memoryview(data))
         item = StreamEvent(event, data, str(seq))
         stream.events.append(item)
         stream.bytes += len(data)

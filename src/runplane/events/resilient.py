@@ -98,6 +98,8 @@ class ResilientBus:
         return self.inner.subscribe(run_id, last_event_id)
 
     def _buffer(self, run_id: str, event: str, data: bytes) -> None:
+        # An exact-size copy: an encoder's bytes may keep a much larger buffer (see `events.memory`).
+        data = bytes(memoryview(data)) if len(data) >= 64 * 1024 else data
         self._backlog.setdefault(run_id, deque()).append((event, data))
         self._backlog_bytes += len(data)
         while self._backlog_bytes > self.max_backlog_bytes:
