@@ -8,7 +8,7 @@ import contextlib
 import random
 import time
 import weakref
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -169,23 +169,39 @@ class CircuitBreaker:
         self._probing = True  # this checkout is the probe
         return True
 
-    async def race(self, checkout: Awaitable[T]) -> T:
-        """`checkout`, abandoned as soon as the breaker opens meanwhile."""
+    async def race(self, checkout: Awaitable[T], give_back: Callable[[T], Awaitable[object]]) -> T:
+        """`checkout`, abandoned as soon as the breaker opens meanwhile. A connection the checkout
+        got anyway (the caller was cancelled, or the breaker opened, at that very moment) goes back
+        through `give_back`, never leaks."""
         task = asyncio.ensure_future(checkout)
         tripped = asyncio.ensure_future(self._tripped.wait())
+
+        def reclaim(done: asyncio.Future[T]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                _background(give_back(done.result()))
+
         try:
             await asyncio.wait({task, tripped}, return_when=asyncio.FIRST_COMPLETED)
         except BaseException:
             task.cancel()
+            task.add_done_callback(reclaim)
             raise
         finally:
             tripped.cancel()
         if not task.done():
-            task.cancel()  # the pool hands a connection given meanwhile back to itself
-            with contextlib.suppress(BaseException):
-                await task
+            task.cancel()  # the pool hands a connection given meanwhile back to itself...
+            task.add_done_callback(reclaim)  # ...unless it was handed over already
             raise StoreUnavailable(UNAVAILABLE)
         return task.result()
+
+
+_tasks: set[asyncio.Task[object]] = set()
+
+
+def _background(call: Awaitable[object]) -> None:
+    task: asyncio.Task[object] = asyncio.ensure_future(call)
+    _tasks.add(task)  # a reference, so it is not collected mid-way
+    task.add_done_callback(_tasks.discard)
 
 
 #: What a caller is told while PostgreSQL is down (never a host, user or driver message).
@@ -269,7 +285,7 @@ class GuardedPool(AsyncConnectionPool[Any]):
             except PoolTimeout:
                 raise StoreUnavailable(UNAVAILABLE) from None
         try:
-            conn = await self.breaker.race(super().getconn(timeout))
+            conn = await self.breaker.race(super().getconn(timeout), self.putconn)
         except PoolTimeout:
             self.breaker.failure()
             raise
