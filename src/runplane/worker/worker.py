@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from runplane._malloc import give_back_free_memory
 from runplane.core.errors import CancelRequested, InfrastructureFault, LeaseLost, NotFound
 from runplane.core.events import WAKEUP_CHANNEL, cancel_channel
 from runplane.core.manager import RunManager
@@ -37,9 +36,6 @@ StopReason = Literal["interrupt", "rollback", "lease_lost", "shutdown"]
 #: How soon a run re-reads its durable cancel request after it starts: covers a cancel that landed
 #: between the claim and the moment the worker listened for its hint.
 FIRST_CHECK_SECONDS = 0.5
-
-#: Idle seconds after the last run ended before freed memory is handed back to the OS.
-TRIM_AFTER_SECONDS = 1.0
 
 #: How long a paused attempt waits for one probe of the checkpointer before trying again.
 PROBE_SECONDS = 5.0
@@ -123,7 +119,6 @@ class Worker:
         self._last_fault = 0.0
         #: Tries resumed after an infrastructure fault, in-process and in the same attempt.
         self.ridden_out = 0
-        self._trim: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
         return (
@@ -147,9 +142,6 @@ class Worker:
         """Stop claiming, let running runs finish for `shutdown_grace`, then cancel them and hand
         them back to the queue (another worker resumes them from their last checkpoint)."""
         self._stopping = True
-        if self._trim is not None:
-            self._trim.cancel()
-            self._trim = None
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -229,14 +221,6 @@ class Worker:
         self._slots.release()
         # A finished run may unblock the next run of its thread (FIFO per thread): look again.
         self._wake.set()
-        if not self._running and self._trim is None:
-            self._trim = asyncio.get_running_loop().call_later(TRIM_AFTER_SECONDS, self._trim_when_idle)
-
-    def _trim_when_idle(self) -> None:
-        """Once idle, hand the memory the finished runs freed back to the OS (see `runplane._malloc`)."""
-        self._trim = None
-        if not self._running:
-            give_back_free_memory()
 
     async def _recovery_loop(self) -> None:
         while True:
