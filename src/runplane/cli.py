@@ -35,6 +35,7 @@ from runplane.api.auth import load_api_keys_file, parse_api_keys
 from runplane.api.http_config import parse_http_section
 from runplane.api.metrics import PrometheusMetrics, metrics_app
 from runplane.api.origins import origin_problem
+from runplane.api.server import http_limits
 from runplane.api.settings import HttpConfig
 from runplane.cli_inspect import doctor_command, runs, threads
 from runplane.core.errors import InvalidInput, RunplaneError
@@ -317,7 +318,13 @@ async def serve_api(
         except InvalidInput as exc:
             raise click.UsageError(exc.message) from None
         config = uvicorn.Config(
-            app, host=settings.host, port=settings.port, log_config=None, lifespan="on", access_log=False
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            lifespan="on",
+            access_log=False,
+            **http_limits(),  # header-read and keep-alive timeouts, connection cap
         )
         server = uvicorn.Server(config)
         if banner is not None:

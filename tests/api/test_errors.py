@@ -6,7 +6,6 @@ import uuid
 from collections.abc import AsyncIterator
 
 import httpx
-import pytest
 
 from runplane.api.errors import STATUS_BY_ERROR, status_for
 from runplane.core.errors import (
@@ -193,17 +192,63 @@ async def test_unexpected_errors_are_500_json(client: httpx.AsyncClient, runtime
     with caplog.at_level("ERROR"):
         response = await client.get("/assistants/echo/graph")
     assert response.status_code == 500
-    assert response.json() == {"detail": "Internal Server Error"}
+    request_id = response.headers["x-request-id"]
+    assert response.json() == {"detail": "Internal Server Error", "request_id": request_id}
+    # Logged here, with the traceback and the id the client was given.
+    logged = [r for r in caplog.records if getattr(r, "request_id", None) == request_id]
+    assert logged and logged[0].exc_info is not None and "bug" in str(logged[0].exc_info[1])
     assert (await client.get("/ok")).status_code == 200
 
 
-@pytest.mark.parametrize("error", [StoreUnavailable("db down"), Conflict("dup")])
-async def test_core_errors_map_through_the_table(client: httpx.AsyncClient, manager, error) -> None:  # type: ignore[no-untyped-def]
+async def test_core_errors_map_through_the_table(client: httpx.AsyncClient, manager) -> None:  # type: ignore[no-untyped-def]
     async def failing(*args: object, **kwargs: object) -> None:
-        raise error
+        raise Conflict("dup")
 
     manager.store.get_thread = failing
     response = await client.get(f"/threads/{uuid.uuid4()}")
-    assert response.status_code == status_for(error)
-    assert response.json() == {"detail": error.message}
-    assert (await client.get("/ok", params={"check_db": 1})).status_code == status_for(error)
+    assert response.status_code == status_for(Conflict("dup")) == 409
+    assert response.json() == {"detail": "dup"}
+
+
+async def test_an_unavailable_store_is_a_generic_503_with_retry_after(  # type: ignore[no-untyped-def]
+    client: httpx.AsyncClient, manager, caplog
+) -> None:
+    secret = "connection to server at 10.1.2.3, port 5432 failed: role alice"
+
+    async def failing(*args: object, **kwargs: object) -> None:
+        try:
+            raise OSError(secret)
+        except OSError as exc:
+            raise StoreUnavailable(f"PostgreSQL failed: {exc}") from exc
+
+    manager.store.get_thread = failing
+    with caplog.at_level("WARNING"):
+        response = await client.get(f"/threads/{uuid.uuid4()}")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    body = response.json()
+    assert body == {
+        "detail": "Service Unavailable: a dependency is down, retry later",
+        "request_id": response.headers["x-request-id"],
+    }
+    assert "10.1.2.3" not in response.text and "alice" not in response.text
+    # The operator's log has the cause, under the request id.
+    assert any(body["request_id"] in r.getMessage() and secret in r.getMessage() for r in caplog.records)
+    # Liveness stays up; readiness reports the database.
+    assert (await client.get("/ok")).json() == {"ok": True, "services": {}}
+    ready = await client.get("/ok", params={"check_db": 1})
+    assert ready.status_code == 500
+    assert ready.json() == {"ok": False, "services": {"database": "unhealthy"}}
+
+
+async def test_readiness_reports_a_healthy_database(client: httpx.AsyncClient) -> None:
+    ready = await client.get("/ok", params={"check_db": 1})
+    assert ready.status_code == 200
+    assert ready.json() == {"ok": True, "services": {"database": "healthy"}}
+
+
+async def test_a_client_request_id_is_echoed_and_a_bad_one_replaced(client: httpx.AsyncClient) -> None:
+    echoed = await client.get("/ok", headers={"x-request-id": "lb-1234.abc"})
+    assert echoed.headers["x-request-id"] == "lb-1234.abc"
+    replaced = await client.get("/ok", headers={"x-request-id": "bad id\twith spaces"})
+    assert replaced.headers["x-request-id"] not in ("", "bad id\twith spaces")

@@ -235,3 +235,36 @@ async def test_close_is_harmless() -> None:
     await bus.close()
     await bus.end_stream("r1")
     assert len(await _drain(bus, "r1")) == 1
+
+
+async def test_ended_streams_are_freed_by_a_timer_on_an_idle_bus() -> None:
+    bus = InMemoryBus(retention_seconds=0.05)
+    for n in range(3):
+        await bus.publish(f"r{n}", "values", b"x" * 1000)
+        await bus.end_stream(f"r{n}")
+    assert _counts(bus) == (3, 0)
+    assert bus.retained_bytes == 3000
+    # Nothing else happens on the bus: only its timer can free them.
+    async with asyncio.timeout(5):
+        while _counts(bus) != (0, 0):  # noqa: ASYNC110 - the bus's own timer, nothing to await
+            await asyncio.sleep(0.01)
+    assert bus.retained_bytes == 0
+    await bus.close()
+
+
+async def test_ended_streams_are_bounded_by_bytes_oldest_first() -> None:
+    bus = InMemoryBus(retention_seconds=3600, max_retained_bytes=2500)
+    await bus.publish("live", "values", b"x" * 5000)  # live streams count against their own bound only
+    await bus.publish("r0", "values", b"0" * 1000)
+    reader = bus.subscribe("r0")
+    assert (await anext(reader)).data == b"0" * 1000  # a client reading r0 when it is dropped
+    await bus.end_stream("r0")
+    for n in (1, 2):
+        await bus.publish(f"r{n}", "values", b"%d" % n * 1000)
+        await bus.end_stream(f"r{n}")
+    assert _counts(bus) == (3, 0)  # live, r1, r2: r0 went first
+    assert bus.retained_bytes == 2000
+    assert [event.data for event in await _drain(bus, "r2")] == [b"2" * 1000]
+    async with asyncio.timeout(5):
+        assert [event async for event in reader] == []  # ... still sees its end
+    await bus.close()

@@ -22,7 +22,7 @@ from runplane.api.auth import ApiKeyAuth, Authenticate, AuthMiddleware, CustomAu
 from runplane.api.authz import CustomAuthGuard, check_access_table
 from runplane.api.errors import http_exception_handler
 from runplane.api.metrics import HttpMetrics, metrics_route
-from runplane.api.middleware import HeaderLimit, OriginGuard
+from runplane.api.middleware import HeaderLimit, OriginGuard, RequestId
 from runplane.api.mounting import (
     bare_ok,
     compose,
@@ -36,13 +36,10 @@ from runplane.api.origins import PolicyCORSMiddleware, cors_setup
 from runplane.api.render import json_response
 from runplane.api.routing import Call, Endpoint, Guard, InvalidIds, Reply, Services, build_routes
 from runplane.api.settings import ApiSettings as ApiSettings
-from runplane.core.errors import NotFound
 from runplane.core.graphs import GraphRuntime
+from runplane.core.health import check_dependencies
 from runplane.core.manager import RunManager
 from runplane.ui import ui_routes
-
-#: A thread id no one can own: looking it up exercises the store without matching anything.
-_PROBE_ID = "00000000-0000-0000-0000-000000000000"
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     *assistants.ENDPOINTS,
@@ -62,11 +59,13 @@ def _package_version(name: str) -> str | None:
 
 
 async def ok(call: Call) -> Response:
+    """Liveness; with `check_db=1`, readiness: each dependency `healthy` or `unhealthy`, and 500
+    when one is not, as LangGraph's server answers."""
     if call.query.check_db:
-        try:
-            await call.manager.get_thread(_PROBE_ID, call.owner)
-        except NotFound:
-            pass
+        services = await check_dependencies(call.manager)
+        healthy = all(services.values())
+        body = {"ok": healthy, "services": {k: "healthy" if v else "unhealthy" for k, v in services.items()}}
+        return json_response(body, status_code=200 if healthy else 500)
     return json_response({"ok": True, "services": {}})
 
 
@@ -89,7 +88,10 @@ SYSTEM: tuple[Endpoint, ...] = (
         "Health check",
         "System",
         query=s.OkQuery,
-        replies={200: Reply("Healthy.", s.OkOut), 503: Reply("The store is unavailable.", s.ErrorOut)},
+        replies={
+            200: Reply("Healthy.", s.OkOut),
+            500: Reply("A dependency is unhealthy (check_db=1).", s.OkOut),
+        },
     ),
     Endpoint("GET", "/info", info, "Server information", "System", replies={200: Reply("Info.", s.InfoOut)}),
 )
@@ -112,10 +114,10 @@ def _authentication(settings: ApiSettings, paths: list[str]) -> Authenticate | N
 
 
 def _middleware(settings: ApiSettings) -> list[Middleware]:
-    """Outermost first: header bound, CORS (only when some origin is allowed), cross-site guard.
-    Authentication runs per route (`api.mounting`)."""
+    """Outermost first: request id, header bound, CORS (only when some origin is allowed), cross-site
+    guard. Authentication runs per route (`api.mounting`)."""
     policy, cors_options = cors_setup(settings, expose_headers=_EXPOSED_HEADERS)
-    stack = [Middleware(HeaderLimit, max_bytes=settings.max_header_bytes)]
+    stack = [Middleware(RequestId), Middleware(HeaderLimit, max_bytes=settings.max_header_bytes)]
     if policy.enabled:
         stack.append(Middleware(PolicyCORSMiddleware, policy=policy, **cors_options))
     stack.append(Middleware(OriginGuard, policy=policy))

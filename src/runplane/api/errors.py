@@ -1,11 +1,13 @@
 """The one table from errors to HTTP statuses, and the JSON error body every failure uses.
 
 Every error body is `{"detail": "<message>"}`, as LangGraph's server answers; validation failures add
-`errors`, a list of `{"loc", "msg", "type"}` naming each offending field.
+`errors`, a list of `{"loc", "msg", "type"}` naming each offending field; server errors (5xx) add
+`request_id`, the id under which the server logged the failure (also the `X-Request-Id` header).
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from typing import Any
 
@@ -29,6 +31,13 @@ from runplane.core.errors import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: The id of the request being handled (set by `api.middleware.RequestId`): server errors are
+#: logged with it and the client is given it, so the two can be matched.
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("runplane_request_id", default=None)
+
+#: Seconds a client is told to wait (Retry-After) when a dependency is unavailable.
+RETRY_AFTER_SECONDS = 1
 
 #: Core error -> HTTP status. Looked up along the exception's MRO, so subclasses inherit a row.
 STATUS_BY_ERROR: dict[type[RunplaneError], int] = {
@@ -92,18 +101,39 @@ def validation_error(exc: ValidationError, where: str) -> ApiError:
     return ApiError(422, detail, errors=errors)
 
 
+def server_error(status_code: int, detail: str, exc: BaseException) -> Response:
+    """A 5xx: logged here with its traceback and the request id; the client gets `detail` (generic,
+    never a driver message, host or user) and the request id. A 503 says when to retry."""
+    request_id = REQUEST_ID.get()
+    extra = {"action": "http_error", "request_id": request_id, "status": status_code}
+    if status_code == 503:
+        # Expected while a dependency is down: no traceback per request, the cause is enough.
+        cause = exc.__cause__ or exc
+        logger.warning(
+            "request %s: %s (%s: %s)", request_id, detail, type(cause).__name__, cause, extra=extra
+        )
+    else:
+        logger.error("request %s failed", request_id, exc_info=exc, extra=extra)
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status_code == 503 else {}
+    if request_id is None:
+        return error_response(status_code, detail, headers=headers)
+    body = {"detail": detail, "request_id": request_id}
+    return Response(orjson.dumps(body), status_code, headers=headers, media_type="application/json")
+
+
 def response_for(exc: Exception) -> Response:
     """The JSON error response for anything a handler raised; unexpected errors are logged as 500."""
     if isinstance(exc, ApiError):
         return error_response(exc.status_code, exc.detail, errors=exc.errors)
+    if isinstance(exc, StoreUnavailable):
+        return server_error(503, "Service Unavailable: a dependency is down, retry later", exc)
     if isinstance(exc, RunplaneError):
         return error_response(status_for(exc), exc.message)
     if isinstance(exc, ValidationError):
         return response_for(validation_error(exc, "body"))
     if isinstance(exc, HTTPException):
         return error_response(exc.status_code, exc.detail, headers=dict(exc.headers or {}))
-    logger.exception("unhandled error in request handler", exc_info=exc, extra={"action": "http_error"})
-    return error_response(500, "Internal Server Error")
+    return server_error(500, "Internal Server Error", exc)
 
 
 async def http_exception_handler(request: Request, exc: Exception) -> Response:

@@ -9,9 +9,12 @@ do) is refused unless that origin is the server's own or one configured for CORS
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+import re
+import uuid
 
-from runplane.api.errors import error_response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from runplane.api.errors import REQUEST_ID, error_response, server_error
 from runplane.api.origins import OriginPolicy, same_origin
 
 
@@ -58,3 +61,42 @@ class OriginGuard:
                     await response(scope, receive, send)
                     return
         await self.app(scope, receive, send)
+
+
+#: A request id a client or proxy may set (`X-Request-Id`): short, and nothing a log could misread.
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+class RequestId:
+    """Gives every request an id (the client's `X-Request-Id` when sane, else a new one), echoes it
+    in the response's `X-Request-Id`, and answers anything that escaped the handlers with a logged,
+    generic 500 that names it (Starlette's default would be a bare text body and no log of ours)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope.get("headers", ())).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if _CLIENT_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        token = REQUEST_ID.set(request_id)
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"x-request-id"]
+                message = {**message, "headers": [*headers, (b"x-request-id", request_id.encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            if started:
+                raise  # too late for an error response: the server closes the connection
+            await server_error(500, "Internal Server Error", exc)(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(token)

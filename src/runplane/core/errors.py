@@ -10,6 +10,7 @@ RunplaneError
 ├── LeaseLost           a worker's claim is no longer current (expired, or a newer attempt holds it)
 ├── CancelRequested     a worker tried to finish a run whose cancel won the race
 ├── StoreUnavailable    the backing database failed in a way the caller cannot fix
+│   └── InfrastructureFault   a run's attempt met a dependency failure (not the run's fault)
 └── GraphUnavailable    the graph a request names failed to load when the server started
 """
 
@@ -69,3 +70,7 @@ class GraphUnavailable(RunplaneError):
 
 class SlotTaken(Conflict):
     """Another scheduler already fired this cron slot."""
+
+
+class InfrastructureFault(StoreUnavailable):
+    """A dependency (database, event bus, checkpointer) failed; the run did not."""

@@ -3,18 +3,27 @@ errors to core errors."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Iterator
+import random
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
+import psycopg.conninfo
 from psycopg import errors as pg_errors
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from runplane.core.errors import Conflict, InvalidInput, RunplaneError, StoreUnavailable, ThreadBusy
 
 #: Query parameters of the URL that configure the pool; they are not passed to libpq.
 POOL_PARAMS = ("pool_min_size", "pool_max_size", "pool_timeout")
+
+T = TypeVar("T")
 
 #: Unique constraints whose violation means "lost a race; run the transaction again".
 RACE_CONSTRAINTS = frozenset({"runs_idempotency_key", "runs_one_running_per_thread"})
@@ -43,9 +52,13 @@ def translate_errors() -> Iterator[None]:
         raise Conflict(f"conflicts with the current state ({exc.diag.constraint_name})") from exc
     except psycopg.DataError as exc:
         raise InvalidInput(f"the database refused a value: {exc}") from exc
+    except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+        # Connection failures, pool timeouts, server shutdowns. The driver's message names the host
+        # and user: it stays in the chained cause, for the server's log, never for a client.
+        raise StoreUnavailable(UNAVAILABLE) from exc
     except psycopg.Error as exc:
-        # Connection failures, pool timeouts, server shutdowns, and (unexpectedly) our own SQL.
-        raise StoreUnavailable(f"PostgreSQL failed: {type(exc).__name__}: {exc}") from exc
+        # (Unexpectedly) our own SQL.
+        raise StoreUnavailable(f"PostgreSQL failed: {type(exc).__name__}") from exc
 
 
 def retryable(exc: psycopg.Error) -> bool:
@@ -97,3 +110,187 @@ def parse_url(url: str) -> tuple[str, PoolSettings]:
         raise InvalidInput(f"bad pool size or timeout in database URL: {settings}")
     new_query = urlencode(theirs, quote_via=quote) if ours else parts.query
     return urlunsplit(parts._replace(scheme="postgresql", query=new_query)), settings
+
+
+# -- failing fast while the server is down ---------------------------------------------------------
+
+
+class CircuitBreaker:
+    """Fails checkouts at once while PostgreSQL is known to be down, instead of at the pool timeout.
+
+    Closed: checkouts go to the pool. A failed connection attempt (the pool's own, in the background,
+    or a caller's) or a checkout timeout opens it: a checkout then gets a pooled connection that is
+    ready and passes its check, or fails with `StoreUnavailable` at once, and so do checkouts already
+    waiting in the pool. After a cooldown (growing from
+    `first_cooldown` to `max_cooldown`, with jitter) one checkout is let through as a probe: its
+    success closes the breaker, its failure opens it again. So a down server costs each request
+    microseconds, and the server sees one connection attempt per cooldown from each process.
+    """
+
+    def __init__(self, *, first_cooldown: float = 0.25, max_cooldown: float = 2.0) -> None:
+        self.first_cooldown = first_cooldown
+        self.max_cooldown = max_cooldown
+        self.failures = 0
+        self.open_until = 0.0
+        self._probing = False
+        self._tripped = asyncio.Event()
+
+    @property
+    def is_open(self) -> bool:
+        return self.failures > 0
+
+    def retry_after(self) -> float:
+        """Seconds until the next probe (what a 503's Retry-After should say)."""
+        return max(0.0, self.open_until - time.monotonic())
+
+    def failure(self) -> None:
+        self.failures += 1
+        cooldown = min(self.max_cooldown, self.first_cooldown * 2 ** (self.failures - 1))
+        self.open_until = time.monotonic() + cooldown * random.uniform(0.75, 1.0)
+        self._probing = False
+        self._tripped.set()
+
+    def success(self) -> None:
+        self.failures = 0
+        self.open_until = 0.0
+        self._probing = False
+        if self._tripped.is_set():
+            self._tripped = asyncio.Event()
+
+    def end_probe(self) -> None:
+        self._probing = False
+
+    def admit(self) -> bool:
+        """Whether a checkout may go to the pool now; False: fail it fast."""
+        if not self.failures:
+            return True
+        if self._probing or time.monotonic() < self.open_until:
+            return False
+        self._probing = True  # this checkout is the probe
+        return True
+
+    async def race(self, checkout: Awaitable[T], give_back: Callable[[T], Awaitable[object]]) -> T:
+        """`checkout`, abandoned as soon as the breaker opens meanwhile. A connection the checkout
+        got anyway (the caller was cancelled, or the breaker opened, at that very moment) goes back
+        through `give_back`, never leaks."""
+        task = asyncio.ensure_future(checkout)
+        tripped = asyncio.ensure_future(self._tripped.wait())
+
+        def reclaim(done: asyncio.Future[T]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                _background(give_back(done.result()))
+
+        try:
+            await asyncio.wait({task, tripped}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            task.cancel()
+            task.add_done_callback(reclaim)
+            raise
+        finally:
+            tripped.cancel()
+        if not task.done():
+            task.cancel()  # the pool hands a connection given meanwhile back to itself...
+            task.add_done_callback(reclaim)  # ...unless it was handed over already
+            raise StoreUnavailable(UNAVAILABLE)
+        return task.result()
+
+
+_tasks: set[asyncio.Task[object]] = set()
+
+
+def _background(call: Awaitable[object]) -> None:
+    task: asyncio.Task[object] = asyncio.ensure_future(call)
+    _tasks.add(task)  # a reference, so it is not collected mid-way
+    task.add_done_callback(_tasks.discard)
+
+
+#: What a caller is told while PostgreSQL is down (never a host, user or driver message).
+UNAVAILABLE = "PostgreSQL is unavailable"
+
+_breakers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, CircuitBreaker]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def breaker_for(conninfo: str) -> CircuitBreaker:
+    """The breaker of one database server, shared by every pool of this event loop that reaches it
+    (the store's, the bus's, LangGraph's): when one sees the server go, all fail fast."""
+    loop = asyncio.get_running_loop()
+    per_loop = _breakers.setdefault(loop, {})
+    key = _server_of(conninfo)
+    breaker = per_loop.get(key)
+    if breaker is None:
+        breaker = per_loop[key] = CircuitBreaker()
+    return breaker
+
+
+def _server_of(conninfo: str) -> str:
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return conninfo
+    return f"{info.get('host', '')}:{info.get('port', '')}"
+
+
+def guarded_connection_class(base: type[Any], breaker: CircuitBreaker) -> type[Any]:
+    """`base` whose `connect` reports to `breaker`: the pool's own reconnection attempts, in the
+    background, are what notice a down server first."""
+
+    class Guarded(base):  # type: ignore[misc]
+        @classmethod
+        async def connect(cls, *args: Any, **kwargs: Any) -> Any:
+            try:
+                conn = await super().connect(*args, **kwargs)
+            except psycopg.OperationalError:
+                breaker.failure()
+                raise
+            breaker.success()
+            return conn
+
+    Guarded.__name__ = Guarded.__qualname__ = f"Guarded{base.__name__}"
+    return Guarded
+
+
+#: How long a checkout waits for a pooled connection while the breaker is open.
+_NO_WAIT = 0.01
+
+
+class GuardedPool(AsyncConnectionPool[Any]):
+    """An `AsyncConnectionPool` behind a `CircuitBreaker`; connections are checked before use.
+
+    While the breaker is open, `getconn` (and so `connection()`) raises `StoreUnavailable` at once
+    unless a pooled connection is ready.
+    Connections are checked (`check_connection`, an empty query) before they are handed out, so a
+    connection the server closed (a restart, `AdminShutdown`) is replaced, never given to a caller.
+    Failed reconnections are given up after `reconnect_timeout` (short: 2 s by default) rather than
+    retried on the pool's own growing backoff, so that once the server is back the next checkout
+    connects at once; the breaker's cooldown is the backoff.
+    """
+
+    def __init__(self, conninfo: str, *, breaker: CircuitBreaker, **kwargs: Any) -> None:
+        kwargs["connection_class"] = guarded_connection_class(
+            kwargs.get("connection_class", psycopg.AsyncConnection), breaker
+        )
+        kwargs.setdefault("check", AsyncConnectionPool.check_connection)
+        kwargs.setdefault("reconnect_timeout", 2.0)
+        super().__init__(conninfo, **kwargs)
+        self.breaker = breaker
+
+    async def getconn(self, timeout: float | None = None) -> Any:
+        if not self.breaker.admit():
+            # Known down (or refusing new connections: "too many clients"): a pooled connection
+            # that still passes its check is handed out, but nobody waits for a new one.
+            try:
+                return await super().getconn(_NO_WAIT)
+            except PoolTimeout:
+                raise StoreUnavailable(UNAVAILABLE) from None
+        try:
+            conn = await self.breaker.race(super().getconn(timeout), self.putconn)
+        except PoolTimeout:
+            self.breaker.failure()
+            raise
+        except BaseException:
+            self.breaker.end_probe()  # cancelled, or failed fast: let another checkout probe
+            raise
+        self.breaker.success()
+        return conn

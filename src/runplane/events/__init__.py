@@ -37,4 +37,10 @@ def open_bus(url: str | None = None) -> EventBus:
         raise InvalidInput(
             f"the {scheme} bus needs an optional dependency: pip install 'runplane[{extra}]' ({exc})"
         ) from exc
-    return cast(EventBus, getattr(module, class_name).from_url(url))
+    bus = cast(EventBus, getattr(module, class_name).from_url(url))
+    if scheme == "memory":
+        return bus
+    # A shared bus can go down; its outage must degrade runplane, not fail runs.
+    from runplane.events.resilient import ResilientBus
+
+    return ResilientBus(bus)

@@ -1,7 +1,10 @@
 """`InMemoryBus`: run streams and hints inside one process.
 
-Each run's stream keeps its events for replay (Last-Event-ID), bounded by count and bytes, and an
-ended stream is forgotten `retention_seconds` after its end, so memory does not grow with history.
+Each run's stream keeps its events for replay (Last-Event-ID), bounded by count and bytes. An ended
+stream is forgotten `retention_seconds` after its end, by a timer (an idle server frees it too), or
+sooner, oldest first, when the ended streams together hold more than `max_retained_bytes`. So the
+memory a process holds for finished runs is at most `max_retained_bytes` (64 MiB by default) plus
+one stream, whatever the history; live streams hold at most `max_bytes` each.
 """
 
 from __future__ import annotations
@@ -14,6 +17,11 @@ from contextlib import asynccontextmanager
 
 from runplane.core.errors import InvalidInput
 from runplane.core.events import StreamEvent
+
+#: Payloads this large are copied before they are kept: orjson returns a bytes object that keeps
+#: the whole buffer it grew while encoding (about 15 times a 4 MiB payload), which `len` does not
+#: show; a copy is exactly its length, so the byte bounds below bound memory.
+_COMPACT_BYTES = 64 * 1024
 
 
 class _Stream:
@@ -51,16 +59,27 @@ class InMemoryBus:
         max_events: events kept per run for replay.
         max_bytes: payload bytes kept per run for replay.
         retention_seconds: how long an ended stream stays available to late or resuming clients.
+        max_retained_bytes: payload bytes all ended streams may hold together; beyond, the oldest
+            ended streams are forgotten before their time.
     """
 
     def __init__(
-        self, *, max_events: int = 10_000, max_bytes: int = 16 * 2**20, retention_seconds: float = 300.0
+        self,
+        *,
+        max_events: int = 10_000,
+        max_bytes: int = 16 * 2**20,
+        retention_seconds: float = 300.0,
+        max_retained_bytes: int = 64 * 2**20,
     ) -> None:
         self.max_events = max_events
         self.max_bytes = max_bytes
         self.retention_seconds = retention_seconds
+        self.max_retained_bytes = max_retained_bytes
         self._streams: dict[str, _Stream] = {}
         self._ended: deque[tuple[float, str]] = deque()
+        #: Payload bytes held by the ended streams still in `_streams`.
+        self.retained_bytes = 0
+        self._timer: asyncio.TimerHandle | None = None
         self._listeners: dict[str, set[asyncio.Queue[str]]] = {}
 
     @classmethod
@@ -80,11 +99,25 @@ class InMemoryBus:
 
     def _expire(self) -> None:
         cutoff = time.monotonic() - self.retention_seconds
-        while self._ended and self._ended[0][0] < cutoff:
-            _, run_id = self._ended.popleft()
+        while self._ended and (self._ended[0][0] < cutoff or self.retained_bytes > self.max_retained_bytes):
+            ended_at, run_id = self._ended.popleft()
             stream = self._streams.get(run_id)
-            if stream is not None and stream.ended_at is not None and stream.ended_at < cutoff:
+            if stream is not None and stream.ended_at == ended_at:
+                # Subscribers still reading it keep their own reference until they are done.
                 del self._streams[run_id]
+                self.retained_bytes -= stream.bytes
+
+    def _schedule_expiry(self) -> None:
+        """Arm the timer for the oldest ended stream's expiry (one timer for the whole bus)."""
+        if self._timer is not None or not self._ended:
+            return
+        delay = max(0.0, self._ended[0][0] + self.retention_seconds - time.monotonic())
+        self._timer = asyncio.get_running_loop().call_later(delay + 0.01, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._expire()
+        self._schedule_expiry()
 
     async def publish(self, run_id: str, event: str, data: bytes) -> str:
         stream = self._stream(run_id)
@@ -93,6 +126,8 @@ class InMemoryBus:
             return str(stream.next_seq - 1)
         seq = stream.next_seq
         stream.next_seq += 1
+        if len(data) >= _COMPACT_BYTES:
+            data = bytes(memoryview(data))
         item = StreamEvent(event, data, str(seq))
         stream.events.append(item)
         stream.bytes += len(data)
@@ -110,7 +145,11 @@ class InMemoryBus:
         if stream.ended_at is None:
             stream.ended_at = time.monotonic()
             self._ended.append((stream.ended_at, run_id))
+            self.retained_bytes += stream.bytes
             stream.wake()
+            if self.retained_bytes > self.max_retained_bytes:
+                self._expire()
+            self._schedule_expiry()
 
     async def latest_event_id(self, run_id: str) -> str | None:
         stream = self._streams.get(run_id)
@@ -156,5 +195,8 @@ class InMemoryBus:
                 del self._listeners[channel]
 
     async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for stream in self._streams.values():
             stream.wake()

@@ -50,7 +50,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from runplane.core.errors import InvalidInput, StoreUnavailable
 from runplane.core.events import StreamEvent
-from runplane.db.postgres import parse_url
+from runplane.db.postgres import GuardedPool, breaker_for, parse_url
 from runplane.db.sql import load_queries
 from runplane.events._pg_notify import NotifyHub, hint_payload, payload_fits, wake_payload
 from runplane.events.memory import parse_event_id
@@ -80,7 +80,8 @@ def _translate_errors() -> Iterator[None]:
     except psycopg.DataError as exc:
         raise InvalidInput(f"the database refused a value: {exc}") from exc
     except psycopg.Error as exc:  # includes the pool's PoolTimeout
-        raise StoreUnavailable(f"event bus unavailable: {type(exc).__name__}: {exc}") from exc
+        # The driver's message names host and user: it stays in the cause, for the server's log.
+        raise StoreUnavailable(f"event bus unavailable: {type(exc).__name__}") from exc
 
 
 class PostgresBus:
@@ -185,8 +186,9 @@ class PostgresBus:
         async with self._pool_lock:
             if self._pool is None:
                 self._check_open()
-                pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+                pool: AsyncConnectionPool[Conn] = GuardedPool(
                     self._conninfo,
+                    breaker=breaker_for(self._conninfo),
                     kwargs={"autocommit": True, **self._pool_kwargs},
                     min_size=1,
                     max_size=self._max_connections,

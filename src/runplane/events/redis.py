@@ -79,13 +79,45 @@ redis.call('PUBLISH', ARGV[5], id)
 return id
 """
 
+# On a stream that does not exist, the end is marked `guard`: it was written for a run that is over
+# in the database by a process that has not seen its events (`RunManager.stream_run`), or Redis lost
+# the stream; a publisher that buffered the run's events while Redis was down may still deliver them
+# (`_REPLAY` replaces the guard), so a resuming reader gives it a moment.
 _END = """
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 if last[1] and last[1][2][1] == 'end' then return 0 end
-local id = redis.call('XADD', KEYS[1], '*', 'end', '1')
+local id
+if last[1] then
+  id = redis.call('XADD', KEYS[1], '*', 'end', '1')
+else
+  id = redis.call('XADD', KEYS[1], '*', 'end', '1', 'guard', '1')
+end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('PUBLISH', ARGV[2], id)
 return 1
+"""
+
+# Delivers events buffered while Redis was down (`ResilientBus`), with the end mark when the run ended
+# meanwhile. An end sentinel already at the tail was written by a reader's guard for a run that is
+# terminal in the database (`RunManager.stream_run`) before these events arrived: the real end is the
+# one in this batch, so the guard's is taken off, the events appended, and the end put back.
+# ARGV: the end flag, retention seconds, idle TTL seconds, max events, wake channel, then
+# event/data pairs.
+_REPLAY = """
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if last[1] and last[1][2][1] == 'end' then redis.call('XDEL', KEYS[1], last[1][1]) end
+local id = '0-0'
+for i = 6, #ARGV, 2 do
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'event', ARGV[i], 'data', ARGV[i + 1])
+end
+if ARGV[1] == '1' then
+  redis.call('XADD', KEYS[1], '*', 'end', '1')
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+else
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+redis.call('PUBLISH', ARGV[5], id)
+return id
 """
 
 # Returns {state, entries}. The state is only computed when nothing follows `after`: 1 when the
@@ -404,6 +436,7 @@ class RedisBus:
         self._publish_script = redis.register_script(_PUBLISH)
         self._end_script = redis.register_script(_END)
         self._read_script = redis.register_script(_READ)
+        self._replay_script = redis.register_script(_REPLAY)
         self._wakers: set[asyncio.Event] = set()
 
     @classmethod
@@ -521,23 +554,37 @@ class RedisBus:
         def wake(_message: str) -> None:
             changed.set()
 
+        missing_once = False
         try:
             # Subscribed before the first read: an append after that read always wakes us.
             async with self._hub.attach(self._wake_channel(run_id), wake, internal=True):
                 while True:
                     changed.clear()
                     state, entries = await self._read(key, after)
+                    guarded = False
                     for entry_id, fields in entries:
-                        if "event" not in fields:
-                            return  # the end sentinel
+                        if "event" not in fields:  # the end sentinel
+                            if "guard" in fields and after != "0-0" and not missing_once:
+                                guarded = missing_once = True  # see `_END`: wait once for a replay
+                                break
+                            return
                         after = entry_id
                         yield StreamEvent(fields["event"].decode(), fields.get("data", b""), entry_id)
-                    if len(entries) == _BATCH:
+                    if len(entries) == _BATCH and not guarded:
                         continue
-                    if state == _ENDED or (state == _MISSING and after != "0-0"):
-                        # A stream that existed (we read from it, or the client resumes from it)
-                        # and is gone has expired after its end, or after its worker vanished.
+                    if state == _ENDED and not guarded:
                         return
+                    if state == _MISSING and after != "0-0":
+                        # A stream that existed (we read from it, or the client resumes from it)
+                        # and is gone has expired after its end, or after its worker vanished;
+                        # or Redis restarted empty, and the publishers are about to deliver what
+                        # they buffered meanwhile (`ResilientBus`). So it is given one more poll
+                        # period (or a wake-up) to reappear before it counts as expired.
+                        if missing_once:
+                            return
+                        missing_once = True
+                    elif not guarded:
+                        missing_once = False
                     # A short batch without the sentinel: we saw everything up to the read.
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(self.poll_seconds):
@@ -569,7 +616,36 @@ class RedisBus:
                 f"event bus unavailable: Redis did not answer within {self.command_timeout:g}s"
             ) from exc
         except RedisError as exc:
-            raise StoreUnavailable(f"event bus unavailable: {exc}") from exc
+            # redis-py's message names the host: it stays in the cause, for the server's log.
+            raise StoreUnavailable(f"event bus unavailable: {type(exc).__name__}") from exc
+
+    async def replay(self, run_id: str, events: list[tuple[str, bytes]], *, end: bool) -> None:
+        """Deliver events held back while Redis was down, in one step, then the end mark if `end`
+        (see `_REPLAY`).
+
+        Raises:
+            StoreUnavailable: Redis failed (nothing was delivered).
+        """
+        self._check_open()
+        args: list[Any] = [
+            "1" if end else "0",
+            _seconds(self.retention_seconds),
+            _seconds(self.idle_ttl_seconds),
+            self.max_events,
+            self._wake_channel(run_id),
+        ]
+        for event, data in events:
+            args += [event, data]
+        await self._command(self._replay_script(keys=[self._key(run_id)], args=args))
+
+    async def ping(self) -> None:
+        """Return once Redis answers a PING (readiness).
+
+        Raises:
+            StoreUnavailable: it did not.
+        """
+        self._check_open()
+        await self._command(self._redis.ping())
 
     async def notify(self, channel: str, message: str = "") -> None:
         """Publish a hint; Redis errors are logged and swallowed (every listener has a fallback)."""

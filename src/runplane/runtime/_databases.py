@@ -72,8 +72,13 @@ async def postgres_pool(conninfo: str, *, max_size: int) -> AsyncIterator[AsyncC
     prepares, dict rows."""
     if AsyncConnectionPool is None:  # pragma: no cover
         raise InvalidInput("PostgreSQL needs: pip install 'runplane[postgres]'")
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+    # Checked connections (a restarted server's dead ones are replaced, never handed to LangGraph),
+    # behind the database's circuit breaker (fail fast while it is down).
+    from runplane.db.postgres import GuardedPool, breaker_for
+
+    pool: AsyncConnectionPool[Any] = GuardedPool(
         conninfo,
+        breaker=breaker_for(conninfo),
         min_size=1,
         max_size=max_size,
         open=False,

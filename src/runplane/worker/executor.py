@@ -30,6 +30,7 @@ from runplane.core.lifecycle import thread_status_after
 from runplane.core.models import Json, Outcome, Run, RunStatus, ThreadStatus, TokenUsage
 from runplane.runtime import checkpointer as checkpoints
 from runplane.runtime.serde import jsonable, thread_interrupts
+from runplane.worker import faults
 from runplane.worker.stream import EventMapper, langgraph_modes
 
 logger = logging.getLogger(__name__)
@@ -181,6 +182,8 @@ class Execution:
         guard: the fence every checkpoint write of the attempt runs inside
             (`checkpointer.fence_writes`); raises `LeaseLost` once the attempt may not write.
         default_timeout: seconds, when the run has no `timeout_seconds`.
+        retry: this attempt tried before and met an infrastructure fault: continue from the
+            checkpoints it wrote, as a later attempt would.
     """
 
     def __init__(
@@ -192,8 +195,10 @@ class Execution:
         guard: checkpoints.Guard | None = None,
         *,
         default_timeout: float | None = None,
+        retry: bool = False,
     ) -> None:
         self.run = run
+        self.retry = retry
         self.runtime = runtime
         self.publish = publish
         self.progress = progress
@@ -298,7 +303,7 @@ class Execution:
         command = self.kwargs.get("command")
         graph_input = map_command(command) if command else self.kwargs.get("input")
         saver = self.runtime.checkpointer
-        if self.run.attempt > 1:
+        if self.run.attempt > 1 or self.retry:
             head = await saver.aget_tuple(self._root)
             if head is not None and head.metadata.get("run_id") == self.run.run_id:
                 # An earlier attempt of this run died after checkpointing: continue from its last
@@ -326,6 +331,10 @@ class Execution:
         except Exception as raised:
             if isinstance(raised, TimeoutError) and deadline.expired():
                 return await self.ended("timeout", error=f"TimeoutError: run exceeded {self.timeout:g} s")
+            if (fault := faults.as_fault(raised)) is not None:
+                # Not the run's failure: the worker pauses the attempt and resumes it from its
+                # last checkpoint once the dependency is back.
+                raise fault from raised
             exc: BaseException = raised
             if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
                 exc = exc.exceptions[0]

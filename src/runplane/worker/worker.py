@@ -13,26 +13,37 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from runplane.core.errors import CancelRequested, LeaseLost, NotFound
+from runplane.core.errors import CancelRequested, InfrastructureFault, LeaseLost, NotFound
 from runplane.core.events import WAKEUP_CHANNEL, cancel_channel
 from runplane.core.manager import RunManager
 from runplane.core.models import CancelAction, Outcome, Run, TokenUsage
 from runplane.core.observe import bind_run
 from runplane.runtime.serde import dumpb
+from runplane.worker import faults
 from runplane.worker.executor import Execution, Runtime
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 StopReason = Literal["interrupt", "rollback", "lease_lost", "shutdown"]
 
 #: How soon a run re-reads its durable cancel request after it starts: covers a cancel that landed
 #: between the claim and the moment the worker listened for its hint.
 FIRST_CHECK_SECONDS = 0.5
+
+#: How long a paused attempt waits for one probe of the checkpointer before trying again.
+PROBE_SECONDS = 5.0
+
+#: After the store comes back from an outage, live workers get this long to renew the leases that
+#: expired meanwhile before anyone treats those runs as abandoned (a recovery charges an attempt).
+OUTAGE_GRACE_SECONDS = 2 * faults.BACKOFF_CAP + 1.0
 
 
 @dataclass
@@ -105,12 +116,16 @@ class Worker:
         self._wake = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
         self._stopping = False
+        #: `time.monotonic()` of the last infrastructure fault this worker met (0: none yet).
+        self._last_fault = 0.0
+        #: Tries resumed after an infrastructure fault, in-process and in the same attempt.
+        self.ridden_out = 0
 
     def __repr__(self) -> str:
         return (
             f"<Worker {self.worker_id} running={len(self._running)}/{self.concurrency} "
             f"claimed={self.claimed} succeeded={self.succeeded} failed={self.failed} "
-            f"cancelled={self.cancelled} recovered={self.recovered}>"
+            f"cancelled={self.cancelled} recovered={self.recovered} ridden_out={self.ridden_out}>"
         )
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -189,9 +204,9 @@ class Worker:
                 if (claimed := await claim) is not None:
                     await self.manager.release(claimed)
             raise
-        except Exception:
+        except Exception as exc:
             self._slots.release()
-            logger.exception("claim failed", extra={"action": "claim"})
+            self._fault_seen(exc, "claim failed")
             return False
         if run is None:
             self._slots.release()
@@ -214,10 +229,26 @@ class Worker:
             await self._recover()
 
     async def _recover(self) -> None:
+        if time.monotonic() - self._last_fault < OUTAGE_GRACE_SECONDS and self._last_fault:
+            # Just back from an outage: leases expired meanwhile may belong to live workers that
+            # are about to renew them; recovering now would charge those runs an attempt.
+            return
         try:
             self.recovered += len(await self.manager.recover_expired())
-        except Exception:
-            logger.exception("recovering expired runs failed", extra={"action": "recover"})
+        except Exception as exc:
+            self._fault_seen(exc, "recovering expired runs failed")
+
+    def _fault_seen(self, exc: BaseException, what: str, run_id: str | None = None) -> None:
+        """Log a failed store call: briefly for an infrastructure fault (expected while a dependency
+        is down, and retried), with the traceback otherwise."""
+        extra: dict[str, Any] = (
+            {"action": "fault"} if run_id is None else {"action": "fault", "run_id": run_id}
+        )
+        if faults.is_infrastructure(exc):
+            self._last_fault = time.monotonic()
+            logger.warning("%s: %s: %s", what, type(exc).__name__, exc, extra=extra)
+        else:
+            logger.error("%s", what, exc_info=exc, extra=extra)
 
     # -- one run ----------------------------------------------------------------------------------
 
@@ -227,20 +258,24 @@ class Worker:
         self._attempts[run.run_id] = attempt
         try:
             async with self.manager.bus.listen(cancel_channel(run.run_id)) as hints:
-                execution = Execution(
-                    run,
-                    self.runtime,
-                    lambda event, payload: self._publish(attempt, event, payload),
-                    lambda model, usage: self._progress(attempt, model, usage),
-                    lambda: self._hold(attempt),
-                    default_timeout=self.default_timeout,
-                )
+
+                def execution_of(retry: bool) -> Execution:
+                    return Execution(
+                        run,
+                        self.runtime,
+                        lambda event, payload: self._publish(attempt, event, payload),
+                        lambda model, usage: self._progress(attempt, model, usage),
+                        lambda: self._hold(attempt),
+                        default_timeout=self.default_timeout,
+                        retry=retry,
+                    )
+
                 if run.cancel_action is not None:
                     # Claimed with a cancel already pending (its previous worker died or was
                     # stopped before acting on it): perform the cancel, never execute.
-                    ended = await self._cancel(attempt, execution, run.cancel_action)
+                    ended = await self._cancel(attempt, execution_of(False), run.cancel_action)
                 else:
-                    ended = await self._execute(attempt, execution, hints)
+                    ended = await self._execute(attempt, execution_of, hints)
             if ended and run.kwargs.get("temporary"):
                 await self._forget(run)
         except Exception:
@@ -250,29 +285,96 @@ class Worker:
         finally:
             del self._attempts[run.run_id]
 
-    async def _execute(self, attempt: _Attempt, execution: Execution, hints: AsyncIterator[str]) -> bool:
-        """Execute the attempt while keeping its lease and listening for cancels; then settle it."""
+    async def _execute(
+        self, attempt: _Attempt, execution_of: Callable[[bool], Execution], hints: AsyncIterator[str]
+    ) -> bool:
+        """Execute the attempt while keeping its lease and listening for cancels; then settle it.
+
+        An infrastructure fault does not end the attempt: it pauses, waits with backoff until the
+        store and the checkpointer answer again and the lease is still its own, and continues from
+        its last checkpoint (steps already checkpointed are not run again), in the same attempt.
+        """
         run = attempt.run
+        execution = execution_of(False)
         await self._publish(attempt, "metadata", {"run_id": run.run_id, "attempt": run.attempt})
-        attempt.task = asyncio.create_task(execution.execute())
-        if attempt.stop is not None:
-            attempt.task.cancel()  # stopped (shutdown) while it was being set up
         attempt.watchers = [
             asyncio.create_task(self._heartbeat(attempt)),
             asyncio.create_task(self._listen_cancel(attempt, hints)),
         ]
+        outcome: Outcome | None = None
         try:
-            outcome = await attempt.task
-        except asyncio.CancelledError:
-            outcome = None
-            if attempt.stop is None:
-                # Our own task was cancelled, not the execution: never leave it running.
-                attempt.task.cancel()
-                raise
+            while True:
+                attempt.task = asyncio.create_task(execution.execute())
+                if attempt.stop is not None:
+                    attempt.task.cancel()  # stopped (shutdown) while it was being set up
+                try:
+                    outcome = await attempt.task
+                    break
+                except asyncio.CancelledError:
+                    if attempt.stop is None:
+                        # Our own task was cancelled, not the execution: never leave it running.
+                        attempt.task.cancel()
+                        raise
+                    break
+                except InfrastructureFault as fault:
+                    self._fault_seen(
+                        fault, f"run {run.run_id}: paused by an infrastructure fault", run.run_id
+                    )
+                    if not await self._ride_out(attempt, execution):
+                        break
+                    self.ridden_out += 1
+                    logger.info(
+                        "run %s: dependency back; attempt %d continues from its last checkpoint",
+                        run.run_id,
+                        run.attempt,
+                        extra={"action": "resume", "run_id": run.run_id},
+                    )
+                    execution = execution_of(True)
         finally:
             for watcher in attempt.watchers:
                 watcher.cancel()
         return await self._settle(attempt, execution, outcome)
+
+    async def _ride_out(self, attempt: _Attempt, execution: Execution) -> bool:
+        """Wait, with backoff and jitter, until the attempt may continue: the lease renews (the
+        store answers and no one took the run over) and the checkpointer reads. False when it must
+        stop instead (lease lost, cancel requested, worker stopping): nothing more is written."""
+        backoff = faults.Backoff()
+        saver = self.runtime.checkpointer
+        root: Any = {"configurable": {"thread_id": attempt.run.thread_id, "checkpoint_ns": ""}}
+        while attempt.stop is None and not self._stopping:
+            await asyncio.sleep(backoff.next())
+            try:
+                await self._check(attempt, quiet=False)
+                if attempt.stop is not None:
+                    break
+                async with asyncio.timeout(PROBE_SECONDS):  # a checkout may wait on a pool
+                    await saver.aget_tuple(root)
+            except Exception as exc:
+                if not (isinstance(exc, TimeoutError) or faults.is_infrastructure(exc)):
+                    raise
+                self._last_fault = time.monotonic()
+                continue
+            return True
+        if self._stopping and attempt.stop is None:
+            attempt.stop = "shutdown"
+        return False
+
+    async def _persist(self, attempt: _Attempt, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()` again, with backoff, while it fails for an infrastructure fault: the outcome of
+        an attempt is written once the store is back, not lost, and the run not charged for it.
+        Gives up (re-raises) only once the worker is stopping."""
+        backoff = faults.Backoff()
+        while True:
+            try:
+                return await call()
+            except Exception as exc:
+                if not faults.is_infrastructure(exc) or self._stopping:
+                    raise
+                self._fault_seen(
+                    exc, f"run {attempt.run.run_id}: {what} failed; retrying", attempt.run.run_id
+                )
+            await asyncio.sleep(backoff.next())
 
     async def _settle(self, attempt: _Attempt, execution: Execution, outcome: Outcome | None) -> bool:
         """Write how the attempt ended, unless its lease is lost (then another attempt owns it).
@@ -287,9 +389,10 @@ class Worker:
             return False
         if attempt.stop in ("interrupt", "rollback"):
             return await self._cancel(attempt, execution, attempt.stop)
-        assert outcome is not None
+        if outcome is None:
+            return False  # stopped by a fault it could not ride out: the lease decides who resumes
         try:
-            await self.manager.finish(run, outcome)
+            await self._persist(attempt, "finishing", lambda: self.manager.finish(run, outcome))
         except CancelRequested as exc:
             # The cancel request was written before our outcome: it wins, we take its path.
             return await self._cancel(
@@ -310,12 +413,16 @@ class Worker:
         try:
             # Still ours? (a rollback deletes checkpoints, which no lease fences) And an interrupt
             # may have been upgraded to a rollback meanwhile: the store says which.
-            action = await self.manager.renew(run, self.worker_id) or action
+            upgraded: CancelAction | None = await self._persist(
+                attempt, "renewing", lambda: self.manager.renew(run, self.worker_id)
+            )
+            action = upgraded or action
             if action == "rollback":
-                await execution.rollback()
-                await self.manager.discard(run)
+                await self._persist(attempt, "rolling back", execution.rollback)
+                await self._persist(attempt, "discarding", lambda: self.manager.discard(run))
             else:
-                await self.manager.finish(run, await execution.interrupted())
+                interrupted = await execution.interrupted()
+                await self._persist(attempt, "finishing", lambda: self.manager.finish(run, interrupted))
         except (LeaseLost, NotFound):
             return False
         self.cancelled += 1
@@ -330,33 +437,51 @@ class Worker:
 
     async def _heartbeat(self, attempt: _Attempt) -> None:
         delay = min(FIRST_CHECK_SECONDS, self.heartbeat_seconds)
+        backoff = faults.Backoff()
         while True:
             await asyncio.sleep(delay)
-            delay = self.heartbeat_seconds
-            await self._check(attempt)
+            if await self._check(attempt):
+                delay = self.heartbeat_seconds
+                backoff.reset()
+            else:
+                # The store did not answer: try again soon, so the lease is renewed within moments
+                # of its return, before other workers could take the run for abandoned.
+                delay = min(self.heartbeat_seconds, backoff.next())
 
     async def _listen_cancel(self, attempt: _Attempt, hints: AsyncIterator[str]) -> None:
         async for _ in hints:
             # The hint only says "look": the durable request in the store decides what to do.
             await self._check(attempt)
 
-    async def _check(self, attempt: _Attempt) -> None:
-        """Renew the lease; stop the execution if it is lost or a cancel was requested."""
+    async def _check(self, attempt: _Attempt, *, quiet: bool = True) -> bool:
+        """Renew the lease; stop the execution if it is lost or a cancel was requested. False when
+        the store could not be asked (with `quiet=False`, its error is raised instead)."""
         try:
             action = await self.manager.renew(attempt.run, self.worker_id)
         except (LeaseLost, NotFound):
             attempt.halt("lease_lost")
-            return
-        except Exception:
+            return True
+        except Exception as exc:
+            if not quiet:
+                raise
             # The store is unreachable: keep running; the lease decides if we may finish.
-            logger.exception("run %s: lease renewal failed", attempt.run.run_id)
-            return
+            self._fault_seen(exc, f"run {attempt.run.run_id}: lease renewal failed", attempt.run.run_id)
+            return False
         if action is not None:
             attempt.halt(action)
+        return True
 
     async def _publish(self, attempt: _Attempt, event: str, payload: Any) -> None:
-        if not attempt.fenced:
+        if attempt.fenced:
+            return
+        try:
             await self.manager.publish(attempt.run, event, dumpb(payload))
+        except Exception as exc:
+            if not faults.is_infrastructure(exc):
+                raise
+            # The stream is a hint; the run's outcome is in the store. A bus that buffers (see
+            # `runplane.events.resilient`) never gets here; a bare one loses this event only.
+            self._fault_seen(exc, f"run {attempt.run.run_id}: event dropped", attempt.run.run_id)
 
     @contextlib.asynccontextmanager
     async def _hold(self, attempt: _Attempt) -> AsyncIterator[None]:

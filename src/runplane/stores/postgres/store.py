@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 import psycopg
+from psycopg import errors as pg_errors
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -67,7 +68,14 @@ from runplane.core.models import (
     ThreadStatus,
     TokenUsage,
 )
-from runplane.db.postgres import PoolSettings, parse_url, retryable, translate_errors
+from runplane.db.postgres import (
+    GuardedPool,
+    PoolSettings,
+    breaker_for,
+    parse_url,
+    retryable,
+    translate_errors,
+)
 from runplane.db.sql import Migration, load_migrations, load_queries
 from runplane.stores.postgres._crons import PostgresCronsAndWebhooks, lock_cron_slot
 from runplane.stores.postgres._resources import PostgresResources
@@ -191,8 +199,10 @@ class PostgresStore(PostgresCronsAndWebhooks, PostgresResources):
         if self._pool is not None:
             return
         settings = self._pool_settings
-        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+        # Checked connections, and a breaker that fails checkouts at once while the server is down.
+        pool: AsyncConnectionPool[Conn] = GuardedPool(
             self._conninfo,
+            breaker=breaker_for(self._conninfo),
             connection_class=psycopg.AsyncConnection[DictRow],
             kwargs={"autocommit": True, "row_factory": dict_row},
             min_size=settings.min_size,
@@ -640,10 +650,16 @@ class PostgresStore(PostgresCronsAndWebhooks, PostgresResources):
             yield
             try:
                 await stack.aclose()  # commit: releases the lock
-            except psycopg.Error as exc:
+            except pg_errors.IdleInTransactionSessionTimeout as exc:
                 # PostgreSQL ended the session: the holder stalled past `max_seconds`, and the run
                 # may have been recovered meanwhile.
                 raise LeaseLost(f"run {run_id} attempt {attempt} lost its hold: {exc}") from exc
+            except psycopg.Error as exc:
+                # The server went away (a restart, a network cut): an infrastructure fault. The
+                # worker rides it out and renews its lease before writing again, which tells it
+                # whether the run is still its own.
+                with translate_errors():
+                    raise exc
 
     async def record_progress(
         self, run_id: str, attempt: int, *, model_name: str | None = None, usage: TokenUsage | None = None

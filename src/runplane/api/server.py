@@ -1,0 +1,96 @@
+"""The HTTP server's own limits: uvicorn and h11 settings that keep idle or slow clients from holding
+sockets for ever (slowloris) and bound how many connections one process serves.
+
+- header-read timeout, 10 s (`RUNPLANE_HTTP_HEADER_TIMEOUT`): a connection must deliver a request's
+  line and headers within it, from its opening or from the first byte of its next request;
+- keep-alive timeout, 5 s (`RUNPLANE_HTTP_KEEPALIVE_TIMEOUT`): an idle connection between requests
+  is closed after it;
+- connection cap, 1000 (`RUNPLANE_HTTP_MAX_CONNECTIONS`): beyond it, new requests get 503;
+- the largest incomplete request head h11 buffers: 64 KiB.
+
+uvicorn has a keep-alive timeout but none for the first request of a connection, nor for headers
+that arrive a byte at a time: `HeaderTimeoutH11Protocol` adds that one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+HEADER_TIMEOUT = 10.0
+KEEPALIVE_TIMEOUT = 5
+MAX_CONNECTIONS = 1000
+MAX_HEAD_BYTES = 64 * 1024
+
+
+class HeaderTimeoutH11Protocol(H11Protocol):
+    """h11 protocol that closes a connection whose request head (request line and headers) is not
+    complete `header_timeout` seconds after the connection opened or its previous response ended
+    and the client started the next request."""
+
+    header_timeout = HEADER_TIMEOUT
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            # Still reading a request head (perhaps the next one on a kept-alive connection).
+            self._arm_head_timer()
+        else:
+            self._disarm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, not {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"{name} must be positive")
+    return value
+
+
+def http_limits() -> dict[str, Any]:
+    """The `uvicorn.Config` keyword arguments for the limits in the module doc (env overrides)."""
+    header_timeout = _env_number("RUNPLANE_HTTP_HEADER_TIMEOUT", HEADER_TIMEOUT)
+    protocol = type(
+        "HeaderTimeoutH11Protocol", (HeaderTimeoutH11Protocol,), {"header_timeout": header_timeout}
+    )
+    return {
+        "http": protocol,
+        "timeout_keep_alive": int(_env_number("RUNPLANE_HTTP_KEEPALIVE_TIMEOUT", KEEPALIVE_TIMEOUT)),
+        "limit_concurrency": int(_env_number("RUNPLANE_HTTP_MAX_CONNECTIONS", MAX_CONNECTIONS)),
+        "h11_max_incomplete_event_size": MAX_HEAD_BYTES,
+    }
