@@ -135,7 +135,11 @@ async def create(call: Call, body: s.RunCreateBase, *, wait: bool = False) -> Cr
     assistant = await resolve_assistant(call, body.assistant_id, authorized=False)
     configurable = body.config.configurable if body.config is not None else None
     if configurable and body.context:
-        raise ApiError(400, "Cannot specify both configurable and context: use context only")
+        raise ApiError(  # LangGraph's server's words
+            400,
+            "Cannot specify both configurable and context. Prefer setting context alone. Context was "
+            "introduced in LangGraph 0.6.0 and is the long term planned replacement for configurable.",
+        )
     metadata = {
         **assistant.metadata,
         "graph_id": assistant.graph_id,
