@@ -14,6 +14,7 @@ from runplane.core.errors import InvalidInput
 from runplane.core.events import WAKEUP_CHANNEL
 from runplane.core.manager import RunManager
 from runplane.core.models import CronChanges, NewCron, RunFilter
+from runplane.core.observe import NullObserver
 from runplane.events.memory import InMemoryBus
 from runplane.stores.memory import InMemoryStore
 from runplane.testing import FakeClock
@@ -134,3 +135,34 @@ async def test_a_new_cron_wakes_a_sleeping_scheduler() -> None:
         assert scheduler.fired >= 1
     finally:
         await scheduler.stop()
+
+
+class CountingObserver(NullObserver):
+    """Counts what the metrics hear of crons and webhooks."""
+
+    def __init__(self) -> None:
+        self.fires = 0
+        self.deliveries: list[bool] = []
+
+    def cron_fired(self) -> None:
+        self.fires += 1
+
+    def webhook_delivered(self, ok: bool) -> None:
+        self.deliveries.append(ok)
+
+
+async def test_fires_and_deliveries_reach_the_observer() -> None:
+    clock = FakeClock()
+    observer = CountingObserver()
+    manager = RunManager(
+        InMemoryStore(clock=clock), InMemoryBus(), clock=clock, schedule=CroniterSchedule(), observer=observer
+    )
+    await manager.create_cron(cron("c1"))
+    clock.advance(90)
+    [run] = await manager.fire_due_crons()
+    assert await manager.fire_due_crons() == [] and observer.fires == 1
+    await manager.cancel_run(run.run_id, "alice")  # a settled run writes its webhook to the outbox
+    [delivery] = await manager.claim_webhooks()
+    await manager.webhook_failed(delivery, "503", clock.now())
+    await manager.webhook_delivered(delivery)
+    assert observer.deliveries == [False, True]

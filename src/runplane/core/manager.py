@@ -605,6 +605,7 @@ class RunManager(ResourceUseCases, ThreadStreams):
             thread_metadata={**graph, **cron.metadata},
             cron=slot,
         )
+        self.observer.cron_fired()
         logger.info(
             "cron %s: slot %s fired run %s",
             cron.cron_id,
@@ -621,9 +622,12 @@ class RunManager(ResourceUseCases, ThreadStreams):
 
     async def webhook_delivered(self, delivery: WebhookDelivery) -> None:
         await self.store.webhook_delivered(delivery.delivery_id)
+        self.observer.webhook_delivered(True)
 
     async def webhook_failed(self, delivery: WebhookDelivery, error: str, retry_at: datetime | None) -> None:
+        """Record a failed delivery attempt: retried at `retry_at`, or given up when None."""
         await self.store.webhook_failed(delivery.delivery_id, error, retry_at)
+        self.observer.webhook_delivered(False)
 
     async def next_webhook_due(self) -> datetime | None:
         return await self.store.next_webhook_due()
