@@ -1,4 +1,5 @@
-"""`runplane` command line, and the one composition root: the only module that wires every layer.
+"""`runplane` command line. It composes through `runplane.host` (via `runplane.embedded.Runplane`),
+as applications embedding runplane do: one composition path.
 
 runplane dev          API + workers on embedded SQLite in ./, ./langgraph.json or the demo graphs
 runplane serve        the same, configured for production (any database, optional Redis)
@@ -25,15 +26,16 @@ import click
 import httpx
 import uvicorn
 
-from runplane.api.app import ApiSettings, create_app
+from runplane.api.app import ApiSettings
 from runplane.api.auth import load_api_keys_file, parse_api_keys
 from runplane.api.http_config import parse_http_section
 from runplane.api.origins import origin_problem
 from runplane.api.settings import HttpConfig
 from runplane.core.errors import InvalidInput, RunplaneError
 from runplane.core.models import CANCEL_ACTIONS, RUN_STATUSES, THREAD_STATUSES
+from runplane.embedded import Runplane
 from runplane.host import bus_url as bus_url
-from runplane.host import compose, declared_auth, resolve_config
+from runplane.host import declared_auth, resolve_config
 from runplane.host import load_custom_auth as load_custom_auth
 from runplane.logs import configure_logging
 from runplane.runtime.http_app import http_section, load_http_app
@@ -120,7 +122,8 @@ def http_config_of(config_path: str | None) -> HttpConfig:
 async def serve_api(
     settings: Settings, *, banner: Callable[[], None] | None = None, dev: bool = False
 ) -> None:
-    async with compose(settings, with_workers=True) as services:
+    async with Runplane(settings) as runplane:
+        services = runplane.services
         api_settings = ApiSettings(
             max_body_bytes=settings.max_body_bytes,
             api_keys=api_keys_of(settings),
@@ -131,7 +134,7 @@ async def serve_api(
             http=http_config_of(resolve_config(settings.config)),
         )
         try:
-            app = create_app(services.manager, services.runtime, api_settings)
+            app = runplane.build_api(api_settings)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
         except InvalidInput as exc:
@@ -150,7 +153,8 @@ async def run_worker(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with compose(settings, with_workers=True) as services:
+    async with Runplane(settings) as runplane:
+        services = runplane.services
         click.echo(f"runplane worker: {services.worker!r} on {redact(settings.database_url)}", err=True)
         await stop.wait()
         # Leaving the context stops claiming, drains for shutdown_grace, then hands runs back.
@@ -171,7 +175,9 @@ def redact(url: str) -> str:
 
 def load_settings(**overrides: Any) -> Settings:
     try:
-        return settings_from_env().with_overrides(**overrides)
+        settings = settings_from_env().with_overrides(**overrides)
+        resolve_config(settings.config)  # a missing langgraph.json is a usage error, said at once
+        return settings
     except RunplaneError as exc:
         raise click.UsageError(exc.message) from None
 

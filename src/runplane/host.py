@@ -1,5 +1,6 @@
 """The composition root: opens the store, bus, LangGraph checkpointer and store, graphs and workers,
-and closes them in reverse. The CLI (`runplane dev | serve | worker`) composes through it.
+and closes them in reverse. The one way runplane is assembled: the CLI (`runplane dev | serve |
+worker`) and applications embedding runplane (`runplane.open`, `runplane.embedded`) both compose here.
 """
 
 from __future__ import annotations
@@ -7,13 +8,15 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import click
+from langgraph.graph import StateGraph
 from langgraph_sdk.auth import Auth
 
+from runplane.core.clock import Clock
 from runplane.core.errors import InvalidInput
 from runplane.core.manager import ManagerSettings, RunManager
 from runplane.events import open_bus
@@ -37,20 +40,45 @@ class Services:
 
 
 def resolve_config(config: str | None) -> str | None:
-    """The langgraph.json to load: the given one, else ./langgraph.json if present, else None (demos)."""
+    """The langgraph.json to load: the given one, else ./langgraph.json if present, else None (demos).
+
+    Raises:
+        InvalidInput: the given file does not exist.
+    """
     if config is not None:
         if not Path(config).is_file():
-            raise click.UsageError(f"config file {config!r} does not exist")
+            raise InvalidInput(f"config file {config!r} does not exist")
         return config
     return "langgraph.json" if Path("langgraph.json").is_file() else None
 
 
 @contextlib.asynccontextmanager
-async def compose(settings: Settings, *, with_workers: bool) -> AsyncIterator[Services]:
+async def compose(
+    settings: Settings,
+    *,
+    with_workers: bool,
+    graphs: Mapping[str, Any] | None = None,
+    clock: Clock | None = None,
+    burst: bool = False,
+) -> AsyncIterator[Services]:
     """Open the store, bus, LangGraph checkpointer and store, graphs and (optionally) workers; close
-    them in reverse."""
+    them in reverse.
+
+    Args:
+        settings: the process settings (database, bus, workers, langgraph.json, lease knobs).
+        with_workers: start `settings.workers` in-process workers (none when it is 0).
+        graphs: graph id -> compiled graph, `StateGraph` or factory, served instead of a langgraph.json
+            (an embedding application's own graphs); exclusive with `settings.config`.
+        clock: the time source of the store and manager (a `FakeClock` in tests).
+        burst: build the worker but do not start it: the caller drives it with `run_until_idle()`.
+
+    Raises:
+        InvalidInput: both `graphs` and a config are given, or the config, a graph or a URL is invalid.
+    """
+    if graphs is not None and settings.config is not None:
+        raise InvalidInput("pass graphs or a langgraph.json config, not both")
     async with contextlib.AsyncExitStack() as stack:
-        store = open_store(settings.database_url)
+        store = open_store(settings.database_url, clock=clock)
         await store.open()
         stack.push_async_callback(store.close)
         bus = open_bus(bus_url(settings))
@@ -58,18 +86,26 @@ async def compose(settings: Settings, *, with_workers: bool) -> AsyncIterator[Se
         manager = RunManager(
             store,
             bus,
+            clock=clock,
             settings=ManagerSettings(
                 lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts
             ),
         )
-        config_path = resolve_config(settings.config)
-        project = read_project(config_path)  # applies its env: before anything of the project loads
+        config_path = resolve_config(settings.config) if graphs is None else None
+        # Applies its env: before anything of the project loads. Given graphs need no project.
+        project = read_project(config_path) if graphs is None else None
         checkpointer = await stack.enter_async_context(open_checkpointer(settings.database_url))
-        await stack.enter_async_context(checkpoint_ttl.sweeping(checkpointer, project.checkpointer_ttl))
+        await stack.enter_async_context(
+            checkpoint_ttl.sweeping(checkpointer, project.checkpointer_ttl if project else None)
+        )
         graph_store = await stack.enter_async_context(
             open_langgraph_store(settings.database_url, store_settings(project))
         )
-        runtime = load_runtime(project, checkpointer, store=graph_store)
+        runtime = (
+            load_runtime(project, checkpointer, store=graph_store)
+            if project is not None
+            else graphs_runtime(graphs or {}, checkpointer, graph_store)
+        )
         # After the graphs: their `env` and `dependencies` are what the auth module may need too.
         auth = load_custom_auth(config_path)
         worker = None
@@ -81,9 +117,25 @@ async def compose(settings: Settings, *, with_workers: bool) -> AsyncIterator[Se
                 default_timeout=settings.default_timeout,
                 shutdown_grace=settings.shutdown_grace,
             )
-            await worker.start()
-            stack.push_async_callback(worker.stop)
+            if not burst:
+                await worker.start()
+                stack.push_async_callback(worker.stop)
         yield Services(manager, runtime, worker, auth)
+
+
+def graphs_runtime(graphs: Mapping[str, Any], checkpointer: Any, graph_store: Any) -> LangGraphRuntime:
+    """A runtime serving graphs given as Python objects (a `StateGraph` is compiled here).
+
+    Raises:
+        InvalidInput: no graphs.
+    """
+    if not graphs:
+        raise InvalidInput("no graphs given")
+    values = {
+        graph_id: value.compile() if isinstance(value, StateGraph) else value
+        for graph_id, value in graphs.items()
+    }
+    return LangGraphRuntime(values, checkpointer, store=graph_store)
 
 
 def declared_auth(config_path: str | None) -> str | None:
