@@ -52,9 +52,19 @@ class _Loop:
                 self.call(aclose())
 
     def close(self) -> None:
+        """Cancel what is left on the loop (background tasks of closed libraries), then stop it."""
+        self.call(_cancel_leftovers())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join()
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
         self.loop.close()
+
+
+async def _cancel_leftovers() -> None:
+    leftovers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in leftovers:
+        task.cancel()
+    await asyncio.gather(*leftovers, return_exceptions=True)
 
 
 class _Blocking:
