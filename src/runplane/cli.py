@@ -26,7 +26,7 @@ import click
 import httpx
 import uvicorn
 
-from runplane.api.app import ApiSettings
+from runplane.api.app import ApiSettings, create_app
 from runplane.api.auth import load_api_keys_file, parse_api_keys
 from runplane.api.http_config import parse_http_section
 from runplane.api.origins import origin_problem
@@ -134,7 +134,7 @@ async def serve_api(
             http=http_config_of(resolve_config(settings.config)),
         )
         try:
-            app = runplane.build_api(api_settings)
+            app = create_app(services.manager, services.runtime, api_settings)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
         except InvalidInput as exc:

@@ -136,11 +136,18 @@ async def test_the_mounted_agent_api_serves_langgraph_sdk_clients_under_the_apps
         run = (await send(client, thread_id, "hi")).json()
         joined = await sdk.runs.join(thread_id, run["run_id"])
         assert joined["messages"] == ["hi", "echo: hi"]
+        raw = await client.post(
+            f"/agents/threads/{thread_id}/runs",
+            json={"assistant_id": "agent", "input": {"messages": ["x"]}},
+            headers=ALICE,
+        )
+        assert raw.headers["content-location"].startswith(f"/agents/threads/{thread_id}/runs/")  # the prefix
+        await sdk.runs.join(thread_id, raw.json()["run_id"])
         created = await sdk.runs.create(thread_id, "agent", input={"messages": ["again"]})
         assert created["status"] in ("pending", "running", "success")
         await sdk.runs.join(thread_id, created["run_id"])
         runs = (await client.get(f"/api/threads/{thread_id}/runs", headers=ALICE)).json()
-        assert {r["run_id"] for r in runs} == {run["run_id"], created["run_id"]}
+        assert {r["run_id"] for r in runs} == {run["run_id"], raw.json()["run_id"], created["run_id"]}
         # The app's auth covers the mounted API too: no token, no access; Bob sees nothing of Alice.
         anonymous = await client.get(f"/agents/threads/{thread_id}")
         assert anonymous.status_code == 401
