@@ -21,7 +21,7 @@ import runplane
 from runplane import sync as runplane_sync
 from runplane.testing import FakeClock, memory_runtime
 from tests._services import drop_postgres_database, fresh_postgres_database, require_postgres_url
-from tests.embedding._support import until
+from tests.embedding._support import EXAMPLE, until
 
 
 class State(TypedDict, total=False):
@@ -251,3 +251,33 @@ def test_the_sync_facade_forwards_to_the_async_api(tmp_path: Path) -> None:
         assert rp.threads.state(thread.thread_id, user="alice")["values"]["log"] == ["sync", "step"]
         with pytest.raises(runplane.NotFound):
             rp.runs.get(run.run_id, user="bob")
+
+
+async def test_closing_drains_then_hands_an_unfinished_run_back_for_the_next_process(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    async with runplane.open(sqlite(tmp_path), graphs=GRAPHS, workers=1, shutdown_grace=0.1) as rp:
+        thread = await rp.threads.create()
+        run = await rp.runs.create(thread.thread_id, "agent", input={"gate": str(gate)})
+
+        async def running() -> bool:
+            return (await rp.runs.get(run.run_id)).status == "running"
+
+        await until(running, "the run to start")
+    async with runplane.open(sqlite(tmp_path), graphs=GRAPHS, burst=True) as rp:
+        assert (await rp.runs.get(run.run_id)).status == "pending"  # handed back, not lost or failed
+        gate.touch()
+        await rp.run_until_idle()
+        assert (await rp.runs.get(run.run_id)).status == "success"
+
+
+async def test_graphs_can_come_from_a_langgraph_json_instead() -> None:
+    config = str(EXAMPLE / "langgraph.json")
+    async with runplane.open("memory://", config=config, burst=True) as rp:
+        thread = await rp.threads.create()
+        run = await rp.runs.create(thread.thread_id, "agent", input={"messages": ["json"]})
+        await rp.run_until_idle()
+        assert (await rp.runs.get(run.run_id)).status == "success"
+        assert (await rp.threads.state(thread.thread_id))["values"]["messages"] == ["json", "echo: json"]
+    with pytest.raises(runplane.InvalidInput, match="not both"):
+        async with runplane.open("memory://", config=config, graphs=GRAPHS):
+            pass
