@@ -98,7 +98,7 @@ class Runs:
             Conflict: `idempotency_key` reused with another request.
             InvalidInput: both `configurable` and `context` given, unknown strategy, negative delay.
         """
-        assistant = self._runtime.resolve(assistant_id)
+        assistant = await self._assistant(assistant_id, user)
         if config and config.get("configurable") and context:
             raise InvalidInput("Cannot specify both configurable and context: use context only")
         configurable = assistant.config.get("configurable") or {}
@@ -128,6 +128,10 @@ class Runs:
         )
         await self._remember_graph(thread_id, assistant, user)
         return run
+
+    async def _assistant(self, assistant_id: str, user: str) -> Assistant:
+        """The assistant a create names (an assistant id or a graph id), resolved as the API resolves it."""
+        return self._runtime.resolve(assistant_id)
 
     async def create_or_reject(self, thread_id: str, assistant_id: str, **options: Any) -> Run:
         """`create` with `multitask_strategy="reject"` (deer-flow's `RunManager.create_or_reject`).
