@@ -1,4 +1,5 @@
-"""`runplane` command line, and the one composition root: the only module that wires every layer.
+"""`runplane` command line. It composes through `runplane.host` (via `runplane.embedded.Runplane`),
+as applications embedding runplane do: one composition path.
 
 runplane dev          API + workers on embedded SQLite in ./, ./langgraph.json or the demo graphs
 runplane serve        the same, configured for production (any database, optional Redis)
@@ -11,52 +12,35 @@ runplane runs ...     inspect, cancel and follow runs on a running server
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
-import importlib
 import ipaddress
-import json
-import logging
 import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import click
 import uvicorn
-from langgraph_sdk.auth import Auth
 
 from runplane.api.app import ApiSettings, create_app
 from runplane.api.auth import load_api_keys_file, parse_api_keys
 from runplane.api.http_config import parse_http_section
-from runplane.api.metrics import PrometheusMetrics, metrics_app
+from runplane.api.metrics import metrics_app
 from runplane.api.origins import origin_problem
 from runplane.api.server import http_limits
 from runplane.api.settings import HttpConfig
 from runplane.cli_inspect import doctor_command, runs, threads
 from runplane.core.errors import InvalidInput, RunplaneError
-from runplane.core.manager import ManagerSettings, RunManager
-from runplane.core.observe import observed
-from runplane.core.webhooks import AddressPolicy
-from runplane.events import open_bus
+from runplane.embedded import Runplane
+from runplane.host import Services, declared_auth, resolve_config
+from runplane.host import bus_url as bus_url
+from runplane.host import load_custom_auth as load_custom_auth
 from runplane.logs import configure_logging
-from runplane.runtime import checkpoint_ttl
-from runplane.runtime.checkpointer import open_checkpointer
-from runplane.runtime.graphs import LangGraphRuntime, load_module_file, load_runtime
 from runplane.runtime.http_app import http_section, load_http_app
-from runplane.runtime.items import LangGraphItems
-from runplane.runtime.langgraph_store import open_langgraph_store, store_settings
-from runplane.runtime.project import read_project
 from runplane.settings import Settings, settings_from_env
-from runplane.stores import open_store, scheme_of
-from runplane.worker import Worker
-from runplane.worker.scheduler import CroniterSchedule, Scheduler
-from runplane.worker.sweeper import Sweeper
-from runplane.worker.webhooks import WebhookDispatcher, WebhookGuard
+from runplane.stores import open_store
 
 #: How often worker processes delete expired threads and store items (`RUNPLANE_SWEEP_SECONDS`).
 DEFAULT_SWEEP_SECONDS = 60.0
@@ -67,152 +51,6 @@ def sweep_seconds() -> float:
 
 
 # -- composition --------------------------------------------------------------------------------
-
-
-@dataclass
-class Services:
-    manager: RunManager
-    runtime: LangGraphRuntime
-    worker: Worker | None
-    #: The langgraph.json's custom auth (a `langgraph_sdk.Auth`), if it declares one.
-    auth: Auth | None = None
-    #: This process's Prometheus metrics (the manager and workers report to it).
-    metrics: PrometheusMetrics | None = None
-
-
-def resolve_config(config: str | None) -> str | None:
-    """The langgraph.json to load: the given one, else ./langgraph.json if present, else None (demos)."""
-    if config is not None:
-        if not Path(config).is_file():
-            raise click.UsageError(f"config file {config!r} does not exist")
-        return config
-    return "langgraph.json" if Path("langgraph.json").is_file() else None
-
-
-@contextlib.asynccontextmanager
-async def compose(settings: Settings, *, with_workers: bool) -> AsyncIterator[Services]:
-    """Open the store, bus, LangGraph checkpointer and store, graphs and (optionally) workers; close
-    them in reverse."""
-    async with contextlib.AsyncExitStack() as stack:
-        store = open_store(settings.database_url)
-        await store.open()
-        stack.push_async_callback(store.close)
-        bus = open_bus(bus_url(settings))
-        stack.push_async_callback(bus.close)
-        metrics = PrometheusMetrics()
-        manager = RunManager(
-            observed(store, metrics),
-            bus,
-            observer=metrics,
-            settings=ManagerSettings(
-                lease_seconds=settings.lease_seconds,
-                max_attempts=settings.max_attempts,
-                webhook_lease_seconds=settings.webhook_lease_seconds,
-            ),
-            schedule=CroniterSchedule(),
-            url_guard=webhook_guard(settings),
-        )
-        config_path = resolve_config(settings.config)
-        project = read_project(config_path)  # applies its env: before anything of the project loads
-        checkpointer = await stack.enter_async_context(open_checkpointer(settings.database_url))
-        await stack.enter_async_context(checkpoint_ttl.sweeping(checkpointer, project.checkpointer_ttl))
-        graph_store = await stack.enter_async_context(
-            open_langgraph_store(settings.database_url, store_settings(project))
-        )
-        runtime = load_runtime(project, checkpointer, store=graph_store)
-        manager.attach_items(LangGraphItems(graph_store))
-        # After the graphs: their `env` and `dependencies` are what the auth module may need too.
-        auth = load_custom_auth(config_path)
-        worker = None
-        if with_workers and settings.workers > 0:
-            worker = Worker(
-                manager,
-                runtime,
-                concurrency=settings.workers,
-                default_timeout=settings.default_timeout,
-                shutdown_grace=settings.shutdown_grace,
-            )
-            await worker.start()
-            stack.push_async_callback(worker.stop)
-            await start_crons_and_webhooks(stack, manager, settings)
-            sweeper = Sweeper(manager, runtime, interval_seconds=sweep_seconds())
-            await sweeper.start()
-            stack.push_async_callback(sweeper.stop)
-        yield Services(manager, runtime, worker, auth, metrics)
-
-
-def webhook_guard(settings: Settings) -> WebhookGuard:
-    return WebhookGuard(
-        AddressPolicy.parse(settings.webhook_allow_hosts, allow_loopback=settings.webhook_allow_loopback)
-    )
-
-
-async def start_crons_and_webhooks(
-    stack: contextlib.AsyncExitStack, manager: RunManager, settings: Settings
-) -> None:
-    """The cron scheduler and the webhook dispatcher, beside the workers of this process (every
-    process may run them: the database makes each slot fire once and each delivery be claimed once)."""
-    if not settings.webhook_secret:
-        logging.getLogger("runplane.webhooks").info(
-            "RUNPLANE_WEBHOOK_SECRET is not set: webhook deliveries are not signed"
-        )
-    dispatcher = WebhookDispatcher(
-        manager,
-        webhook_guard(settings),
-        secret=settings.webhook_secret,
-        max_attempts=settings.webhook_max_attempts,
-    )
-    await dispatcher.start()
-    stack.push_async_callback(dispatcher.stop)
-    scheduler = Scheduler(manager)
-    await scheduler.start()
-    stack.push_async_callback(scheduler.stop)
-
-
-def declared_auth(config_path: str | None) -> str | None:
-    """The `auth.path` a langgraph.json declares (e.g. `./auth.py:auth`), without loading it."""
-    if config_path is None:
-        return None
-    try:
-        config = json.loads(Path(config_path).read_text())
-    except (OSError, ValueError):
-        return None  # load_runtime reports it
-    section = config.get("auth") if isinstance(config, dict) else None
-    target = section.get("path") if isinstance(section, dict) else None
-    return target if isinstance(target, str) and target else None
-
-
-def load_custom_auth(config_path: str | None) -> Auth | None:
-    """The `langgraph_sdk.Auth` object named by a langgraph.json's `auth.path`, loaded as LangGraph's
-    server does (a file relative to the json's directory, or a module on the path).
-
-    Raises:
-        InvalidInput: the path is malformed, fails to import, or names something else.
-    """
-    target = declared_auth(config_path)
-    if target is None or config_path is None:
-        return None
-    source, sep, attr = target.rpartition(":")
-    if not sep or not source or not attr:
-        raise InvalidInput(
-            f"auth.path must be './file.py:variable' or 'package.module:variable', got {target!r}"
-        )
-    base_dir = Path(config_path).resolve().parent
-    try:
-        if "/" in source or "\\" in source or source.endswith(".py"):
-            module = load_module_file(base_dir / source)
-        else:
-            module = importlib.import_module(source)
-    except InvalidInput:
-        raise
-    except Exception as exc:
-        raise InvalidInput(
-            f"auth.path {target!r}: importing {source} failed: {type(exc).__name__}: {exc}"
-        ) from exc
-    auth = getattr(module, attr, None)
-    if not isinstance(auth, Auth):
-        raise InvalidInput(f"auth.path {target!r} is a {type(auth).__name__}, not a langgraph_sdk.Auth")
-    return auth
 
 
 def api_keys_of(settings: Settings) -> dict[str, str] | None:
@@ -249,16 +87,6 @@ def check_exposure(settings: Settings) -> None:
         'RUNPLANE_API_KEYS_FILE), declare "auth" in langgraph.json, or pass --insecure-allow-no-auth '
         "(RUNPLANE_INSECURE_ALLOW_NO_AUTH=1) if a proxy in front of runplane authenticates."
     )
-
-
-def bus_url(settings: Settings) -> str:
-    """Redis when given; else a PostgreSQL database doubles as the bus (LISTEN/NOTIFY), so several
-    processes on one database share streams and hints; else the in-process bus."""
-    if settings.redis_url:
-        return settings.redis_url
-    if scheme_of(settings.database_url) in ("postgres", "postgresql"):
-        return settings.database_url
-    return "memory://"
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -299,7 +127,8 @@ def http_config_of(config_path: str | None) -> HttpConfig:
 async def serve_api(
     settings: Settings, *, banner: Callable[[], None] | None = None, dev: bool = False
 ) -> None:
-    async with compose(settings, with_workers=True) as services:
+    async with Runplane(settings) as runplane:
+        services = runplane.services
         api_settings = ApiSettings(
             max_body_bytes=settings.max_body_bytes,
             api_keys=api_keys_of(settings),
@@ -337,7 +166,8 @@ async def run_worker(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with compose(settings, with_workers=True) as services:
+    async with Runplane(settings) as runplane:
+        services = runplane.services
         click.echo(f"runplane worker: {services.worker!r} on {redact(settings.database_url)}", err=True)
         metrics_server = serve_worker_metrics(settings, services)
         await stop.wait()
@@ -388,7 +218,9 @@ def redact(url: str) -> str:
 
 def load_settings(**overrides: Any) -> Settings:
     try:
-        return settings_from_env().with_overrides(**overrides)
+        settings = settings_from_env().with_overrides(**overrides)
+        resolve_config(settings.config)  # a missing langgraph.json is a usage error, said at once
+        return settings
     except RunplaneError as exc:
         raise click.UsageError(exc.message) from None
 

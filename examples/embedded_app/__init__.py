@@ -1,0 +1,1 @@
+"""An existing web application that embeds runplane (see docs/embedding.md)."""
