@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 GATES = {
-    "ruff": [sys.executable, "-m", "ruff", "check", "src", "tests", "benchmarks"],
-    "format": [sys.executable, "-m", "ruff", "format", "--check", "src", "tests", "benchmarks"],
+    "ruff": [sys.executable, "-m", "ruff", "check", "src", "tests", "benchmarks", "examples"],
+    "format": [sys.executable, "-m", "ruff", "format", "--check", "src", "tests", "benchmarks", "examples"],
     "mypy": [sys.executable, "-m", "mypy"],  # files and strictness from pyproject.toml
     "imports": [str(BIN / "lint-imports")],
 }
