@@ -17,6 +17,7 @@ from runplane.core.manager import ManagerSettings, RunManager
 from runplane.embedded import Runplane, open
 from runplane.events.memory import InMemoryBus
 from runplane.stores.memory import InMemoryStore
+from runplane.worker.scheduler import CroniterSchedule
 
 
 class FakeClock:
@@ -33,8 +34,10 @@ class FakeClock:
 
 
 def memory_manager(*, clock: FakeClock | None = None, settings: ManagerSettings | None = None) -> RunManager:
-    """A `RunManager` over the in-memory store and bus."""
-    return RunManager(InMemoryStore(clock=clock), InMemoryBus(), clock=clock, settings=settings)
+    """A `RunManager` over the in-memory store and bus, with crons (croniter schedules)."""
+    return RunManager(
+        InMemoryStore(clock=clock), InMemoryBus(), clock=clock, settings=settings, schedule=CroniterSchedule()
+    )
 
 
 def memory_runtime(

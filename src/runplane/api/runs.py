@@ -133,6 +133,9 @@ async def _remember_graph(call: Call, thread_id: str, assistant: Assistant) -> N
 async def create(call: Call, body: s.RunCreateBase, *, wait: bool = False) -> Created:
     """Admit a run for `body`, on the path's thread or, without one, on a new temporary thread."""
     assistant = await resolve_assistant(call, body.assistant_id, authorized=False)
+    # A graph that failed to load at start stays listed, but a run on it is refused before anything
+    # is created (`GraphUnavailable`, 424), rather than admitted to fail in a worker.
+    call.runtime.resolve(assistant.graph_id)
     configurable = body.config.configurable if body.config is not None else None
     if configurable and body.context:
         raise ApiError(  # LangGraph's server's words
