@@ -47,6 +47,10 @@ COLLECTION = frozenset(
         ("POST", "/runs/stream"),
         ("POST", "/runs/wait"),
         ("POST", "/runs/batch"),
+        # MCP: assistants as tools; a call is a stateless run of the caller's own.
+        ("POST", "/mcp"),
+        ("GET", "/mcp"),
+        ("DELETE", "/mcp"),
     }
 )
 #: Routes anyone may call.

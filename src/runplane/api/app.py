@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from runplane.api import assistants, runs, threads
+from runplane.api import assistants, protocols, runs, threads
 from runplane.api import schemas as s
 from runplane.api.auth import ApiKeyAuth, Authenticate, AuthMiddleware, CustomAuthenticator, path_params_of
 from runplane.api.authz import CustomAuthGuard, check_access_table
@@ -42,7 +42,12 @@ from runplane.core.manager import RunManager
 #: A thread id no one can own: looking it up exercises the store without matching anything.
 _PROBE_ID = "00000000-0000-0000-0000-000000000000"
 
-ENDPOINTS: tuple[Endpoint, ...] = (*assistants.ENDPOINTS, *threads.ENDPOINTS, *runs.ENDPOINTS)
+ENDPOINTS: tuple[Endpoint, ...] = (
+    *assistants.ENDPOINTS,
+    *threads.ENDPOINTS,
+    *runs.ENDPOINTS,
+    *protocols.ENDPOINTS,
+)
 
 
 def _package_version(name: str) -> str | None:

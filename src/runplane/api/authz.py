@@ -62,6 +62,11 @@ ACCESS: Mapping[tuple[str, str], tuple[str, str]] = {
     ("POST", "/runs/stream"): ("threads", "create_run"),
     ("POST", "/runs/wait"): ("threads", "create_run"),
     ("POST", "/runs/batch"): ("threads", "create_run"),
+    # Agent protocols (`api.protocols`): the route is authorized as what it exposes; each inner
+    # operation is then authorized as the runs API route it stands for.
+    ("POST", "/mcp"): ("assistants", "search"),
+    ("GET", "/mcp"): ("assistants", "search"),
+    ("DELETE", "/mcp"): ("assistants", "search"),
 }
 
 _OPERATORS = frozenset({"$eq", "$contains"})

@@ -403,3 +403,13 @@ class RunManager:
 
     async def _announce_done(self, run_id: str) -> None:
         await self.bus.notify(done_channel(run_id), run_id)
+
+    # -- runs: protocol adapters (MCP, A2A, thread streaming) --------------------------------------
+
+    def follow_new_run(self, run_id: str, last_event_id: str | None = None) -> AsyncIterator[StreamEvent]:
+        """The events of a run the caller has just created (its ownership is known).
+
+        Unlike `stream_run` this does not re-read the run first: a fast temporary run may already
+        be gone with its thread, while its events stay on the bus for the retention period.
+        """
+        return self.bus.subscribe(run_id, last_event_id)
