@@ -51,6 +51,8 @@ COLLECTION = frozenset(
         ("POST", "/mcp"),
         ("GET", "/mcp"),
         ("DELETE", "/mcp"),
+        # A2A: contexts and tasks are the caller's threads and runs.
+        ("POST", "/a2a/{assistant_id}"),
     }
 )
 #: Routes anyone may call.
@@ -66,8 +68,10 @@ def per_resource(endpoint: Endpoint) -> bool:
 
 
 def shared(endpoint: Endpoint) -> bool:
-    """The graphs' assistants: read-only, the same for everyone."""
-    return (endpoint.path.startswith("/assistants") and endpoint.method == "GET") or endpoint.path in (
+    """The graphs' assistants (and their A2A agent cards): read-only, the same for everyone."""
+    return (
+        endpoint.path.startswith(("/assistants", "/a2a/")) and endpoint.method == "GET"
+    ) or endpoint.path in (
         "/assistants/search",
         "/assistants/count",
     )

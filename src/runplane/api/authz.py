@@ -67,6 +67,9 @@ ACCESS: Mapping[tuple[str, str], tuple[str, str]] = {
     ("POST", "/mcp"): ("assistants", "search"),
     ("GET", "/mcp"): ("assistants", "search"),
     ("DELETE", "/mcp"): ("assistants", "search"),
+    ("POST", "/a2a/{assistant_id}"): ("assistants", "read"),
+    ("GET", "/a2a/{assistant_id}"): ("assistants", "read"),
+    ("GET", "/a2a/{assistant_id}/.well-known/agent-card.json"): ("assistants", "read"),
 }
 
 _OPERATORS = frozenset({"$eq", "$contains"})

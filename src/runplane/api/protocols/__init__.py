@@ -3,6 +3,6 @@ as adapters over the same `RunManager`."""
 
 from __future__ import annotations
 
-from runplane.api.protocols import mcp
+from runplane.api.protocols import a2a, mcp
 
-ENDPOINTS = (*mcp.ENDPOINTS,)
+ENDPOINTS = (*mcp.ENDPOINTS, *a2a.ENDPOINTS)
