@@ -64,6 +64,8 @@ ACCESS: Mapping[tuple[str, str], tuple[str, str]] = {
     ("POST", "/runs/batch"): ("threads", "create_run"),
     # Agent protocols (`api.protocols`): the route is authorized as what it exposes; each inner
     # operation is then authorized as the runs API route it stands for.
+    ("POST", "/threads/{thread_id}/commands"): ("threads", "create_run"),
+    ("POST", "/threads/{thread_id}/stream/events"): ("threads", "read"),
     ("POST", "/mcp"): ("assistants", "search"),
     ("GET", "/mcp"): ("assistants", "search"),
     ("DELETE", "/mcp"): ("assistants", "search"),

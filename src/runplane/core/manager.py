@@ -413,3 +413,8 @@ class RunManager:
         be gone with its thread, while its events stay on the bus for the retention period.
         """
         return self.bus.subscribe(run_id, last_event_id)
+
+    def new_run_hints(self) -> AbstractAsyncContextManager[AsyncIterator[str]]:
+        """Hints that some run was admitted (any thread): a follower of a thread's runs re-reads
+        them when one comes. Hints can be lost; listen first, then read the store."""
+        return self.bus.listen(WAKEUP_CHANNEL)

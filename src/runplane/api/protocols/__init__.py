@@ -3,6 +3,9 @@ as adapters over the same `RunManager`."""
 
 from __future__ import annotations
 
-from runplane.api.protocols import a2a, mcp
+from runplane.api.protocols import a2a, mcp, thread_stream
+from runplane.api.protocols.thread_stream import websocket_routes
 
-ENDPOINTS = (*mcp.ENDPOINTS, *a2a.ENDPOINTS)
+ENDPOINTS = (*thread_stream.ENDPOINTS, *mcp.ENDPOINTS, *a2a.ENDPOINTS)
+
+__all__ = ["ENDPOINTS", "websocket_routes"]

@@ -10,12 +10,14 @@ from typing import Any
 
 import orjson
 
-from runplane.api import runs
+from runplane.api import runs, threads
 from runplane.api import schemas as s
 from runplane.api.errors import response_for
 from runplane.api.routing import Call, Endpoint
 
-_BY_ROUTE: dict[tuple[str, str], Endpoint] = {(e.method, e.path): e for e in runs.ENDPOINTS}
+_BY_ROUTE: dict[tuple[str, str], Endpoint] = {
+    (e.method, e.path): e for e in (*runs.ENDPOINTS, *threads.ENDPOINTS)
+}
 
 
 async def as_route(
