@@ -19,11 +19,12 @@ from typing import Any
 import httpx
 import pytest
 from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from runplane.api import ApiSettings, create_app
 from runplane.api import schemas as s
 from runplane.api.app import ENDPOINTS, SYSTEM
+from runplane.api.protocols.thread_stream import ProtocolCommand
 from runplane.api.routing import Endpoint
 from runplane.core.manager import ManagerSettings
 from runplane.testing import memory_manager
@@ -55,6 +56,12 @@ COLLECTION = frozenset(
         ("POST", "/a2a/{assistant_id}"),
     }
 )
+#: Thread streams that wait for their thread to exist (a client subscribes before its first run
+#: creates it), so another user's thread streams nothing rather than 404: see
+#: tests/e2e/test_thread_stream.py::test_another_users_thread_streams_nothing.
+WAITING = frozenset(
+    {("POST", "/threads/{thread_id}/stream/events"), ("WEBSOCKET", "/threads/{thread_id}/stream/events")}
+)
 #: Routes anyone may call.
 PUBLIC = frozenset({("GET", "/ok"), ("GET", "/info"), ("GET", "/openapi.json"), ("GET", "/docs")})
 
@@ -64,7 +71,9 @@ def _params(path: str) -> list[str]:
 
 
 def per_resource(endpoint: Endpoint) -> bool:
-    return any(name in OWNED_PARAMS for name in _params(endpoint.path))
+    return (endpoint.method, endpoint.path) not in WAITING and any(
+        name in OWNED_PARAMS for name in _params(endpoint.path)
+    )
 
 
 def shared(endpoint: Endpoint) -> bool:
@@ -88,6 +97,8 @@ def classify(method: str, path: str) -> list[str]:
         kinds.append("shared")
     if (method, path) in PUBLIC:
         kinds.append("public")
+    if (method, path) in WAITING:
+        kinds.append("waiting")
     return kinds
 
 
@@ -188,6 +199,11 @@ SAMPLES: dict[Any, list[dict[str, Any]]] = {
     s.ThreadStateUpdate: [{"values": {"pwned": True}}, {"values": {"pwned": True}, "as_node": "echo"}],
     s.ThreadStateCheckpoint: [{"checkpoint": {"checkpoint_id": "{checkpoint_id}"}}],
     s.ThreadHistory: [{"limit": 5}, {"limit": 5, "before": "{checkpoint_id}"}],
+    # `run.start` on a foreign thread: tests/e2e/test_thread_stream.py (on an unknown one it creates it).
+    ProtocolCommand: [
+        {"id": 1, "method": "input.respond", "params": {"interrupt_id": "x", "response": "pwned"}},
+        {"id": 2, "method": "agent.getTree", "params": {}},
+    ],
 }
 #: Query variants worth trying, per route.
 QUERIES: dict[tuple[str, str], list[dict[str, str]]] = {
@@ -377,8 +393,11 @@ async def test_unauthenticated_callers_get_nothing(world: World) -> None:
 def _app_routes(app: Starlette) -> set[tuple[str, str]]:
     routes = set()
     for route in app.routes:
-        assert isinstance(route, Route)
+        assert isinstance(route, Route | WebSocketRoute)
         path = re.sub(r"{(\w+):\w+}", r"{\1}", route.path)
+        if isinstance(route, WebSocketRoute):
+            routes.add(("WEBSOCKET", path))
+            continue
         routes.update((method, path) for method in route.methods or () if method != "HEAD")
     return routes
 
@@ -390,16 +409,19 @@ def test_every_route_is_classified() -> None:
     assert routes == {(e.method, e.path) for e in (*ENDPOINTS, *SYSTEM)} | {
         ("GET", "/openapi.json"),
         ("GET", "/docs"),
+        ("WEBSOCKET", "/threads/{thread_id}/stream/events"),
     }
     unclassified = {route: classify(*route) for route in routes if len(classify(*route)) != 1}
     assert not unclassified, (
         f"classify each route exactly once (per-resource, collection, shared, public): {unclassified}"
     )
-    assert COLLECTION <= routes and PUBLIC <= routes  # no stale entries
+    assert COLLECTION <= routes and PUBLIC <= routes and WAITING <= routes  # no stale entries
     kinds = [classify(*route)[0] for route in routes]
     print(
         f"\nisolation matrix: {len(routes)} routes = "
-        + ", ".join(f"{kinds.count(k)} {k}" for k in ("per-resource", "collection", "shared", "public"))
+        + ", ".join(
+            f"{kinds.count(k)} {k}" for k in ("per-resource", "collection", "shared", "public", "waiting")
+        )
         + f"; {len(CASES)} foreign-id cases"
     )
     assert kinds.count("per-resource") >= 19

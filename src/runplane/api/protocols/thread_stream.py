@@ -336,16 +336,10 @@ def websocket_routes(services: Services) -> list[WebSocketRoute]:
     async def endpoint(websocket: WebSocket) -> None:
         await websocket.accept()
         thread_id = str(websocket.path_params["thread_id"])
-        request_scope = websocket.scope
         # The HTTP machinery (authorization, ownership) works on a `Call`; build one for this socket.
-        call = Call(
-            Request(request_scope),
-            services,
-            request_scope.get(OWNER_SCOPE_KEY, ""),
-            {"thread_id": thread_id},
-            None,
-            None,
-        )
+        as_http = {**websocket.scope, "type": "http", "method": "GET"}  # what `Request` reads of it
+        owner = websocket.scope.get(OWNER_SCOPE_KEY, "")
+        call = Call(Request(as_http), services, owner, {"thread_id": thread_id}, None, None)
         try:
             first = orjson.loads(await websocket.receive_text())
             command = ProtocolCommand.model_validate(first)
