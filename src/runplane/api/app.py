@@ -181,7 +181,7 @@ def create_app(manager: RunManager, runtime: GraphRuntime, settings: ApiSettings
     return compose(
         first=[r for r in meta if is_unshadowable(r, settings)],
         last=[r for r in meta if not is_unshadowable(r, settings)],
-        api=[*build_routes(endpoints, services), *protocols.websocket_routes(services)],
+        api=[*build_routes(endpoints, services), *protocols.websocket_routes(services, endpoints)],
         middleware=_middleware(settings),
         authentication=authentication,
         exception_handlers={HTTPException: unmatched},

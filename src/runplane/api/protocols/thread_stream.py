@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -329,9 +329,12 @@ async def thread_stream_events(call: Call) -> Any:
 # -- WebSocket ---------------------------------------------------------------------------------------
 
 
-def websocket_routes(services: Services) -> list[WebSocketRoute]:
-    """`WebSocket /threads/{thread_id}/stream/events`: the first frame is a `subscription.subscribe`
-    command carrying the filter; the server acknowledges it, then sends the events as text frames."""
+def websocket_routes(services: Services, enabled: Sequence[Endpoint]) -> list[WebSocketRoute]:
+    """`WebSocket /threads/{thread_id}/stream/events`, when its SSE twin is among the `enabled`
+    endpoints: the first frame is a `subscription.subscribe` command carrying the filter; the
+    server acknowledges it, then sends the events as text frames."""
+    if not any(e.handler is thread_stream_events for e in enabled):
+        return []
 
     async def endpoint(websocket: WebSocket) -> None:
         await websocket.accept()
