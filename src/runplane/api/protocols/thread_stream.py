@@ -57,6 +57,9 @@ class ProtocolCommand(s.Body):
     id: int
     method: str = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
+    #: Not part of the protocol: where custom authorization stamps the metadata of the thread a
+    #: `run.start` creates (as it stamps a run's body on the runs API).
+    metadata: dict[str, Any] | None = Field(None, json_schema_extra={"readOnly": True})
 
     # What custom authorization reads of a request that may create a thread (as `POST
     # /threads/{thread_id}/runs` with `if_not_exists: create` does): `run.start` creates it.
@@ -64,10 +67,6 @@ class ProtocolCommand(s.Body):
     def if_not_exists(self) -> str:
         return "create" if self.method == "run.start" else "reject"
 
-    @property
-    def metadata(self) -> dict[str, Any] | None:
-        metadata = self.params.get("metadata") if self.method == "run.start" else None
-        return metadata if isinstance(metadata, dict) else None
 
 
 class EventStreamRequest(s.Body):
