@@ -68,7 +68,6 @@ class ProtocolCommand(s.Body):
         return "create" if self.method == "run.start" else "reject"
 
 
-
 class EventStreamRequest(s.Body):
     """Which events a stream carries (`SubscribeParams`), and where to resume (`since`)."""
 
