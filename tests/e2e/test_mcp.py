@@ -149,5 +149,8 @@ async def test_raw_json_rpc_answers_as_langgraphs_server(url: str) -> None:
                 headers={"mcp-protocol-version": "2025-06-18"},
             )
         ).json()
+        # Stateless: no server-to-client stream to open, no session to end (as LangGraph answers).
+        assert (await http.get("/mcp")).status_code == 405
+        assert (await http.delete("/mcp")).status_code == 404
     assert called["id"] == 2
     assert called["result"]["content"] == [{"type": "text", "text": repr({"messages": [], "n": 2})}]

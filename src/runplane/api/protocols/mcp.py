@@ -27,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from runplane.api import schemas as s
 from runplane.api.authz import filter_matches
+from runplane.api.errors import error_response
 from runplane.api.protocols._runs import run_to_output, status_and_detail
 from runplane.api.routing import Call, Endpoint, Reply
 from runplane.core.graphs import Assistant
@@ -225,17 +226,20 @@ async def mcp_post(call: Call) -> Response:
 
 
 async def mcp_get(call: Call) -> Response:
-    return _McpExchange(call)
+    # The stateless transport has no server-to-client stream to open (a GET would wait forever).
+    return error_response(405, "MCP server-to-client streams are not supported", headers={"Allow": "POST"})
 
 
 async def mcp_delete(call: Call) -> Response:
-    return _McpExchange(call)
+    # No sessions: there is none to end (LangGraph's server answers 404 too).
+    return error_response(404, "Session not found")
 
 
 _MCP_REPLIES = {
     200: Reply("A JSON-RPC response.", {"type": "object"}),
     202: Reply("A notification or response was accepted."),
-    405: Reply("Not supported by the stateless transport.", s.ErrorOut),
+    404: Reply("No session to end (DELETE).", s.ErrorOut),
+    405: Reply("No server-to-client stream (GET).", s.ErrorOut),
 }
 
 ENDPOINTS: tuple[Endpoint, ...] = (
