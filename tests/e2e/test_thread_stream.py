@@ -151,6 +151,15 @@ async def test_subgraphs_are_discovered_with_their_own_messages(sdk: LangGraphCl
         await thread.output
         found = await handles
     assert found == [("inner", "inner", ["You said: deep"])]
+    # `agent.getTree`: the run's namespaces with their status.
+    async with httpx.AsyncClient(base_url=sdk.http.client.base_url, headers=ALICE) as http:
+        command = {"id": 9, "method": "agent.getTree", "params": {}}
+        answer = await http.post(f"/threads/{thread.thread_id}/commands", json=command)
+    tree = answer.json()["result"]["tree"]
+    [child] = tree.pop("children")
+    assert tree == {"namespace": [], "status": "completed", "graph_name": "nested"}
+    assert child["namespace"][0].startswith("inner:")
+    assert (child["status"], child["graph_name"]) == ("completed", "inner")
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

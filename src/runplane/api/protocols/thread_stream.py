@@ -240,15 +240,35 @@ async def _input_respond(call: Call, thread_id: str, params: Mapping[str, Any]) 
 
 
 async def _get_tree(call: Call, thread_id: str, params: Mapping[str, Any]) -> Any:
+    """The latest run's namespaces (root and subgraphs) with their lifecycle status, read from its
+    projection: replayed when the run has ended, the root alone while it runs."""
     ordered = await _runs_in_order(call, thread_id)
-    latest = ordered[-1] if ordered else None
-    tree: dict[str, Any] = {"namespace": [], "status": "started", "graph_name": None}
-    if latest is not None:
-        tree["graph_name"] = latest.kwargs.get("graph_id")
-        tree["status"] = {"success": "completed", "error": "failed", "timeout": "failed"}.get(
-            latest.status, "interrupted" if latest.status == "interrupted" else "started"
-        )
-    return {"tree": tree}, len(ordered) * SEQ_STRIDE
+    if not ordered:
+        raise CommandError("no_such_run", "No run is bound to this thread.")
+    latest = ordered[-1]
+    status: dict[tuple[str, ...], tuple[str, str | None]] = {
+        (): ("started", str(latest.kwargs.get("graph_id") or latest.assistant_id))
+    }
+    if latest.is_terminal:
+        async for envelope in _project(call, latest, len(ordered)):
+            event: ProtocolEvent = envelope["_event"]
+            if event.method == "lifecycle":
+                data = event.data
+                status[event.namespace] = (str(data.get("event")), data.get("graph_name"))
+
+    def node(namespace: tuple[str, ...]) -> dict[str, Any]:
+        phase, graph_name = status[namespace]
+        tree: dict[str, Any] = {
+            "namespace": list(namespace),
+            "status": "started" if phase == "running" else phase,
+            "graph_name": graph_name,
+        }
+        children = sorted(ns for ns in status if len(ns) == len(namespace) + 1 and ns[:-1] == namespace)
+        if children:
+            tree["children"] = [node(child) for child in children]
+        return tree
+
+    return {"tree": node(())}, len(ordered) * SEQ_STRIDE
 
 
 async def _acknowledge(call: Call, thread_id: str, params: Mapping[str, Any]) -> Any:
