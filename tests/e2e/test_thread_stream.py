@@ -309,3 +309,20 @@ async def test_another_users_thread_streams_nothing(url: str, sdk: LangGraphClie
     # Only heartbeats: Alice's finished run is there to replay from `since: 0`, but not for Bob.
     assert first.strip() in (": heartbeat", "")
     assert "secret" not in first
+
+
+async def test_the_websocket_needs_credentials_and_a_valid_subscription(url: str) -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    ws_url = url.replace("http://", "ws://") + f"/threads/{uuid.uuid4()}/stream/events"
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(ws_url):
+            pass
+    assert refused.value.response.status_code == 401
+    async with connect(ws_url, additional_headers=ALICE) as websocket:
+        subscribe = {"id": 1, "method": "subscription.subscribe", "params": {"channels": ["nope"]}}
+        await websocket.send(orjson.dumps(subscribe).decode())
+        error = orjson.loads(await websocket.recv())
+    assert (error["type"], error["error"]) == ("error", "invalid_argument")
+    assert error["message"] == "unsupported channels: ['nope']"
