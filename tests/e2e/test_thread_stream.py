@@ -16,6 +16,8 @@ import uvicorn
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph_sdk.client import LangGraphClient
 from starlette.types import ASGIApp
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from runplane.api import ApiSettings, create_app
 from runplane.core.manager import ManagerSettings, RunManager
@@ -312,9 +314,6 @@ async def test_another_users_thread_streams_nothing(url: str, sdk: LangGraphClie
 
 
 async def test_the_websocket_needs_credentials_and_a_valid_subscription(url: str) -> None:
-    from websockets.asyncio.client import connect
-    from websockets.exceptions import InvalidStatus
-
     ws_url = url.replace("http://", "ws://") + f"/threads/{uuid.uuid4()}/stream/events"
     with pytest.raises(InvalidStatus) as refused:
         async with connect(ws_url):
