@@ -20,7 +20,7 @@ import httpx
 import pytest
 from langgraph.store.memory import InMemoryStore
 from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from runplane.api import ApiSettings, create_app, operators
 from runplane.api import crons as c
@@ -28,6 +28,7 @@ from runplane.api import resource_schemas as rs
 from runplane.api import schemas as s
 from runplane.api.app import ENDPOINTS as API_ENDPOINTS
 from runplane.api.app import SYSTEM
+from runplane.api.protocols.thread_stream import ProtocolCommand
 from runplane.api.routing import Endpoint
 from runplane.core.manager import ManagerSettings, RunManager
 from runplane.events.memory import InMemoryBus
@@ -71,11 +72,21 @@ COLLECTION = frozenset(
         ("DELETE", "/store/items"),
         ("POST", "/store/items/search"),
         ("POST", "/store/namespaces"),
+        # MCP: assistants as tools; a call is a stateless run of the caller's own.
+        ("POST", "/mcp"),
+        ("GET", "/mcp"),
+        ("DELETE", "/mcp"),
     }
 )
 #: Per-resource routes that never end by design (the thread stream follows the thread's future
 #: runs): Bob's 404 is in the matrix; Alice's access is tested in `test_thread_lifecycle.py`.
 ENDLESS = frozenset({("GET", "/threads/{thread_id}/stream")})
+#: Thread streams that wait for their thread to exist (a client subscribes before its first run
+#: creates it), so another user's thread streams nothing rather than 404: see
+#: tests/e2e/test_thread_stream.py::test_another_users_thread_streams_nothing.
+WAITING = frozenset(
+    {("POST", "/threads/{thread_id}/stream/events"), ("WEBSOCKET", "/threads/{thread_id}/stream/events")}
+)
 #: Routes anyone may call.
 PUBLIC = frozenset({("GET", "/ok"), ("GET", "/info"), ("GET", "/openapi.json"), ("GET", "/docs")})
 #: The dashboard's static files: public, and holding no data (the page calls the API with a key).
@@ -87,7 +98,9 @@ def _params(path: str) -> list[str]:
 
 
 def per_resource(endpoint: Endpoint) -> bool:
-    return any(name in OWNED_PARAMS for name in _params(endpoint.path))
+    return (endpoint.method, endpoint.path) not in WAITING and any(
+        name in OWNED_PARAMS for name in _params(endpoint.path)
+    )
 
 
 def shared(endpoint: Endpoint) -> bool:
@@ -107,6 +120,8 @@ def classify(method: str, path: str) -> list[str]:
         kinds.append("shared")
     if (method, path) in PUBLIC | DASHBOARD:
         kinds.append("public")
+    if (method, path) in WAITING:
+        kinds.append("waiting")
     return kinds
 
 
@@ -252,6 +267,11 @@ SAMPLES: dict[Any, list[dict[str, Any]]] = {
     rs.AssistantPatch: [{"metadata": {"pwned": True}}, {"name": "pwned", "config": {"tags": ["x"]}}],
     rs.AssistantLatest: [{"version": 1}],
     rs.AssistantVersions: [{}, {"metadata": {"v": 2}}],
+    # `run.start` on a foreign thread: tests/e2e/test_thread_stream.py (on an unknown one it creates it).
+    ProtocolCommand: [
+        {"id": 1, "method": "input.respond", "params": {"interrupt_id": "x", "response": "pwned"}},
+        {"id": 2, "method": "agent.getTree", "params": {}},
+    ],
 }
 #: Query variants worth trying, per route.
 QUERIES: dict[tuple[str, str], list[dict[str, str]]] = {
@@ -485,8 +505,11 @@ async def test_unauthenticated_callers_get_nothing(world: World) -> None:
 def _app_routes(app: Starlette) -> set[tuple[str, str]]:
     routes = set()
     for route in app.routes:
-        assert isinstance(route, Route)
+        assert isinstance(route, Route | WebSocketRoute)
         path = re.sub(r"{(\w+):\w+}", r"{\1}", route.path)
+        if isinstance(route, WebSocketRoute):
+            routes.add(("WEBSOCKET", path))
+            continue
         routes.update((method, path) for method in route.methods or () if method != "HEAD")
     return routes
 
@@ -498,16 +521,19 @@ def test_every_route_is_classified() -> None:
     assert routes == {(e.method, e.path) for e in (*ENDPOINTS, *SYSTEM)} | DASHBOARD | {
         ("GET", "/openapi.json"),
         ("GET", "/docs"),
+        ("WEBSOCKET", "/threads/{thread_id}/stream/events"),
     }
     unclassified = {route: classify(*route) for route in routes if len(classify(*route)) != 1}
     assert not unclassified, (
         f"classify each route exactly once (per-resource, collection, shared, public): {unclassified}"
     )
-    assert COLLECTION <= routes and PUBLIC <= routes  # no stale entries
+    assert COLLECTION <= routes and PUBLIC <= routes and WAITING <= routes  # no stale entries
     kinds = [classify(*route)[0] for route in routes]
     print(
         f"\nisolation matrix: {len(routes)} routes = "
-        + ", ".join(f"{kinds.count(k)} {k}" for k in ("per-resource", "collection", "shared", "public"))
+        + ", ".join(
+            f"{kinds.count(k)} {k}" for k in ("per-resource", "collection", "shared", "public", "waiting")
+        )
         + f"; {len(CASES)} foreign-id cases"
     )
     assert kinds.count("per-resource") >= 19

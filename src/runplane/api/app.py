@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from runplane.api import assistants, crons, operators, runs, store, thread_lifecycle, threads
+from runplane.api import assistants, crons, operators, protocols, runs, store, thread_lifecycle, threads
 from runplane.api import schemas as s
 from runplane.api.auth import ApiKeyAuth, Authenticate, AuthMiddleware, CustomAuthenticator, path_params_of
 from runplane.api.authz import CustomAuthGuard, check_access_table
@@ -48,6 +48,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     *crons.ENDPOINTS,
     *store.ENDPOINTS,
     *thread_lifecycle.ENDPOINTS,
+    *protocols.ENDPOINTS,
 )
 
 
@@ -196,7 +197,11 @@ def create_app(manager: RunManager, runtime: GraphRuntime, settings: ApiSettings
     return compose(
         first=[r for r in (*meta, *public_ops) if is_unshadowable(r, settings)],
         last=[r for r in (*meta, *public_ops) if not is_unshadowable(r, settings)],
-        api=[*build_routes((*endpoints, *operators.ENDPOINTS), services), *protected_ops],
+        api=[
+            *build_routes((*endpoints, *operators.ENDPOINTS), services),
+            *protected_ops,
+            *protocols.websocket_routes(services, endpoints),
+        ],
         middleware=_middleware(settings),
         authentication=authentication,
         exception_handlers={HTTPException: unmatched},

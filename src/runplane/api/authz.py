@@ -83,6 +83,16 @@ ACCESS: Mapping[tuple[str, str], tuple[str, str]] = {
     ("GET", "/runs/crons/{cron_id}"): ("crons", "read"),
     ("PATCH", "/runs/crons/{cron_id}"): ("crons", "update"),
     ("DELETE", "/runs/crons/{cron_id}"): ("crons", "delete"),
+    # Agent protocols (`api.protocols`): the route is authorized as what it exposes; each inner
+    # operation is then authorized as the runs API route it stands for.
+    ("POST", "/threads/{thread_id}/commands"): ("threads", "create_run"),
+    ("POST", "/threads/{thread_id}/stream/events"): ("threads", "read"),
+    ("POST", "/mcp"): ("assistants", "search"),
+    ("GET", "/mcp"): ("assistants", "search"),
+    ("DELETE", "/mcp"): ("assistants", "search"),
+    ("POST", "/a2a/{assistant_id}"): ("assistants", "read"),
+    ("GET", "/a2a/{assistant_id}"): ("assistants", "read"),
+    ("GET", "/a2a/{assistant_id}/.well-known/agent-card.json"): ("assistants", "read"),
 }
 
 _OPERATORS = frozenset({"$eq", "$contains"})

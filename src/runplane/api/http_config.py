@@ -31,13 +31,14 @@ _FLAGS = (
     "disable_store",
     "disable_ui",
     "disable_meta",
+    "disable_mcp",
+    "disable_a2a",
+    "disable_event_streaming",
     "enable_custom_route_auth",
 )
-#: Keys of LangGraph's `http` section for features runplane does not have (webhooks, MCP, A2A,
-#: event streaming v2, header logging): what they disable or filter is already absent.
-_ABSENT_FEATURES = frozenset(
-    {"disable_webhooks", "disable_mcp", "disable_a2a", "disable_event_streaming", "logging_headers"}
-)
+#: Keys of LangGraph's `http` section for features runplane does not have (webhooks, header
+#: logging): what they disable or filter is already absent.
+_ABSENT_FEATURES = frozenset({"disable_webhooks", "logging_headers"})
 _CORS_LISTS = ("allow_origins", "allow_methods", "allow_headers", "expose_headers")
 _CORS_KEYS = frozenset({*_CORS_LISTS, "allow_credentials", "allow_origin_regex", "max_age"})
 #: Never passed to a run, whatever the patterns say: they are credentials.

@@ -56,7 +56,17 @@ class ExposeUser:
 
 
 #: Which langgraph.json `http.disable_*` switch turns a route off, by its first path segment.
-_SECTIONS = {"assistants": "assistants", "threads": "threads", "runs": "runs", "store": "store", "ui": "ui"}
+_SECTIONS = {
+    "assistants": "assistants",
+    "threads": "threads",
+    "runs": "runs",
+    "store": "store",
+    "ui": "ui",
+    "mcp": "mcp",
+    "a2a": "a2a",
+}
+#: Thread streaming v2 routes (`api.protocols.thread_stream`), by their segment after the thread id.
+_EVENT_STREAMING = frozenset({"commands", "stream"})
 #: Routes a custom app cannot shadow; the other system routes come after its routes.
 _UNSHADOWABLE = frozenset({"/ok", "/docs", "/openapi.json", "/metrics"})
 
@@ -66,6 +76,8 @@ def _section(path: str) -> str | None:
     parts = path.split("/")
     if parts[1] == "threads" and len(parts) > 3 and parts[3] == "runs":
         return "runs"
+    if parts[1] == "threads" and len(parts) > 3 and parts[3] in _EVENT_STREAMING:
+        return "event_streaming"
     return _SECTIONS.get(parts[1])
 
 
@@ -80,6 +92,11 @@ def enabled_endpoints(endpoints: Sequence[Endpoint], settings: ApiSettings) -> t
             ("runs", http.disable_runs),
             ("store", http.disable_store),
             ("ui", http.disable_ui),
+            ("mcp", http.disable_mcp),
+            ("a2a", http.disable_a2a),
+            # As on LangGraph's server, `disable_runs` also closes thread streaming: its commands
+            # create runs.
+            ("event_streaming", http.disable_event_streaming or http.disable_runs),
         )
         if off
     }

@@ -34,6 +34,11 @@ class HttpConfig:
     disable_runs: bool = False
     disable_store: bool = False
     disable_ui: bool = False
+    #: Agent protocols (`api.protocols`): MCP at `/mcp`, A2A at `/a2a/...`, thread streaming v2
+    #: (`/threads/{id}/commands`, `/threads/{id}/stream/events`; also off with `disable_runs`).
+    disable_mcp: bool = False
+    disable_a2a: bool = False
+    disable_event_streaming: bool = False
     #: Drops `/info`, `/docs`, `/openapi.json` (and `/metrics`); `/ok` stays, answering `{"ok": true}`.
     disable_meta: bool = False
     #: Authenticate the custom app's routes too. None (not set): LangGraph custom auth leaves them

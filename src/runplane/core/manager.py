@@ -639,3 +639,18 @@ class RunManager(ResourceUseCases, ThreadStreams):
         """Hints on `channel` (`CRONS_CHANNEL`, `WEBHOOKS_CHANNEL`): a background loop sleeps on
         them instead of polling. Registration is complete when the context is entered."""
         return self.bus.listen(channel)
+
+    # -- runs: protocol adapters (MCP, A2A, thread streaming) --------------------------------------
+
+    def follow_new_run(self, run_id: str, last_event_id: str | None = None) -> AsyncIterator[StreamEvent]:
+        """The events of a run the caller has just created (its ownership is known).
+
+        Unlike `stream_run` this does not re-read the run first: a fast temporary run may already
+        be gone with its thread, while its events stay on the bus for the retention period.
+        """
+        return self.bus.subscribe(run_id, last_event_id)
+
+    def new_run_hints(self) -> AbstractAsyncContextManager[AsyncIterator[str]]:
+        """Hints that some run was admitted (any thread): a follower of a thread's runs re-reads
+        them when one comes. Hints can be lost; listen first, then read the store."""
+        return self.bus.listen(WAKEUP_CHANNEL)
