@@ -240,15 +240,17 @@ async def mcp_delete(call: Call) -> Response:
     return error_response(404, "Session not found")
 
 
-_MCP_REPLIES = {
+# The replies LangGraph's server documents for each method of `/mcp`.
+_POST_REPLIES = {
     200: Reply("A JSON-RPC response.", {"type": "object"}),
     202: Reply("A notification or response was accepted."),
-    404: Reply("No session to end (DELETE).", s.ErrorOut),
-    405: Reply("No server-to-client stream (GET).", s.ErrorOut),
+    400: Reply("Not a JSON-RPC message.", s.ErrorOut),
 }
+_GET_REPLIES = {405: Reply("No server-to-client stream.", s.ErrorOut)}
+_DELETE_REPLIES = {404: Reply("No session to end.", s.ErrorOut)}
 
 ENDPOINTS: tuple[Endpoint, ...] = (
-    Endpoint("POST", "/mcp", mcp_post, "MCP: send a JSON-RPC message", TAG, replies=_MCP_REPLIES),
-    Endpoint("GET", "/mcp", mcp_get, "MCP: server-to-client stream (unsupported)", TAG, replies=_MCP_REPLIES),
-    Endpoint("DELETE", "/mcp", mcp_delete, "MCP: end a session (none to end)", TAG, replies=_MCP_REPLIES),
+    Endpoint("POST", "/mcp", mcp_post, "MCP: send a JSON-RPC message", TAG, replies=_POST_REPLIES),
+    Endpoint("GET", "/mcp", mcp_get, "MCP: server-to-client stream (unsupported)", TAG, replies=_GET_REPLIES),
+    Endpoint("DELETE", "/mcp", mcp_delete, "MCP: end a session (none to end)", TAG, replies=_DELETE_REPLIES),
 )

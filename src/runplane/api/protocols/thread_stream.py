@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from pydantic import Field
@@ -51,6 +51,9 @@ CHANNELS = frozenset(
 )
 
 
+CHANNEL_PATTERN = "^(" + "|".join(sorted(CHANNELS)) + "|custom:.+)$"
+
+
 class ProtocolCommand(s.Body):
     """A protocol command (`ProtocolCommand`): `run.start`, `input.respond`, `agent.getTree`, ..."""
 
@@ -71,7 +74,8 @@ class ProtocolCommand(s.Body):
 class EventStreamRequest(s.Body):
     """Which events a stream carries (`SubscribeParams`), and where to resume (`since`)."""
 
-    channels: list[str] = Field(min_length=1)
+    #: The channels above, or `custom:<name>` (stated in the schema, so a client learns them there).
+    channels: list[Annotated[str, Field(pattern=CHANNEL_PATTERN)]] = Field(min_length=1)
     namespaces: list[list[str]] | None = None
     depth: int | None = Field(None, ge=0)
     since: int | None = Field(None, ge=0)
