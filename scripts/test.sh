@@ -77,6 +77,24 @@ fi
 rp_log "RUNPLANE_TEST_POSTGRES_URL=$RUNPLANE_TEST_POSTGRES_URL"
 rp_log "RUNPLANE_TEST_REDIS_URL=$RUNPLANE_TEST_REDIS_URL"
 
+# --- the JS SDK (tests/e2e/test_resources_js.py) ------------------------------
+# Installed with npm, like the Python packages with pip; where node or npm is missing, or the install
+# fails, the JS test skips and says why.
+if [ -z "${RUNPLANE_TEST_JS_SDK:-}" ] && command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+    JS_DIR="$ROOT/.cache/js-sdk"
+    if ! cmp -s "$ROOT/tests/e2e/js/package.json" "$JS_DIR/package.json" \
+        || [ ! -d "$JS_DIR/node_modules/@langchain/langgraph-sdk" ]; then
+        mkdir -p "$JS_DIR"
+        cp "$ROOT/tests/e2e/js/package.json" "$JS_DIR/package.json"
+        rp_log "installing the JS SDK into .cache/js-sdk (npm)"
+        (cd "$JS_DIR" && npm install --no-audit --no-fund --loglevel=error >/dev/null 2>&1) \
+            || rp_log "npm install of the JS SDK failed: its test will skip"
+    fi
+    if [ -d "$JS_DIR/node_modules/@langchain/langgraph-sdk" ]; then
+        export RUNPLANE_TEST_JS_SDK="$JS_DIR"
+    fi
+fi
+
 # --- tests -------------------------------------------------------------------
 set +e
 "$VENV/bin/python" -m pytest "$@"
