@@ -27,7 +27,7 @@ from langgraph.version import __version__ as langgraph_version
 from runplane.core.errors import NotFound
 from runplane.core.graphs import Assistant, GraphRuntime
 from runplane.core.lifecycle import thread_status_after
-from runplane.core.models import Json, Outcome, Run, RunStatus, ThreadStatus, TokenUsage
+from runplane.core.models import Json, Outcome, Run, RunStatus, TokenUsage
 from runplane.runtime import checkpointer as checkpoints
 from runplane.runtime.serde import jsonable, thread_interrupts
 from runplane.worker import faults
@@ -127,12 +127,6 @@ def map_command(command: Json) -> Command[Any]:
         goto=[g if isinstance(g, str) else Send(g["node"], g["input"]) for g in goto] if goto else (),
         resume=command.get("resume"),
     )
-
-
-def thread_status(status: RunStatus, has_next: bool) -> ThreadStatus:
-    """A run that stopped with tasks left (`interrupt()`, `interrupt_before`, or a cancel mid-way)
-    leaves its thread `interrupted`, as LangGraph's server does; errors leave it `error`."""
-    return thread_status_after("success" if status == "interrupted" else status, has_interrupts=has_next)
 
 
 class UsageTracker(AsyncCallbackHandler):
@@ -406,7 +400,7 @@ class Execution:
         usage = self.usage
         return Outcome(
             status=status,
-            thread_status=thread_status(status, has_next),
+            thread_status=thread_status_after(status, has_next=has_next),
             error=error,
             thread_values=values,
             thread_interrupts=interrupts,
