@@ -28,10 +28,11 @@ from runplane.core.errors import NotFound
 from runplane.core.graphs import Assistant, GraphRuntime
 from runplane.core.lifecycle import thread_status_after
 from runplane.core.models import Json, Outcome, Run, RunStatus, TokenUsage
+from runplane.core.stream_modes import StreamModes
 from runplane.runtime import checkpointer as checkpoints
 from runplane.runtime.serde import jsonable, thread_interrupts
 from runplane.worker import faults
-from runplane.worker.stream import EventMapper, langgraph_modes
+from runplane.worker.stream import EventMapper
 
 logger = logging.getLogger(__name__)
 
@@ -348,12 +349,11 @@ class Execution:
             await self._stream_graph(graph_input, config)
 
     async def _stream_graph(self, graph_input: Any, config: RunnableConfig) -> None:
-        modes = self.kwargs.get("stream_mode") or ["values"]
-        requested = [modes] if isinstance(modes, str) else list(modes)
+        requested = StreamModes.parse(self.kwargs.get("stream_mode"))
         subgraphs = bool(self.kwargs.get("stream_subgraphs"))
         mapper = EventMapper(requested, self._emit)
         options: dict[str, Any] = {
-            "stream_mode": langgraph_modes(requested),
+            "stream_mode": requested.langgraph(),
             "subgraphs": subgraphs,
             "context": self.context,
             "interrupt_before": self.kwargs.get("interrupt_before"),
