@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from runplane._version import VERSION
 from runplane.core.errors import (
     CancelRequested,
     Conflict,
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from runplane.facade import Runs, Threads
     from runplane.streaming import sse_response
 
-__version__ = "0.1.0"
+__version__ = VERSION
 
 __all__ = [
     "CancelRequested",

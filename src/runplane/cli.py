@@ -24,6 +24,7 @@ from typing import Any
 import click
 import uvicorn
 
+from runplane._version import VERSION
 from runplane.api.app import ApiSettings, create_app
 from runplane.api.auth import load_api_keys_file, parse_api_keys
 from runplane.api.http_config import parse_http_section
@@ -279,7 +280,7 @@ def with_options(options: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.version_option(package_name="runplane")
+@click.version_option(version=VERSION, package_name="runplane")
 def main() -> None:
     """runplane: a durable run manager and LangGraph-compatible server for agent runs.
 

@@ -34,6 +34,7 @@ from runplane.core.models import (
     ThreadFilter,
 )
 from runplane.core.resources import merge_assistant_config
+from runplane.core.stream_modes import StreamModes
 
 
 def run_kwargs(
@@ -46,7 +47,7 @@ def run_kwargs(
     stream_mode: Sequence[str],
 ) -> Json:
     """The `RunKwargs` the worker executes, as the HTTP API builds them: only what was given."""
-    kwargs: Json = {"graph_id": assistant.graph_id, "stream_mode": list(dict.fromkeys(stream_mode))}
+    kwargs: Json = {"graph_id": assistant.graph_id, "stream_mode": StreamModes.parse(stream_mode).to_json()}
     if command is not None:
         kwargs["command"] = dict(command)
     elif input is not None:

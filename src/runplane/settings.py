@@ -93,12 +93,29 @@ class Settings:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None}).validate()
 
 
+#: The words a boolean variable may take; any other is refused (a typo must not silently mean False).
+_BOOLEANS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
+
+
 def _convert(raw: str, default: Any, name: str) -> Any:
     kind = type(default) if default is not None else (float if name == "default_timeout" else str)
     try:
         if kind is bool:
-            return raw.strip().lower() in ("1", "true", "yes", "on")
+            return _BOOLEANS[raw.strip().lower()]
         return kind(raw)
+    except KeyError:
+        raise InvalidInput(
+            f"{ENV_PREFIX}{name.upper()}={raw!r} is not a boolean; use one of {', '.join(_BOOLEANS)}"
+        ) from None
     except ValueError:
         raise InvalidInput(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind.__name__}") from None
 

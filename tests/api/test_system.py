@@ -10,6 +10,7 @@ from starlette.routing import Route
 
 from runplane.api.sse import encode_event, mode_filter
 from runplane.core.graphs import default_assistant_id
+from runplane.core.stream_modes import StreamModes
 
 
 async def test_ok_and_info(client: httpx.AsyncClient) -> None:
@@ -118,7 +119,7 @@ def test_sse_encoding() -> None:
     assert encode_event("values", b'{"a":1}') == b'event: values\ndata: {"a":1}\n\n'
     assert encode_event("custom", b"1", "7") == b"event: custom\ndata: 1\nid: 7\n\n"
     assert encode_event("custom", b'{\n"a": 1}') == b'event: custom\ndata: {\ndata: "a": 1}\n\n'
-    accept = mode_filter(["messages", "custom", "messages-tuple"])
+    accept = mode_filter(StreamModes.parse(["messages", "custom", "messages-tuple"]))
     assert accept is not None
     assert accept("messages/partial") and accept("messages") and accept("custom|child:1") and accept("error")
     assert not accept("values") and not accept("metadata")

@@ -62,7 +62,7 @@ def test_active_transitions(current: RunStatus, new: RunStatus, allowed: bool) -
 
 
 @pytest.mark.parametrize(
-    ("status", "has_interrupts", "expected"),
+    ("status", "has_next", "expected"),
     [
         ("success", False, "idle"),
         ("success", True, "interrupted"),
@@ -70,11 +70,12 @@ def test_active_transitions(current: RunStatus, new: RunStatus, allowed: bool) -
         ("error", True, "error"),
         ("timeout", False, "error"),
         ("interrupted", False, "idle"),
-        ("interrupted", True, "idle"),
+        # A cancel mid-way leaves tasks to resume: the executor and every store use this one rule.
+        ("interrupted", True, "interrupted"),
     ],
 )
-def test_thread_status_after(status: RunStatus, has_interrupts: bool, expected: str) -> None:
-    assert thread_status_after(status, has_interrupts=has_interrupts) == expected
+def test_thread_status_after(status: RunStatus, has_next: bool, expected: str) -> None:
+    assert thread_status_after(status, has_next=has_next) == expected
 
 
 def test_thread_status_after_defaults_to_no_interrupts() -> None:

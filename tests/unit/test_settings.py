@@ -52,3 +52,17 @@ def test_the_bus_follows_the_database_unless_redis_is_given() -> None:
 def test_passwords_never_reach_banners() -> None:
     assert redact("postgresql://user:secret@host/db") == "postgresql://user:***@host/db"
     assert redact("sqlite:///./runplane.db") == "sqlite:///./runplane.db"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("1", True), ("true", True), ("Yes", True), ("on", True), ("0", False), ("false", False), ("NO", False)],
+)
+def test_boolean_variables_take_the_usual_words(raw: str, expected: bool) -> None:
+    assert settings_from_env({"RUNPLANE_METRICS_PUBLIC": raw}).metrics_public is expected
+
+
+@pytest.mark.parametrize("raw", ["ture", "enabled", "2"])
+def test_an_unknown_boolean_word_is_refused_not_read_as_false(raw: str) -> None:
+    with pytest.raises(InvalidInput, match="RUNPLANE_INSECURE_ALLOW_NO_AUTH"):
+        settings_from_env({"RUNPLANE_INSECURE_ALLOW_NO_AUTH": raw})

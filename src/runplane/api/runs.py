@@ -30,6 +30,7 @@ from runplane.core.graphs import Assistant
 from runplane.core.manager import MAX_LIMIT, new_id
 from runplane.core.models import Json, Run, RunFilter, ThreadFilter
 from runplane.core.resources import merge_assistant_config
+from runplane.core.stream_modes import StreamModes
 
 TAG = "Runs"
 _EVENT_ID_PATTERN = r"^(-1|[0-9]{1,30}(-[0-9]{1,30})?)?$"
@@ -38,12 +39,6 @@ BATCH = TypeAdapter(Annotated[list[s.RunCreateStateless], Field(min_length=1, ma
 
 
 # -- building runs ----------------------------------------------------------------------------------
-
-
-def _stream_modes(body: s.RunCreateBase, required: tuple[str, ...] = ()) -> list[str]:
-    requested = body.stream_mode
-    modes: list[str] = [requested] if isinstance(requested, str) else list(requested or ())
-    return list(dict.fromkeys([*(modes or ["values"]), *required]))
 
 
 def run_config(body: s.RunCreateBase) -> Json | None:
@@ -68,7 +63,10 @@ def build_kwargs(
     required_modes: tuple[str, ...] = (),
 ) -> Json:
     """The request as `RunKwargs`: only what was given, plus the graph to run."""
-    kwargs: Json = {"graph_id": assistant.graph_id, "stream_mode": _stream_modes(body, required_modes)}
+    kwargs: Json = {
+        "graph_id": assistant.graph_id,
+        "stream_mode": StreamModes.parse(body.stream_mode, required=required_modes).to_json(),
+    }
     given = body.model_fields_set
     if "input" in given and body.command is None:
         kwargs["input"] = body.input
@@ -431,7 +429,7 @@ async def join_stream(call: Call) -> Response:
         heartbeat_seconds=call.settings.heartbeat_seconds,
         max_seconds=call.settings.max_wait_seconds,
         with_ids=True,
-        accept=mode_filter([mode for mode in query.stream_mode or () if mode]),
+        accept=mode_filter(StreamModes.parse(query.stream_mode, default=())),
         on_disconnect=_canceller(call, run_id, thread_id, query.cancel_on_disconnect),
     )
 

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from runplane._version import VERSION
+
 #: Who runs first on the custom app's routes: its own middleware (LangGraph's default) or authentication.
 MiddlewareOrder = Literal["middleware_first", "auth_first"]
 
@@ -71,7 +73,7 @@ class ApiSettings:
     #: Serve `/docs` (an HTML page loading Swagger UI from a CDN) next to `/openapi.json`.
     docs: bool = True
     #: Reported by `/info`.
-    version: str = "0.1.0"
+    version: str = VERSION
     #: API key -> user identity. When set, every route but the public ones needs a key
     #: (`x-api-key`, or `Authorization: Bearer <key>`), and each user sees only their own threads.
     api_keys: Mapping[str, str] | None = field(default=None, repr=False)

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -26,6 +26,7 @@ from starlette.types import Message, Receive, Scope, Send
 from runplane.api.render import dumps
 from runplane.core.errors import RunplaneError
 from runplane.core.events import StreamEvent
+from runplane.core.stream_modes import StreamModes
 
 logger = logging.getLogger(__name__)
 
@@ -70,28 +71,12 @@ def error_payload(exc: BaseException) -> bytes:
     return orjson.dumps({"error": "InternalServerError", "message": "internal server error"})
 
 
-#: Which event names each stream mode produces (before any `|namespace` suffix).
-_MODE_EVENTS: Mapping[str, tuple[str, ...]] = {
-    "messages": ("messages/partial", "messages/complete", "messages/metadata"),
-    "messages-tuple": ("messages",),
-}
-
-
-def mode_filter(modes: Collection[str] | None) -> Callable[[str], bool] | None:
+def mode_filter(modes: StreamModes | None) -> Callable[[str], bool] | None:
     """A predicate keeping the events of `modes` (and `error`), or None to keep everything.
 
     As on the reference server, a filtered join does not repeat the `metadata` event.
     """
-    if not modes:
-        return None
-    allowed = {"error", "end"}
-    for mode in modes:
-        allowed.update(_MODE_EVENTS.get(mode, (mode,)))
-
-    def accept(event: str) -> bool:
-        return event.partition("|")[0] in allowed
-
-    return accept
+    return modes.accepts if modes else None
 
 
 def _headers(media_type: str, headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:

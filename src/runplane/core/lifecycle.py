@@ -7,9 +7,11 @@ recovered lease puts the run back in the queue, to resume from its last checkpoi
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
-from runplane.core.errors import InvalidTransition, ThreadBusy
+from runplane.core.errors import CancelRequested, InvalidTransition, LeaseLost, ThreadBusy
 from runplane.core.models import (
     ACTIVE_RUN_STATUSES,
     CancelAction,
@@ -42,15 +44,17 @@ def check_transition(run_id: str, current: RunStatus, new: RunStatus) -> None:
         raise InvalidTransition(f"run {run_id}: {current} -> {new} is not allowed")
 
 
-def thread_status_after(run_status: RunStatus, *, has_interrupts: bool = False) -> ThreadStatus:
-    """The thread's status once a run ended with `run_status` (and no other run is active).
+def thread_status_after(run_status: RunStatus, *, has_next: bool = False) -> ThreadStatus:
+    """The one rule for a thread's status once a run ended with `run_status` (and no other run is
+    active: `thread_status_with_active` makes it `busy` then).
 
-    A graph that stopped at `interrupt()` ends its run `success` and leaves the thread `interrupted`,
-    waiting for a `Command(resume=...)`.
+    As LangGraph's server sets it: errors leave the thread `error`; a run that stopped with tasks
+    left (`interrupt()`, `interrupt_before`, or a cancel mid-way) leaves it `interrupted`, waiting
+    for a `Command(resume=...)`; anything else leaves it `idle`.
     """
     if run_status in ("error", "timeout"):
         return "error"
-    if run_status == "success" and has_interrupts:
+    if run_status in ("success", "interrupted") and has_next:
         return "interrupted"
     return "idle"
 
@@ -58,6 +62,137 @@ def thread_status_after(run_status: RunStatus, *, has_interrupts: bool = False) 
 def thread_status_with_active(ended_outcome: ThreadStatus, active_left: bool) -> ThreadStatus:
     """A thread stays `busy` while another run is pending or running on it."""
     return "busy" if active_left else ended_outcome
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadSettlement:
+    """What a run leaving its thread's active set does to the thread, applied by every store in the
+    transaction that moves the run."""
+
+    #: The thread's status once no other run is active on it (`busy` while one is).
+    status: ThreadStatus
+    #: Whether the thread's `error` is rewritten. A run's *end* rewrites it (LangGraph's server
+    #: sets it with every run's end); a pending run leaving the queue (cancel, delete) leaves it.
+    sets_error: bool = False
+    #: The thread's `error` when `sets_error`: the ended run's error if it left the thread in error.
+    error: str | None = None
+
+
+def _ended(thread_status: ThreadStatus, run_error: str | None) -> ThreadSettlement:
+    return ThreadSettlement(
+        thread_status, sets_error=True, error=run_error if thread_status == "error" else None
+    )
+
+
+#: A pending run that left the queue without running: the thread goes idle, its error stays.
+QUEUE_LEFT = ThreadSettlement("idle")
+
+
+# --- cancel --------------------------------------------------------------------------------------
+
+CancelStep = Literal["settled", "delete", "interrupt", "request"]
+
+
+@dataclass(frozen=True, slots=True)
+class CancelPlan:
+    """How a cancel request changes a run (see `cancel_plan`)."""
+
+    #: `settled`: already terminal, nothing changes; `delete`: a pending run rolled back is removed;
+    #: `interrupt`: a pending run ends `interrupted` at once; `request`: a running run gets a
+    #: durable request its worker performs.
+    step: CancelStep
+    #: The cancel action to record on the run: set for `interrupt`, and for `request` unless the run
+    #: already carries a `rollback` request (never downgraded).
+    cancel_action: CancelAction | None = None
+    #: What happens to the thread (`delete` and `interrupt` only).
+    thread: ThreadSettlement | None = None
+
+    @property
+    def settled(self) -> bool:
+        """Whether the run is settled once the plan is applied (no worker needs to act)."""
+        return self.step != "request"
+
+    @property
+    def webhook_due(self) -> bool:
+        """Whether the run ends here, so its webhook goes in the outbox in the same transaction."""
+        return self.step == "interrupt"
+
+
+def cancel_plan(status: RunStatus, current_action: CancelAction | None, action: CancelAction) -> CancelPlan:
+    """Decide how `action` cancels a run in `status` that carries `current_action`.
+
+    A pending run never executes: rolled back it is deleted, interrupted it ends at once. A running
+    run gets a durable request; a `rollback` request is never downgraded to `interrupt`.
+    """
+    if status not in ACTIVE_RUN_STATUSES:
+        return CancelPlan("settled")
+    if status == "pending":
+        if action == "rollback":
+            return CancelPlan("delete", thread=QUEUE_LEFT)
+        return CancelPlan("interrupt", cancel_action=action, thread=QUEUE_LEFT)
+    # A rollback request already recorded stays: nothing to write.
+    return CancelPlan("request", cancel_action=None if current_action == "rollback" else action)
+
+
+# --- finish --------------------------------------------------------------------------------------
+
+
+def finish_plan(
+    run_id: str, status: RunStatus, current_action: CancelAction | None, outcome: Outcome
+) -> ThreadSettlement:
+    """Check that the worker holding a run in `status` may end it with `outcome`, and say what that
+    does to the thread.
+
+    Raises:
+        CancelRequested: a cancel request must win: the worker takes the cancel path instead.
+        InvalidTransition: `status -> outcome.status` is not allowed.
+    """
+    if current_action is not None and outcome.status != "interrupted":
+        raise CancelRequested(current_action)
+    check_transition(run_id, status, outcome.status)
+    return _ended(outcome.thread_status, outcome.error)
+
+
+# --- recovery ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryPlan:
+    """How a run whose worker was lost (its lease expired) is settled (see `recovery_plan`)."""
+
+    #: `pending` (back in the queue at its place, to resume), `interrupted` or `error`.
+    status: RunStatus
+    #: The run's `error` afterwards (the one it had, unless it ends in error).
+    error: str | None
+    #: What happens to the thread; None when the run goes back to the queue (the thread stays busy).
+    thread: ThreadSettlement | None
+
+    @property
+    def ends_run(self) -> bool:
+        """Whether the run ends (it gets `ended_at`, and its webhook goes in the outbox)."""
+        return self.thread is not None
+
+
+def recovery_plan(run: Run, max_attempts: int, now: datetime) -> RecoveryPlan:
+    """Decide how to settle `run`, whose worker stopped renewing its lease.
+
+    A run with an interrupt request ends `interrupted` (its worker would have done so); a run that
+    used its `max_attempts` ends in error; any other goes back to the queue, a rollback request
+    staying on it for the next claimer to perform. A recovered interrupt is the end of a run, so it
+    clears the thread's error as a finished run does (LangGraph's server sets `error` with every
+    run's end); the run's own error is kept.
+
+    Raises:
+        LeaseLost: the run's lease is still valid.
+    """
+    if run.lease_expires_at is None or run.lease_expires_at >= now:
+        raise LeaseLost(f"run {run.run_id} lease is still valid")
+    if run.cancel_action == "interrupt":
+        return RecoveryPlan("interrupted", run.error, _ended(thread_status_after("interrupted"), run.error))
+    if run.attempt >= max_attempts:
+        error = f"WorkerLost: lease expired on attempt {run.attempt} of {max_attempts}"
+        return RecoveryPlan("error", error, _ended(thread_status_after("error"), error))
+    return RecoveryPlan("pending", run.error, None)
 
 
 # --- admission ---------------------------------------------------------------------------------
@@ -101,12 +236,6 @@ def thread_config_after_admission(current: Json, run_config: Json) -> Json:
         **run_config,
         "configurable": {**(run_config.get("configurable") or {}), **(current.get("configurable") or {})},
     }
-
-
-def thread_error_after_run(outcome: Outcome) -> str | None:
-    """A thread's `error` after a run ends: the run's error when it left the thread in error,
-    cleared otherwise (as LangGraph's server sets it with every run's end)."""
-    return outcome.error if outcome.thread_status == "error" else None
 
 
 # --- crons ---------------------------------------------------------------------------------------

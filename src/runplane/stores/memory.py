@@ -17,13 +17,17 @@ from dataclasses import replace
 from typing import Literal
 
 from runplane.core.clock import Clock, SystemClock, lease_deadline
-from runplane.core.errors import CancelRequested, Conflict, LeaseLost, NotFound
+from runplane.core.errors import Conflict, LeaseLost, NotFound
 from runplane.core.lifecycle import (
+    QUEUE_LEFT,
+    ThreadSettlement,
     admission_plan,
+    cancel_plan,
     check_transition,
+    finish_plan,
+    recovery_plan,
     thread_config_after_admission,
-    thread_error_after_run,
-    thread_status_after,
+    thread_status_with_active,
     webhook_payload,
     webhook_url,
 )
@@ -158,12 +162,13 @@ class InMemoryStore(MemoryCronsAndWebhooks, MemoryAssistants, MemoryThreadTtl):
             self._idempotency.pop((run.owner, run.idempotency_key), None)
         return run
 
-    def _set_thread_status(self, thread_id: str, outcome: ThreadStatus, **changes: object) -> None:
+    def _settle_thread(self, thread_id: str, settlement: ThreadSettlement, **changes: object) -> None:
         thread = self._threads[thread_id]
-        status: ThreadStatus = "busy" if self._has_active(thread_id) else outcome
+        if settlement.sets_error:
+            changes["error"] = settlement.error
         self._threads[thread_id] = replace(
             thread,
-            status=status,
+            status=thread_status_with_active(settlement.status, self._has_active(thread_id)),
             updated_at=self._clock.now(),
             **changes,  # type: ignore[arg-type]
         )
@@ -385,23 +390,25 @@ class InMemoryStore(MemoryCronsAndWebhooks, MemoryAssistants, MemoryThreadTtl):
     ) -> CancelResult:
         async with self._lock:
             run = self._owned_run(run_id, owner, thread_id)
-            if run.is_terminal:
-                return CancelResult(_copy_run(run), settled=True)
+            plan = cancel_plan(run.status, run.cancel_action, action)
             now = self._clock.now()
-            if run.status == "pending":
-                if action == "rollback":
-                    removed = self._remove_run(run_id)
-                    self._set_thread_status(run.thread_id, "idle")
-                    return CancelResult(removed, settled=True, deleted=True)
-                run = replace(run, status="interrupted", cancel_action=action, ended_at=now, updated_at=now)
+            if plan.step == "delete":
+                removed = self._remove_run(run_id)
+            elif plan.step == "interrupt":
+                run = replace(
+                    run, status="interrupted", cancel_action=plan.cancel_action, ended_at=now, updated_at=now
+                )
                 self._set_run(run)
-                self._set_thread_status(run.thread_id, "idle")
+            elif plan.step == "request" and plan.cancel_action is not None:
+                run = replace(run, cancel_action=plan.cancel_action, updated_at=now)
+                self._set_run(run)
+            if plan.thread is not None:
+                self._settle_thread(run.thread_id, plan.thread)
+            if plan.webhook_due:
                 self._enqueue_webhook(run)
-                return CancelResult(_copy_run(run), settled=True)
-            if run.cancel_action != "rollback":
-                run = replace(run, cancel_action=action, updated_at=now)
-                self._set_run(run)
-            return CancelResult(_copy_run(run), settled=False)
+            if plan.step == "delete":
+                return CancelResult(removed, settled=True, deleted=True)
+            return CancelResult(_copy_run(run), settled=plan.settled)
 
     async def delete_run(self, run_id: str, owner: str, thread_id: str | None = None) -> Run:
         async with self._lock:
@@ -410,7 +417,7 @@ class InMemoryStore(MemoryCronsAndWebhooks, MemoryAssistants, MemoryThreadTtl):
                 raise Conflict(f"run {run_id} is running; cancel it first")
             removed = self._remove_run(run_id)
             if run.status == "pending":
-                self._set_thread_status(run.thread_id, "idle")
+                self._settle_thread(run.thread_id, QUEUE_LEFT)
             return removed
 
     # -- workers --------------------------------------------------------------------------------
@@ -478,9 +485,7 @@ class InMemoryStore(MemoryCronsAndWebhooks, MemoryAssistants, MemoryThreadTtl):
     async def finish_run(self, run_id: str, attempt: int, outcome: Outcome) -> Run:
         async with self._lock:
             run = self._held_run(run_id, attempt)
-            if run.cancel_action is not None and outcome.status != "interrupted":
-                raise CancelRequested(run.cancel_action)
-            check_transition(run_id, run.status, outcome.status)
+            settlement = finish_plan(run_id, run.status, run.cancel_action, outcome)
             now = self._clock.now()
             finished = replace(
                 run,
@@ -495,14 +500,13 @@ class InMemoryStore(MemoryCronsAndWebhooks, MemoryAssistants, MemoryThreadTtl):
             )
             self._set_run(finished)
             thread = self._threads[run.thread_id]
-            self._set_thread_status(
+            self._settle_thread(
                 run.thread_id,
-                outcome.thread_status,
+                settlement,
                 values=copy.deepcopy(outcome.thread_values)
                 if outcome.thread_values is not None
                 else thread.values,
                 interrupts=copy.deepcopy(outcome.thread_interrupts),
-                error=thread_error_after_run(outcome),
             )
             self._enqueue_webhook(finished)
             return _copy_run(finished)
@@ -511,7 +515,8 @@ class InMemoryStore(MemoryCronsAndWebhooks, MemoryAssistants, MemoryThreadTtl):
         async with self._lock:
             self._held_run(run_id, attempt)
             removed = self._remove_run(run_id)
-            self._set_thread_status(removed.thread_id, "idle")
+            # A rolled-back run leaves no trace, so the thread is as if it never ran: its error stays.
+            self._settle_thread(removed.thread_id, QUEUE_LEFT)
             return removed
 
     async def release_run(self, run_id: str, attempt: int) -> Run:
@@ -545,24 +550,18 @@ class InMemoryStore(MemoryCronsAndWebhooks, MemoryAssistants, MemoryThreadTtl):
         async with self._lock:
             run = self._held_run(run_id, attempt)
             now = self._clock.now()
-            if run.lease_expires_at is None or run.lease_expires_at >= now:
-                raise LeaseLost(f"run {run_id} lease is still valid")
-            cleared = replace(run, lease_owner=None, lease_expires_at=None, updated_at=now)
-            if run.cancel_action == "interrupt":
-                recovered = replace(cleared, status="interrupted", ended_at=now)
-                self._set_run(recovered)
-                self._set_thread_status(run.thread_id, "idle", error=None)
-            elif run.attempt >= max_attempts:
-                recovered = replace(
-                    cleared,
-                    status="error",
-                    ended_at=now,
-                    error=f"WorkerLost: lease expired on attempt {run.attempt} of {max_attempts}",
-                )
-                self._set_run(recovered)
-                self._set_thread_status(run.thread_id, thread_status_after("error"), error=recovered.error)
-            else:
-                recovered = replace(cleared, status="pending")
-                self._set_run(recovered)
-            self._enqueue_webhook(recovered)
+            plan = recovery_plan(run, max_attempts, now)
+            recovered = replace(
+                run,
+                status=plan.status,
+                error=plan.error,
+                ended_at=now if plan.ends_run else run.ended_at,
+                lease_owner=None,
+                lease_expires_at=None,
+                updated_at=now,
+            )
+            self._set_run(recovered)
+            if plan.thread is not None:
+                self._settle_thread(run.thread_id, plan.thread)
+                self._enqueue_webhook(recovered)
             return _copy_run(recovered)

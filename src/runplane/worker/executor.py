@@ -27,11 +27,12 @@ from langgraph.version import __version__ as langgraph_version
 from runplane.core.errors import NotFound
 from runplane.core.graphs import Assistant, GraphRuntime
 from runplane.core.lifecycle import thread_status_after
-from runplane.core.models import Json, Outcome, Run, RunStatus, ThreadStatus, TokenUsage
+from runplane.core.models import Json, Outcome, Run, RunStatus, TokenUsage
+from runplane.core.stream_modes import StreamModes
 from runplane.runtime import checkpointer as checkpoints
 from runplane.runtime.serde import jsonable, thread_interrupts
 from runplane.worker import faults
-from runplane.worker.stream import EventMapper, langgraph_modes
+from runplane.worker.stream import EventMapper
 
 logger = logging.getLogger(__name__)
 
@@ -127,12 +128,6 @@ def map_command(command: Json) -> Command[Any]:
         goto=[g if isinstance(g, str) else Send(g["node"], g["input"]) for g in goto] if goto else (),
         resume=command.get("resume"),
     )
-
-
-def thread_status(status: RunStatus, has_next: bool) -> ThreadStatus:
-    """A run that stopped with tasks left (`interrupt()`, `interrupt_before`, or a cancel mid-way)
-    leaves its thread `interrupted`, as LangGraph's server does; errors leave it `error`."""
-    return thread_status_after("success" if status == "interrupted" else status, has_interrupts=has_next)
 
 
 class UsageTracker(AsyncCallbackHandler):
@@ -354,12 +349,11 @@ class Execution:
             await self._stream_graph(graph_input, config)
 
     async def _stream_graph(self, graph_input: Any, config: RunnableConfig) -> None:
-        modes = self.kwargs.get("stream_mode") or ["values"]
-        requested = [modes] if isinstance(modes, str) else list(modes)
+        requested = StreamModes.parse(self.kwargs.get("stream_mode"))
         subgraphs = bool(self.kwargs.get("stream_subgraphs"))
         mapper = EventMapper(requested, self._emit)
         options: dict[str, Any] = {
-            "stream_mode": langgraph_modes(requested),
+            "stream_mode": requested.langgraph(),
             "subgraphs": subgraphs,
             "context": self.context,
             "interrupt_before": self.kwargs.get("interrupt_before"),
@@ -406,7 +400,7 @@ class Execution:
         usage = self.usage
         return Outcome(
             status=status,
-            thread_status=thread_status(status, has_next),
+            thread_status=thread_status_after(status, has_next=has_next),
             error=error,
             thread_values=values,
             thread_interrupts=interrupts,

@@ -32,18 +32,10 @@ from langchain_core.messages import (
     message_chunk_to_message,
 )
 
+from runplane.core.stream_modes import StreamModes
 from runplane.runtime.serde import config_checkpoint
 
-#: The modes LangGraph's `astream` knows (`langgraph.types.StreamMode`).
-LANGGRAPH_MODES = frozenset({"values", "updates", "checkpoints", "tasks", "debug", "messages", "custom"})
-
 Emit = Callable[[str, Any], Awaitable[None]]
-
-
-def langgraph_modes(requested: Sequence[str]) -> list[str]:
-    """The LangGraph stream modes that serve the requested SDK modes (unknown ones are dropped)."""
-    modes = {"messages" if mode == "messages-tuple" else mode for mode in requested}
-    return sorted(modes & LANGGRAPH_MODES)
 
 
 def _debug_checkpoint(payload: dict[str, Any]) -> dict[str, Any]:
@@ -113,7 +105,7 @@ def _as_message(message: BaseMessage) -> BaseMessage:
 class EventMapper:
     """Turns `(namespace, mode, chunk)` from LangGraph into SSE `(event, payload)` via `emit`."""
 
-    def __init__(self, requested: Sequence[str], emit: Emit) -> None:
+    def __init__(self, requested: StreamModes, emit: Emit) -> None:
         self.requested = frozenset(requested)
         self.emit = emit
         self.tuples = "messages-tuple" in self.requested

@@ -34,7 +34,6 @@ from psycopg_pool import AsyncConnectionPool
 
 from runplane.core.clock import Clock, SystemClock, lease_deadline
 from runplane.core.errors import (
-    CancelRequested,
     Conflict,
     LeaseLost,
     NotFound,
@@ -42,11 +41,13 @@ from runplane.core.errors import (
     StoreUnavailable,
 )
 from runplane.core.lifecycle import (
+    QUEUE_LEFT,
+    ThreadSettlement,
     admission_plan,
-    check_transition,
+    cancel_plan,
+    finish_plan,
+    recovery_plan,
     thread_config_after_admission,
-    thread_error_after_run,
-    thread_status_after,
     webhook_payload,
     webhook_url,
 )
@@ -62,7 +63,6 @@ from runplane.core.models import (
     QueueStats,
     Run,
     RunFilter,
-    RunStatus,
     Thread,
     ThreadFilter,
     ThreadStatus,
@@ -321,6 +321,20 @@ class PostgresStore(PostgresCronsAndWebhooks, PostgresResources):
             interrupts=Jsonb(interrupts) if interrupts is not None else None,
         )
 
+    async def _settle_with(
+        self,
+        conn: Conn,
+        thread_id: str,
+        settlement: ThreadSettlement,
+        *,
+        values: Json | None = None,
+        interrupts: Json | None = None,
+    ) -> None:
+        """Apply a lifecycle plan's `settlement` to a locked thread."""
+        await self._settle(conn, thread_id, settlement.status, values=values, interrupts=interrupts)
+        if settlement.sets_error:
+            await _exec(conn, "set_thread_error", thread_id=thread_id, error=settlement.error)
+
     async def _lock_run(self, conn: Conn, run_id: str) -> DictRow | None:
         """Lock a run's thread, then the run; None when the run does not exist."""
         if await _one(conn, "lock_thread_of_run", run_id=run_id) is None:
@@ -553,25 +567,26 @@ class PostgresStore(PostgresCronsAndWebhooks, PostgresResources):
         self, run_id: str, owner: str, action: CancelAction, thread_id: str | None = None
     ) -> CancelResult:
         async def body(conn: Conn) -> CancelResult:
-            row = await self._lock_owned_run(conn, run_id, owner, thread_id)
-            run = run_from_row(row)
-            if run.is_terminal:
-                return CancelResult(run, settled=True)
-            now = self._clock.now()
+            run = run_from_row(await self._lock_owned_run(conn, run_id, owner, thread_id))
+            plan = cancel_plan(run.status, run.cancel_action, action)
             ids = [run_id]
-            if run.status == "pending":
-                if action == "rollback":
-                    await _exec(conn, "delete_runs", run_ids=ids)
-                    await self._settle(conn, run.thread_id, "idle")
-                    return CancelResult(run, settled=True, deleted=True)
-                rows = await _all(conn, "interrupt_pending", run_ids=ids, action=action, now=now)
-                await self._settle(conn, run.thread_id, "idle")
-                await self._enqueue_webhook(conn, run_from_row(rows[0]))
-                return CancelResult(run_from_row(rows[0]), settled=True)
-            await _exec(conn, "request_cancel", run_ids=ids, action=action, now=now)
-            updated = await _one(conn, "get_run_for_update", run_id=run_id)
-            assert updated is not None
-            return CancelResult(run_from_row(updated), settled=False)
+            if plan.step == "delete":
+                await _exec(conn, "delete_runs", run_ids=ids)
+            elif plan.step == "interrupt":
+                rows = await _all(
+                    conn, "interrupt_pending", run_ids=ids, action=plan.cancel_action, now=self._clock.now()
+                )
+                run = run_from_row(rows[0])
+            elif plan.step == "request" and plan.cancel_action is not None:
+                await _exec(
+                    conn, "request_cancel", run_ids=ids, action=plan.cancel_action, now=self._clock.now()
+                )
+                run = run_from_row(_locked(await _one(conn, "get_run_for_update", run_id=run_id)))
+            if plan.thread is not None:
+                await self._settle_with(conn, run.thread_id, plan.thread)
+            if plan.webhook_due:
+                await self._enqueue_webhook(conn, run)
+            return CancelResult(run, settled=plan.settled, deleted=plan.step == "delete")
 
         return await self._transaction(body)
 
@@ -582,7 +597,7 @@ class PostgresStore(PostgresCronsAndWebhooks, PostgresResources):
                 raise Conflict(f"run {run_id} is running; cancel it first")
             await _exec(conn, "delete_runs", run_ids=[run_id])
             if row["status"] == "pending":
-                await self._settle(conn, row["thread_id"], "idle")
+                await self._settle_with(conn, row["thread_id"], QUEUE_LEFT)
             return run_from_row(row)
 
         return await self._transaction(body)
@@ -680,9 +695,7 @@ class PostgresStore(PostgresCronsAndWebhooks, PostgresResources):
     async def finish_run(self, run_id: str, attempt: int, outcome: Outcome) -> Run:
         async def body(conn: Conn) -> Run:
             held = held_row(await self._lock_run(conn, run_id), run_id, attempt)
-            if held["cancel_action"] is not None and outcome.status != "interrupted":
-                raise CancelRequested(held["cancel_action"])
-            check_transition(run_id, held["status"], outcome.status)
+            settlement = finish_plan(run_id, held["status"], held["cancel_action"], outcome)
             row = await _one(
                 conn,
                 "end_run",
@@ -695,15 +708,12 @@ class PostgresStore(PostgresCronsAndWebhooks, PostgresResources):
                 **usage_params(outcome.usage),
             )
             assert row is not None  # locked and held
-            await self._settle(
+            await self._settle_with(
                 conn,
                 held["thread_id"],
-                outcome.thread_status,
+                settlement,
                 values=outcome.thread_values,
                 interrupts=outcome.thread_interrupts,
-            )
-            await _exec(
-                conn, "set_thread_error", thread_id=held["thread_id"], error=thread_error_after_run(outcome)
             )
             await self._enqueue_webhook(conn, run_from_row(row))
             return run_from_row(row)
@@ -714,7 +724,8 @@ class PostgresStore(PostgresCronsAndWebhooks, PostgresResources):
         async def body(conn: Conn) -> Run:
             held = held_row(await self._lock_run(conn, run_id), run_id, attempt)
             await _exec(conn, "delete_runs", run_ids=[run_id])
-            await self._settle(conn, held["thread_id"], "idle")
+            # A rolled-back run leaves no trace, so the thread is as if it never ran: its error stays.
+            await self._settle_with(conn, held["thread_id"], QUEUE_LEFT)
             return run_from_row(held)
 
         return await self._transaction(body)
@@ -747,40 +758,35 @@ class PostgresStore(PostgresCronsAndWebhooks, PostgresResources):
         async def body(conn: Conn) -> Run:
             held = run_from_row(held_row(await self._lock_run(conn, run_id), run_id, attempt))
             now = self._clock.now()
-            if held.lease_expires_at is None or held.lease_expires_at >= now:
-                raise LeaseLost(f"run {run_id} lease is still valid")
+            plan = recovery_plan(held, max_attempts, now)
             params: dict[str, Any] = {"run_id": run_id, "attempt": attempt, "now": now}
-            if held.cancel_action != "interrupt" and held.attempt < max_attempts:
+            if plan.thread is None:
                 # Back to the queue (a rollback request stays on it; the next claimer performs it).
-                row = await _one(conn, "requeue_run", **params)
+                row = _locked(await _one(conn, "requeue_run", **params))
                 await self._settle(conn, held.thread_id, None, touch=False)
-            else:
-                status: RunStatus = "interrupted" if held.cancel_action == "interrupt" else "error"
-                error = (
-                    held.error
-                    if status == "interrupted"
-                    else f"WorkerLost: lease expired on attempt {held.attempt} of {max_attempts}"
-                )
-                row = await _one(
+                return run_from_row(row)
+            row = _locked(
+                await _one(
                     conn,
                     "end_run",
-                    status=status,
-                    error=error,
+                    status=plan.status,
+                    error=plan.error,
                     model_name=None,
                     **usage_params(None),
                     **params,
                 )
-                await self._settle(
-                    conn, held.thread_id, "idle" if status == "interrupted" else thread_status_after(status)
-                )
-                thread_error = error if status == "error" else None
-                await _exec(conn, "set_thread_error", thread_id=held.thread_id, error=thread_error)
-                assert row is not None
-                await self._enqueue_webhook(conn, run_from_row(row))
-            assert row is not None
+            )
+            await self._settle_with(conn, held.thread_id, plan.thread)
+            await self._enqueue_webhook(conn, run_from_row(row))
             return run_from_row(row)
 
         return await self._transaction(body)
+
+
+def _locked(row: DictRow | None) -> DictRow:
+    """The row an update of a run this transaction holds locked returned (it always matches)."""
+    assert row is not None
+    return row
 
 
 class _HeadMoved(Exception):

@@ -275,10 +275,11 @@ ORDER BY lease_expires_at, seq
 LIMIT :limit;
 
 -- name: recover_run
--- Settle an expired run: `:status` is interrupted, error or pending (which keeps ended_at).
+-- Settle an expired run as `core.lifecycle.recovery_plan` says: interrupted, error or pending
+-- (which keeps ended_at).
 UPDATE runs
 SET status = :status,
-    error = COALESCE(:error, error),
+    error = :error,
     ended_at = COALESCE(:ended_at, ended_at),
     lease_owner = NULL,
     lease_expires_at = NULL,

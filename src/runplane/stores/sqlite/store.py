@@ -30,7 +30,6 @@ import orjson
 
 from runplane.core.clock import Clock, SystemClock, lease_deadline
 from runplane.core.errors import (
-    CancelRequested,
     Conflict,
     InvalidInput,
     LeaseLost,
@@ -38,12 +37,15 @@ from runplane.core.errors import (
     StoreUnavailable,
 )
 from runplane.core.lifecycle import (
+    QUEUE_LEFT,
+    ThreadSettlement,
     admission_plan,
     can_transition,
+    cancel_plan,
     check_transition,
+    finish_plan,
+    recovery_plan,
     thread_config_after_admission,
-    thread_error_after_run,
-    thread_status_after,
     webhook_payload,
     webhook_url,
 )
@@ -252,8 +254,13 @@ class SqliteStore(SqliteCronsAndWebhooks, SqliteResources):
             raise NotFound(f"run {run_id} not found")
         return row
 
-    async def _settle_thread(self, db: aiosqlite.Connection, thread_id: str, outcome: ThreadStatus) -> None:
-        await self._all(db, "settle_thread", {"thread_id": thread_id, "outcome": outcome, "now": self._now()})
+    async def _settle_thread(
+        self, db: aiosqlite.Connection, thread_id: str, settlement: ThreadSettlement
+    ) -> None:
+        params = {"thread_id": thread_id, "outcome": settlement.status, "now": self._now()}
+        await self._all(db, "settle_thread", params)
+        if settlement.sets_error:
+            await self._all(db, "set_thread_error", {"thread_id": thread_id, "error": settlement.error})
 
     async def _enqueue_webhook(self, db: aiosqlite.Connection, run: Run) -> None:
         """Put the run's webhook in the outbox, in the transaction that made it terminal."""
@@ -487,27 +494,20 @@ class SqliteStore(SqliteCronsAndWebhooks, SqliteResources):
         self, run_id: str, owner: str, action: CancelAction, thread_id: str | None = None
     ) -> CancelResult:
         async with self._write() as db:
-            row = await self._owned_run(db, run_id, owner, thread_id)
-            run = row_to_run(row)
-            if run.is_terminal:
-                return CancelResult(run, settled=True)
-            now = self._now()
-            if run.status == "pending":
-                if action == "rollback":
-                    await self._all(db, "delete_run", {"run_id": run_id})
-                    await self._settle_thread(db, run.thread_id, "idle")
-                    return CancelResult(run, settled=True, deleted=True)
-                updated = await self._one(
-                    db, "interrupt_pending", {"run_id": run_id, "action": action, "now": now}
-                )
-                await self._settle_thread(db, run.thread_id, "idle")
-                assert updated is not None
-                await self._enqueue_webhook(db, row_to_run(updated))
-                return CancelResult(row_to_run(updated), settled=True)
-            updated = await self._one(
-                db, "request_cancel_running", {"run_id": run_id, "action": action, "now": now}
-            )
-            return CancelResult(run if updated is None else row_to_run(updated), settled=False)
+            run = row_to_run(await self._owned_run(db, run_id, owner, thread_id))
+            plan = cancel_plan(run.status, run.cancel_action, action)
+            params = {"run_id": run_id, "action": plan.cancel_action, "now": self._now()}
+            if plan.step == "delete":
+                await self._all(db, "delete_run", {"run_id": run_id})
+            elif plan.step == "interrupt":
+                run = row_to_run(_written(await self._one(db, "interrupt_pending", params)))
+            elif plan.step == "request" and plan.cancel_action is not None:
+                run = row_to_run(_written(await self._one(db, "request_cancel_running", params)))
+            if plan.thread is not None:
+                await self._settle_thread(db, run.thread_id, plan.thread)
+            if plan.webhook_due:
+                await self._enqueue_webhook(db, run)
+            return CancelResult(run, settled=plan.settled, deleted=plan.step == "delete")
 
     async def delete_run(self, run_id: str, owner: str, thread_id: str | None = None) -> Run:
         async with self._write() as db:
@@ -516,7 +516,7 @@ class SqliteStore(SqliteCronsAndWebhooks, SqliteResources):
                 raise Conflict(f"run {run_id} is running; cancel it first")
             await self._all(db, "delete_run", {"run_id": run_id})
             if run.status == "pending":
-                await self._settle_thread(db, run.thread_id, "idle")
+                await self._settle_thread(db, run.thread_id, QUEUE_LEFT)
             return run
 
     # -- workers --------------------------------------------------------------------------------
@@ -598,16 +598,16 @@ class SqliteStore(SqliteCronsAndWebhooks, SqliteResources):
                 held = await self._one(db, "get_held_run", {"run_id": run_id, "attempt": attempt})
                 if held is None:
                     raise self._lease_lost(run_id, attempt)
-                if held["cancel_action"] is not None and outcome.status != "interrupted":
-                    raise CancelRequested(held["cancel_action"])
-                check_transition(run_id, "running", outcome.status)
+                finish_plan(run_id, held["status"], held["cancel_action"], outcome)  # raises why
                 raise AssertionError("unreachable: finish_run matched no row for a held run")
+            # The conditional update above checked the plan's preconditions in SQL.
+            settlement = finish_plan(run_id, "running", None, outcome)
             params = {
                 "thread_id": row["thread_id"],
-                "outcome": outcome.thread_status,
+                "outcome": settlement.status,
                 "values": values,
                 "interrupts": interrupts,
-                "error": thread_error_after_run(outcome),
+                "error": settlement.error,
                 "now": now,
             }
             await self._all(db, "finish_thread", params)
@@ -619,7 +619,8 @@ class SqliteStore(SqliteCronsAndWebhooks, SqliteResources):
             row = await self._one(db, "discard_run", {"run_id": run_id, "attempt": attempt})
             if row is None:
                 raise self._lease_lost(run_id, attempt)
-            await self._settle_thread(db, row["thread_id"], "idle")
+            # A rolled-back run leaves no trace, so the thread is as if it never ran: its error stays.
+            await self._settle_thread(db, row["thread_id"], QUEUE_LEFT)
         return row_to_run(row)
 
     async def release_run(self, run_id: str, attempt: int) -> Run:
@@ -649,30 +650,28 @@ class SqliteStore(SqliteCronsAndWebhooks, SqliteResources):
             held = await self._one(db, "get_held_run", {"run_id": run_id, "attempt": attempt})
             if held is None:
                 raise self._lease_lost(run_id, attempt)
+            plan = recovery_plan(row_to_run(held), max_attempts, self._clock.now())
             now = self._now()
-            if held["lease_expires_at"] is None or held["lease_expires_at"] >= now:
-                raise LeaseLost(f"run {run_id} lease is still valid")
-            params: dict[str, Any] = {"run_id": run_id, "attempt": attempt, "now": now, "error": None}
-            settle: ThreadStatus | None = None
-            if held["cancel_action"] == "interrupt":
-                params.update(status="interrupted", ended_at=now)
-                settle = "idle"
-            elif held["attempt"] >= max_attempts:
-                error = f"WorkerLost: lease expired on attempt {held['attempt']} of {max_attempts}"
-                params.update(status="error", ended_at=now, error=error)
-                settle = thread_status_after("error")
-            else:
-                # Back in the queue at its original place; a rollback request stays on it.
-                params.update(status="pending", ended_at=None)
+            params = {
+                "run_id": run_id,
+                "attempt": attempt,
+                "now": now,
+                "status": plan.status,
+                "error": plan.error,
+                "ended_at": now if plan.ends_run else None,
+            }
             row = await self._one(db, "recover_run", params)
             assert row is not None
-            if settle is not None:
-                await self._settle_thread(db, row["thread_id"], settle)
-                await self._all(
-                    db, "set_thread_error", {"thread_id": row["thread_id"], "error": params["error"]}
-                )
+            if plan.thread is not None:
+                await self._settle_thread(db, row["thread_id"], plan.thread)
                 await self._enqueue_webhook(db, row_to_run(row))
         return row_to_run(row)
+
+
+def _written(row: sqlite3.Row | None) -> sqlite3.Row:
+    """The row an update of a run locked by this write transaction returned (it always matches)."""
+    assert row is not None
+    return row
 
 
 def _conforms(store: SqliteStore) -> tuple[Store, SupportsCheckpointerUrl]:
