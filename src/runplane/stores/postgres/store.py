@@ -67,6 +67,7 @@ from runplane.core.models import (
     ThreadFilter,
     ThreadStatus,
     TokenUsage,
+    metadata_after_admission,
 )
 from runplane.db.postgres import (
     GuardedPool,
@@ -526,6 +527,11 @@ class PostgresStore(PostgresCronsAndWebhooks, PostgresResources):
         if new.thread_config is not None:
             config = thread_config_after_admission(thread["config"], new.thread_config)
             await _exec(conn, "set_thread_config", thread_id=new.thread_id, config=Jsonb(config))
+        if metadata_after_admission(thread["metadata"], new.thread_metadata_update) is not None:
+            # Under the thread lock already held: a second lock after the wake-up would make the
+            # claim's SKIP LOCKED pass this thread over (issue 18).
+            update = {"thread_id": new.thread_id, "owner": new.owner, "now": now}
+            await _exec(conn, "update_thread_metadata", metadata=Jsonb(new.thread_metadata_update), **update)
         await self._settle(conn, new.thread_id, "busy")
         return Admission(run_from_row(inserted), tuple(requested), tuple(cancelled))
 
