@@ -649,8 +649,8 @@ class PostgresStore(PostgresCronsAndWebhooks, PostgresResources):
             with translate_errors():
                 conn = await stack.enter_async_context(self._pool.connection())
                 await stack.enter_async_context(conn.transaction())
-                await _exec(conn, "limit_idle_transaction", timeout_ms=str(max(1, round(max_seconds * 1000))))
-                held = await _one(conn, "hold_attempt", run_id=run_id, attempt=attempt)
+                timeout_ms = str(max(1, round(max_seconds * 1000)))
+                held = await _one(conn, "hold_attempt", run_id=run_id, attempt=attempt, timeout_ms=timeout_ms)
             if held is None:
                 raise lease_lost(run_id, attempt)
             yield
