@@ -71,6 +71,20 @@ async def test_if_not_exists_create_makes_the_thread(store: Store, clock: FakeCl
     assert thread.created_at == thread.updated_at == clock.now()
 
 
+async def test_admission_merges_the_thread_metadata_update(store: Store, clock: FakeClock) -> None:
+    # Written by the admission itself (issue 18): no second lock of the thread after the wake-up.
+    await make_thread(store, "t1", metadata={"keep": 1, "graph_id": "old"})
+    clock.advance(1)
+    update = {"graph_id": "g", "assistant_id": "a"}
+    await add_run(store, "r1", "t1", thread_metadata_update=update)
+    thread = await store.get_thread("t1", OWNER)
+    assert thread.metadata == {"keep": 1, "graph_id": "g", "assistant_id": "a"}
+    await add_run(
+        store, "r2", "fresh", if_not_exists="create", thread_metadata={"x": 1}, thread_metadata_update=update
+    )
+    assert (await store.get_thread("fresh", OWNER)).metadata == {"x": 1, **update}
+
+
 async def test_if_not_exists_reject_on_unknown_thread_is_not_found(store: Store) -> None:
     with pytest.raises(NotFound):
         await add_run(store, "r1", "missing", if_not_exists="reject")

@@ -119,13 +119,11 @@ class Created:
         return self.url(root)
 
 
-async def _remember_graph(call: Call, thread_id: str, assistant: Assistant) -> None:
-    """Record on the thread which graph ran last, for the state endpoints."""
-    wanted = {"graph_id": assistant.graph_id, "assistant_id": assistant.assistant_id}
-    with contextlib.suppress(NotFound):  # a fast temporary run may already have been deleted
-        thread = await call.manager.get_thread(thread_id, call.owner)
-        if any(thread.metadata.get(k) != v for k, v in wanted.items()):
-            await call.manager.update_thread(thread_id, wanted, call.owner)
+def _graph_of(assistant: Assistant) -> dict[str, Any]:
+    """What a run records on its thread (which graph ran last, for the state endpoints). The store
+    merges it in the admission transaction: patching the thread after the wake-up would lock it
+    while a worker claims, and the claim would skip it until its fallback poll (issue 18)."""
+    return {"graph_id": assistant.graph_id, "assistant_id": assistant.assistant_id}
 
 
 async def create(call: Call, body: s.RunCreateBase, *, wait: bool = False) -> Created:
@@ -160,8 +158,8 @@ async def create(call: Call, body: s.RunCreateBase, *, wait: bool = False) -> Cr
             if_not_exists=body.if_not_exists or "reject",
             after_seconds=body.after_seconds,
             thread_config=thread_config(body, assistant),
+            thread_metadata_update=_graph_of(assistant),
         )
-        await _remember_graph(call, thread_id, assistant)
         return Created(run, assistant, stateless=False)
 
     assert isinstance(body, s.RunCreateStateless)

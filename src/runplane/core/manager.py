@@ -191,13 +191,15 @@ class RunManager(ResourceUseCases, ThreadStreams):
         thread_config: Json | None = None,
         thread_metadata: Json | None = None,
         cron: CronFire | None = None,
+        thread_metadata_update: Json | None = None,
     ) -> Run:
         """Admit a run; it starts as soon as a worker is free and its thread is.
 
         `thread_config` is the run's config as its thread shows it from now on (see
         `lifecycle.thread_config_after_admission`); the store merges it when it admits the run.
         `cron` admits it for that cron slot only (see `Store.create_run`); `thread_metadata` is
-        given to a thread that `if_not_exists="create"` creates.
+        given to a thread that `if_not_exists="create"` creates; `thread_metadata_update` is merged
+        into the thread's metadata by the admission itself.
 
         Raises:
             InvalidInput: unknown strategy or negative delay.
@@ -243,6 +245,7 @@ class RunManager(ResourceUseCases, ThreadStreams):
                 thread_config=thread_config,
                 thread_metadata=dict(thread_metadata or {}),
                 cron=cron,
+                thread_metadata_update=dict(thread_metadata_update or {}),
             )
         )
         if admission.replayed:

@@ -178,6 +178,10 @@ class NewRun:
     thread_config: Json | None = None
     #: Metadata of the thread when `if_not_exists="create"` creates it.
     thread_metadata: Json = field(default_factory=dict)
+    #: Merged into the thread's metadata (top-level keys) in the admission transaction, when that
+    #: changes it: which graph ran last, for the state endpoints. Written by the admission rather
+    #: than after it, so no second lock of the thread races the worker's claim (issue 18).
+    thread_metadata_update: Json = field(default_factory=dict)
     #: Set when a cron fires this run: admitted only together with the claim of that slot.
     cron: CronFire | None = None
 
@@ -434,3 +438,11 @@ class ThreadTtl:
     minutes: float
     #: LangGraph's only strategy: delete the thread, its runs and its checkpoints.
     strategy: Literal["delete"] = "delete"
+
+
+def metadata_after_admission(current: Json, update: Json) -> Json | None:
+    """A thread's metadata with an admission's `thread_metadata_update` merged in (top-level keys),
+    or None when that changes nothing, so the admission writes (and bumps) nothing."""
+    if all(k in current and current[k] == v for k, v in update.items()):
+        return None
+    return {**current, **update}

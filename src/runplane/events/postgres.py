@@ -194,6 +194,9 @@ class PostgresBus:
                     max_size=self._max_connections,
                     timeout=self._pool_timeout,
                     configure=None if self._synchronous_commit else _asynchronous_commit,
+                    # No check query per checkout (a round trip per published event): `_connection`
+                    # drops connections the server closed without one (`_closed_by_server`).
+                    check=None,
                     open=False,
                     name="runplane-bus",
                 )

@@ -49,6 +49,7 @@ from runplane.core.models import (
     ThreadStatus,
     TokenUsage,
     WebhookDelivery,
+    metadata_after_admission,
 )
 from runplane.stores._memory_crons import MemoryCronsAndWebhooks, metadata_matches
 from runplane.stores._memory_resources import MemoryAssistants, MemoryThreadTtl
@@ -370,6 +371,9 @@ class InMemoryStore(MemoryCronsAndWebhooks, MemoryAssistants, MemoryThreadTtl):
             config = thread.config
             if new.thread_config is not None:
                 config = thread_config_after_admission(thread.config, copy.deepcopy(new.thread_config))
+            metadata = metadata_after_admission(thread.metadata, copy.deepcopy(new.thread_metadata_update))
+            if metadata is not None:
+                thread = replace(thread, metadata=metadata)
             self._threads[new.thread_id] = replace(thread, status="busy", updated_at=now, config=config)
             if new.cron is not None:
                 self._move_slot(new.cron)

@@ -38,6 +38,11 @@ StopReason = Literal["interrupt", "rollback", "lease_lost", "shutdown"]
 #: between the claim and the moment the worker listened for its hint.
 FIRST_CHECK_SECONDS = 0.5
 
+#: Pauses before claiming again when a wake-up hint came but the claim found nothing: the hinted
+#: run's thread may be held a moment longer by another transaction (PostgreSQL's claim skips locked
+#: threads), and no second hint comes for it. Short, and few, so the fallback poll stays a fallback.
+RECLAIM_AFTER_HINT_SECONDS = (0.002, 0.01, 0.05, 0.25)
+
 #: How long a paused attempt waits for one probe of the checkpointer before trying again.
 PROBE_SECONDS = 5.0
 
@@ -110,6 +115,10 @@ class Worker:
         self.shutdown_grace = shutdown_grace
         self.poll_interval = poll_interval
         self.claimed = self.succeeded = self.failed = self.cancelled = self.recovered = 0
+        #: Runs claimed only after the fallback poll timed out: ideally 0 with no `after_seconds`.
+        self.polled = 0
+        #: A wake-up hint came from the bus since the last claim (not just a finished run).
+        self._hinted = False
         self._slots = asyncio.Semaphore(concurrency)
         self._attempts: dict[str, _Attempt] = {}
         self._running: set[asyncio.Task[None]] = set()
@@ -173,22 +182,45 @@ class Worker:
             listening.set()
             try:
                 await self._recover()
+                polling = False  # this claim comes from the fallback poll, not from a wake-up
                 while not self._stopping:
                     await self._slots.acquire()
                     self._slots.release()  # _claim_one takes the slot for the run it claims
                     # Cleared before claiming: a hint that arrives during the claim wakes us again.
                     self._wake.clear()
+                    hinted, self._hinted = self._hinted, False
                     if await self._claim_one():
+                        self.polled += polling
+                        polling = False
                         continue
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(self.poll_interval):
-                            await self._wake.wait()
+                    if hinted and await self._reclaim_after_hint():
+                        continue
+                    polling = not await self._woken_within(self.poll_interval)
             finally:
                 pump.cancel()
 
     async def _pump(self, hints: AsyncIterator[str]) -> None:
         async for _ in hints:
+            self._hinted = True
             self._wake.set()
+
+    async def _woken_within(self, seconds: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+                return True
+        return False
+
+    async def _reclaim_after_hint(self) -> bool:
+        """A hint came yet nothing was claimable: its run's thread may still be locked by another
+        transaction, and no second hint comes when that one ends. Look again shortly a few times
+        (push, not poll: without this the run would wait for the fallback poll). True if claimed."""
+        for pause in RECLAIM_AFTER_HINT_SECONDS:
+            if await self._woken_within(pause):
+                return False  # a new hint or a finished run: the main loop claims at once
+            if await self._claim_one():
+                return True
+        return False
 
     async def _claim_one(self) -> bool:
         """Claim one run and start executing it; False when nothing is claimable."""

@@ -170,15 +170,15 @@ WHERE run_id = %(run_id)s AND owner = %(owner)s AND (%(thread_id)s::text IS NULL
 -- A run by id, locked for the rest of the transaction.
 SELECT * FROM runs WHERE run_id = %(run_id)s FOR UPDATE
 
--- name: limit_idle_transaction
--- End this session if it stays idle in its transaction for longer than `timeout_ms` (a stalled
--- holder of `hold_attempt` must not keep the run's lock for ever).
-SELECT set_config('idle_in_transaction_session_timeout', %(timeout_ms)s, true)
-
 -- name: hold_attempt
 -- Share-lock the run while `attempt` still holds it: its recovery, a cancel request and any later
--- claim wait until the transaction ends (several writes of one attempt share the lock).
-SELECT attempt FROM runs WHERE run_id = %(run_id)s AND status = 'running' AND attempt = %(attempt)s FOR SHARE
+-- claim wait until the transaction ends (several writes of one attempt share the lock). In the same
+-- round trip, end this session if it stays idle in its transaction for longer than `timeout_ms` (a
+-- stalled holder must not keep the run's lock for ever); the volatile CTE runs once.
+WITH idle_limit AS (SELECT set_config('idle_in_transaction_session_timeout', %(timeout_ms)s, true))
+SELECT r.attempt FROM runs AS r CROSS JOIN idle_limit
+WHERE r.run_id = %(run_id)s AND r.status = 'running' AND r.attempt = %(attempt)s
+FOR SHARE OF r
 
 -- name: list_runs
 -- A page of a thread's runs, newest first.

@@ -67,6 +67,7 @@ from runplane.core.models import (
     ThreadFilter,
     ThreadStatus,
     TokenUsage,
+    metadata_after_admission,
 )
 from runplane.db.postgres import (
     GuardedPool,
@@ -540,6 +541,11 @@ class PostgresStore(PostgresCronsAndWebhooks, PostgresResources):
         if new.thread_config is not None:
             config = thread_config_after_admission(thread["config"], new.thread_config)
             await _exec(conn, "set_thread_config", thread_id=new.thread_id, config=Jsonb(config))
+        if metadata_after_admission(thread["metadata"], new.thread_metadata_update) is not None:
+            # Under the thread lock already held: a second lock after the wake-up would make the
+            # claim's SKIP LOCKED pass this thread over (issue 18).
+            update = {"thread_id": new.thread_id, "owner": new.owner, "now": now}
+            await _exec(conn, "update_thread_metadata", metadata=Jsonb(new.thread_metadata_update), **update)
         await self._settle(conn, new.thread_id, "busy")
         return Admission(run_from_row(inserted), tuple(requested), tuple(cancelled))
 
@@ -658,8 +664,8 @@ class PostgresStore(PostgresCronsAndWebhooks, PostgresResources):
             with translate_errors():
                 conn = await stack.enter_async_context(self._pool.connection())
                 await stack.enter_async_context(conn.transaction())
-                await _exec(conn, "limit_idle_transaction", timeout_ms=str(max(1, round(max_seconds * 1000))))
-                held = await _one(conn, "hold_attempt", run_id=run_id, attempt=attempt)
+                timeout_ms = str(max(1, round(max_seconds * 1000)))
+                held = await _one(conn, "hold_attempt", run_id=run_id, attempt=attempt, timeout_ms=timeout_ms)
             if held is None:
                 raise lease_lost(run_id, attempt)
             yield

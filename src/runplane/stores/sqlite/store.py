@@ -65,6 +65,7 @@ from runplane.core.models import (
     ThreadFilter,
     ThreadStatus,
     TokenUsage,
+    metadata_after_admission,
 )
 from runplane.core.store import Store, SupportsCheckpointerUrl
 from runplane.stores.sqlite._codec import (
@@ -457,6 +458,10 @@ class SqliteStore(SqliteCronsAndWebhooks, SqliteResources):
                 await self._all(
                     db, "set_thread_config", {"thread_id": new.thread_id, "config": dump_json(config)}
                 )
+            merged = metadata_after_admission(load_json(thread["metadata"]), new.thread_metadata_update)
+            if merged is not None:
+                params = {"thread_id": new.thread_id, "metadata": dump_json(merged), "now": now}
+                await self._all(db, "update_thread_metadata", params)
             await self._all(db, "mark_thread_busy", {"thread_id": new.thread_id, "now": now})
         created = from_micros(now)
         run = Run(

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# agentbench on every store side by side: SQLite, PostgreSQL, PostgreSQL + Redis (issue 18).
+#
+#   benchmarks/agentbench_stores.sh                   all modes, agentbench's default scale
+#   benchmarks/agentbench_stores.sh --quick           small scale (smoke)
+#   benchmarks/agentbench_stores.sh --only W1,W2      any other agentbench flags are passed on
+#   BENCH_MODES="pg pg+redis" benchmarks/agentbench_stores.sh
+#   BENCH_SRC=/tmp/main/src benchmarks/agentbench_stores.sh   measure another checkout's runplane
+#
+# Starts a throwaway PostgreSQL 15 (fsync and synchronous_commit ON, as a user runs it: the test
+# services turn them off) and Redis (scripts/_services_lib.sh), then for each mode serves
+# $BENCH_APP with `runplane serve --workers 256` on a fresh database, runs $BENCH_DIR/agentbench.py
+# against it with the server's pid (CPU, RSS), and prints summarize.py's table, one column per mode.
+# Not a test. The machine is shared: quote ratios from one session, not absolute figures.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/_services_lib.sh
+. "$ROOT/scripts/_services_lib.sh"
+
+BENCH_DIR="${BENCH_DIR:-/work/shared/bench}"
+BENCH_APP="${BENCH_APP:-$BENCH_DIR/reference/app}"
+BENCH_MODES="${BENCH_MODES:-sqlite pg pg+redis}"
+BENCH_WORKERS="${BENCH_WORKERS:-256}"
+PY="$ROOT/.venv/bin/python"
+OUT="$(mktemp -d /tmp/runplane-agentbench.XXXXXX)"
+SERVER_PID=""
+
+cleanup() {
+    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+    [ -n "${RP_DIR:-}" ] && rp_services_stop "$RP_DIR"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+rp_ensure_redis_server
+rp_services_init
+rp_start_postgres
+rp_start_redis
+# Durable PostgreSQL, as in production: the test services start it with fsync, synchronous_commit
+# and full_page_writes off on its command line, so restart it with the defaults.
+rp_as_pg_user "$RP_PG_CTL" -D "$RP_DIR/pg/data" -l "$RP_DIR/pg/postgres.log" -w -t 60 \
+    -o "-c listen_addresses=127.0.0.1 -p $RP_PG_PORT -c unix_socket_directories='$RP_DIR/pg/sock' -c max_connections=300" \
+    restart >"$OUT/pg_restart.log" 2>&1 || { cat "$OUT/pg_restart.log" >&2; rp_die "could not restart PostgreSQL"; }
+"$PY" -c "import sys, psycopg; print('[runplane-services] PostgreSQL fsync =', psycopg.connect(sys.argv[1]).execute('SHOW fsync').fetchone()[0])" "$RP_PG_URL" >&2
+
+new_database() {
+    "$PY" -c "import sys, psycopg; psycopg.connect(sys.argv[1], autocommit=True).execute('CREATE DATABASE ' + sys.argv[2])" \
+        "$RP_PG_URL" "$1"
+    printf '%s\n' "${RP_PG_URL%/postgres}/$1"
+}
+
+serve() {  # serve DATABASE_URL [REDIS_URL]: start runplane, set SERVER_PID and URL
+    local port redis=() log="$OUT/serve-$1.log"
+    port="$(rp_free_port)"
+    [ -n "${2:-}" ] && redis=(--redis-url "$2")
+    (
+        cd "$BENCH_APP"
+        PYTHONPATH="${BENCH_SRC:-}" exec "$PY" -c 'import sys; from runplane.cli import main; sys.argv[0] = "runplane"; main()' \
+            serve --database-url "$1" "${redis[@]}" --port "$port" --workers "$BENCH_WORKERS" \
+            --config langgraph.json --log-level WARNING
+    ) >"$OUT/serve.log" 2>&1 &
+    SERVER_PID=$!
+    URL="http://127.0.0.1:$port"
+    for _ in $(seq 1 120); do
+        curl -fs "$URL/ok" >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    cat "$OUT/serve.log" >&2
+    rp_die "runplane serve did not come up"
+}
+
+results=()
+for mode in $BENCH_MODES; do
+    case "$mode" in
+        sqlite) serve "sqlite:///$OUT/bench.db" ;;
+        pg) serve "$(new_database bench_pg)" ;;
+        pg+redis) serve "$(new_database bench_pg_redis)" "$RP_REDIS_URL" ;;
+        *) rp_die "unknown mode $mode (sqlite, pg, pg+redis)" ;;
+    esac
+    rp_log "$mode: agentbench against $URL (pid $SERVER_PID)"
+    "$PY" "$BENCH_DIR/agentbench.py" --url "$URL" --pid "$SERVER_PID" --label "runplane $mode" \
+        --json "$OUT/$mode.json" "$@" >"$OUT/$mode.out" 2>&1 || { cat "$OUT/$mode.out" >&2; rp_die "agentbench failed on $mode"; }
+    kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
+    results+=("$OUT/$mode.json")
+done
+
+"$PY" "$BENCH_DIR/summarize.py" "${results[@]}"
+rp_log "results kept in $OUT"
