@@ -13,11 +13,10 @@ of an application without users.
 from __future__ import annotations
 
 import builtins
-import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
-from runplane.core.errors import InvalidInput, NotFound
+from runplane.core.errors import InvalidInput
 from runplane.core.events import StreamEvent
 from runplane.core.graphs import Assistant, GraphRuntime
 from runplane.core.manager import RunManager
@@ -132,8 +131,10 @@ class Runs:
             after_seconds=after_seconds,
             idempotency_key=idempotency_key,
             thread_config={**assistant.config, **(config or {}), "configurable": dict(configurable)},
+            # Which graph ran last, for the state reads: written in the admitting transaction (a
+            # second write after the wake-up would lock the thread under the worker's claim).
+            thread_metadata_update={"graph_id": assistant.graph_id, "assistant_id": assistant.assistant_id},
         )
-        await self._remember_graph(thread_id, assistant, user)
         return run
 
     async def _assistant(self, assistant_id: str, user: str) -> Assistant:
@@ -149,14 +150,6 @@ class Runs:
             ThreadBusy: the thread has an active run.
         """
         return await self.create(thread_id, assistant_id, multitask_strategy="reject", **options)
-
-    async def _remember_graph(self, thread_id: str, assistant: Assistant, user: str) -> None:
-        """Record on the thread which graph ran last, for the state endpoints (as the API does)."""
-        wanted = {"graph_id": assistant.graph_id, "assistant_id": assistant.assistant_id}
-        with contextlib.suppress(NotFound):
-            thread = await self._manager.get_thread(thread_id, user)
-            if any(thread.metadata.get(k) != v for k, v in wanted.items()):
-                await self._manager.update_thread(thread_id, wanted, user)
 
     async def get(self, run_id: str, *, user: str = SINGLE_USER, thread_id: str | None = None) -> Run:
         """The run as the store has it now.
