@@ -59,7 +59,12 @@ class FuzzApp:
 
 
 APP = FuzzApp()
-schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
+#: Left to their official clients' tests (tests/e2e/test_thread_stream.py, test_mcp.py, test_a2a.py and
+#: test_thread_lifecycle.py): the thread streams follow a thread for as long as the client listens (and
+#: wait for a thread that does not exist yet), so a fuzzed call never ends; the agent protocols carry
+#: their own JSON-RPC envelopes inside a free-form body.
+NOT_FUZZED = r"^/(threads/\{thread_id\}/(stream|commands)|mcp|a2a/)"
+schema = schemathesis.openapi.from_asgi("/openapi.json", APP).exclude(path_regex=NOT_FUZZED)
 
 
 @pytest.fixture(scope="module", autouse=True)
