@@ -21,7 +21,6 @@ from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.outputs import LLMResult
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.types import Command, Send
 from langgraph.version import __version__ as langgraph_version
 
 from runplane.core.errors import NotFound
@@ -31,6 +30,7 @@ from runplane.core.models import Json, Outcome, Run, RunStatus, TokenUsage
 from runplane.core.stream_modes import StreamModes
 from runplane.runtime import checkpointer as checkpoints
 from runplane.runtime.serde import jsonable, thread_interrupts
+from runplane.runtime.thread_state import state_command
 from runplane.worker import faults
 from runplane.worker.stream import EventMapper
 
@@ -110,24 +110,6 @@ def run_context(graph: Any, given: Json) -> Json:
     if dropped:
         logger.debug("context keys %s are not in the graph's context schema; dropped", dropped)
     return {key: value for key, value in given.items() if key in keys}
-
-
-def map_command(command: Json) -> Command[Any]:
-    """The API's `command` (`resume`, `update`, `goto`) as a LangGraph `Command`, as LangGraph's
-    server maps it (`goto` may name nodes or `{"node", "input"}` sends)."""
-    goto = command.get("goto")
-    if goto is not None and not isinstance(goto, list):
-        goto = [goto]
-    update = command.get("update")
-    if isinstance(update, list) and all(
-        isinstance(t, list | tuple) and len(t) == 2 and isinstance(t[0], str) for t in update
-    ):
-        update = [tuple(t) for t in update]
-    return Command(
-        update=update,
-        goto=[g if isinstance(g, str) else Send(g["node"], g["input"]) for g in goto] if goto else (),
-        resume=command.get("resume"),
-    )
 
 
 class UsageTracker(AsyncCallbackHandler):
@@ -296,7 +278,7 @@ class Execution:
     async def _inputs(self, config: RunnableConfig, given: Json) -> tuple[Any, RunnableConfig]:
         self.context = run_context(self.graph, given)
         command = self.kwargs.get("command")
-        graph_input = map_command(command) if command else self.kwargs.get("input")
+        graph_input = state_command(command) if command else self.kwargs.get("input")
         saver = self.runtime.checkpointer
         if self.run.attempt > 1 or self.retry:
             head = await saver.aget_tuple(self._root)
