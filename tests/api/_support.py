@@ -1,4 +1,5 @@
-"""Helpers shared by the API and SDK tests: an SSE parser and a real uvicorn server on loopback."""
+"""Helpers shared by the API and SDK tests: an SSE parser, a real uvicorn server on loopback, and a
+look at a thread's checkpoints."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from typing import Any
 import orjson
 import uvicorn
 from starlette.types import ASGIApp
+
+from runplane.core.errors import NotFound
+from runplane.core.manager import RunManager
+from runplane.runtime.graphs import LangGraphRuntime
 
 
 @dataclass(frozen=True)
@@ -60,3 +65,20 @@ async def serve(app: ASGIApp) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+async def checkpoint_ids(runtime: LangGraphRuntime, thread_id: str) -> list[str]:
+    """Ids of the thread's root checkpoints in the runtime's saver, newest first."""
+    config: Any = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+    return [
+        saved.config["configurable"]["checkpoint_id"] async for saved in runtime.checkpointer.alist(config)
+    ]
+
+
+async def ended(manager: RunManager, run_id: str) -> str | None:
+    """The run's terminal status, once it has one (None: it was deleted, as a rollback does)."""
+    try:
+        run = await manager.wait_for_run(run_id, timeout=10)
+    except NotFound:
+        return None
+    return None if run is None else run.status

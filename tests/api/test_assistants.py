@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from runplane.core.graphs import default_assistant_id
-from tests.api._fakes import FakeWorker
+from runplane.worker import Worker
 
 
 async def test_create_patch_versions_latest(client: httpx.AsyncClient) -> None:
@@ -57,7 +57,7 @@ async def test_system_assistants_by_id_and_name(client: httpx.AsyncClient) -> No
 
 
 async def test_run_merges_assistant_config_and_records_version(
-    client: httpx.AsyncClient, worker: FakeWorker
+    client: httpx.AsyncClient, worker: Worker
 ) -> None:
     aid = (
         await client.post(
@@ -105,13 +105,13 @@ async def test_delete_cancels_active_runs_and_keeps_finished(client: httpx.Async
 
 
 async def test_delete_threads_deletes_the_assistants_threads(
-    client: httpx.AsyncClient, worker: FakeWorker
+    client: httpx.AsyncClient, worker: Worker
 ) -> None:
     aid = (await client.post("/assistants", json={"graph_id": "echo"})).json()["assistant_id"]
     thread_id = (await client.post("/threads", json={})).json()["thread_id"]
     other = (await client.post("/threads", json={})).json()["thread_id"]
-    await client.post(f"/threads/{thread_id}/runs/wait", json={"assistant_id": aid})
-    await client.post(f"/threads/{other}/runs/wait", json={"assistant_id": "echo"})
+    await client.post(f"/threads/{thread_id}/runs/wait", json={"assistant_id": aid, "input": {}})
+    await client.post(f"/threads/{other}/runs/wait", json={"assistant_id": "echo", "input": {}})
     assert (await client.delete(f"/assistants/{aid}", params={"delete_threads": "true"})).status_code == 204
     assert (await client.get(f"/threads/{thread_id}")).status_code == 404
     assert (await client.get(f"/threads/{other}")).status_code == 200

@@ -18,14 +18,14 @@ from runplane.cli import check_exposure, is_loopback, main
 from runplane.core.errors import InvalidInput
 from runplane.settings import Settings, settings_from_env
 from runplane.testing import memory_manager
-from tests.api._fakes import FakeRuntime
+from tests.api.conftest import api_runtime
 
 BASE_URL = "http://runplane.test"
 KEYS = {"sk-alice-secret": "alice", "sk-bob-secret": "bob"}
 
 
 def _client(settings: ApiSettings, **kwargs: object) -> httpx.AsyncClient:
-    app = create_app(memory_manager(), FakeRuntime(), settings)  # type: ignore[arg-type]
+    app = create_app(memory_manager(), api_runtime(), settings)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL, **kwargs)  # type: ignore[arg-type]
 
 
@@ -126,7 +126,7 @@ def test_both_schemes_at_once_are_refused() -> None:
     from langgraph_sdk import Auth
 
     with pytest.raises(ValueError, match="not both"):
-        create_app(memory_manager(), FakeRuntime(), ApiSettings(api_keys=KEYS, custom_auth=Auth()))  # type: ignore[arg-type]
+        create_app(memory_manager(), api_runtime(), ApiSettings(api_keys=KEYS, custom_auth=Auth()))
 
 
 async def test_credentials_never_reach_the_logs(caplog: pytest.LogCaptureFixture) -> None:

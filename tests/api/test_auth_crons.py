@@ -15,7 +15,7 @@ from runplane.core.manager import ManagerSettings, RunManager
 from runplane.events.memory import InMemoryBus
 from runplane.stores.memory import InMemoryStore
 from runplane.worker.scheduler import CroniterSchedule
-from tests.api._fakes import FakeRuntime
+from tests.api.conftest import api_runtime
 
 BASE_URL = "http://runplane.test"
 USERS = {"ta": "alice", "tb": "bob"}
@@ -52,7 +52,7 @@ async def clients() -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient,
         schedule=CroniterSchedule(),
     )
     seen: list[tuple[str, dict[str, Any]]] = []
-    app = create_app(manager, FakeRuntime(), ApiSettings(custom_auth=_auth(seen)))  # type: ignore[arg-type]
+    app = create_app(manager, api_runtime(), ApiSettings(custom_auth=_auth(seen)))
     transport = httpx.ASGITransport(app=app)
     async with (
         httpx.AsyncClient(

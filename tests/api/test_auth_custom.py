@@ -16,7 +16,7 @@ from runplane.api.authz import ACCESS, CustomAuthGuard, check_access_table, filt
 from runplane.api.routing import Endpoint
 from runplane.core.manager import ManagerSettings, RunManager
 from runplane.testing import memory_manager
-from tests.api._fakes import FakeRuntime, FakeWorker
+from tests.api.conftest import api_runtime, api_worker
 
 BASE_URL = "http://runplane.test"
 
@@ -44,13 +44,13 @@ async def serve_auth(
     manager: RunManager,
 ) -> AsyncIterator[Any]:
     """`await serve_auth(auth)` -> a client factory `as_user(token)` over an app using `auth`."""
-    runtime = FakeRuntime()
-    worker = FakeWorker(manager, runtime)
+    runtime = api_runtime()
+    worker = api_worker(manager, runtime)
     await worker.start()
     clients: list[httpx.AsyncClient] = []
 
     def serve(auth: Auth) -> Any:
-        app = create_app(manager, runtime, ApiSettings(heartbeat_seconds=0.05, custom_auth=auth))  # type: ignore[arg-type]
+        app = create_app(manager, runtime, ApiSettings(heartbeat_seconds=0.05, custom_auth=auth))
 
         def as_user(token: str | None) -> httpx.AsyncClient:
             headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -153,7 +153,7 @@ async def test_authenticate_receives_what_it_asks_for(serve_auth: Any) -> None:
                 "body": body,
             }
         )
-        return {"identity": "carol", "permissions": ["p1"], "display_name": "Carol", "tier": "gold"}
+        return {"identity": "carol", "permissions": ["p1"], "display_name": "Carol", "tier": "gold"}  # type: ignore[typeddict-unknown-key]
 
     users: list[Any] = []
 
@@ -241,7 +241,7 @@ def test_unknown_authenticate_parameter_is_refused() -> None:
         return cookie
 
     with pytest.raises(ValueError, match="cookie"):
-        create_app(memory_manager(), FakeRuntime(), ApiSettings(custom_auth=auth))  # type: ignore[arg-type]
+        create_app(memory_manager(), api_runtime(), ApiSettings(custom_auth=auth))
 
 
 # -- authorization ----------------------------------------------------------------------------------
@@ -294,7 +294,9 @@ async def test_stamped_metadata_and_filters(serve_auth: Any, manager: RunManager
     tid = thread["thread_id"]
     assert thread["metadata"] == {"k": "v", "owner": "alice"}
     run = (
-        await alice.post(f"/threads/{tid}/runs", json={"assistant_id": "echo", "metadata": {"r": 1}})
+        await alice.post(
+            f"/threads/{tid}/runs", json={"assistant_id": "echo", "input": {"n": 1}, "metadata": {"r": 1}}
+        )
     ).json()
     assert run["metadata"]["owner"] == "alice" and run["metadata"]["r"] == 1
     assert values[1] == (
@@ -309,7 +311,7 @@ async def test_stamped_metadata_and_filters(serve_auth: Any, manager: RunManager
             "multitask_strategy": "enqueue",
             "if_not_exists": "reject",
             "after_seconds": None,
-            "kwargs": {},
+            "kwargs": {"input": {"n": 1}},
         },
     )
     batch = (

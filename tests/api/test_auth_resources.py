@@ -16,7 +16,7 @@ from runplane.api import ApiSettings, create_app
 from runplane.core.manager import ManagerSettings
 from runplane.runtime.items import LangGraphItems
 from runplane.testing import memory_manager
-from tests.api._fakes import FakeRuntime, FakeWorker
+from tests.api.conftest import api_runtime, api_worker
 
 BASE_URL = "http://runplane.test"
 #: Two tokens of one identity in two teams: owner isolation alone cannot tell them apart.
@@ -65,11 +65,11 @@ async def world() -> AsyncIterator[tuple[Any, InMemoryStore, list[tuple[str, str
     manager = memory_manager(settings=ManagerSettings(wait_fallback_seconds=0.2))
     graph_store = InMemoryStore()
     manager.attach_items(LangGraphItems(graph_store))
-    runtime = FakeRuntime()
-    worker = FakeWorker(manager, runtime)
+    runtime = api_runtime()
+    worker = api_worker(manager, runtime)
     await worker.start()
     auth, seen = _auth()
-    app = create_app(manager, runtime, ApiSettings(custom_auth=auth))  # type: ignore[arg-type]
+    app = create_app(manager, runtime, ApiSettings(custom_auth=auth))
     clients: list[httpx.AsyncClient] = []
 
     def as_user(token: str) -> httpx.AsyncClient:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 
@@ -22,7 +23,7 @@ from runplane.core.errors import (
 
 
 async def _thread(client: httpx.AsyncClient) -> str:
-    return (await client.post("/threads", json={})).json()["thread_id"]
+    return str((await client.post("/threads", json={})).json()["thread_id"])
 
 
 def test_error_table() -> None:
@@ -106,6 +107,7 @@ async def test_validation_errors_name_the_field(client: httpx.AsyncClient) -> No
 
 
 async def test_search_validation(client: httpx.AsyncClient) -> None:
+    body: dict[str, Any]
     for body in (
         {"limit": "abc"},
         {"limit": 0},
@@ -185,7 +187,7 @@ async def test_unknown_route_and_method_are_json(client: httpx.AsyncClient) -> N
 
 
 async def test_unexpected_errors_are_500_json(client: httpx.AsyncClient, runtime, caplog) -> None:  # type: ignore[no-untyped-def]
-    async def broken(graph_id: str, *, xray: bool | int = False) -> dict:
+    async def broken(graph_id: str, *, xray: bool | int = False) -> dict[str, Any]:
         raise RuntimeError("bug")
 
     runtime.graph_drawable = broken

@@ -18,8 +18,9 @@ from runplane.api.routing import check_json_depth
 from runplane.api.schemas import MAX_DELAY_SECONDS, MAX_METADATA_BYTES
 from runplane.core.manager import ManagerSettings, RunManager
 from runplane.testing import memory_manager
-from tests.api._fakes import FakeRuntime, FakeWorker
+from runplane.worker import Worker
 from tests.api._support import parse_sse
+from tests.api.conftest import api_runtime, api_worker
 
 BASE_URL = "http://runplane.test"
 MAX_BODY = 256 * 1024
@@ -29,7 +30,7 @@ MAX_BODY = 256 * 1024
 class Server:
     client: httpx.AsyncClient
     manager: RunManager
-    worker: FakeWorker
+    worker: Worker
     thread_id: str
     run_id: str
 
@@ -37,11 +38,11 @@ class Server:
 @pytest.fixture
 async def server() -> AsyncIterator[Server]:
     manager = memory_manager(settings=ManagerSettings(wait_fallback_seconds=0.2))
-    runtime = FakeRuntime()
-    worker = FakeWorker(manager, runtime)
+    runtime = api_runtime()
+    worker = api_worker(manager, runtime)
     await worker.start()
     settings = ApiSettings(max_body_bytes=MAX_BODY, heartbeat_seconds=0.05, max_wait_seconds=0.3)
-    app = create_app(manager, runtime, settings)  # type: ignore[arg-type]
+    app = create_app(manager, runtime, settings)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL) as client:
         thread = (await client.post("/threads", json={"metadata": {"k": "v"}})).json()
         await client.post(
@@ -179,7 +180,7 @@ async def test_ids_are_validated_on_every_route(server: Server) -> None:
                 continue
             for bad in bad_values:
                 path = endpoint.path.format(**{**ids, name: bad})
-                body = {} if endpoint.body is not None else None
+                body: dict[str, Any] | None = {} if endpoint.body is not None else None
                 detail = await refused(server, 422, endpoint.method, path, json=body)
                 assert detail == f"Invalid {name.removesuffix('_id')} ID: must be a UUID"
                 checked += 1

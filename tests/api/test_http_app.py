@@ -24,8 +24,8 @@ from runplane.api import ApiSettings, create_app
 from runplane.api.http_config import parse_http_section
 from runplane.api.settings import HttpConfig
 from runplane.testing import memory_manager
-from tests.api._fakes import FakeRuntime, FakeWorker
 from tests.api._support import serve
+from tests.api.conftest import api_runtime, api_worker
 
 KEYS = {"sk-alice": "alice"}
 ALICE = {"x-api-key": "sk-alice"}
@@ -77,13 +77,13 @@ def answer(name: str) -> Callable[[Request], Any]:
 async def served(settings: ApiSettings, *, worker: bool = False) -> AsyncIterator[httpx.AsyncClient]:
     """The app over a real loopback socket (uvicorn), with a client for it."""
     manager = memory_manager()
-    runtime = FakeRuntime()
-    fake_worker = FakeWorker(manager, runtime)
+    runtime = api_runtime()
+    fake_worker = api_worker(manager, runtime)
     if worker:
         await fake_worker.start()
     try:
         async with (
-            serve(create_app(manager, runtime, settings)) as url,  # type: ignore[arg-type]
+            serve(create_app(manager, runtime, settings)) as url,
             httpx.AsyncClient(base_url=url) as client,
         ):
             yield client
@@ -144,7 +144,8 @@ async def test_custom_routes_shadow_the_api_but_not_the_health_check_or_docs() -
     ],
 )
 async def test_disable_switches(switch: str, gone: tuple[str, str], kept: tuple[str, str]) -> None:
-    async with served(with_http(**{switch: True})) as client:
+    switches: dict[str, Any] = {switch: True}
+    async with served(with_http(**switches)) as client:
         assert (await client.request(gone[0], gone[1], json={})).status_code in (404, 405)
         assert (await client.request(kept[0], kept[1], json={})).status_code == 200
         documented = (await client.get("/openapi.json")).json()["paths"]
@@ -263,9 +264,9 @@ async def test_a_fastapi_app() -> None:
 
 async def test_a_custom_app_is_composed_once() -> None:
     app = custom_app()
-    create_app(memory_manager(), FakeRuntime(), with_http(app=app))  # type: ignore[arg-type]
+    create_app(memory_manager(), api_runtime(), with_http(app=app))
     with pytest.raises(Exception, match="already been started"):
-        create_app(memory_manager(), FakeRuntime(), with_http(app=app))  # type: ignore[arg-type]
+        create_app(memory_manager(), api_runtime(), with_http(app=app))
 
 
 # -- mount prefix -------------------------------------------------------------------------------------

@@ -32,11 +32,12 @@ from runplane.api.protocols.thread_stream import ProtocolCommand
 from runplane.api.routing import Endpoint
 from runplane.core.manager import ManagerSettings, RunManager
 from runplane.events.memory import InMemoryBus
+from runplane.runtime.graphs import LangGraphRuntime
 from runplane.runtime.items import LangGraphItems
 from runplane.stores.memory import InMemoryStore as RunStore
 from runplane.testing import memory_manager
 from runplane.worker.scheduler import CroniterSchedule
-from tests.api._fakes import FakeRuntime, FakeWorker
+from tests.api.conftest import api_runtime, api_worker
 
 #: The LangGraph API and runplane's operator extensions (`/runplane/...`): isolated alike.
 ENDPOINTS = (*API_ENDPOINTS, *operators.ENDPOINTS)
@@ -131,7 +132,7 @@ def classify(method: str, path: str) -> list[str]:
 @dataclass
 class World:
     app: Starlette
-    runtime: FakeRuntime
+    runtime: LangGraphRuntime
     alice: httpx.AsyncClient
     bob: httpx.AsyncClient
     thread_id: str
@@ -170,10 +171,10 @@ async def world() -> AsyncIterator[World]:
         schedule=CroniterSchedule(),
     )
     manager.attach_items(LangGraphItems(InMemoryStore()))
-    runtime = FakeRuntime()
-    worker = FakeWorker(manager, runtime)
+    runtime = api_runtime()
+    worker = api_worker(manager, runtime)
     await worker.start()
-    app = create_app(manager, runtime, ApiSettings(heartbeat_seconds=0.05, api_keys=KEYS))  # type: ignore[arg-type]
+    app = create_app(manager, runtime, ApiSettings(heartbeat_seconds=0.05, api_keys=KEYS))
     transport = httpx.ASGITransport(app=app)
     async with (
         httpx.AsyncClient(transport=transport, base_url=BASE_URL, headers=ALICE) as alice,
@@ -208,7 +209,10 @@ async def world() -> AsyncIterator[World]:
         await _ok(await alice.patch(f"/assistants/{assistant['assistant_id']}", json={"metadata": {"v": 2}}))
         bob_thread = await _ok(await bob.post("/threads", json={}))
         await _ok(
-            await bob.post(f"/threads/{bob_thread['thread_id']}/runs/wait", json={"assistant_id": "echo"})
+            await bob.post(
+                f"/threads/{bob_thread['thread_id']}/runs/wait",
+                json={"assistant_id": "echo", "input": {"n": 2}},
+            )
         )
         try:
             yield World(
@@ -231,7 +235,8 @@ async def world() -> AsyncIterator[World]:
 
 async def snapshot(world: World) -> dict[str, Any]:
     """Everything Alice can observe about her resources."""
-    seen: dict[str, Any] = {"checkpoints": {k: list(v) for k, v in world.runtime.checkpoints.items()}}
+    saved = world.runtime.checkpointer.alist(None)  # every thread's
+    seen: dict[str, Any] = {"checkpoints": sorted([str(c.config["configurable"]) async for c in saved])}
     for thread_id in (world.thread_id, world.pending_thread_id):
         seen[thread_id] = [
             await _ok(await world.alice.get(f"/threads/{thread_id}")),
@@ -396,6 +401,7 @@ async def test_collections_never_show_foreign_items(world: World) -> None:
     bob, alice = world.bob, world.alice
     before = await snapshot(world)
     alice_threads = {world.thread_id, world.pending_thread_id}
+    body: dict[str, Any]
     for body in (
         {},
         {"ids": sorted(alice_threads)},
@@ -515,7 +521,7 @@ def _app_routes(app: Starlette) -> set[tuple[str, str]]:
 
 
 def test_every_route_is_classified() -> None:
-    app = create_app(memory_manager(), FakeRuntime(), ApiSettings(api_keys=KEYS))  # type: ignore[arg-type]
+    app = create_app(memory_manager(), api_runtime(), ApiSettings(api_keys=KEYS))
     routes = _app_routes(app)
     # The app serves exactly the route table (plus the API description), nothing on the side.
     assert routes == {(e.method, e.path) for e in (*ENDPOINTS, *SYSTEM)} | DASHBOARD | {

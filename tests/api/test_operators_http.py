@@ -14,7 +14,7 @@ from runplane.api import ApiSettings, create_app
 from runplane.api.metrics import PrometheusMetrics
 from runplane.core.manager import RunManager
 from runplane.testing import memory_manager
-from tests.api._fakes import FakeRuntime, FakeWorker
+from tests.api.conftest import api_runtime, api_worker
 
 BASE_URL = "http://runplane.test"
 KEYS = {"sk-alice": "alice", "sk-bob": "bob"}
@@ -33,7 +33,7 @@ def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
 
 
 def _client(manager: RunManager, settings: ApiSettings) -> httpx.AsyncClient:
-    app = create_app(manager, FakeRuntime(), settings)  # type: ignore[arg-type]
+    app = create_app(manager, api_runtime(), settings)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL)
 
 
@@ -117,13 +117,14 @@ async def test_queue_gauges_come_from_the_store(
 
 
 async def test_run_details_show_attempts_usage_and_stay_private(manager: RunManager) -> None:
-    worker = FakeWorker(manager, FakeRuntime())  # type: ignore[arg-type]
+    worker = api_worker(manager, api_runtime())
     await worker.start()
     try:
         async with _client(manager, ApiSettings(api_keys=KEYS)) as client:
             thread = (await client.post("/threads", json={}, headers=ALICE)).json()
             path = f"/threads/{thread['thread_id']}/runs"
-            run = (await client.post(f"{path}/wait", json={"assistant_id": "echo"}, headers=ALICE)).json()
+            body = {"assistant_id": "echo", "input": {"n": 1}}
+            run = (await client.post(f"{path}/wait", json=body, headers=ALICE)).json()
             assert run is not None
             [details] = (await client.get(f"/runplane{path}", headers=ALICE)).json()
             assert details["status"] == "success" and details["attempt"] == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
+from typing import Any
 
 import httpx
 import pytest
@@ -15,7 +16,7 @@ from runplane.api import ApiSettings, create_app
 from runplane.api.http_config import parse_http_section
 from runplane.api.settings import HttpConfig
 from runplane.testing import memory_manager
-from tests.api._fakes import FakeRuntime
+from tests.api.conftest import api_runtime
 
 BASE_URL = "http://runplane.test"
 THREAD = str(uuid.uuid4())
@@ -24,9 +25,9 @@ A2A = ("GET", "/a2a/echo", "/a2a/{assistant_id}")
 COMMANDS = ("POST", f"/threads/{THREAD}/commands", "/threads/{thread_id}/commands")
 
 
-def app_with(**switches: bool) -> tuple[httpx.AsyncClient, list[object]]:
+def app_with(**switches: Any) -> tuple[httpx.AsyncClient, list[object]]:
     settings = replace(ApiSettings(), http=HttpConfig(**switches))
-    app = create_app(memory_manager(), FakeRuntime(), settings)  # type: ignore[arg-type]
+    app = create_app(memory_manager(), api_runtime(), settings)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL), list(app.routes)
 
 

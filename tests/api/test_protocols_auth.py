@@ -14,7 +14,7 @@ from langgraph_sdk import Auth
 from runplane.api import ApiSettings, create_app
 from runplane.core.manager import ManagerSettings
 from runplane.testing import memory_manager
-from tests.api._fakes import FakeRuntime, FakeWorker
+from tests.api.conftest import api_runtime, api_worker
 
 BASE_URL = "http://runplane.test"
 MCP_HEADERS = {"accept": "application/json, text/event-stream"}
@@ -46,10 +46,10 @@ def owner_auth() -> Auth:
 @pytest.fixture
 async def as_user() -> AsyncIterator[Any]:
     manager = memory_manager(settings=ManagerSettings(wait_fallback_seconds=0.2))
-    runtime = FakeRuntime()
-    worker = FakeWorker(manager, runtime)
+    runtime = api_runtime()
+    worker = api_worker(manager, runtime)
     await worker.start()
-    app = create_app(manager, runtime, ApiSettings(heartbeat_seconds=0.05, custom_auth=owner_auth()))  # type: ignore[arg-type]
+    app = create_app(manager, runtime, ApiSettings(heartbeat_seconds=0.05, custom_auth=owner_auth()))
     clients: list[httpx.AsyncClient] = []
 
     def client(token: str) -> httpx.AsyncClient:

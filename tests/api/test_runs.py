@@ -11,31 +11,24 @@ import pytest
 
 from runplane.core.graphs import default_assistant_id
 from runplane.core.manager import RunManager
-from tests.api._fakes import FakeRuntime, FakeWorker
+from runplane.runtime.graphs import LangGraphRuntime
+from runplane.worker import Worker
+from tests.api._support import checkpoint_ids, ended
+from tests.api.conftest import api_worker
+from tests.api.graphs import Gates
 
 
 async def _thread(client: httpx.AsyncClient) -> str:
-    return (await client.post("/threads", json={})).json()["thread_id"]
+    return str((await client.post("/threads", json={})).json()["thread_id"])
 
 
 async def _run(client: httpx.AsyncClient, thread_id: str, **body: Any) -> dict[str, Any]:
     response = await client.post(f"/threads/{thread_id}/runs", json=body)
     assert response.status_code == 200, response.text
-    return response.json()
+    return dict(response.json())
 
 
-async def _status(manager: RunManager, run_id: str, wanted: str) -> None:
-    for _ in range(400):
-        try:
-            if (await manager.get_run(run_id)).status == wanted:
-                return
-        except Exception:
-            pass
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"run {run_id} never reached {wanted}")
-
-
-async def test_background_run_lifecycle(client: httpx.AsyncClient, worker: FakeWorker) -> None:
+async def test_background_run_lifecycle(client: httpx.AsyncClient, worker: Worker) -> None:
     thread_id = await _thread(client)
     response = await client.post(
         f"/threads/{thread_id}/runs",
@@ -88,7 +81,7 @@ async def test_background_run_lifecycle(client: httpx.AsyncClient, worker: FakeW
 
 
 async def test_wait_bodies_success_error_interrupt_and_resume(
-    client: httpx.AsyncClient, worker: FakeWorker
+    client: httpx.AsyncClient, worker: Worker
 ) -> None:
     thread_id = await _thread(client)
     ok = await client.post(
@@ -98,7 +91,9 @@ async def test_wait_bodies_success_error_interrupt_and_resume(
     assert ok.headers["content-location"].startswith(f"/threads/{thread_id}/runs/")
 
     failed_thread = await _thread(client)
-    failed = await client.post(f"/threads/{failed_thread}/runs/wait", json={"assistant_id": "failer"})
+    failed = await client.post(
+        f"/threads/{failed_thread}/runs/wait", json={"assistant_id": "failer", "input": {}}
+    )
     assert failed.status_code == 200
     assert failed.json() == {"__error__": {"error": "ValueError", "message": "boom!"}}
     assert (await client.get(f"/threads/{failed_thread}")).json()["status"] == "error"
@@ -107,13 +102,16 @@ async def test_wait_bodies_success_error_interrupt_and_resume(
     asked = await client.post(
         f"/threads/{ask_thread}/runs/wait", json={"assistant_id": "asker", "input": {"q": "name?"}}
     )
-    assert asked.json() == {
-        "q": "name?",
-        "__interrupt__": [{"value": {"question": "name?"}, "id": "interrupt-1", "response_schema": None}],
-    }
+    body = asked.json()
+    [interrupt] = body.pop("__interrupt__")
+    assert body == {"q": "name?"}
+    assert interrupt == {"value": {"question": "name?"}, "id": interrupt["id"], "response_schema": None}
     thread = (await client.get(f"/threads/{ask_thread}")).json()
     assert thread["status"] == "interrupted"
-    assert thread["interrupts"] == {"task-ask": [{"value": {"question": "name?"}, "id": "interrupt-1"}]}
+    # Keyed by the interrupted task, as on the reference server; the interrupt's id is LangGraph's.
+    [task] = (await client.get(f"/threads/{ask_thread}/state")).json()["tasks"]
+    assert task["name"] == "ask"
+    assert thread["interrupts"] == {task["id"]: [{"value": {"question": "name?"}, "id": interrupt["id"]}]}
 
     resumed = await client.post(
         f"/threads/{ask_thread}/runs/wait", json={"assistant_id": "asker", "command": {"resume": "bob"}}
@@ -122,7 +120,7 @@ async def test_wait_bodies_success_error_interrupt_and_resume(
     assert (await client.get(f"/threads/{ask_thread}")).json()["status"] == "idle"
 
 
-async def test_interrupt_before_then_continue(client: httpx.AsyncClient, worker: FakeWorker) -> None:
+async def test_interrupt_before_then_continue(client: httpx.AsyncClient, worker: Worker) -> None:
     thread_id = await _thread(client)
     stopped = await client.post(
         f"/threads/{thread_id}/runs/wait",
@@ -135,7 +133,7 @@ async def test_interrupt_before_then_continue(client: httpx.AsyncClient, worker:
 
 
 async def test_reject_on_busy_thread_and_if_not_exists(
-    client: httpx.AsyncClient, worker: FakeWorker, manager: RunManager
+    client: httpx.AsyncClient, worker: Worker, manager: RunManager, gates: Gates
 ) -> None:
     thread_id = await _thread(client)
     first = await _run(client, thread_id, assistant_id="sleepy", input={"gate": "reject"})
@@ -145,8 +143,8 @@ async def test_reject_on_busy_thread_and_if_not_exists(
             json={"assistant_id": "echo", "multitask_strategy": "reject"},
         )
         assert busy.status_code == 409, suffix
-    worker.gate("reject").set()
-    await _status(manager, first["run_id"], "success")
+    gates.open("reject")
+    assert await ended(manager, first["run_id"]) == "success"
 
     missing = str(uuid.uuid4())
     refused = await client.post(f"/threads/{missing}/runs", json={"assistant_id": "echo"})
@@ -161,15 +159,15 @@ async def test_reject_on_busy_thread_and_if_not_exists(
 
 @pytest.mark.parametrize("strategy", ["interrupt", "rollback", "enqueue"])
 async def test_multitask_strategies(
-    client: httpx.AsyncClient, worker: FakeWorker, manager: RunManager, strategy: str
+    client: httpx.AsyncClient, worker: Worker, manager: RunManager, strategy: str, gates: Gates
 ) -> None:
     thread_id = await _thread(client)
     first = await _run(client, thread_id, assistant_id="sleepy", input={"gate": f"mt-{strategy}"})
-    await _status(manager, first["run_id"], "running")
+    await gates.entered(f"mt-{strategy}")
     second = await _run(client, thread_id, assistant_id="echo", input={"n": 2}, multitask_strategy=strategy)
     assert second["multitask_strategy"] == strategy
     if strategy == "enqueue":
-        worker.gate(f"mt-{strategy}").set()
+        gates.open(f"mt-{strategy}")
     joined = await client.get(f"/threads/{thread_id}/runs/{second['run_id']}/join")
     assert joined.json()["echoed"] is True
     runs = (await client.get(f"/threads/{thread_id}/runs")).json()
@@ -183,27 +181,27 @@ async def test_multitask_strategies(
 
 
 async def test_cancel_without_wait_reports_the_run_as_it_is(
-    client: httpx.AsyncClient, worker: FakeWorker, manager: RunManager
+    client: httpx.AsyncClient, worker: Worker, manager: RunManager, gates: Gates
 ) -> None:
     thread_id = await _thread(client)
     run = await _run(client, thread_id, assistant_id="sleepy", input={"gate": "cancel"})
-    await _status(manager, run["run_id"], "running")
+    await gates.entered("cancel")
     cancelled = await client.post(
         f"/threads/{thread_id}/runs/{run['run_id']}/cancel", params={"wait": 0, "action": "interrupt"}
     )
     # As the reference server: 202 and no body.
     assert cancelled.status_code == 202 and cancelled.content == b""
-    await _status(manager, run["run_id"], "interrupted")
+    assert await ended(manager, run["run_id"]) == "interrupted"
     again = await client.post(f"/threads/{thread_id}/runs/{run['run_id']}/cancel")
     assert again.status_code == 202 and again.content == b""
 
 
 async def test_cancel_with_wait_returns_the_stopped_run(
-    client: httpx.AsyncClient, worker: FakeWorker, manager: RunManager
+    client: httpx.AsyncClient, worker: Worker, manager: RunManager, gates: Gates
 ) -> None:
     thread_id = await _thread(client)
     run = await _run(client, thread_id, assistant_id="sleepy", input={"gate": "cancel-wait"})
-    await _status(manager, run["run_id"], "running")
+    await gates.entered("cancel-wait")
     cancelled = await client.post(
         f"/threads/{thread_id}/runs/{run['run_id']}/cancel", params={"wait": 1, "action": "interrupt"}
     )
@@ -219,32 +217,29 @@ async def test_cancel_with_wait_returns_the_stopped_run(
 
 @pytest.mark.parametrize("wait", [0, 1])
 async def test_rollback_cancel_never_leaves_the_thread_busy(
-    client: httpx.AsyncClient, worker: FakeWorker, manager: RunManager, wait: int
+    client: httpx.AsyncClient, worker: Worker, manager: RunManager, wait: int, gates: Gates
 ) -> None:
     thread_id = await _thread(client)
     await client.post(f"/threads/{thread_id}/runs/wait", json={"assistant_id": "echo", "input": {"n": 1}})
     run = await _run(client, thread_id, assistant_id="sleepy", input={"gate": f"rb-{wait}"})
-    await _status(manager, run["run_id"], "running")
+    await gates.entered(f"rb-{wait}")
     cancelled = await client.post(
         f"/threads/{thread_id}/runs/{run['run_id']}/cancel", params={"wait": wait, "action": "rollback"}
     )
     assert cancelled.status_code == (200 if wait else 202)
-    for _ in range(200):
-        if (await client.get(f"/threads/{thread_id}/runs/{run['run_id']}")).status_code == 404:
-            break
-        await asyncio.sleep(0.005)
+    assert await ended(manager, run["run_id"]) is None  # rolled back: deleted
     thread = (await client.get(f"/threads/{thread_id}")).json()
     assert thread["status"] == "idle"
     assert thread["values"] == {"n": 1, "echoed": True}
 
 
 async def test_cancel_pending_run_and_delete_running_run(
-    client: httpx.AsyncClient, worker: FakeWorker, manager: RunManager
+    client: httpx.AsyncClient, worker: Worker, manager: RunManager, gates: Gates
 ) -> None:
     thread_id = await _thread(client)
     first = await _run(client, thread_id, assistant_id="sleepy", input={"gate": "pending"})
     second = await _run(client, thread_id, assistant_id="echo")
-    await _status(manager, first["run_id"], "running")
+    await gates.entered("pending")
     cancelled = await client.post(f"/threads/{thread_id}/runs/{second['run_id']}/cancel")
     assert cancelled.status_code == 202
     assert (await manager.get_run(second["run_id"])).status == "interrupted"
@@ -261,27 +256,29 @@ async def test_cancel_pending_run_and_delete_running_run(
     assert after.json()["n"] == 2 and after.json()["echoed"] is True  # the thread runs again
 
 
-async def test_bulk_cancel(client: httpx.AsyncClient, worker: FakeWorker, manager: RunManager) -> None:
+async def test_bulk_cancel(
+    client: httpx.AsyncClient, worker: Worker, manager: RunManager, gates: Gates
+) -> None:
     a, b = await _thread(client), await _thread(client)
     run_a = await _run(client, a, assistant_id="sleepy", input={"gate": "bulk-a"})
     run_b = await _run(client, b, assistant_id="sleepy", input={"gate": "bulk-b"})
     pending = await _run(client, b, assistant_id="echo")
-    await _status(manager, run_b["run_id"], "running")
+    await gates.entered("bulk-b")
 
     by_ids = await client.post(
         "/runs/cancel", params={"action": "interrupt"}, json={"thread_id": a, "run_ids": [run_a["run_id"]]}
     )
     assert by_ids.status_code == 204
-    await _status(manager, run_a["run_id"], "interrupted")
+    assert await ended(manager, run_a["run_id"]) == "interrupted"
 
     only_pending = await client.post("/runs/cancel", json={"status": "pending"})
     assert only_pending.status_code == 204
-    await _status(manager, pending["run_id"], "interrupted")
+    assert await ended(manager, pending["run_id"]) == "interrupted"
     assert (await manager.get_run(run_b["run_id"])).status == "running"
 
     everything = await client.post("/runs/cancel", json={"status": "all"})
     assert everything.status_code == 204
-    await _status(manager, run_b["run_id"], "interrupted")
+    assert await ended(manager, run_b["run_id"]) == "interrupted"
 
     nothing = await client.post("/runs/cancel", json={"status": "running"})
     assert nothing.status_code == 404
@@ -289,7 +286,7 @@ async def test_bulk_cancel(client: httpx.AsyncClient, worker: FakeWorker, manage
     assert unknown.status_code == 404
     within = await client.post("/runs/cancel", json={"status": "all", "thread_id": a})
     assert within.status_code == 404  # the thread has no active run left
-    bad_bodies = (
+    bad_bodies: tuple[dict[str, Any], ...] = (
         {},
         {"status": "all", "thread_id": a, "run_ids": [run_a["run_id"]]},
         {"thread_id": a},
@@ -303,7 +300,7 @@ async def test_bulk_cancel(client: httpx.AsyncClient, worker: FakeWorker, manage
 
 
 async def test_stateless_runs(
-    client: httpx.AsyncClient, worker: FakeWorker, manager: RunManager, runtime: FakeRuntime
+    client: httpx.AsyncClient, worker: Worker, manager: RunManager, runtime: LangGraphRuntime
 ) -> None:
     waited = await client.post("/runs/wait", json={"assistant_id": "echo", "input": {"n": 9}})
     assert waited.status_code == 200 and waited.json() == {"n": 9, "echoed": True}
@@ -312,9 +309,9 @@ async def test_stateless_runs(
     temp_thread = location.split("/")[2]
     await worker.run_until_idle()
     assert (await client.get(f"/threads/{temp_thread}")).status_code == 404
-    assert temp_thread not in runtime.checkpoints
+    assert await checkpoint_ids(runtime, temp_thread) == []
 
-    failed = await client.post("/runs/wait", json={"assistant_id": "failer"})
+    failed = await client.post("/runs/wait", json={"assistant_id": "failer", "input": {}})
     assert failed.json() == {"__error__": {"error": "ValueError", "message": "boom!"}}
 
     kept = await client.post(
@@ -329,15 +326,12 @@ async def test_stateless_runs(
     run = background.json()
     assert background.headers["content-location"] == f"/runs/{run['run_id']}"
     assert run["kwargs"]["temporary"] is True
-    for _ in range(400):  # the worker deletes the temporary thread once the run has ended
-        if (await client.get(f"/threads/{run['thread_id']}")).status_code == 404:
-            break
-        await asyncio.sleep(0.005)
-    else:
-        raise AssertionError("temporary thread was not deleted")
+    await ended(manager, run["run_id"])  # its end, or its deletion with its temporary thread
+    await worker.run_until_idle()  # the worker deletes the temporary thread once the run has ended
+    assert (await client.get(f"/threads/{run['thread_id']}")).status_code == 404
 
 
-async def test_batch(client: httpx.AsyncClient, worker: FakeWorker) -> None:
+async def test_batch(client: httpx.AsyncClient, worker: Worker) -> None:
     created = await client.post(
         "/runs/batch", json=[{"assistant_id": "echo", "input": {"n": i}} for i in range(3)]
     )
@@ -370,7 +364,7 @@ async def test_unknown_runs_and_assistants(client: httpx.AsyncClient) -> None:
 
 
 async def test_join_outlasts_the_wait_fallback(
-    client: httpx.AsyncClient, worker: FakeWorker, manager: RunManager
+    client: httpx.AsyncClient, worker: Worker, manager: RunManager, gates: Gates
 ) -> None:
     """A join longer than `wait_fallback_seconds` (0.2 s here) keeps waiting for the end."""
     thread_id = await _thread(client)
@@ -378,7 +372,7 @@ async def test_join_outlasts_the_wait_fallback(
 
     async def release() -> None:
         await asyncio.sleep(0.5)
-        worker.gate("long").set()
+        gates.open("long")
 
     releaser = asyncio.create_task(release())
     joined = await client.get(f"/threads/{thread_id}/runs/{run['run_id']}/join")
@@ -387,11 +381,13 @@ async def test_join_outlasts_the_wait_fallback(
 
 
 async def test_delete_of_a_run_that_starts_meanwhile_stops_it_first(
-    client: httpx.AsyncClient, manager: RunManager, runtime: FakeRuntime
+    client: httpx.AsyncClient, manager: RunManager, runtime: LangGraphRuntime
 ) -> None:
     """The run is pending when DELETE arrives and a worker claims it before the delete lands: it is
     stopped like any running run, never left executing without its record."""
-    worker = FakeWorker(manager, runtime)  # claims only when told to, so the race is staged exactly
+    worker = api_worker(
+        manager, runtime
+    )  # not started: claims only when told to, so the race is staged exactly
     thread_id = await _thread(client)
     run = await _run(client, thread_id, assistant_id="sleepy", input={"gate": "claimed-meanwhile"})
     store_delete = manager.store.delete_run
@@ -409,7 +405,7 @@ async def test_delete_of_a_run_that_starts_meanwhile_stops_it_first(
         deleted = await client.delete(f"/threads/{thread_id}/runs/{run['run_id']}")
         assert raced and deleted.status_code == 204
         async with asyncio.timeout(5):  # its execution has ended: nothing runs for the deleted run
-            await asyncio.gather(*worker._tasks)
+            await worker.run_until_idle()
     finally:
         await worker.stop()
     assert (await client.get(f"/threads/{thread_id}/runs/{run['run_id']}")).status_code == 404

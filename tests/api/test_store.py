@@ -9,8 +9,7 @@ from langgraph.store.memory import InMemoryStore
 from runplane.api import ApiSettings, create_app
 from runplane.runtime.items import LangGraphItems
 from runplane.testing import FakeClock, memory_manager
-from tests.api._fakes import FakeRuntime
-from tests.api.conftest import BASE_URL
+from tests.api.conftest import BASE_URL, api_runtime
 
 
 async def test_put_get_search_namespaces_delete(client: httpx.AsyncClient) -> None:
@@ -81,7 +80,7 @@ async def test_ttl_expires_and_reads_refresh_it() -> None:
     manager = memory_manager(clock=clock)
     graph_store = InMemoryStore()
     manager.attach_items(LangGraphItems(graph_store, clock=clock))
-    app = create_app(manager, FakeRuntime(), ApiSettings())  # type: ignore[arg-type]
+    app = create_app(manager, api_runtime(), ApiSettings())
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL) as client:
         await client.put(
             "/store/items", json={"namespace": ["m"], "key": "short", "value": {"v": 1}, "ttl": 1}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import httpx
@@ -13,23 +13,16 @@ import pytest
 from starlette.applications import Starlette
 
 from runplane.core.manager import RunManager
-from tests.api._fakes import FakeWorker
-from tests.api._support import parse_sse
+from runplane.worker import Worker
+from tests.api._support import ended, parse_sse
+from tests.api.graphs import Gates
 
 
 async def _thread(client: httpx.AsyncClient) -> str:
-    return (await client.post("/threads", json={})).json()["thread_id"]
+    return str((await client.post("/threads", json={})).json()["thread_id"])
 
 
-async def _status(manager: RunManager, run_id: str, wanted: str) -> None:
-    for _ in range(400):
-        if (await manager.get_run(run_id)).status == wanted:
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"run {run_id} never reached {wanted}")
-
-
-async def test_stream_modes_and_headers(client: httpx.AsyncClient, worker: FakeWorker) -> None:
+async def test_stream_modes_and_headers(client: httpx.AsyncClient, worker: Worker) -> None:
     thread_id = await _thread(client)
     response = await client.post(
         f"/threads/{thread_id}/runs/stream",
@@ -45,13 +38,13 @@ async def test_stream_modes_and_headers(client: httpx.AsyncClient, worker: FakeW
     assert [(e.event, e.data) for e in events] == [
         ("metadata", {"run_id": run_id, "attempt": 1}),
         ("values", {"n": 1}),
-        ("updates", {"echo": {"n": 1, "echoed": True}}),
+        ("updates", {"echo": {"echoed": True}}),  # what the node returned, as LangGraph streams it
         ("values", {"n": 1, "echoed": True}),
     ]
     assert all(e.id is None for e in events)  # not resumable: no ids, as the reference server
 
 
-async def test_single_stream_mode_string_and_custom(client: httpx.AsyncClient, worker: FakeWorker) -> None:
+async def test_single_stream_mode_string_and_custom(client: httpx.AsyncClient, worker: Worker) -> None:
     response = await client.post(
         "/runs/stream", json={"assistant_id": "ticker", "input": {"n": 2}, "stream_mode": "custom"}
     )
@@ -60,14 +53,14 @@ async def test_single_stream_mode_string_and_custom(client: httpx.AsyncClient, w
     assert response.headers["content-location"].startswith("/runs/")
 
 
-async def test_error_event(client: httpx.AsyncClient, worker: FakeWorker) -> None:
-    response = await client.post("/runs/stream", json={"assistant_id": "failer"})
+async def test_error_event(client: httpx.AsyncClient, worker: Worker) -> None:
+    response = await client.post("/runs/stream", json={"assistant_id": "failer", "input": {}})
     events = parse_sse(response.text)
     assert events[-1].event == "error"
     assert events[-1].data == {"error": "ValueError", "message": "boom!"}
 
 
-async def test_resumable_stream_and_join_stream_resume(client: httpx.AsyncClient, worker: FakeWorker) -> None:
+async def test_resumable_stream_and_join_stream_resume(client: httpx.AsyncClient, worker: Worker) -> None:
     thread_id = await _thread(client)
     response = await client.post(
         f"/threads/{thread_id}/runs/stream",
@@ -84,7 +77,7 @@ async def test_resumable_stream_and_join_stream_resume(client: httpx.AsyncClient
     run_id = events[0].data["run_id"]
     url = f"/threads/{thread_id}/runs/{run_id}/stream"
 
-    resumed = parse_sse((await client.get(url, headers={"Last-Event-ID": events[3].id})).text)  # type: ignore[dict-item]
+    resumed = parse_sse((await client.get(url, headers={"Last-Event-ID": str(events[3].id)})).text)
     assert resumed == events[4:]
 
     replayed = parse_sse((await client.get(url, headers={"Last-Event-ID": "-1"})).text)
@@ -106,9 +99,7 @@ async def test_resumable_stream_and_join_stream_resume(client: httpx.AsyncClient
     assert [e.event for e in two_modes] == [e.event for e in events[1:]]
 
 
-async def test_join_stream_rejects_garbage_last_event_id(
-    client: httpx.AsyncClient, worker: FakeWorker
-) -> None:
+async def test_join_stream_rejects_garbage_last_event_id(client: httpx.AsyncClient, worker: Worker) -> None:
     thread_id = await _thread(client)
     run = (await client.post(f"/threads/{thread_id}/runs", json={"assistant_id": "echo"})).json()
     response = await client.get(
@@ -122,10 +113,10 @@ async def test_join_stream_rejects_garbage_last_event_id(
     assert bad_mode.status_code == 422
 
 
-async def test_heartbeats_while_quiet(client: httpx.AsyncClient, worker: FakeWorker) -> None:
+async def test_heartbeats_while_quiet(client: httpx.AsyncClient, worker: Worker, gates: Gates) -> None:
     async def release(gate: str) -> None:
         await asyncio.sleep(0.3)  # several heartbeat periods, and longer than the wait fallback
-        worker.gate(gate).set()
+        gates.open(gate)
 
     releaser = asyncio.create_task(release("hb-stream"))
     response = await client.post(
@@ -169,7 +160,7 @@ class Client:
         }
         self.body = orjson.dumps(body) if body is not None else b""
         self.hang_up = asyncio.Event()
-        self.sent: list[dict[str, Any]] = []
+        self.sent: list[MutableMapping[str, Any]] = []
         self.chunk = asyncio.Event()
         self._body_sent = False
 
@@ -180,7 +171,7 @@ class Client:
         await self.hang_up.wait()
         return {"type": "http.disconnect"}
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: MutableMapping[str, Any]) -> None:
         self.sent.append(message)
         self.chunk.set()
 
@@ -209,20 +200,21 @@ class Client:
 
     @property
     def status(self) -> int:
-        return self.sent[0]["status"]
+        return int(self.sent[0]["status"])
 
 
 def _run_id(text: bytes) -> str:
-    return parse_sse(text.decode())[0].data["run_id"]
+    return str(parse_sse(text.decode())[0].data["run_id"])
 
 
 @pytest.mark.parametrize("on_disconnect", ["cancel", "continue", None])
 async def test_stream_on_disconnect(
     app: Starlette,
     client: httpx.AsyncClient,
-    worker: FakeWorker,
+    worker: Worker,
     manager: RunManager,
     on_disconnect: str | None,
+    gates: Gates,
 ) -> None:
     gate = f"disc-{on_disconnect}"
     body: dict[str, Any] = {"assistant_id": "sleepy", "input": {"gate": gate}}
@@ -236,16 +228,21 @@ async def test_stream_on_disconnect(
     raw.hang_up.set()
     await task
     if on_disconnect == "cancel":
-        await _status(manager, run_id, "interrupted")
+        assert await ended(manager, run_id) == "interrupted"
     else:
         assert (await manager.get_run(run_id)).status == "running"
-        worker.gate(gate).set()
-        await _status(manager, run_id, "success")
+        gates.open(gate)
+        assert await ended(manager, run_id) == "success"
 
 
 @pytest.mark.parametrize("on_disconnect", ["cancel", "continue"])
 async def test_wait_on_disconnect(
-    app: Starlette, client: httpx.AsyncClient, worker: FakeWorker, manager: RunManager, on_disconnect: str
+    app: Starlette,
+    client: httpx.AsyncClient,
+    worker: Worker,
+    manager: RunManager,
+    on_disconnect: str,
+    gates: Gates,
 ) -> None:
     thread_id = await _thread(client)
     gate = f"wait-{on_disconnect}"
@@ -262,10 +259,10 @@ async def test_wait_on_disconnect(
     raw.hang_up.set()
     await task
     if on_disconnect == "cancel":
-        await _status(manager, run["run_id"], "interrupted")
+        assert await ended(manager, run["run_id"]) == "interrupted"
     else:
-        worker.gate(gate).set()
-        await _status(manager, run["run_id"], "success")
+        gates.open(gate)
+        assert await ended(manager, run["run_id"]) == "success"
 
 
 @pytest.mark.parametrize("endpoint", ["join", "stream"])
@@ -273,10 +270,11 @@ async def test_wait_on_disconnect(
 async def test_join_cancel_on_disconnect(
     app: Starlette,
     client: httpx.AsyncClient,
-    worker: FakeWorker,
+    worker: Worker,
     manager: RunManager,
     endpoint: str,
     cancel: bool,
+    gates: Gates,
 ) -> None:
     thread_id = await _thread(client)
     gate = f"join-{endpoint}-{cancel}"
@@ -285,7 +283,7 @@ async def test_join_cancel_on_disconnect(
             f"/threads/{thread_id}/runs", json={"assistant_id": "sleepy", "input": {"gate": gate}}
         )
     ).json()
-    await _status(manager, run["run_id"], "running")
+    await gates.entered(gate)
     raw = Client(
         app,
         "GET",
@@ -297,15 +295,15 @@ async def test_join_cancel_on_disconnect(
     raw.hang_up.set()
     await task
     if cancel:
-        await _status(manager, run["run_id"], "interrupted")
+        assert await ended(manager, run["run_id"]) == "interrupted"
     else:
         assert (await manager.get_run(run["run_id"])).status == "running"
-        worker.gate(gate).set()
-        await _status(manager, run["run_id"], "success")
+        gates.open(gate)
+        assert await ended(manager, run["run_id"]) == "success"
 
 
 async def test_live_join_stream_sees_events_as_they_happen(
-    app: Starlette, client: httpx.AsyncClient, worker: FakeWorker, manager: RunManager
+    app: Starlette, client: httpx.AsyncClient, worker: Worker, manager: RunManager, gates: Gates
 ) -> None:
     thread_id = await _thread(client)
     run = (
@@ -314,18 +312,18 @@ async def test_live_join_stream_sees_events_as_they_happen(
             json={"assistant_id": "sleepy", "input": {"gate": "live"}, "stream_mode": ["custom", "values"]},
         )
     ).json()
-    await _status(manager, run["run_id"], "running")
+    await gates.entered("live")
     # The run's first events are out before the client joins...
     first = await manager.stream_run(run["run_id"])
     assert [(await anext(first)).event for _ in range(2)] == ["metadata", "values"]
     raw = Client(app, "GET", f"/threads/{thread_id}/runs/{run['run_id']}/stream")
     task = raw.start()
     await raw.until_started()
-    worker.tick("live")
+    gates.tick("live")
     await raw.until(lambda text: b'{"i":0}' in text)
-    worker.tick("live")
+    gates.tick("live")
     await raw.until(lambda text: b'{"i":1}' in text)
-    worker.gate("live").set()
+    gates.open("live")
     await task
     events = parse_sse(raw.text.decode())
     # ...and, as on the reference server, a join without Last-Event-ID hears only what comes next.
@@ -334,13 +332,11 @@ async def test_live_join_stream_sees_events_as_they_happen(
 
 
 async def test_join_stream_of_a_pending_run_starts_at_its_metadata_event(
-    app: Starlette, client: httpx.AsyncClient, worker: FakeWorker, manager: RunManager
+    app: Starlette, client: httpx.AsyncClient, worker: Worker, manager: RunManager, gates: Gates
 ) -> None:
     thread_id = await _thread(client)
-    blocker = await _run_json(
-        client, thread_id, {"assistant_id": "sleepy", "input": {"gate": "pending-join"}}
-    )
-    await _status(manager, blocker["run_id"], "running")
+    await _run_json(client, thread_id, {"assistant_id": "sleepy", "input": {"gate": "pending-join"}})
+    await gates.entered("pending-join")
     queued = await _run_json(
         client, thread_id, {"assistant_id": "ticker", "input": {"n": 2}, "stream_mode": "custom"}
     )
@@ -348,7 +344,7 @@ async def test_join_stream_of_a_pending_run_starts_at_its_metadata_event(
     raw = Client(app, "GET", f"/threads/{thread_id}/runs/{queued['run_id']}/stream")
     task = raw.start()
     await raw.until_started()  # joined while the run waits in the queue
-    worker.gate("pending-join").set()
+    gates.open("pending-join")
     await task
     events = parse_sse(raw.text.decode())
     assert [e.event for e in events] == ["metadata", "custom", "custom"]
@@ -357,9 +353,7 @@ async def test_join_stream_of_a_pending_run_starts_at_its_metadata_event(
 OnSend = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-async def test_send_failure_counts_as_disconnect(
-    app: Starlette, worker: FakeWorker, manager: RunManager
-) -> None:
+async def test_send_failure_counts_as_disconnect(app: Starlette, worker: Worker, manager: RunManager) -> None:
     """An ASGI >= 2.4 server raises OSError on send to a client that left."""
     thread_id = (await manager.create_thread()).thread_id
     raw = Client(
@@ -370,7 +364,7 @@ async def test_send_failure_counts_as_disconnect(
     )
     original = raw.send
 
-    async def failing_send(message: dict[str, Any]) -> None:
+    async def failing_send(message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.body" and b"event: values" in message.get("body", b""):
             raise OSError("client gone")
         await original(message)
@@ -378,7 +372,7 @@ async def test_send_failure_counts_as_disconnect(
     raw.send = failing_send  # type: ignore[method-assign]
     await raw.start()
     run_id = _run_id(raw.text)
-    await _status(manager, run_id, "interrupted")
+    assert await ended(manager, run_id) == "interrupted"
 
 
 async def test_stream_unknown_run_is_404(client: httpx.AsyncClient) -> None:
@@ -388,7 +382,7 @@ async def test_stream_unknown_run_is_404(client: httpx.AsyncClient) -> None:
     assert response.headers["content-type"] == "application/json"
 
 
-async def test_empty_query_values(client: httpx.AsyncClient, worker: FakeWorker) -> None:
+async def test_empty_query_values(client: httpx.AsyncClient, worker: Worker) -> None:
     """httpx sends the SDK's `stream_mode=None` as `stream_mode=`: it means every mode."""
     thread_id = await _thread(client)
     run = (await client.post(f"/threads/{thread_id}/runs", json={"assistant_id": "echo"})).json()

@@ -12,11 +12,12 @@ from starlette.applications import Starlette
 
 from runplane.api import ApiSettings, create_app
 from runplane.core.manager import RunManager
+from runplane.runtime.graphs import LangGraphRuntime
 from runplane.testing import FakeClock, memory_manager
+from runplane.worker import Worker
 from runplane.worker.sweeper import Sweeper
-from tests.api._fakes import FakeRuntime, FakeWorker
-from tests.api._support import Sse, serve
-from tests.api.conftest import BASE_URL
+from tests.api._support import Sse, checkpoint_ids, serve
+from tests.api.conftest import BASE_URL, api_runtime
 
 
 async def _thread(client: httpx.AsyncClient, **body: Any) -> str:
@@ -28,8 +29,8 @@ async def _thread(client: httpx.AsyncClient, **body: Any) -> str:
 async def test_ttl_on_create_and_update_is_swept() -> None:
     clock = FakeClock()
     manager = memory_manager(clock=clock)
-    runtime = FakeRuntime()
-    app = create_app(manager, runtime, ApiSettings())  # type: ignore[arg-type]
+    runtime = api_runtime()
+    app = create_app(manager, runtime, ApiSettings())
     sweeper = Sweeper(manager, runtime)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL) as client:
         short = await _thread(client, ttl={"ttl": 1, "strategy": "delete"})
@@ -37,11 +38,11 @@ async def test_ttl_on_create_and_update_is_swept() -> None:
         kept = await _thread(client)
         updated = await _thread(client)
         assert (await client.patch(f"/threads/{updated}", json={"ttl": {"ttl": 2}})).status_code == 200
-        runtime.write(short, {"n": 1})
+        await runtime.update_state("echo", short, {"n": 1})
         clock.advance(61)
         assert (await sweeper.sweep_once()).threads == 1
         assert (await client.get(f"/threads/{short}")).status_code == 404
-        assert short not in runtime.checkpoints  # its checkpoints went too
+        assert await checkpoint_ids(runtime, short) == []  # its checkpoints went too
         clock.advance(60)
         assert (await sweeper.sweep_once()).threads == 1
         assert (await client.get(f"/threads/{updated}")).status_code == 404
@@ -54,7 +55,7 @@ async def test_ttl_on_create_and_update_is_swept() -> None:
 
 
 async def test_prune_delete_and_keep_latest(
-    client: httpx.AsyncClient, runtime: FakeRuntime, worker: FakeWorker
+    client: httpx.AsyncClient, runtime: LangGraphRuntime, worker: Worker
 ) -> None:
     first, second, third = [await _thread(client) for _ in range(3)]
     for thread_id in (first, second, third):
@@ -67,27 +68,27 @@ async def test_prune_delete_and_keep_latest(
     assert pruned.json() == {"pruned_count": 1}
     assert (await client.get(f"/threads/{first}")).status_code == 404
     before = (await client.get(f"/threads/{second}/state")).json()
-    assert len(runtime.checkpoints[second]) == 2
+    assert len(await checkpoint_ids(runtime, second)) > 1
     kept = await client.post("/threads/prune", json={"thread_ids": [second], "strategy": "keep_latest"})
     assert kept.json() == {"pruned_count": 1}
-    assert len(runtime.checkpoints[second]) == 1
+    assert len(await checkpoint_ids(runtime, second)) == 1
     assert (await client.get(f"/threads/{second}/state")).json() == before
     assert (await client.get(f"/threads/{third}")).status_code == 200
     assert (await client.post("/threads/prune", json={"thread_ids": ["nope"]})).status_code == 422
 
 
-async def test_storage(client: httpx.AsyncClient, runtime: FakeRuntime) -> None:
+async def test_storage(client: httpx.AsyncClient, runtime: LangGraphRuntime) -> None:
     thread_id = await _thread(client)
     empty = (await client.get(f"/threads/{thread_id}/storage")).json()
     assert empty["thread_id"] == thread_id and empty["total_bytes"] == 0
     assert empty["checkpoints"] == {"count": 0, "bytes": 0}
-    runtime.write(thread_id, {"n": 1})
+    await runtime.update_state("echo", thread_id, {"n": 1})
     one = (await client.get(f"/threads/{thread_id}/storage")).json()
     assert one["checkpoints"]["count"] == 1 and one["total_bytes"] > 0
     assert (await client.get("/threads/00000000-0000-0000-0000-00000000abcd/storage")).status_code == 404
 
 
-async def test_search_extract(client: httpx.AsyncClient, runtime: FakeRuntime, worker: FakeWorker) -> None:
+async def test_search_extract(client: httpx.AsyncClient, runtime: LangGraphRuntime, worker: Worker) -> None:
     thread_id = await _thread(client, metadata={"user": {"name": "ada"}, "tags": ["a", "b"]})
     await client.post(
         f"/threads/{thread_id}/runs/wait", json={"assistant_id": "echo", "input": {"items": [1, 2, 3]}}
@@ -164,7 +165,7 @@ async def _collect(
 
 
 async def test_thread_stream_follows_runs_one_after_another(
-    app: Starlette, client: httpx.AsyncClient, worker: FakeWorker, manager: RunManager
+    app: Starlette, client: httpx.AsyncClient, worker: Worker, manager: RunManager
 ) -> None:
     thread_id = await _thread(client)
     async with serve(app) as url:
@@ -196,7 +197,7 @@ async def test_thread_stream_follows_runs_one_after_another(
 
 
 async def test_thread_stream_resumes_after_last_event_id(
-    app: Starlette, client: httpx.AsyncClient, worker: FakeWorker
+    app: Starlette, client: httpx.AsyncClient, worker: Worker
 ) -> None:
     thread_id = await _thread(client)
     for n in (1, 2):
@@ -205,12 +206,14 @@ async def test_thread_stream_resumes_after_last_event_id(
         # Both runs ended before joining: a fresh join waits for new runs; a resumed one replays.
         first_run = (await client.get(f"/threads/{thread_id}/runs")).json()[-1]["run_id"]
         replayed = await asyncio.wait_for(
-            _collect(url, thread_id, 2, **{"Last-Event-ID": f"{first_run}/"}), 10
+            _collect(url, thread_id, 2, None, None, **{"Last-Event-ID": f"{first_run}/"}), 10
         )
         assert replayed[0].id and replayed[0].id.startswith(first_run)
         cut = replayed[2].id
         assert cut is not None
-        resumed = await asyncio.wait_for(_collect(url, thread_id, 2, **{"Last-Event-ID": cut}), 10)
+        resumed = await asyncio.wait_for(
+            _collect(url, thread_id, 2, None, None, **{"Last-Event-ID": cut}), 10
+        )
         assert [e.id for e in resumed] == [e.id for e in replayed[3:]]
         lifecycle = await asyncio.wait_for(
             _collect(url, thread_id, 2, None, "lifecycle", **{"Last-Event-ID": f"{first_run}/"}), 10

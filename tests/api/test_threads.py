@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import httpx
 
-from tests.api._fakes import FakeRuntime, FakeWorker
+from runplane.runtime.graphs import LangGraphRuntime
+from runplane.worker import Worker
+from tests.api._support import checkpoint_ids
+from tests.api.graphs import Gates
 
 
-async def _thread(client: httpx.AsyncClient, **body: object) -> dict:
+async def _thread(client: httpx.AsyncClient, **body: object) -> dict[str, Any]:
     response = await client.post("/threads", json=body)
     assert response.status_code == 200, response.text
-    return response.json()
+    return dict(response.json())
 
 
 async def test_create_get_patch_delete(client: httpx.AsyncClient) -> None:
@@ -85,7 +89,7 @@ async def test_search_count_select_and_sort(client: httpx.AsyncClient) -> None:
     assert (await client.post("/threads/count", json={"metadata": {"team": "b"}})).json() == 1
 
 
-async def test_search_and_count_by_values(client: httpx.AsyncClient, worker: FakeWorker) -> None:
+async def test_search_and_count_by_values(client: httpx.AsyncClient, worker: Worker) -> None:
     a = await _thread(client)
     b = await _thread(client)
     for thread, n in ((a, 1), (b, 2)):
@@ -116,7 +120,7 @@ async def test_update_state_needs_a_graph(client: httpx.AsyncClient) -> None:
 
 
 async def test_state_update_history_and_checkpoints(
-    client: httpx.AsyncClient, runtime: FakeRuntime, worker: FakeWorker
+    client: httpx.AsyncClient, runtime: LangGraphRuntime, worker: Worker
 ) -> None:
     thread = await _thread(client, metadata={"graph_id": "echo"})
     thread_id = thread["thread_id"]
@@ -156,7 +160,9 @@ async def test_state_update_history_and_checkpoints(
     assert len(filtered.json()) == 2
 
 
-async def test_update_state_on_busy_thread_is_refused(client: httpx.AsyncClient, worker: FakeWorker) -> None:
+async def test_update_state_on_busy_thread_is_refused(
+    client: httpx.AsyncClient, worker: Worker, gates: Gates
+) -> None:
     thread = await _thread(client)
     thread_id = thread["thread_id"]
     run = await client.post(
@@ -165,11 +171,11 @@ async def test_update_state_on_busy_thread_is_refused(client: httpx.AsyncClient,
     assert run.status_code == 200
     response = await client.post(f"/threads/{thread_id}/state", json={"values": {"a": 1}})
     assert response.status_code == 409
-    worker.gate("g").set()
+    gates.open("g")
 
 
 async def test_copy_thread_copies_metadata_values_and_state(
-    client: httpx.AsyncClient, worker: FakeWorker
+    client: httpx.AsyncClient, worker: Worker
 ) -> None:
     thread = await _thread(client, metadata={"k": "v"})
     thread_id = thread["thread_id"]
@@ -186,14 +192,14 @@ async def test_copy_thread_copies_metadata_values_and_state(
 
 
 async def test_delete_thread_deletes_its_state(
-    client: httpx.AsyncClient, runtime: FakeRuntime, worker: FakeWorker
+    client: httpx.AsyncClient, runtime: LangGraphRuntime, worker: Worker
 ) -> None:
     thread = await _thread(client)
     thread_id = thread["thread_id"]
     await client.post(f"/threads/{thread_id}/runs/wait", json={"assistant_id": "echo", "input": {"n": 1}})
-    assert thread_id in runtime.checkpoints
+    assert await checkpoint_ids(runtime, thread_id) != []
     assert (await client.delete(f"/threads/{thread_id}")).status_code == 204
-    assert thread_id not in runtime.checkpoints
+    assert await checkpoint_ids(runtime, thread_id) == []
     assert (await client.get(f"/threads/{thread_id}/state")).status_code == 404
 
 

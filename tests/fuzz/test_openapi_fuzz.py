@@ -28,31 +28,33 @@ from runplane.api import ApiSettings, create_app
 from runplane.core.manager import ManagerSettings
 from runplane.runtime.items import LangGraphItems
 from runplane.testing import memory_manager
-from tests.api._fakes import FakeRuntime, FakeWorker
+from runplane.worker import Worker
+from tests.api.conftest import api_runtime, api_worker
 
 
 class FuzzApp:
-    """The API over the fake runtime, with a fake worker executing runs in the event loop that
-    schemathesis drives the app from (started by the first API request, stopped by `stop`)."""
+    """The API over the test graphs (`tests.api.graphs`), with the real worker executing runs in the
+    event loop that schemathesis drives the app from (started by the first API request, stopped by
+    `stop`)."""
 
     def __init__(self) -> None:
         self.manager = memory_manager(settings=ManagerSettings(wait_fallback_seconds=0.1))
         self.manager.attach_items(LangGraphItems(InMemoryStore()))
-        self.runtime = FakeRuntime()
+        self.runtime = api_runtime()
         settings = ApiSettings(max_body_bytes=256 * 1024, heartbeat_seconds=0.05, max_wait_seconds=0.05)
         self.app = create_app(self.manager, self.runtime, settings)
-        self.worker: FakeWorker | None = None
+        self.worker: Worker | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.worker is None:
             self.loop = asyncio.get_running_loop()
-            self.worker = FakeWorker(self.manager, self.runtime)
+            self.worker = api_worker(self.manager, self.runtime)
             await self.worker.start()
         await self.app(scope, receive, send)
 
     def stop(self) -> None:
-        """Stop the worker from the test's thread (it polls; it must not outlive this module)."""
+        """Stop the worker from the test's thread (it must not outlive this module)."""
         if self.worker is not None and self.loop is not None:
             asyncio.run_coroutine_threadsafe(self.worker.stop(), self.loop).result(timeout=30)
             self.worker = None
