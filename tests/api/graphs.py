@@ -7,16 +7,16 @@ lands in the thread's values as given. The graphs (by graph id), driven by their
 - `failer`: node `set` writes `{"x": 1}`, then node `boom` raises `ValueError("boom!")`.
 - `asker`: node `ask` stops at an `interrupt({"question": q})`; a `command.resume` answers it
   (`{"answer": ...}`).
-- `sleepy`: node `sleep` waits until the test opens the gate named by the input's `gate` (or
-  `seconds` pass), emitting a `custom` `{"i": n}` for each tick the test sends, then adds
-  `{"slept": True}`. It is cancelled like any node when its run is.
+- `sleepy`: node `sleep` waits until the test opens the gate named by the input's `gate`,
+  emitting a `custom` `{"i": n}` for each tick the test sends, then adds `{"slept": True}`. It is
+  cancelled like any node when its run is (a gate never opened: the worker hands the run back
+  when it stops at the end of the test).
 - `ticker`: node `tick` emits `custom` `{"i": 0..n-1}`, then adds `{"ticks": n}`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Annotated, Any
 
 from langgraph.config import get_stream_writer
@@ -59,25 +59,23 @@ class Gates:
     def _queue(self, name: str) -> asyncio.Queue[None]:
         return self._ticks.setdefault(name, asyncio.Queue())
 
-    async def wait(self, name: str, seconds: float) -> None:
-        """The `sleep` node's part: wait for the gate (at most `seconds`), emitting each tick."""
+    async def wait(self, name: str) -> None:
+        """The `sleep` node's part: wait for the gate to open, emitting a `custom` event per tick."""
         gate, ticks = self._gate(name), self._queue(name)
         write = get_stream_writer()
         self._entered.setdefault(name, asyncio.Event()).set()
         sent = 0
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                while not gate.is_set():
-                    opened = asyncio.ensure_future(gate.wait())
-                    ticked = asyncio.ensure_future(ticks.get())
-                    try:
-                        await asyncio.wait({opened, ticked}, return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        opened.cancel()
-                        ticked.cancel()
-                    if ticked.done() and not ticked.cancelled():
-                        write({"i": sent})
-                        sent += 1
+        while not gate.is_set():
+            opened = asyncio.ensure_future(gate.wait())
+            ticked = asyncio.ensure_future(ticks.get())
+            try:
+                await asyncio.wait({opened, ticked}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                opened.cancel()
+                ticked.cancel()
+            if ticked.done() and not ticked.cancelled():
+                write({"i": sent})
+                sent += 1
 
 
 def _graph(*nodes: tuple[str, Any]) -> StateGraph[Any]:
@@ -108,7 +106,7 @@ def api_graphs(gates: Gates) -> dict[str, Pregel[Any, Any, Any, Any]]:
         return {"answer": interrupt({"question": state.get("q", "?")})}
 
     async def sleep(state: State) -> State:
-        await gates.wait(str(state.get("gate")), float(state.get("seconds", 3600)))
+        await gates.wait(str(state.get("gate")))
         return {"slept": True}
 
     async def tick(state: State) -> State:

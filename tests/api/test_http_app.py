@@ -78,9 +78,9 @@ async def served(settings: ApiSettings, *, worker: bool = False) -> AsyncIterato
     """The app over a real loopback socket (uvicorn), with a client for it."""
     manager = memory_manager()
     runtime = api_runtime()
-    fake_worker = api_worker(manager, runtime)
+    run_worker = api_worker(manager, runtime)
     if worker:
-        await fake_worker.start()
+        await run_worker.start()
     try:
         async with (
             serve(create_app(manager, runtime, settings)) as url,
@@ -89,7 +89,7 @@ async def served(settings: ApiSettings, *, worker: bool = False) -> AsyncIterato
             yield client
     finally:
         if worker:
-            await fake_worker.stop()
+            await run_worker.stop()
 
 
 def with_http(settings: ApiSettings | None = None, **http: Any) -> ApiSettings:

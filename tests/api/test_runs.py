@@ -385,9 +385,8 @@ async def test_delete_of_a_run_that_starts_meanwhile_stops_it_first(
 ) -> None:
     """The run is pending when DELETE arrives and a worker claims it before the delete lands: it is
     stopped like any running run, never left executing without its record."""
-    worker = api_worker(
-        manager, runtime
-    )  # not started: claims only when told to, so the race is staged exactly
+    # Not started: it claims only when told to, so the race is staged exactly.
+    worker = api_worker(manager, runtime)
     thread_id = await _thread(client)
     run = await _run(client, thread_id, assistant_id="sleepy", input={"gate": "claimed-meanwhile"})
     store_delete = manager.store.delete_run
