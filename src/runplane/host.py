@@ -214,6 +214,15 @@ async def start_background_loops(
         logging.getLogger("runplane.webhooks").info(
             "RUNPLANE_WEBHOOK_SECRET is not set: webhook deliveries are not signed"
         )
+    for loop in background_loops(manager, runtime, settings):
+        await loop.start()
+        stack.push_async_callback(loop.stop)
+
+
+def background_loops(
+    manager: RunManager, runtime: LangGraphRuntime, settings: Settings
+) -> tuple[WebhookDispatcher, Scheduler, Sweeper]:
+    """The webhook dispatcher, the cron scheduler and the sweeper, with their knobs (not started)."""
     dispatcher = WebhookDispatcher(
         manager,
         webhook_guard(settings),
@@ -226,14 +235,9 @@ async def start_background_loops(
         max_redirects=settings.webhook_max_redirects,
         max_sleep=settings.webhook_poll_seconds,
     )
-    await dispatcher.start()
-    stack.push_async_callback(dispatcher.stop)
     scheduler = Scheduler(manager, max_sleep=settings.cron_poll_seconds)
-    await scheduler.start()
-    stack.push_async_callback(scheduler.stop)
     sweeper = Sweeper(manager, runtime, interval_seconds=settings.sweep_seconds)
-    await sweeper.start()
-    stack.push_async_callback(sweeper.stop)
+    return dispatcher, scheduler, sweeper
 
 
 def graphs_runtime(graphs: Mapping[str, Any], checkpointer: Any, graph_store: Any) -> LangGraphRuntime:

@@ -224,6 +224,24 @@ async def test_the_worker_and_background_loops_get_their_knobs(tmp_path: Path) -
         assert (worker.heartbeat_seconds, worker.recovery_interval) == (1.5, 2.5)
         assert (worker.poll_interval, worker.claim_retry_seconds) == (0.75, (0.1,))
         assert services.manager.settings.wait_fallback_seconds == 0.5
+        webhooks, crons, sweeper = host.background_loops(
+            services.manager,
+            services.runtime,
+            Settings(
+                webhook_secret="k",
+                webhook_max_attempts=2,
+                webhook_retry_base_seconds=0.5,
+                webhook_retry_max_seconds=9.0,
+                webhook_timeout_seconds=3.0,
+                webhook_max_redirects=0,
+                webhook_poll_seconds=4.0,
+                cron_poll_seconds=6.0,
+                sweep_seconds=7.0,
+            ),
+        )
+        assert (webhooks.secret, webhooks.max_attempts, webhooks.max_redirects) == ("k", 2, 0)
+        assert (webhooks.base_delay, webhooks.max_delay, webhooks.timeout) == (0.5, 9.0, 3.0)
+        assert (webhooks.max_sleep, crons.max_sleep, sweeper.interval_seconds) == (4.0, 6.0, 7.0)
 
 
 # -- the environment is read in one place ------------------------------------------------------------
