@@ -14,42 +14,34 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
-import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
-from typing import Any
+import types
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, get_args, get_origin
 
 import click
 import uvicorn
 
 from runplane._version import VERSION
-from runplane.api.app import ApiSettings, create_app
+from runplane.api.app import create_app
 from runplane.api.auth import load_api_keys_file, parse_api_keys
 from runplane.api.http_config import parse_http_section
 from runplane.api.metrics import metrics_app
 from runplane.api.origins import origin_problem
-from runplane.api.server import http_limits
 from runplane.api.settings import HttpConfig
 from runplane.cli_inspect import doctor_command, runs, threads
 from runplane.core.errors import InvalidInput, RunplaneError
 from runplane.embedded import Runplane
-from runplane.host import Services, declared_auth, resolve_config
+from runplane.host import Services, api_settings, declared_auth, resolve_config, server_limits
 from runplane.host import bus_url as bus_url
 from runplane.host import load_custom_auth as load_custom_auth
 from runplane.logs import configure_logging
 from runplane.runtime.http_app import http_section, load_http_app
-from runplane.settings import Settings, settings_from_env
+from runplane.settings import Settings, settings_from_env, variable
+from runplane.settings import redact as redact
 from runplane.stores import open_store
-
-#: How often worker processes delete expired threads and store items (`RUNPLANE_SWEEP_SECONDS`).
-DEFAULT_SWEEP_SECONDS = 60.0
-
-
-def sweep_seconds() -> float:
-    return float(os.environ.get("RUNPLANE_SWEEP_SECONDS", DEFAULT_SWEEP_SECONDS))
-
 
 # -- composition --------------------------------------------------------------------------------
 
@@ -130,8 +122,8 @@ async def serve_api(
 ) -> None:
     async with Runplane(settings) as runplane:
         services = runplane.services
-        api_settings = ApiSettings(
-            max_body_bytes=settings.max_body_bytes,
+        api = api_settings(
+            settings,
             api_keys=api_keys_of(settings),
             custom_auth=services.auth,
             cors_origins=cors_origins_of(settings),
@@ -139,10 +131,9 @@ async def serve_api(
             cors_allow_loopback=dev and is_loopback(settings.host),
             http=http_config_of(resolve_config(settings.config)),
             metrics=services.metrics,
-            metrics_public=settings.metrics_public,
         )
         try:
-            app = create_app(services.manager, services.runtime, api_settings)
+            app = create_app(services.manager, services.runtime, api)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
         except InvalidInput as exc:
@@ -154,7 +145,7 @@ async def serve_api(
             log_config=None,
             lifespan="on",
             access_log=False,
-            **http_limits(),  # header-read and keep-alive timeouts, connection cap
+            **server_limits(settings),  # header-read and keep-alive timeouts, connection cap
         )
         server = uvicorn.Server(config)
         if banner is not None:
@@ -204,68 +195,91 @@ def serve_worker_metrics(settings: Settings, services: Services) -> _MetricsServ
     return _MetricsServer(uvicorn.Server(config))
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for logs and banners."""
-    head, sep, tail = url.partition("://")
-    if not sep or "@" not in tail:
-        return url
-    credentials, _, rest = tail.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{head}://{user}:***@{rest}" if ":" in credentials else url
-
-
 # -- commands ------------------------------------------------------------------------------------
 
 
-def load_settings(**overrides: Any) -> Settings:
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """The `RUNPLANE_*` variables of `environ` (the process's when None), overridden by the flags given.
+
+    Raises:
+        click.UsageError: a value is invalid, or the langgraph.json does not exist.
+    """
     try:
-        settings = settings_from_env().with_overrides(**overrides)
+        settings = settings_from_env(environ).with_overrides(**overrides)
         resolve_config(settings.config)  # a missing langgraph.json is a usage error, said at once
         return settings
     except RunplaneError as exc:
         raise click.UsageError(exc.message) from None
 
 
+def _click_type(annotation: Any) -> Any:
+    """The click type of a setting's annotation (`int | None` -> int; a Literal -> a Choice)."""
+    if isinstance(annotation, types.UnionType):
+        annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
+    if get_origin(annotation) is Literal:
+        return click.Choice(get_args(annotation))
+    return annotation if annotation in (int, float) else str
+
+
+def setting_option(name: str, *aliases: str) -> Callable[[Any], Any]:
+    """The flag of a setting (`lease_seconds` -> `--lease-seconds`), its help from the setting's own
+    description, naming the variable it overrides and its default."""
+    field = Settings.model_fields[name]
+    flag = "--" + name.replace("_", "-")
+    default = "unset" if field.default is None else repr(field.default).strip("'")
+    help_text = f"{field.description} [{variable(name)}; default: {default}]"
+    if field.annotation is bool:
+        return click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help_text)
+    return click.option(flag, *aliases, name, type=_click_type(field.annotation), help=help_text)
+
+
+#: The flags of `dev` and `serve`: what people set often. Every setting also has its variable.
 server_options = [
-    click.option(
-        "--database-url", help="sqlite:///path.db (default ./runplane.db), postgresql://..., memory://"
-    ),
-    click.option("--redis-url", help="redis://host:port/db to share event streams between processes"),
-    click.option("--host", help="Interface to listen on (default 127.0.0.1)."),
-    click.option("--port", type=int, help="Port to listen on (default 8123)."),
-    click.option("--workers", type=int, help="Runs this process executes at once (default 8; 0 = API only)."),
-    click.option("--config", help="langgraph.json (default ./langgraph.json if present, else demo graphs)."),
-    click.option("--log-level", help="DEBUG, INFO, WARNING (default INFO)."),
-    click.option(
-        "--cors-origins",
-        help="Browser origins allowed to call the API, comma-separated (* for any). Default: none; "
-        "`dev` on loopback allows pages on localhost, 127.0.0.1 and [::1].",
-    ),
-    click.option(
-        "--insecure-allow-no-auth",
-        is_flag=True,
-        default=None,
-        help="Listen beyond loopback without API keys or custom auth (a proxy must authenticate).",
-    ),
-    click.option(
-        "--webhook-allow-hosts",
-        help="Hosts or CIDRs webhooks may reach although private or loopback (comma-separated).",
-    ),
+    setting_option(name)
+    for name in (
+        "database_url",
+        "redis_url",
+        "host",
+        "port",
+        "workers",
+        "config",
+        "log_level",
+        "cors_origins",
+        "api_keys_file",
+        "insecure_allow_no_auth",
+        "webhook_allow_hosts",
+        "lease_seconds",
+        "max_attempts",
+        "default_timeout",
+        "shutdown_grace",
+        "default_on_disconnect",
+        "max_wait_seconds",
+        "max_body_bytes",
+        "docs",
+        "ui",
+    )
 ]
 
 
 #: Operators' options (logs and metrics), on every serving command.
-ops_options = [
-    click.option(
-        "--log-format",
-        type=click.Choice(["text", "json"]),
-        help="text (default) or json: one object per line, with run_id, thread_id, attempt, worker_id.",
-    ),
-    click.option(
-        "--metrics-public",
-        is_flag=True,
-        default=None,
-        help="Serve /metrics without authentication (for a scraper on a trusted network).",
+ops_options = [setting_option("log_format"), setting_option("metrics_public")]
+
+#: The flags of `runplane worker`.
+worker_options = [
+    *(setting_option(name) for name in ("database_url", "redis_url")),
+    setting_option("workers", "--concurrency"),
+    *(
+        setting_option(name)
+        for name in (
+            "config",
+            "log_level",
+            "metrics_port",
+            "webhook_allow_hosts",
+            "lease_seconds",
+            "max_attempts",
+            "default_timeout",
+            "shutdown_grace",
+        )
     ),
 ]
 
@@ -284,7 +298,8 @@ def with_options(options: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
 def main() -> None:
     """runplane: a durable run manager and LangGraph-compatible server for agent runs.
 
-    Every option can also be set as RUNPLANE_<OPTION> (e.g. RUNPLANE_DATABASE_URL, RUNPLANE_PORT).
+    Every option can also be set as RUNPLANE_<OPTION> (e.g. RUNPLANE_DATABASE_URL, RUNPLANE_PORT); a
+    flag wins over its variable. docs/settings.md lists every setting, flags or not.
     """
 
 
@@ -334,16 +349,8 @@ def serve(**options: Any) -> None:
 
 
 @main.command()
-@click.option("--database-url", help="The database shared with the API processes.")
-@click.option("--redis-url", help="redis://... when the API processes use Redis.")
-@click.option("--workers", "--concurrency", "workers", type=int, help="Runs executed at once (default 8).")
-@click.option("--config", help="langgraph.json (default ./langgraph.json if present, else demo graphs).")
-@click.option("--log-level", help="DEBUG, INFO, WARNING (default INFO).")
+@with_options(worker_options)
 @with_options(ops_options)
-@click.option("--metrics-port", type=int, help="Serve this process's /metrics on this port (default: none).")
-@click.option(
-    "--webhook-allow-hosts", help="Hosts or CIDRs webhooks may reach although private (comma-separated)."
-)
 def worker(**options: Any) -> None:
     """Execute runs only (no HTTP); run as many as you like against one database."""
     settings = load_settings(**options)
@@ -352,7 +359,7 @@ def worker(**options: Any) -> None:
 
 
 @main.command()
-@click.option("--database-url", help="Database to migrate (default ./runplane.db).")
+@with_options([setting_option("database_url")])
 def migrate(**options: Any) -> None:
     """Apply pending database migrations (servers also do this on start)."""
     settings = load_settings(**options)

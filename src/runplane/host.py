@@ -6,19 +6,20 @@ worker`) and applications embedding runplane (`runplane.open`, `runplane.embedde
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import logging
-import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from langgraph.graph import StateGraph
 from langgraph_sdk.auth import Auth
 
 from runplane.api.metrics import PrometheusMetrics
+from runplane.api.server import http_limits
+from runplane.api.settings import ApiSettings
 from runplane.core.clock import Clock
 from runplane.core.errors import InvalidInput
 from runplane.core.manager import ManagerSettings, RunManager
@@ -27,23 +28,16 @@ from runplane.core.webhooks import AddressPolicy
 from runplane.events import open_bus
 from runplane.runtime import checkpoint_ttl
 from runplane.runtime.checkpointer import open_checkpointer
-from runplane.runtime.graphs import LangGraphRuntime, load_module_file, load_runtime
+from runplane.runtime.graphs import LangGraphRuntime, load_runtime
 from runplane.runtime.items import LangGraphItems
 from runplane.runtime.langgraph_store import open_langgraph_store, store_settings
-from runplane.runtime.project import read_project
+from runplane.runtime.project import import_source, read_project
 from runplane.settings import Settings
 from runplane.stores import open_store, scheme_of
 from runplane.worker import Worker
 from runplane.worker.scheduler import CroniterSchedule, Scheduler
 from runplane.worker.sweeper import Sweeper
 from runplane.worker.webhooks import WebhookDispatcher, WebhookGuard
-
-#: How often worker processes delete expired threads and store items (`RUNPLANE_SWEEP_SECONDS`).
-DEFAULT_SWEEP_SECONDS = 60.0
-
-
-def sweep_seconds() -> float:
-    return float(os.environ.get("RUNPLANE_SWEEP_SECONDS", DEFAULT_SWEEP_SECONDS))
 
 
 @dataclass
@@ -96,7 +90,7 @@ async def compose(
     if graphs is not None and settings.config is not None:
         raise InvalidInput("pass graphs or a langgraph.json config, not both")
     async with contextlib.AsyncExitStack() as stack:
-        store = open_store(settings.database_url, clock=clock)
+        store = open_store(database_url(settings), clock=clock)
         await store.open()
         stack.push_async_callback(store.close)
         bus = open_bus(bus_url(settings))
@@ -107,23 +101,19 @@ async def compose(
             bus,
             clock=clock,
             observer=metrics,
-            settings=ManagerSettings(
-                lease_seconds=settings.lease_seconds,
-                max_attempts=settings.max_attempts,
-                webhook_lease_seconds=settings.webhook_lease_seconds,
-            ),
+            settings=manager_settings(settings),
             schedule=CroniterSchedule(),
             url_guard=webhook_guard(settings),
         )
         config_path = resolve_config(settings.config) if graphs is None else None
         # Applies its env: before anything of the project loads. Given graphs need no project.
         project = read_project(config_path) if graphs is None else None
-        checkpointer = await stack.enter_async_context(open_checkpointer(settings.database_url))
+        checkpointer = await stack.enter_async_context(open_checkpointer(database_url(settings)))
         await stack.enter_async_context(
             checkpoint_ttl.sweeping(checkpointer, project.checkpointer_ttl if project else None)
         )
         graph_store = await stack.enter_async_context(
-            open_langgraph_store(settings.database_url, store_settings(project))
+            open_langgraph_store(database_url(settings), store_settings(project))
         )
         runtime = (
             load_runtime(project, checkpointer, store=graph_store)
@@ -141,12 +131,71 @@ async def compose(
                 concurrency=settings.workers,
                 default_timeout=settings.default_timeout,
                 shutdown_grace=settings.shutdown_grace,
+                heartbeat_seconds=settings.lease_renew_seconds,
+                recovery_interval=settings.recovery_seconds,
+                poll_interval=settings.poll_seconds,
+                claim_retry_seconds=settings.claim_retry_seconds,
             )
             if not burst:
                 await worker.start()
                 stack.push_async_callback(worker.stop)
                 await start_background_loops(stack, manager, runtime, settings)
         yield Services(manager, runtime, worker, auth, metrics)
+
+
+# -- Settings -> the components' parameters (the one place they are mapped) ---------------------
+
+
+def manager_settings(settings: Settings) -> ManagerSettings:
+    return ManagerSettings(
+        lease_seconds=settings.lease_seconds,
+        max_attempts=settings.max_attempts,
+        wait_fallback_seconds=settings.wait_fallback_seconds,
+        webhook_lease_seconds=settings.webhook_lease_seconds,
+    )
+
+
+def api_settings(settings: Settings, **resolved: Any) -> ApiSettings:
+    """The API's knobs from the process settings; `resolved` adds what the caller loaded from them
+    (API keys, custom auth, CORS origins, the langgraph.json `http` section, metrics)."""
+    return ApiSettings(
+        max_body_bytes=settings.max_body_bytes,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        default_on_disconnect=settings.default_on_disconnect,
+        docs=settings.docs,
+        max_wait_seconds=settings.max_wait_seconds,
+        max_json_depth=settings.max_json_depth,
+        max_header_bytes=settings.max_header_bytes,
+        metrics_public=settings.metrics_public,
+        ui=settings.ui,
+        **resolved,
+    )
+
+
+def server_limits(settings: Settings) -> dict[str, Any]:
+    """uvicorn's keyword arguments: header-read and keep-alive timeouts, connection cap."""
+    return http_limits(
+        header_timeout=settings.http_header_timeout,
+        keepalive_timeout=settings.http_keepalive_timeout,
+        max_connections=settings.http_max_connections,
+    )
+
+
+def database_url(settings: Settings) -> str:
+    """The database URL with `RUNPLANE_POOL_*` as its pool parameters (they win over the URL's): the
+    store, the checkpointer and the bus all read a PostgreSQL pool's settings from the URL."""
+    given = {
+        "pool_min_size": settings.pool_min_size,
+        "pool_max_size": settings.pool_max_size,
+        "pool_timeout": settings.pool_timeout,
+    }
+    pool = {name: str(value) for name, value in given.items() if value is not None}
+    url = settings.database_url
+    if not pool or scheme_of(url) not in ("postgres", "postgresql"):
+        return url
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in pool]
+    return urlunsplit(parts._replace(query=urlencode([*query, *pool.items()])))
 
 
 def webhook_guard(settings: Settings) -> WebhookGuard:
@@ -165,20 +214,30 @@ async def start_background_loops(
         logging.getLogger("runplane.webhooks").info(
             "RUNPLANE_WEBHOOK_SECRET is not set: webhook deliveries are not signed"
         )
+    for loop in background_loops(manager, runtime, settings):
+        await loop.start()
+        stack.push_async_callback(loop.stop)
+
+
+def background_loops(
+    manager: RunManager, runtime: LangGraphRuntime, settings: Settings
+) -> tuple[WebhookDispatcher, Scheduler, Sweeper]:
+    """The webhook dispatcher, the cron scheduler and the sweeper, with their knobs (not started)."""
     dispatcher = WebhookDispatcher(
         manager,
         webhook_guard(settings),
         secret=settings.webhook_secret,
         max_attempts=settings.webhook_max_attempts,
+        base_delay=settings.webhook_retry_base_seconds,
+        max_delay=settings.webhook_retry_max_seconds,
+        timeout=settings.webhook_timeout_seconds,
+        concurrency=settings.webhook_concurrency,
+        max_redirects=settings.webhook_max_redirects,
+        max_sleep=settings.webhook_poll_seconds,
     )
-    await dispatcher.start()
-    stack.push_async_callback(dispatcher.stop)
-    scheduler = Scheduler(manager)
-    await scheduler.start()
-    stack.push_async_callback(scheduler.stop)
-    sweeper = Sweeper(manager, runtime, interval_seconds=sweep_seconds())
-    await sweeper.start()
-    stack.push_async_callback(sweeper.stop)
+    scheduler = Scheduler(manager, max_sleep=settings.cron_poll_seconds)
+    sweeper = Sweeper(manager, runtime, interval_seconds=settings.sweep_seconds)
+    return dispatcher, scheduler, sweeper
 
 
 def graphs_runtime(graphs: Mapping[str, Any], checkpointer: Any, graph_store: Any) -> LangGraphRuntime:
@@ -224,18 +283,7 @@ def load_custom_auth(config_path: str | None) -> Auth | None:
         raise InvalidInput(
             f"auth.path must be './file.py:variable' or 'package.module:variable', got {target!r}"
         )
-    base_dir = Path(config_path).resolve().parent
-    try:
-        if "/" in source or "\\" in source or source.endswith(".py"):
-            module = load_module_file(base_dir / source)
-        else:
-            module = importlib.import_module(source)
-    except InvalidInput:
-        raise
-    except Exception as exc:
-        raise InvalidInput(
-            f"auth.path {target!r}: importing {source} failed: {type(exc).__name__}: {exc}"
-        ) from exc
+    module = import_source(source, Path(config_path).resolve().parent, f"auth.path {target!r}")
     auth = getattr(module, attr, None)
     if not isinstance(auth, Auth):
         raise InvalidInput(f"auth.path {target!r} is a {type(auth).__name__}, not a langgraph_sdk.Auth")

@@ -1,8 +1,9 @@
 """The HTTP server's own limits: uvicorn and h11 settings that keep idle or slow clients from holding
 sockets for ever (slowloris) and bound how many connections one process serves.
 
-- header-read timeout, 10 s (`RUNPLANE_HTTP_HEADER_TIMEOUT`): a connection must deliver a request's
-  line and headers within it, from its opening or from the first byte of its next request;
+- header-read timeout, 10 s (`RUNPLANE_HTTP_HEADER_TIMEOUT` in `runplane.settings`): a connection
+  must deliver a request's line and headers within it, from its opening or from the first byte of
+  its next request;
 - keep-alive timeout, 5 s (`RUNPLANE_HTTP_KEEPALIVE_TIMEOUT`): an idle connection between requests
   is closed after it;
 - connection cap, 1000 (`RUNPLANE_HTTP_MAX_CONNECTIONS`): beyond it, new requests get 503;
@@ -15,7 +16,6 @@ that arrive a byte at a time: `HeaderTimeoutH11Protocol` adds that one.
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 import h11
@@ -69,28 +69,18 @@ class HeaderTimeoutH11Protocol(H11Protocol):
             self.transport.close()
 
 
-def _env_number(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, not {raw!r}") from None
-    if value <= 0:
-        raise ValueError(f"{name} must be positive")
-    return value
-
-
-def http_limits() -> dict[str, Any]:
-    """The `uvicorn.Config` keyword arguments for the limits in the module doc (env overrides)."""
-    header_timeout = _env_number("RUNPLANE_HTTP_HEADER_TIMEOUT", HEADER_TIMEOUT)
+def http_limits(
+    header_timeout: float = HEADER_TIMEOUT,
+    keepalive_timeout: int = KEEPALIVE_TIMEOUT,
+    max_connections: int = MAX_CONNECTIONS,
+) -> dict[str, Any]:
+    """The `uvicorn.Config` keyword arguments for the limits in the module doc."""
     protocol = type(
         "HeaderTimeoutH11Protocol", (HeaderTimeoutH11Protocol,), {"header_timeout": header_timeout}
     )
     return {
         "http": protocol,
-        "timeout_keep_alive": int(_env_number("RUNPLANE_HTTP_KEEPALIVE_TIMEOUT", KEEPALIVE_TIMEOUT)),
-        "limit_concurrency": int(_env_number("RUNPLANE_HTTP_MAX_CONNECTIONS", MAX_CONNECTIONS)),
+        "timeout_keep_alive": keepalive_timeout,
+        "limit_concurrency": max_connections,
         "h11_max_incomplete_event_size": MAX_HEAD_BYTES,
     }

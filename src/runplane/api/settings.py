@@ -58,7 +58,8 @@ class HttpConfig:
 class ApiSettings:
     """How the HTTP API behaves.
 
-    The CLI builds this from the process `Settings`; tests pass small values (short heartbeats, tiny
+    The composition root builds this from the process `Settings` (`runplane.host.api_settings`: each
+    knob here has its `RUNPLANE_*` variable there); tests pass small values (short heartbeats, tiny
     body limits) to exercise the edges quickly.
     """
 

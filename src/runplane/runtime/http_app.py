@@ -7,22 +7,16 @@ Load it after the graphs: their `env` and `dependencies` are what the app module
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import itertools
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 
 from runplane.core.errors import InvalidInput
+from runplane.runtime.project import import_source
 
 _JS_SUFFIXES = (".js", ".mjs", ".cjs", ".ts", ".mts", ".cts", ".tsx", ".jsx")
-#: Each load executes the file anew, under a new module name: the app object is changed when the
-#: API is mounted beside it, so two servers in one process must not share it.
-_LOADS = itertools.count(1)
 
 
 def http_section(config_path: str | None) -> Any:
@@ -34,24 +28,6 @@ def http_section(config_path: str | None) -> Any:
     except (OSError, ValueError) as exc:
         raise InvalidInput(f"cannot read {config_path!r}: {exc}") from exc
     return config.get("http") if isinstance(config, dict) else None
-
-
-def _exec_file(path: Path) -> Any:
-    if not path.is_file():
-        raise InvalidInput(f"http.app file {str(path)!r} does not exist")
-    name = f"runplane_http_app_{path.stem}_{next(_LOADS)}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise InvalidInput(f"cannot load {str(path)!r} as a Python module")
-    module = importlib.util.module_from_spec(spec)
-    # Registered before exec: dataclasses and pydantic resolve annotations through sys.modules.
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
 
 
 def load_http_app(target: str, config_path: str) -> Starlette:
@@ -68,17 +44,9 @@ def load_http_app(target: str, config_path: str) -> Starlette:
     if source.endswith(_JS_SUFFIXES):
         raise InvalidInput(f"http.app {target!r}: JavaScript apps are not supported by runplane")
     base_dir = Path(config_path).resolve().parent
-    try:
-        if "/" in source or "\\" in source or source.endswith(".py"):
-            module = _exec_file((base_dir / source).resolve())
-        else:
-            module = importlib.import_module(source)
-    except InvalidInput:
-        raise
-    except Exception as exc:
-        raise InvalidInput(
-            f"http.app {target!r}: importing {source} failed: {type(exc).__name__}: {exc}"
-        ) from exc
+    # Fresh: the app object is changed when the API is mounted beside it, so two servers in one
+    # process must not share it.
+    module = import_source(source, base_dir, f"http.app {target!r}", prefix="runplane_http_app", fresh=True)
     app = getattr(module, attr, None)
     if not isinstance(app, Starlette):
         raise InvalidInput(

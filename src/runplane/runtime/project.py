@@ -22,6 +22,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import itertools
 import json
 import logging
 import os
@@ -204,15 +205,27 @@ def add_dependencies(dependencies: Any, base_dir: Path) -> None:
             sys.path.append(str(path))
 
 
-def load_module_file(path: Path) -> ModuleType:
-    """Execute a Python file as a module registered in `sys.modules` (once per file)."""
+#: Numbers the modules loaded `fresh` (each load executes the file anew, under a new name).
+_FRESH_LOADS = itertools.count(1)
+
+
+def load_module_file(path: Path, *, prefix: str = "runplane_graph", fresh: bool = False) -> ModuleType:
+    """Execute a Python file as a module registered in `sys.modules`: once per file (its name, from
+    the file's path, is what pickled objects of the graph's classes refer to), or anew each time
+    when `fresh` (an object the caller will change, as a custom app the API is mounted beside).
+
+    Raises:
+        InvalidInput: the file does not exist or is not a Python module.
+    """
     path = path.resolve()
     if not path.is_file():
-        raise InvalidInput(f"graph file {str(path)!r} does not exist")
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
-    name = f"runplane_graph_{path.stem}_{digest}"
-    if name in sys.modules:
-        return sys.modules[name]
+        raise InvalidInput(f"file {str(path)!r} does not exist")
+    if fresh:
+        name = f"{prefix}_{path.stem}_{next(_FRESH_LOADS)}"
+    else:
+        name = f"{prefix}_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:10]}"
+        if name in sys.modules:
+            return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise InvalidInput(f"cannot load {str(path)!r} as a Python module")
@@ -227,22 +240,34 @@ def load_module_file(path: Path) -> ModuleType:
     return module
 
 
+def import_source(
+    source: str, base_dir: Path, what: str, *, prefix: str = "runplane_graph", fresh: bool = False
+) -> ModuleType:
+    """The module a langgraph.json names, as LangGraph's server finds it: a file (a path with "/"
+    or ending in ".py", relative to `base_dir`; see `load_module_file`) or an importable module.
+    Graphs, the store's `embed`, `auth.path` and `http.app` are all loaded through here.
+
+    Raises:
+        InvalidInput: the file does not exist, or importing it failed (the message names `what`).
+    """
+    try:
+        if "/" in source or "\\" in source or source.endswith(".py"):
+            return load_module_file(base_dir / source, prefix=prefix, fresh=fresh)
+        return importlib.import_module(source)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{what}: {exc.message}") from None
+    except Exception as exc:
+        # The project's own code failed (a syntax error, a missing package): say whose.
+        raise InvalidInput(f"{what}: importing {source} failed: {type(exc).__name__}: {exc}") from exc
+
+
 def load_attribute(source: str, attr: str, base_dir: Path, what: str) -> Any:
     """`attr` of a file (relative to `base_dir`) or of an importable module.
 
     Raises:
         InvalidInput: the file or module fails to import, or has no such attribute.
     """
-    try:
-        if "/" in source or "\\" in source or source.endswith(".py"):
-            module = load_module_file(base_dir / source)
-        else:
-            module = importlib.import_module(source)
-    except InvalidInput:
-        raise
-    except Exception as exc:
-        # The project's own code failed (a syntax error, a missing package): say whose.
-        raise InvalidInput(f"{what}: importing {source} failed: {type(exc).__name__}: {exc}") from exc
+    module = import_source(source, base_dir, what)
     try:
         return getattr(module, attr)
     except AttributeError:

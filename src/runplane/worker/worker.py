@@ -102,6 +102,7 @@ class Worker:
         default_timeout: float | None = None,
         shutdown_grace: float = 10.0,
         poll_interval: float = 1.0,
+        claim_retry_seconds: tuple[float, ...] = RECLAIM_AFTER_HINT_SECONDS,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -114,6 +115,7 @@ class Worker:
         self.default_timeout = default_timeout
         self.shutdown_grace = shutdown_grace
         self.poll_interval = poll_interval
+        self.claim_retry_seconds = claim_retry_seconds
         self.claimed = self.succeeded = self.failed = self.cancelled = self.recovered = 0
         #: Runs claimed only after the fallback poll timed out: ideally 0 with no `after_seconds`.
         self.polled = 0
@@ -215,7 +217,7 @@ class Worker:
         """A hint came yet nothing was claimable: its run's thread may still be locked by another
         transaction, and no second hint comes when that one ends. Look again shortly a few times
         (push, not poll: without this the run would wait for the fallback poll). True if claimed."""
-        for pause in RECLAIM_AFTER_HINT_SECONDS:
+        for pause in self.claim_retry_seconds:
             if await self._woken_within(pause):
                 return False  # a new hint or a finished run: the main loop claims at once
             if await self._claim_one():
