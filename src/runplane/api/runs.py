@@ -251,11 +251,11 @@ async def _stream_output(call: Call, created: Created, events: AsyncIterator[Str
 def _subscribe_created(call: Call, run: Run) -> AsyncIterator[StreamEvent]:
     """The stream of a run this request has just created for its caller.
 
-    Ownership is known, so the bus is read directly: `manager.stream_run` would first re-read the
-    run, and a fast temporary run may already have been deleted with its thread by then (its
-    events stay on the bus for the retention period).
+    Ownership is known, so the run is not read again: `manager.stream_run` would, and a fast
+    temporary run may already have been deleted with its thread by then (its events stay on the
+    bus for the retention period).
     """
-    return call.manager.bus.subscribe(run.run_id)
+    return call.manager.follow_new_run(run.run_id)
 
 
 def _background(call: Call, created: Created) -> Response:

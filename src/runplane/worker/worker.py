@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from runplane.core.errors import CancelRequested, InfrastructureFault, LeaseLost, NotFound
-from runplane.core.events import WAKEUP_CHANNEL, cancel_channel
 from runplane.core.manager import RunManager
 from runplane.core.models import CancelAction, Outcome, Run, TokenUsage
 from runplane.core.observe import bind_run
@@ -177,7 +176,7 @@ class Worker:
 
     async def _claim_loop(self, listening: asyncio.Event) -> None:
         # Listen first, then look at the queue: a run created after this point always wakes us.
-        async with self.manager.bus.listen(WAKEUP_CHANNEL) as hints:
+        async with self.manager.new_run_hints() as hints:
             pump = asyncio.create_task(self._pump(hints))
             listening.set()
             try:
@@ -289,7 +288,7 @@ class Worker:
         attempt = _Attempt(run)
         self._attempts[run.run_id] = attempt
         try:
-            async with self.manager.bus.listen(cancel_channel(run.run_id)) as hints:
+            async with self.manager.cancel_hints(run) as hints:
 
                 def execution_of(retry: bool) -> Execution:
                     return Execution(
