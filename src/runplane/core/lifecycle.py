@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from runplane.core.errors import CancelRequested, InvalidTransition, LeaseLost, ThreadBusy
+from runplane.core.errors import CancelRequested, InvalidTransition, LeaseLost, ThreadBusy, ThreadReserved
 from runplane.core.models import (
     ACTIVE_RUN_STATUSES,
     CancelAction,
@@ -236,6 +236,46 @@ def thread_config_after_admission(current: Json, run_config: Json) -> Json:
         **run_config,
         "configurable": {**(run_config.get("configurable") or {}), **(current.get("configurable") or {})},
     }
+
+
+# --- thread state updates ----------------------------------------------------------------------
+
+
+def reservation_holds(reserved_until: datetime | None, now: datetime) -> bool:
+    """Whether a state update's hold on a thread is still valid (a crashed holder's expires)."""
+    return reserved_until is not None and reserved_until > now
+
+
+def check_not_reserved(thread_id: str, reserved_until: datetime | None, now: datetime) -> None:
+    """Refuse a run's admission while a state update holds its thread, so that the run's execution
+    and the update's checkpoint write never interleave. Every store calls it in its admission
+    transaction, under the same lock as `reserve_plan`.
+
+    Raises:
+        ThreadReserved: the hold is valid; the manager waits for its end and admits the run then.
+    """
+    if reservation_holds(reserved_until, now):
+        raise ThreadReserved(f"thread {thread_id} is held by a state update")
+
+
+def reserve_plan(has_active_run: bool, reserved_until: datetime | None, now: datetime) -> None:
+    """Check that a state update may hold a thread: no run is active on it and no other update
+    holds it (an expired hold is taken over).
+
+    Raises:
+        ThreadBusy: a pending or running run, or another update's valid hold.
+    """
+    if has_active_run:
+        raise ThreadBusy("thread is busy: wait for its run to end before updating its state")
+    if reservation_holds(reserved_until, now):
+        raise ThreadBusy("thread is busy: another state update is in progress")
+
+
+def thread_status_of_state(has_next: bool) -> ThreadStatus:
+    """A thread's status once a state update wrote its checkpoint: as if a run had just ended
+    there (`interrupted` while tasks are left to run, else `idle`), by the one rule
+    `thread_status_after`."""
+    return thread_status_after("success", has_next=has_next)
 
 
 # --- crons ---------------------------------------------------------------------------------------

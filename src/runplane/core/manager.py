@@ -43,6 +43,7 @@ from runplane.core.observe import NullObserver, Observer
 from runplane.core.pages import MAX_LIMIT, check_page, new_id
 from runplane.core.resources import ResourceUseCases
 from runplane.core.schedule import Schedule
+from runplane.core.state_updates import StateUpdates
 from runplane.core.store import Store
 from runplane.core.thread_streams import ThreadStreams
 from runplane.core.webhooks import WEBHOOKS_CHANNEL, UrlGuard
@@ -73,7 +74,7 @@ def fingerprint(payload: Json) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-class RunManager(WorkerUseCases, CronUseCases, ResourceUseCases, ThreadStreams):
+class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, ThreadStreams):
     """Create, cancel, wait for and stream runs; the primitives workers execute them with.
 
     Args:
@@ -212,7 +213,7 @@ class RunManager(WorkerUseCases, CronUseCases, ResourceUseCases, ThreadStreams):
                 }
             )
         not_before = self.clock.now() + timedelta(seconds=after_seconds) if after_seconds else None
-        admission = await self.store.create_run(
+        admission = await self._admit(
             NewRun(
                 run_id=run_id or new_id(),
                 thread_id=thread_id,

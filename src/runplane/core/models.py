@@ -236,6 +236,16 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
+class ThreadStateWrite:
+    """The graph state a state update leaves on its thread record (see `Store.release_thread`)."""
+
+    values: Json | None
+    interrupts: Json
+    #: Applied only when no run is active on the thread (none can be while the update holds it).
+    status: ThreadStatus
+
+
+@dataclass(frozen=True, slots=True)
 class RunFilter:
     """Which runs of a thread to list."""
 
