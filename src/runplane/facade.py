@@ -33,6 +33,7 @@ from runplane.core.models import (
     ThreadFilter,
 )
 from runplane.core.resources import merge_assistant_config
+from runplane.core.run_kwargs import RunKwargs
 from runplane.core.stream_modes import StreamModes
 
 
@@ -44,18 +45,17 @@ def run_kwargs(
     config: Json | None,
     context: Json | None,
     stream_mode: Sequence[str],
-) -> Json:
+) -> RunKwargs:
     """The `RunKwargs` the worker executes, as the HTTP API builds them: only what was given."""
-    kwargs: Json = {"graph_id": assistant.graph_id, "stream_mode": StreamModes.parse(stream_mode).to_json()}
-    if command is not None:
-        kwargs["command"] = dict(command)
-    elif input is not None:
-        kwargs["input"] = input
-    if config is not None:
-        kwargs["config"] = dict(config)
-    if context is not None:
-        kwargs["context"] = dict(context)
-    return kwargs
+    return RunKwargs(
+        graph_id=assistant.graph_id,
+        stream_mode=StreamModes.parse(stream_mode),
+        command=dict(command) if command is not None else None,
+        input=input if command is None else None,
+        config=dict(config or {}),
+        context=dict(context or {}),
+        assistant_version=assistant.version,
+    )
 
 
 class Runs:
@@ -114,7 +114,6 @@ class Runs:
             context=merged_context or None,
             stream_mode=stream_mode,
         )
-        kwargs["assistant_version"] = assistant.version
         run = await self._manager.create_run(
             thread_id,
             assistant.assistant_id,

@@ -275,7 +275,7 @@ class FakeWorker:
         await self.manager.publish(run, event, orjson.dumps(payload))
 
     async def _emit(self, run: Run, mode: str, payload: Any) -> None:
-        if mode in (run.kwargs.get("stream_mode") or ["values"]):
+        if mode in run.kwargs.stream_mode:
             await self._publish(run, mode, payload)
 
     async def _check_cancel(self, run: Run) -> None:
@@ -301,16 +301,16 @@ class FakeWorker:
                     await self.manager.finish(
                         run, Outcome("interrupted", "interrupted", thread_values=values)
                     )
-            if run.kwargs.get("temporary"):
+            if run.kwargs.temporary:
                 await self.manager.delete_thread(run.thread_id, run.owner)
                 await self.runtime.delete_thread(run.thread_id)
         except (LeaseLost, NotFound):
             pass  # the thread was deleted under the run
 
     async def _graph(self, run: Run) -> Outcome:
-        graph_id = run.kwargs["graph_id"]
+        graph_id = run.kwargs.graph_id
         kwargs = run.kwargs
-        given = kwargs.get("input")
+        given = kwargs.input
         given = given if isinstance(given, dict) else {}
         thread_id = run.thread_id
         values = {**self.runtime.values(thread_id), **given}
@@ -320,7 +320,7 @@ class FakeWorker:
 
         if graph_id == "echo":
             await self._emit(run, "values", values)
-            stop = kwargs.get("interrupt_before")
+            stop = kwargs.interrupt_before
             if stop == "*" or (isinstance(stop, list) and "echo" in stop):
                 self.runtime.write(thread_id, values, pending=["echo"], run_id=run.run_id)
                 await self._emit(run, "updates", {"__interrupt__": []})
@@ -337,7 +337,7 @@ class FakeWorker:
             await self._publish(run, "error", {"error": "ValueError", "message": "boom!"})
             return Outcome("error", "error", error="ValueError: boom!", thread_values=values)
         if graph_id == "asker":
-            command = kwargs.get("command") or {}
+            command = kwargs.command or {}
             if "resume" in command:
                 values = {**values, "answer": command["resume"]}
                 self.runtime.write(thread_id, values, run_id=run.run_id)

@@ -7,9 +7,10 @@ that moves the cron past its slot, so a slot fires once whatever the number of s
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from runplane.core.clock import Clock
 from runplane.core.errors import Conflict, InvalidInput, NotFound, SlotTaken, ThreadBusy
@@ -30,6 +31,7 @@ from runplane.core.models import (
 )
 from runplane.core.observe import Observer
 from runplane.core.pages import check_page, new_id
+from runplane.core.run_kwargs import RunKwargs
 from runplane.core.schedule import CRONS_CHANNEL, Schedule
 
 if TYPE_CHECKING:
@@ -56,7 +58,7 @@ class CronUseCases:
             assistant_id: str,
             owner: str = SINGLE_USER,
             *,
-            kwargs: Json | None = None,
+            kwargs: RunKwargs | Mapping[str, Any] | None = None,
             metadata: Json | None = None,
             multitask_strategy: MultitaskStrategy = "enqueue",
             if_not_exists: IfNotExists = "reject",
@@ -85,7 +87,7 @@ class CronUseCases:
         schedule.check(new.schedule, new.timezone)
         if new.multitask_strategy not in MULTITASK_STRATEGIES:
             raise InvalidInput(f"unknown multitask_strategy {new.multitask_strategy!r}")
-        await self.check_webhook(new.kwargs.get("webhook"))
+        await self.check_webhook(RunKwargs.from_json(new.kwargs).webhook)
         first = schedule.next_after(new.schedule, new.timezone, self.clock.now())
         cron = await self.store.create_cron(replace(new, next_run_date=first))
         await self.bus.notify(CRONS_CHANNEL, cron.cron_id)
@@ -103,7 +105,7 @@ class CronUseCases:
         timezone = changes.timezone if changes.timezone is not None else current.timezone
         schedule.check(expression, timezone)
         if changes.kwargs is not None:
-            await self.check_webhook(changes.kwargs.get("webhook"))
+            await self.check_webhook(RunKwargs.from_json(changes.kwargs).webhook)
         if changes.schedule is not None or changes.timezone is not None or changes.enabled is True:
             changes = replace(
                 changes,
@@ -162,12 +164,13 @@ class CronUseCases:
         return fired
 
     async def _fire(self, cron: Cron, slot: CronFire) -> Run:
-        graph = {"graph_id": cron.kwargs.get("graph_id"), "assistant_id": cron.assistant_id}
+        kwargs = RunKwargs.from_json(cron.kwargs)
+        graph = {"graph_id": kwargs.graph_id, "assistant_id": cron.assistant_id}
         run = await self.create_run(
             cron.thread_id or new_id(),
             cron.assistant_id,
             cron.owner,
-            kwargs=cron.kwargs,
+            kwargs=kwargs,
             metadata={**graph, **cron.metadata, "cron_id": cron.cron_id},
             multitask_strategy=cron.multitask_strategy,
             if_not_exists="reject" if cron.thread_id else "create",

@@ -310,8 +310,8 @@ def cron_next_slot_after_fire(next_after_now: datetime, end_time: datetime | Non
 
 def webhook_url(run: Run) -> str | None:
     """Where a run's completion is POSTed: its `webhook`, once the run is terminal."""
-    url = run.kwargs.get("webhook")
-    if not run.is_terminal or not isinstance(url, str) or not url:
+    url = run.kwargs.webhook
+    if not run.is_terminal or not url:
         return None
     return url
 
@@ -339,7 +339,7 @@ def webhook_payload(run: Run, values: Json | None) -> Json:
         "status": run.status,
         "metadata": run.metadata,
         "multitask_strategy": run.multitask_strategy,
-        "kwargs": run.kwargs,
+        "kwargs": run.kwargs.to_json(),
         "run_started_at": run.started_at.isoformat() if run.started_at else None,
         "run_ended_at": run.ended_at.isoformat() if run.ended_at else None,
         "values": values,

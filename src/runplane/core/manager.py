@@ -11,10 +11,10 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from runplane.core.clock import Clock, SystemClock
 from runplane.core.cron_use_cases import CronUseCases
@@ -42,6 +42,7 @@ from runplane.core.models import (
 from runplane.core.observe import NullObserver, Observer
 from runplane.core.pages import MAX_LIMIT, check_page, new_id
 from runplane.core.resources import ResourceUseCases
+from runplane.core.run_kwargs import RunKwargs
 from runplane.core.schedule import Schedule
 from runplane.core.state_updates import StateUpdates
 from runplane.core.store import Store
@@ -165,7 +166,7 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
         assistant_id: str,
         owner: str = SINGLE_USER,
         *,
-        kwargs: Json | None = None,
+        kwargs: RunKwargs | Mapping[str, Any] | None = None,
         metadata: Json | None = None,
         multitask_strategy: MultitaskStrategy = "enqueue",
         if_not_exists: IfNotExists = "reject",
@@ -179,14 +180,15 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
     ) -> Run:
         """Admit a run; it starts as soon as a worker is free and its thread is.
 
-        `thread_config` is the run's config as its thread shows it from now on (see
+        `kwargs` is what the run executes; a mapping of the same keys is validated into one
+        (`RunKwargs.parse`). `thread_config` is the run's config as its thread shows it from now on (see
         `lifecycle.thread_config_after_admission`); the store merges it when it admits the run.
         `cron` admits it for that cron slot only (see `Store.create_run`); `thread_metadata` is
         given to a thread that `if_not_exists="create"` creates; `thread_metadata_update` is merged
         into the thread's metadata by the admission itself.
 
         Raises:
-            InvalidInput: unknown strategy or negative delay.
+            InvalidInput: unknown strategy, negative delay, unknown or ill-typed kwargs.
             NotFound: unknown thread and `if_not_exists` is "reject".
             ThreadBusy: `reject` on a busy thread.
             Conflict: idempotency key reused with another payload.
@@ -197,16 +199,18 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
             raise InvalidInput(f"unknown if_not_exists {if_not_exists!r}")
         if after_seconds is not None and after_seconds < 0:
             raise InvalidInput("after_seconds must be >= 0")
-        kwargs = dict(kwargs or {})
+        if not isinstance(kwargs, RunKwargs):
+            kwargs = RunKwargs.parse(kwargs or {})
+        stored = kwargs.to_json()
         metadata = dict(metadata or {})
-        await self.check_webhook(kwargs.get("webhook"))
+        await self.check_webhook(kwargs.webhook)
         digest = None
         if idempotency_key is not None:
             digest = fingerprint(
                 {
                     "thread_id": thread_id,
                     "assistant_id": assistant_id,
-                    "kwargs": kwargs,
+                    "kwargs": stored,
                     "metadata": metadata,
                     "multitask_strategy": multitask_strategy,
                     "after_seconds": after_seconds,
@@ -222,7 +226,7 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
                 multitask_strategy=multitask_strategy,
                 if_not_exists=if_not_exists,
                 metadata=metadata,
-                kwargs=kwargs,
+                kwargs=stored,
                 not_before=not_before,
                 idempotency_key=idempotency_key,
                 fingerprint=digest,

@@ -52,6 +52,7 @@ from runplane.core.models import (
     WebhookDelivery,
     metadata_after_admission,
 )
+from runplane.core.run_kwargs import RunKwargs
 from runplane.stores._memory_crons import MemoryCronsAndWebhooks, metadata_matches
 from runplane.stores._memory_resources import MemoryAssistants, MemoryThreadTtl
 from runplane.stores._memory_thread_state import MemoryThreadState
@@ -363,7 +364,7 @@ class InMemoryStore(MemoryCronsAndWebhooks, MemoryAssistants, MemoryThreadTtl, M
                 created_at=now,
                 updated_at=now,
                 metadata=copy.deepcopy(new.metadata),
-                kwargs=copy.deepcopy(new.kwargs),
+                kwargs=RunKwargs.from_json(copy.deepcopy(new.kwargs)),
                 not_before=new.not_before,
                 idempotency_key=new.idempotency_key,
             )

@@ -84,7 +84,7 @@ class Worker:
         heartbeat_seconds: lease renewal period; defaults to a third of the lease.
         recovery_interval: how often expired leases of dead workers are recovered; defaults to
             half the lease (at most 5 s), so a dead worker's runs wait about one lease, not more.
-        default_timeout: seconds before a run without `timeout_seconds` ends `timeout`.
+        default_timeout: seconds before a run ends `timeout` (None: never).
         shutdown_grace: how long `stop()` lets running runs finish before handing them back.
         poll_interval: fallback queue poll when no wake-up hint comes.
     """
@@ -307,7 +307,7 @@ class Worker:
                     ended = await self._cancel(attempt, execution_of(False), run.cancel_action)
                 else:
                     ended = await self._execute(attempt, execution_of, hints)
-            if ended and run.kwargs.get("temporary"):
+            if ended and run.kwargs.temporary:
                 await self._forget(run)
         except Exception:
             logger.exception(
