@@ -113,6 +113,9 @@ async def test_holds_are_owner_scoped_and_end_with_the_thread(store: Store) -> N
         await store.reserve_thread("missing", OWNER, "hold-1", 30)
     await store.reserve_thread("t1", OWNER, "hold-1", 30)
     await store.delete_thread("t1", OWNER)
+    await make_thread(store, "t1")  # the same id again: a new thread, which nothing holds
+    await add_run(store, "r1", "t1")
+    await store.delete_thread("t1", OWNER)
     assert await store.release_thread("t1", "hold-1", WRITE) is None
 
 

@@ -35,9 +35,7 @@ class MemoryThreadState:
 
     def _held_until(self, thread_id: str) -> datetime | None:
         hold = self._holds.get(thread_id)
-        if hold is None or thread_id not in self._threads:
-            return None
-        return hold[1]
+        return None if hold is None else hold[1]
 
     def _check_not_reserved(self, thread_id: str) -> None:
         """Called by `create_run` under the store's lock."""

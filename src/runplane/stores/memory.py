@@ -266,6 +266,7 @@ class InMemoryStore(MemoryCronsAndWebhooks, MemoryAssistants, MemoryThreadTtl, M
                 if run.status in ACTIVE_RUN_STATUSES:
                     active.append(run)
             del self._threads[thread_id]
+            self._holds.pop(thread_id, None)  # a state update's hold ends with its thread
             del self._thread_runs[thread_id]
             self._active_count.pop(thread_id, None)
             for cron_id in [c.cron_id for c in self._crons.values() if c.thread_id == thread_id]:
