@@ -327,6 +327,34 @@ class Threads:
             return {"values": {}, "next": [], "tasks": [], "metadata": {}, "checkpoint": None}
         return await self._runtime.get_state(graph_id, thread_id)
 
+    async def update_state(
+        self,
+        thread_id: str,
+        values: Any,
+        *,
+        user: str = SINGLE_USER,
+        as_node: str | None = None,
+        checkpoint_id: str | None = None,
+    ) -> Json:
+        """Write a new checkpoint on the thread (`POST /threads/{id}/state`), atomic against runs:
+        refused while a run is pending or running, and no run is admitted until it is recorded.
+
+        Returns:
+            `{"checkpoint": {...}}` of the new checkpoint.
+
+        Raises:
+            NotFound: no such thread for this user.
+            InvalidInput: no graph ran on the thread yet (nothing says which graph's state it is).
+            ThreadBusy: a run is active on the thread, or another update holds it.
+        """
+        thread = await self._manager.get_thread(thread_id, user)
+        graph_id = thread.metadata.get("graph_id")
+        if not isinstance(graph_id, str):
+            raise InvalidInput(f"thread {thread_id} has no graph yet: run one on it first")
+        return await self._manager.update_thread_state(
+            self._runtime, graph_id, thread_id, user, values, as_node=as_node, checkpoint_id=checkpoint_id
+        )
+
     async def history(
         self, thread_id: str, *, user: str = SINGLE_USER, limit: int = 10
     ) -> builtins.list[Json]:
