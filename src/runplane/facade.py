@@ -33,6 +33,7 @@ from runplane.core.models import (
     ThreadFilter,
 )
 from runplane.core.resources import merge_assistant_config
+from runplane.core.run_kwargs import RunKwargs
 from runplane.core.stream_modes import StreamModes
 
 
@@ -44,18 +45,17 @@ def run_kwargs(
     config: Json | None,
     context: Json | None,
     stream_mode: Sequence[str],
-) -> Json:
+) -> RunKwargs:
     """The `RunKwargs` the worker executes, as the HTTP API builds them: only what was given."""
-    kwargs: Json = {"graph_id": assistant.graph_id, "stream_mode": StreamModes.parse(stream_mode).to_json()}
-    if command is not None:
-        kwargs["command"] = dict(command)
-    elif input is not None:
-        kwargs["input"] = input
-    if config is not None:
-        kwargs["config"] = dict(config)
-    if context is not None:
-        kwargs["context"] = dict(context)
-    return kwargs
+    return RunKwargs(
+        graph_id=assistant.graph_id,
+        stream_mode=StreamModes.parse(stream_mode),
+        command=dict(command) if command is not None else None,
+        input=input if command is None else None,
+        config=dict(config or {}),
+        context=dict(context or {}),
+        assistant_version=assistant.version,
+    )
 
 
 class Runs:
@@ -114,7 +114,6 @@ class Runs:
             context=merged_context or None,
             stream_mode=stream_mode,
         )
-        kwargs["assistant_version"] = assistant.version
         run = await self._manager.create_run(
             thread_id,
             assistant.assistant_id,
@@ -327,6 +326,34 @@ class Threads:
         if not isinstance(graph_id, str):
             return {"values": {}, "next": [], "tasks": [], "metadata": {}, "checkpoint": None}
         return await self._runtime.get_state(graph_id, thread_id)
+
+    async def update_state(
+        self,
+        thread_id: str,
+        values: Any,
+        *,
+        user: str = SINGLE_USER,
+        as_node: str | None = None,
+        checkpoint_id: str | None = None,
+    ) -> Json:
+        """Write a new checkpoint on the thread (`POST /threads/{id}/state`), atomic against runs:
+        refused while a run is pending or running, and no run is admitted until it is recorded.
+
+        Returns:
+            `{"checkpoint": {...}}` of the new checkpoint.
+
+        Raises:
+            NotFound: no such thread for this user.
+            InvalidInput: no graph ran on the thread yet (nothing says which graph's state it is).
+            ThreadBusy: a run is active on the thread, or another update holds it.
+        """
+        thread = await self._manager.get_thread(thread_id, user)
+        graph_id = thread.metadata.get("graph_id")
+        if not isinstance(graph_id, str):
+            raise InvalidInput(f"thread {thread_id} has no graph yet: run one on it first")
+        return await self._manager.update_thread_state(
+            self._runtime, graph_id, thread_id, user, values, as_node=as_node, checkpoint_id=checkpoint_id
+        )
 
     async def history(
         self, thread_id: str, *, user: str = SINGLE_USER, limit: int = 10

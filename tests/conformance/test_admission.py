@@ -49,7 +49,7 @@ async def test_new_run_records_every_field(store: Store, clock: FakeClock) -> No
     assert run.multitask_strategy == "interrupt"
     assert run.created_at == run.updated_at == clock.now()
     assert run.metadata == {"m": 1}
-    assert run.kwargs == {"input": {"x": 1}, "stream_mode": ["values"]}
+    assert run.kwargs.to_json() == {"input": {"x": 1}, "stream_mode": ["values"]}
     assert run.not_before == not_before
     assert (run.started_at, run.ended_at, run.error, run.model_name) == (None, None, None, None)
     assert run.usage == TokenUsage()

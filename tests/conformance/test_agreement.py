@@ -44,6 +44,7 @@ from runplane.core.models import (
     RunFilter,
     Thread,
     ThreadFilter,
+    ThreadStateWrite,
     TokenUsage,
 )
 from runplane.core.store import Store
@@ -68,6 +69,8 @@ THREAD_OUTCOMES = ("idle", "error", "interrupted")
 #: Mostly the held attempt; sometimes a stale or future one, to exercise fencing.
 ATTEMPT_DELTAS = st.sampled_from((0, 0, 0, 0, -1, 1))
 PICK = st.integers(min_value=0, max_value=10_000)
+#: State updates' holds (`reserve_thread`): two, so that one may meet the other's.
+HOLD_TOKENS = ("h1", "h2")
 
 
 def normalize(value: Any) -> Any:
@@ -186,6 +189,26 @@ class StoreAgreement(RuleBasedStateMachine):
                 lambda s: s.set_thread_state(thread_id, owner, values, interrupts, status),
                 label="set_thread_state",
             )
+
+    @rule(
+        thread_id=st.sampled_from(THREADS),
+        owner=SOME_OWNER,
+        token=st.sampled_from(HOLD_TOKENS),
+        seconds=st.sampled_from((10.0, 30.0)),
+    )
+    def hold_thread(self, thread_id: str, owner: str, token: str, seconds: float) -> None:
+        """A state update takes the thread: admissions on it are turned away until it lets go."""
+        self.both(lambda s: s.reserve_thread(thread_id, owner, token, seconds), label="reserve_thread")
+
+    @rule(
+        thread_id=st.sampled_from(THREADS),
+        token=st.sampled_from(HOLD_TOKENS),
+        values=st.sampled_from(VALUES),
+        status=st.sampled_from((None, "idle", "interrupted")),
+    )
+    def let_go(self, thread_id: str, token: str, values: Any, status: Any) -> None:
+        state = None if status is None else ThreadStateWrite(values, {}, status)
+        self.both(lambda s: s.release_thread(thread_id, token, state), label="release_thread")
 
     @rule(thread_id=st.sampled_from(THREADS), owner=SOME_OWNER, dice=st.integers(0, 3))
     def delete_thread(self, thread_id: str, owner: str, dice: int) -> None:

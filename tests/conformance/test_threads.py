@@ -191,10 +191,10 @@ async def test_records_are_copied_in_and_out(store: Store) -> None:
     kwargs = {"input": {"messages": ["hi"]}}
     admission = await raw.create_run(new_run("r1", "t1", kwargs=kwargs, metadata={"m": [1]}))
     kwargs["input"]["messages"].append("mutated")
-    admission.run.kwargs["input"] = None
+    admission.run.kwargs.input["messages"].append("mutated too")
     admission.run.metadata["m"].append(2)
     run = await raw.get_run("r1", OWNER)
-    assert run.kwargs == {"input": {"messages": ["hi"]}}
+    assert run.kwargs.input == {"messages": ["hi"]}
     assert run.metadata == {"m": [1]}
 
     values = {"v": [1]}
@@ -224,7 +224,7 @@ async def test_json_values_round_trip(store: Store) -> None:
     assert (await store.get_thread("t1", OWNER)).metadata == metadata
     await add_run(store, "r1", "t1", kwargs={"input": metadata}, metadata=metadata)
     run = await store.get_run("r1", OWNER)
-    assert run.kwargs == {"input": metadata}
+    assert run.kwargs.input == metadata
     assert run.metadata == metadata
 
 

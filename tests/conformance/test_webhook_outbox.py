@@ -38,7 +38,7 @@ async def test_finishing_a_run_writes_its_delivery(store: Store, clock: FakeCloc
     assert payload["values"] == {"answer": 42}
     assert payload["run_started_at"] == run.started_at.isoformat() if run.started_at else False
     assert payload["run_ended_at"] == clock.now().isoformat()
-    assert payload["kwargs"] == {"graph_id": "agent", "webhook": HOOK}
+    assert payload["kwargs"] == {"graph_id": "agent", "webhook": HOOK, "stream_mode": ["values"]}
     assert "error" not in payload
     assert await store.next_webhook_due() == clock.now()
 

@@ -281,3 +281,19 @@ async def test_graphs_can_come_from_a_langgraph_json_instead() -> None:
     with pytest.raises(runplane.InvalidInput, match="not both"):
         async with runplane.open("memory://", config=config, graphs=GRAPHS):
             pass
+
+
+async def test_a_state_update_through_the_library_is_refused_while_a_run_waits() -> None:
+    async with memory_runtime(GRAPHS) as rp:
+        thread = await rp.threads.create()
+        with pytest.raises(runplane.InvalidInput):  # no graph ran on it: whose state would it be?
+            await rp.threads.update_state(thread.thread_id, {"log": ["x"]})
+        await rp.runs.create(thread.thread_id, "agent", input={"log": ["a"]})
+        with pytest.raises(runplane.ThreadBusy):  # the run is pending: the update would race it
+            await rp.threads.update_state(thread.thread_id, {"log": ["x"]})
+        await rp.run_until_idle()
+        written = await rp.threads.update_state(thread.thread_id, {"log": ["edited"]}, as_node="step")
+        state = await rp.threads.state(thread.thread_id)
+        assert state["checkpoint"]["checkpoint_id"] == written["checkpoint"]["checkpoint_id"]
+        assert state["values"]["log"] == ["a", "step", "edited"]
+        assert (await rp.threads.get(thread.thread_id)).values == state["values"]  # recorded on the thread

@@ -11,6 +11,7 @@ from runplane.core.errors import Conflict, InvalidInput, NotFound, ThreadBusy
 from runplane.core.events import WAKEUP_CHANNEL, StreamEvent, cancel_channel, done_channel
 from runplane.core.manager import MAX_LIMIT, ManagerSettings, RunManager, fingerprint
 from runplane.core.models import Outcome, Run, RunFilter, ThreadFilter, TokenUsage
+from runplane.core.run_kwargs import RunKwargs
 from runplane.events.memory import InMemoryBus
 from runplane.stores.memory import InMemoryStore
 from runplane.testing import FakeClock, memory_manager
@@ -206,7 +207,7 @@ async def test_create_run_wakes_workers(manager: RunManager) -> None:
     async with manager.bus.listen(WAKEUP_CHANNEL) as wakeups:
         run = await manager.create_run("t1", "agent", if_not_exists="create", kwargs={"input": {}})
         assert await _next(wakeups) == run.run_id
-    assert run.kwargs == {"input": {}}
+    assert run.kwargs == RunKwargs(input={})
 
 
 @pytest.mark.parametrize(
@@ -256,14 +257,22 @@ async def test_create_run_with_reject_on_a_busy_thread(manager: RunManager) -> N
 
 async def test_idempotent_create_replays_only_the_same_payload(manager: RunManager) -> None:
     first = await manager.create_run(
-        "t1", "agent", if_not_exists="create", kwargs={"a": 1, "b": 2}, idempotency_key="k"
+        "t1",
+        "agent",
+        if_not_exists="create",
+        kwargs={"graph_id": "g", "input": {"a": 1, "b": 2}},
+        idempotency_key="k",
     )
     again = await manager.create_run(
-        "t1", "agent", if_not_exists="create", kwargs={"b": 2, "a": 1}, idempotency_key="k"
+        "t1",
+        "agent",
+        if_not_exists="create",
+        kwargs={"input": {"b": 2, "a": 1}, "graph_id": "g"},
+        idempotency_key="k",
     )
     assert again == first
     with pytest.raises(Conflict):
-        await manager.create_run("t1", "agent", kwargs={"a": 2}, idempotency_key="k")
+        await manager.create_run("t1", "agent", kwargs={"input": {"a": 2}}, idempotency_key="k")
     assert len(await manager.list_runs("t1")) == 1
 
 

@@ -60,7 +60,7 @@ async def test_a_fire_is_an_ordinary_run_and_catch_up_fires_once() -> None:
     )
     assert run.owner == "alice" and run.status == "pending"
     assert run.metadata == {"graph_id": "echo", "assistant_id": "asst", "team": "a", "cron_id": "c1"}
-    assert run.kwargs["webhook"] == "https://example.com/h" and run.kwargs["temporary"] is True
+    assert run.kwargs.webhook == "https://example.com/h" and run.kwargs.temporary is True
     thread = await manager.get_thread(run.thread_id, "alice")
     assert thread.metadata == {"graph_id": "echo", "assistant_id": "asst", "team": "a"}
 

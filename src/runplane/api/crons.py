@@ -9,6 +9,7 @@ same code as a run, the `RunKwargs` each fire executes. Firing is the scheduler'
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -169,8 +170,8 @@ def _payload_and_kwargs(raw: Json, assistant: Assistant, cron_id: str, stateless
     temporary = stateless and (payload.get("on_run_completed") or "delete") == "delete"
     kwargs = build_kwargs(body, assistant, temporary=temporary)
     if payload.get("context"):  # the run refuses `configurable` next to `context`
-        kwargs.pop("config", None)
-    return payload, kwargs
+        kwargs = replace(kwargs, config={})
+    return payload, kwargs.to_json()
 
 
 def _utc(value: datetime | None) -> datetime | None:

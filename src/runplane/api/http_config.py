@@ -12,6 +12,7 @@ import logging
 import re
 import urllib.parse
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, cast
 
 import orjson
@@ -20,7 +21,7 @@ from runplane.api.origins import origin_problem
 from runplane.api.routing import Call
 from runplane.api.settings import HeaderRules, HttpConfig, MiddlewareOrder
 from runplane.core.errors import InvalidInput
-from runplane.core.models import Json
+from runplane.core.run_kwargs import RunKwargs
 
 logger = logging.getLogger(__name__)
 
@@ -210,12 +211,12 @@ def configurable_headers(headers: Mapping[str, str], rules: HeaderRules | None) 
     return found
 
 
-def with_configurable_headers(call: Call, kwargs: Json) -> Json:
+def with_configurable_headers(call: Call, kwargs: RunKwargs) -> RunKwargs:
     """A run's kwargs with the request headers the project passes to runs in its configurable (they
     override the body's own keys, as on LangGraph's server)."""
     found = configurable_headers(call.request.headers, call.settings.http.configurable_headers)
     if not found:
         return kwargs
-    config = dict(kwargs.get("config") or {})
+    config = dict(kwargs.config)
     config["configurable"] = {**(config.get("configurable") or {}), **found}
-    return {**kwargs, "config": config}
+    return replace(kwargs, config=config)

@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from runplane.core.graphs import Assistant
 from runplane.core.models import Json, Run, Thread
+from runplane.core.run_kwargs import RunKwargs
 
 #: Run kwargs the reference server always shows, with its defaults; ours are merged over them.
 _KWARGS_DEFAULTS: Mapping[str, Any] = {
@@ -78,23 +79,23 @@ def thread_json(thread: Thread) -> dict[str, Any]:
     }
 
 
-def run_kwargs_view(kwargs: Json, run: Run | None = None) -> dict[str, Any]:
+def run_kwargs_view(kwargs: RunKwargs, run: Run | None = None) -> dict[str, Any]:
     """The stored `RunKwargs` with the reference server's keys and aliases filled in.
 
     With the run, `config` also shows what the server adds when it executes it, as the reference
     server's run records do: the ids in `configurable`, the run's metadata in `metadata`.
     """
-    view = {**_KWARGS_DEFAULTS, **kwargs}
-    view["subgraphs"] = bool(kwargs.get("stream_subgraphs", False))
-    view["resumable"] = bool(kwargs.get("stream_resumable", False))
+    view = {**_KWARGS_DEFAULTS, **kwargs.to_json()}
+    view["subgraphs"] = kwargs.stream_subgraphs
+    view["resumable"] = kwargs.stream_resumable
     view["checkpoint_during"] = view.get("durability") != "exit"
     if run is not None:
-        config: Json = dict(kwargs.get("config") or {})
+        config: Json = dict(kwargs.config)
         config["configurable"] = {
             **(config.get("configurable") or {}),
             "run_id": run.run_id,
             "thread_id": run.thread_id,
-            "graph_id": kwargs.get("graph_id"),
+            "graph_id": kwargs.graph_id,
             "assistant_id": run.assistant_id,
             "user_id": run.owner,
         }

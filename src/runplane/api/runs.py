@@ -30,6 +30,7 @@ from runplane.core.graphs import Assistant
 from runplane.core.manager import MAX_LIMIT, new_id
 from runplane.core.models import Json, Run, RunFilter, ThreadFilter
 from runplane.core.resources import merge_assistant_config
+from runplane.core.run_kwargs import RunKwargs
 from runplane.core.stream_modes import StreamModes
 
 TAG = "Runs"
@@ -61,45 +62,38 @@ def build_kwargs(
     *,
     temporary: bool = False,
     required_modes: tuple[str, ...] = (),
-) -> Json:
+) -> RunKwargs:
     """The request as `RunKwargs`: only what was given, plus the graph to run."""
-    kwargs: Json = {
-        "graph_id": assistant.graph_id,
-        "stream_mode": StreamModes.parse(body.stream_mode, required=required_modes).to_json(),
-    }
     given = body.model_fields_set
-    if "input" in given and body.command is None:
-        kwargs["input"] = body.input
-    if body.command is not None:
-        kwargs["command"] = body.command.model_dump(exclude_unset=True)
     # The assistant's config and context, under the run's (LangGraph's precedence), and the
     # version they come from: a later PATCH of the assistant does not change this run.
     config, context = merge_assistant_config(assistant, run_config(body), body.context)
-    if config:
-        kwargs["config"] = config
-    if context:
-        kwargs["context"] = context
-    kwargs["assistant_version"] = assistant.version
-    if body.stream_subgraphs:
-        kwargs["stream_subgraphs"] = True
-    if body.stream_resumable:
-        kwargs["stream_resumable"] = True
-    for name in ("interrupt_before", "interrupt_after", "webhook", "feedback_keys"):
-        value = getattr(body, name)
-        if value is not None:
-            kwargs[name] = value
-    if body.durability is not None:
-        kwargs["durability"] = body.durability
-    elif body.checkpoint_during is not None:
-        kwargs["durability"] = "async" if body.checkpoint_during else "exit"
+    durability = body.durability
+    if durability is None and body.checkpoint_during is not None:
+        durability = "async" if body.checkpoint_during else "exit"
+    checkpoint, checkpoint_id = None, None
     if isinstance(body, s.RunCreateStateful):
-        if body.checkpoint is not None:
-            kwargs["checkpoint"] = body.checkpoint.model_dump(exclude_none=True)
-        if body.checkpoint_id is not None:
-            kwargs["checkpoint_id"] = body.checkpoint_id
-    if temporary:
-        kwargs["temporary"] = True
-    return kwargs
+        checkpoint = body.checkpoint.model_dump(exclude_none=True) if body.checkpoint is not None else None
+        checkpoint_id = body.checkpoint_id
+    return RunKwargs(
+        graph_id=assistant.graph_id,
+        input=body.input if "input" in given and body.command is None else None,
+        command=body.command.model_dump(exclude_unset=True) if body.command is not None else None,
+        config=config or {},
+        context=context or {},
+        stream_mode=StreamModes.parse(body.stream_mode, required=required_modes),
+        stream_subgraphs=bool(body.stream_subgraphs),
+        stream_resumable=bool(body.stream_resumable),
+        interrupt_before=body.interrupt_before,
+        interrupt_after=body.interrupt_after,
+        checkpoint=checkpoint,
+        checkpoint_id=checkpoint_id,
+        durability=durability,
+        webhook=body.webhook,
+        feedback_keys=body.feedback_keys,
+        assistant_version=assistant.version,
+        temporary=temporary,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,11 +245,11 @@ async def _stream_output(call: Call, created: Created, events: AsyncIterator[Str
 def _subscribe_created(call: Call, run: Run) -> AsyncIterator[StreamEvent]:
     """The stream of a run this request has just created for its caller.
 
-    Ownership is known, so the bus is read directly: `manager.stream_run` would first re-read the
-    run, and a fast temporary run may already have been deleted with its thread by then (its
-    events stay on the bus for the retention period).
+    Ownership is known, so the run is not read again: `manager.stream_run` would, and a fast
+    temporary run may already have been deleted with its thread by then (its events stay on the
+    bus for the retention period).
     """
-    return call.manager.bus.subscribe(run.run_id)
+    return call.manager.follow_new_run(run.run_id)
 
 
 def _background(call: Call, created: Created) -> Response:
@@ -276,14 +270,14 @@ async def _streaming(call: Call, created: Created, body: s.RunCreateBase) -> Res
         },
         heartbeat_seconds=call.settings.heartbeat_seconds,
         max_seconds=call.settings.max_wait_seconds,
-        with_ids=bool(run.kwargs.get("stream_resumable")),
+        with_ids=run.kwargs.stream_resumable,
         on_disconnect=_canceller(call, run.run_id, run.thread_id, _on_disconnect(call, body)),
     )
 
 
 async def _waiting(call: Call, created: Created, body: s.RunCreateBase) -> Response:
     run = created.run
-    if run.kwargs.get("temporary"):
+    if run.kwargs.temporary:
         events = _subscribe_created(call, run)
 
         async def compute() -> Any:

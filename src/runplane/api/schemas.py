@@ -202,7 +202,9 @@ class RunCreateBase(Body):
     metadata: Metadata | None = None
     config: Config | None = None
     context: JsonObject | None = None
-    webhook: str | None = Field(None, min_length=1, max_length=65536, description="Stored only.")
+    webhook: str | None = Field(
+        None, min_length=1, max_length=65536, description="POSTed the run's final record when it ends."
+    )
     interrupt_before: Literal["*"] | list[str] | None = None
     interrupt_after: Literal["*"] | list[str] | None = None
     stream_mode: StreamModeName | list[StreamModeName] | None = Field(

@@ -18,7 +18,7 @@ from runplane.api.errors import ApiError
 from runplane.api.render import json_response, thread_json
 from runplane.api.routing import Call, Endpoint, Reply
 from runplane.api.thread_lifecycle import apply_ttl, with_extracted
-from runplane.core.errors import NotFound, RunplaneError, ThreadBusy
+from runplane.core.errors import NotFound, RunplaneError
 from runplane.core.manager import MAX_LIMIT
 from runplane.core.models import Json, Thread, ThreadFilter, ThreadStatus
 
@@ -126,11 +126,11 @@ async def _apply_supersteps(
     call: Call, thread: Thread, graph_id: str, supersteps: list[s.Superstep], *, created: bool
 ) -> Thread:
     """Write the supersteps of `threads.create`; a refused one takes back the thread it created."""
-    if thread.status == "busy":
-        raise ThreadBusy("thread is busy: wait for its run to end before updating its state")
     steps = [step.model_dump(exclude_none=True) for step in supersteps]
     try:
-        await call.runtime.bulk_update_state(graph_id, thread.thread_id, steps)
+        written = await call.manager.write_supersteps(
+            call.runtime, graph_id, thread.thread_id, call.owner, steps
+        )
     except Exception as exc:
         if created:
             await call.manager.delete_thread(thread.thread_id, call.owner)
@@ -138,7 +138,9 @@ async def _apply_supersteps(
         if isinstance(exc, RunplaneError):
             raise
         raise ApiError(400, f"problems applying the supersteps: {exc or type(exc).__name__}") from exc
-    return await _record_state(call, graph_id, thread.thread_id)
+    if written is None:
+        raise NotFound(f"thread {thread.thread_id} not found")
+    return written
 
 
 async def get_thread(call: Call) -> Response:
@@ -253,26 +255,25 @@ async def post_state_checkpoint(call: Call) -> Response:
     )
 
 
-def _interrupts_of(state: Json) -> Json:
-    return {
-        task["id"]: task["interrupts"]
-        for task in state.get("tasks") or ()
-        if isinstance(task, dict) and task.get("interrupts")
-    }
-
-
 async def update_state(call: Call) -> Response:
+    """A new checkpoint, written while the thread is held in the store: refused (409) while a run is
+    active, and no run is admitted until the new state is recorded on the thread (see
+    `core.state_updates`)."""
     body: s.ThreadStateUpdate = call.body
     thread = await call.manager.get_thread(call.path["thread_id"], call.owner)
     graph_id = graph_of(thread)
     if graph_id is None:
         raise ApiError(400, no_graph_detail(thread.thread_id))
-    if thread.status == "busy":
-        raise ThreadBusy("thread is busy: wait for its run to end before updating its state")
     checkpoint_id = body.checkpoint_id or (body.checkpoint.checkpoint_id if body.checkpoint else None)
     try:
-        result = await call.runtime.update_state(
-            graph_id, thread.thread_id, body.values, as_node=body.as_node, checkpoint_id=checkpoint_id
+        result = await call.manager.update_thread_state(
+            call.runtime,
+            graph_id,
+            thread.thread_id,
+            call.owner,
+            body.values,
+            as_node=body.as_node,
+            checkpoint_id=checkpoint_id,
         )
     except RunplaneError:
         raise
@@ -280,7 +281,6 @@ async def update_state(call: Call) -> Response:
         # LangGraph refuses bad updates (unknown node, a list where its state is a dict) with its
         # own exceptions; the reference server answers them 400 with the message.
         raise ApiError(400, str(exc) or type(exc).__name__) from exc
-    await _record_state(call, graph_id, thread.thread_id)
     return json_response(update_reply(result))
 
 
@@ -304,20 +304,6 @@ def update_reply(result: Json) -> Json:
         "configurable": checkpoint,
         "checkpoint_id": checkpoint.get("checkpoint_id"),
     }
-
-
-async def _record_state(call: Call, graph_id: str, thread_id: str) -> Thread:
-    """Copy the graph's new state (values, interrupts, status) onto the thread record."""
-    state = await call.runtime.get_state(graph_id, thread_id)
-    interrupts = _interrupts_of(state)
-    values = state.get("values")
-    return await call.manager.set_thread_state(
-        thread_id,
-        values if isinstance(values, dict) else None,
-        interrupts,
-        call.owner,
-        status="interrupted" if interrupts or state.get("next") else "idle",
-    )
 
 
 async def _history(

@@ -3,6 +3,7 @@
 RunplaneError
 ├── NotFound            unknown id, or an id that belongs to another owner (never "forbidden")
 ├── ThreadBusy          `reject` strategy on a thread with an active run
+│   └── ThreadReserved  a state update holds the thread for a moment (admission waits for it)
 ├── Conflict            duplicate id, idempotency key replayed with another payload
 │   └── SlotTaken       a cron slot another scheduler already fired
 ├── InvalidInput        a request the core refuses to act on
@@ -34,6 +35,10 @@ class NotFound(RunplaneError):
 
 class ThreadBusy(RunplaneError):
     """The thread already has an active run."""
+
+
+class ThreadReserved(ThreadBusy):
+    """A state update holds the thread: no run is admitted on it until the update ends."""
 
 
 class Conflict(RunplaneError):

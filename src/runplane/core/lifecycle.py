@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from runplane.core.errors import CancelRequested, InvalidTransition, LeaseLost, ThreadBusy
+from runplane.core.errors import CancelRequested, InvalidTransition, LeaseLost, ThreadBusy, ThreadReserved
 from runplane.core.models import (
     ACTIVE_RUN_STATUSES,
     CancelAction,
@@ -238,6 +238,46 @@ def thread_config_after_admission(current: Json, run_config: Json) -> Json:
     }
 
 
+# --- thread state updates ----------------------------------------------------------------------
+
+
+def reservation_holds(reserved_until: datetime | None, now: datetime) -> bool:
+    """Whether a state update's hold on a thread is still valid (a crashed holder's expires)."""
+    return reserved_until is not None and reserved_until > now
+
+
+def check_not_reserved(thread_id: str, reserved_until: datetime | None, now: datetime) -> None:
+    """Refuse a run's admission while a state update holds its thread, so that the run's execution
+    and the update's checkpoint write never interleave. Every store calls it in its admission
+    transaction, under the same lock as `reserve_plan`.
+
+    Raises:
+        ThreadReserved: the hold is valid; the manager waits for its end and admits the run then.
+    """
+    if reservation_holds(reserved_until, now):
+        raise ThreadReserved(f"thread {thread_id} is held by a state update")
+
+
+def reserve_plan(has_active_run: bool, reserved_until: datetime | None, now: datetime) -> None:
+    """Check that a state update may hold a thread: no run is active on it and no other update
+    holds it (an expired hold is taken over).
+
+    Raises:
+        ThreadBusy: a pending or running run, or another update's valid hold.
+    """
+    if has_active_run:
+        raise ThreadBusy("thread is busy: wait for its run to end before updating its state")
+    if reservation_holds(reserved_until, now):
+        raise ThreadBusy("thread is busy: another state update is in progress")
+
+
+def thread_status_of_state(has_next: bool) -> ThreadStatus:
+    """A thread's status once a state update wrote its checkpoint: as if a run had just ended
+    there (`interrupted` while tasks are left to run, else `idle`), by the one rule
+    `thread_status_after`."""
+    return thread_status_after("success", has_next=has_next)
+
+
 # --- crons ---------------------------------------------------------------------------------------
 
 
@@ -270,8 +310,8 @@ def cron_next_slot_after_fire(next_after_now: datetime, end_time: datetime | Non
 
 def webhook_url(run: Run) -> str | None:
     """Where a run's completion is POSTed: its `webhook`, once the run is terminal."""
-    url = run.kwargs.get("webhook")
-    if not run.is_terminal or not isinstance(url, str) or not url:
+    url = run.kwargs.webhook
+    if not run.is_terminal or not url:
         return None
     return url
 
@@ -299,7 +339,7 @@ def webhook_payload(run: Run, values: Json | None) -> Json:
         "status": run.status,
         "metadata": run.metadata,
         "multitask_strategy": run.multitask_strategy,
-        "kwargs": run.kwargs,
+        "kwargs": run.kwargs.to_json(),
         "run_started_at": run.started_at.isoformat() if run.started_at else None,
         "run_ended_at": run.ended_at.isoformat() if run.ended_at else None,
         "values": values,

@@ -11,52 +11,48 @@ import contextlib
 import hashlib
 import json
 import logging
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
-from typing import Literal
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal
 
 from runplane.core.clock import Clock, SystemClock
-from runplane.core.errors import Conflict, InvalidInput, LeaseLost, NotFound, SlotTaken, ThreadBusy
+from runplane.core.cron_use_cases import CronUseCases
+from runplane.core.errors import Conflict, InvalidInput, NotFound
 from runplane.core.events import WAKEUP_CHANNEL, EventBus, StreamEvent, cancel_channel, done_channel
-from runplane.core.lifecycle import cron_next_slot_after_fire, webhook_url
+from runplane.core.lifecycle import webhook_url
 from runplane.core.models import (
     CANCEL_ACTIONS,
     MULTITASK_STRATEGIES,
     SINGLE_USER,
     CancelAction,
-    Cron,
-    CronChanges,
-    CronFilter,
     CronFire,
     IfNotExists,
     Json,
     MultitaskStrategy,
-    NewCron,
     NewRun,
     NewThread,
-    Outcome,
-    QueueStats,
     Run,
     RunFilter,
     Thread,
     ThreadFilter,
     ThreadStatus,
     TokenUsage,
-    WebhookDelivery,
 )
 from runplane.core.observe import NullObserver, Observer
+from runplane.core.pages import MAX_LIMIT, check_page, new_id
 from runplane.core.resources import ResourceUseCases
-from runplane.core.schedule import CRONS_CHANNEL, Schedule
+from runplane.core.run_kwargs import RunKwargs
+from runplane.core.schedule import Schedule
+from runplane.core.state_updates import StateUpdates
 from runplane.core.store import Store
 from runplane.core.thread_streams import ThreadStreams
 from runplane.core.webhooks import WEBHOOKS_CHANNEL, UrlGuard
+from runplane.core.worker_use_cases import WorkerUseCases
 
 logger = logging.getLogger(__name__)
 
-MAX_LIMIT = 1000
+__all__ = ["MAX_LIMIT", "ManagerSettings", "RunManager", "fingerprint", "new_id"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,24 +69,13 @@ class ManagerSettings:
     webhook_lease_seconds: float = 60.0
 
 
-def new_id() -> str:
-    return str(uuid.uuid4())
-
-
 def fingerprint(payload: Json) -> str:
     """A stable digest of a run request, to tell a replayed idempotency key from a reused one."""
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _check_page(limit: int, offset: int) -> None:
-    if not 0 <= limit <= MAX_LIMIT:
-        raise InvalidInput(f"limit must be between 0 and {MAX_LIMIT}")
-    if offset < 0:
-        raise InvalidInput("offset must be >= 0")
-
-
-class RunManager(ResourceUseCases, ThreadStreams):
+class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, ThreadStreams):
     """Create, cancel, wait for and stream runs; the primitives workers execute them with.
 
     Args:
@@ -164,7 +149,7 @@ class RunManager(ResourceUseCases, ThreadStreams):
         self, owner: str = SINGLE_USER, filter: ThreadFilter | None = None
     ) -> list[Thread]:
         filter = filter or ThreadFilter()
-        _check_page(filter.limit, filter.offset)
+        check_page(filter.limit, filter.offset)
         return await self.store.search_threads(owner, filter)
 
     async def count_threads(self, owner: str = SINGLE_USER, filter: ThreadFilter | None = None) -> int:
@@ -181,7 +166,7 @@ class RunManager(ResourceUseCases, ThreadStreams):
         assistant_id: str,
         owner: str = SINGLE_USER,
         *,
-        kwargs: Json | None = None,
+        kwargs: RunKwargs | Mapping[str, Any] | None = None,
         metadata: Json | None = None,
         multitask_strategy: MultitaskStrategy = "enqueue",
         if_not_exists: IfNotExists = "reject",
@@ -195,14 +180,15 @@ class RunManager(ResourceUseCases, ThreadStreams):
     ) -> Run:
         """Admit a run; it starts as soon as a worker is free and its thread is.
 
-        `thread_config` is the run's config as its thread shows it from now on (see
+        `kwargs` is what the run executes; a mapping of the same keys is validated into one
+        (`RunKwargs.parse`). `thread_config` is the run's config as its thread shows it from now on (see
         `lifecycle.thread_config_after_admission`); the store merges it when it admits the run.
         `cron` admits it for that cron slot only (see `Store.create_run`); `thread_metadata` is
         given to a thread that `if_not_exists="create"` creates; `thread_metadata_update` is merged
         into the thread's metadata by the admission itself.
 
         Raises:
-            InvalidInput: unknown strategy or negative delay.
+            InvalidInput: unknown strategy, negative delay, unknown or ill-typed kwargs.
             NotFound: unknown thread and `if_not_exists` is "reject".
             ThreadBusy: `reject` on a busy thread.
             Conflict: idempotency key reused with another payload.
@@ -213,23 +199,25 @@ class RunManager(ResourceUseCases, ThreadStreams):
             raise InvalidInput(f"unknown if_not_exists {if_not_exists!r}")
         if after_seconds is not None and after_seconds < 0:
             raise InvalidInput("after_seconds must be >= 0")
-        kwargs = dict(kwargs or {})
+        if not isinstance(kwargs, RunKwargs):
+            kwargs = RunKwargs.parse(kwargs or {})
+        stored = kwargs.to_json()
         metadata = dict(metadata or {})
-        await self.check_webhook(kwargs.get("webhook"))
+        await self.check_webhook(kwargs.webhook)
         digest = None
         if idempotency_key is not None:
             digest = fingerprint(
                 {
                     "thread_id": thread_id,
                     "assistant_id": assistant_id,
-                    "kwargs": kwargs,
+                    "kwargs": stored,
                     "metadata": metadata,
                     "multitask_strategy": multitask_strategy,
                     "after_seconds": after_seconds,
                 }
             )
         not_before = self.clock.now() + timedelta(seconds=after_seconds) if after_seconds else None
-        admission = await self.store.create_run(
+        admission = await self._admit(
             NewRun(
                 run_id=run_id or new_id(),
                 thread_id=thread_id,
@@ -238,7 +226,7 @@ class RunManager(ResourceUseCases, ThreadStreams):
                 multitask_strategy=multitask_strategy,
                 if_not_exists=if_not_exists,
                 metadata=metadata,
-                kwargs=kwargs,
+                kwargs=stored,
                 not_before=not_before,
                 idempotency_key=idempotency_key,
                 fingerprint=digest,
@@ -265,7 +253,7 @@ class RunManager(ResourceUseCases, ThreadStreams):
         self, thread_id: str, owner: str = SINGLE_USER, filter: RunFilter | None = None
     ) -> list[Run]:
         filter = filter or RunFilter()
-        _check_page(filter.limit, filter.offset)
+        check_page(filter.limit, filter.offset)
         return await self.store.list_runs(thread_id, owner, filter)
 
     async def delete_run(
@@ -396,90 +384,13 @@ class RunManager(ResourceUseCases, ThreadStreams):
             last_event_id = await self.bus.latest_event_id(run_id)
         return self.bus.subscribe(run_id, last_event_id)
 
-    # -- runs: workers ----------------------------------------------------------------------------
-
-    async def claim(self, worker_id: str) -> Run | None:
-        run = await self.store.claim_run(worker_id, self.settings.lease_seconds)
-        if run is not None:
-            self.observer.run_started(run)
-        return run
-
-    async def renew(self, run: Run, worker_id: str) -> CancelAction | None:
-        return await self.store.renew_lease(run.run_id, run.attempt, worker_id, self.settings.lease_seconds)
-
-    async def record_progress(
-        self, run: Run, *, model_name: str | None = None, usage: TokenUsage | None = None
-    ) -> None:
-        await self.store.record_progress(run.run_id, run.attempt, model_name=model_name, usage=usage)
-
-    def hold(self, run: Run) -> AbstractAsyncContextManager[None]:
-        """Fence a checkpoint write of the attempt `run` (see `Store.hold_attempt`)."""
-        return self.store.hold_attempt(run.run_id, run.attempt, self.settings.lease_seconds)
-
-    async def publish(self, run: Run, event: str, data: bytes) -> str:
-        event_id = await self.bus.publish(run.run_id, event, data)
-        self.observer.event_published(run, event)
-        return event_id
-
-    async def finish(self, run: Run, outcome: Outcome) -> Run:
-        """End a run the worker holds. The status is durable before the stream ends and joiners
-        are woken, so whoever reacts to either reads the final status.
-
-        Raises:
-            LeaseLost, CancelRequested: see `Store.finish_run`.
-        """
-        finished = await self.store.finish_run(run.run_id, run.attempt, outcome)
-        self.observer.run_finished(finished)
-        await self._end(run.run_id)
-        await self._hint_webhook(finished)
-        return finished
-
-    async def discard(self, run: Run) -> None:
-        """Delete a run after rolling its thread back (cancel `rollback`)."""
-        discarded = await self.store.discard_run(run.run_id, run.attempt)
-        self.observer.run_discarded(discarded)
-        await self._end(run.run_id)
-
-    async def release(self, run: Run) -> Run:
-        """Hand a run back to the queue (graceful shutdown); another worker resumes it."""
-        released = await self.store.release_run(run.run_id, run.attempt)
-        await self.bus.notify(WAKEUP_CHANNEL, run.run_id)
-        return released
-
-    async def recover_expired(self) -> list[Run]:
-        """Settle every run whose worker stopped renewing its lease; returns what it changed.
-
-        Safe to call from every worker at once: each settle is conditional on the attempt, so only
-        one caller moves a given run.
-        """
-        recovered: list[Run] = []
-        for run in await self.store.expired_runs():
-            try:
-                settled = await self.store.recover_run(run.run_id, run.attempt, self.settings.max_attempts)
-            except (LeaseLost, NotFound):
-                continue
-            logger.warning(
-                "recovered run %s (attempt %d) -> %s",
-                run.run_id,
-                run.attempt,
-                settled.status,
-                extra={"action": "recover", "run_id": run.run_id},
-            )
-            recovered.append(settled)
-            self.observer.lease_recovered(settled)
-            if settled.is_terminal:
-                self.observer.run_finished(settled)
-            if settled.is_terminal:
-                await self._end(run.run_id)
-                await self._hint_webhook(settled)
-            else:
-                await self.bus.notify(WAKEUP_CHANNEL, run.run_id)
-        return recovered
-
-    async def queue_stats(self) -> QueueStats:
-        """Pending and running runs and busy workers, over every owner, from the database (so every
-        process reports the same numbers)."""
-        return await self.store.queue_stats()
+    async def check_webhook(self, url: object) -> None:
+        """Refuse (`InvalidInput`) a webhook URL the server must not call."""
+        if url is None or self.url_guard is None:
+            return
+        if not isinstance(url, str):
+            raise InvalidInput("webhook must be a URL")
+        await self.url_guard.check(url)
 
     async def _end(self, run_id: str) -> None:
         await self.bus.end_stream(run_id)
@@ -493,156 +404,6 @@ class RunManager(ResourceUseCases, ThreadStreams):
         if webhook_url(run) is not None:
             await self.bus.notify(WEBHOOKS_CHANNEL, run.run_id)
 
-    # -- crons ----------------------------------------------------------------------------------
-
-    def _schedule(self) -> Schedule:
-        if self.schedule is None:
-            raise InvalidInput("crons are not available: no schedule parser is configured")
-        return self.schedule
-
-    async def check_webhook(self, url: object) -> None:
-        """Refuse (`InvalidInput`) a webhook URL the server must not call."""
-        if url is None or self.url_guard is None:
-            return
-        if not isinstance(url, str):
-            raise InvalidInput("webhook must be a URL")
-        await self.url_guard.check(url)
-
-    async def create_cron(self, new: NewCron) -> Cron:
-        """Store a cron; its first slot is the first one after now.
-
-        Raises:
-            InvalidInput: bad expression, time zone or webhook URL.
-            NotFound: a thread cron on an unknown thread.
-        """
-        schedule = self._schedule()
-        schedule.check(new.schedule, new.timezone)
-        if new.multitask_strategy not in MULTITASK_STRATEGIES:
-            raise InvalidInput(f"unknown multitask_strategy {new.multitask_strategy!r}")
-        await self.check_webhook(new.kwargs.get("webhook"))
-        first = schedule.next_after(new.schedule, new.timezone, self.clock.now())
-        cron = await self.store.create_cron(replace(new, next_run_date=first))
-        await self.bus.notify(CRONS_CHANNEL, cron.cron_id)
-        return cron
-
-    async def get_cron(self, cron_id: str, owner: str = SINGLE_USER) -> Cron:
-        return await self.store.get_cron(cron_id, owner)
-
-    async def update_cron(self, cron_id: str, changes: CronChanges, owner: str = SINGLE_USER) -> Cron:
-        """Change a cron. A new schedule or time zone, or re-enabling it, starts it again from the
-        first slot after now (a re-enabled cron does not fire the slots it missed while disabled)."""
-        schedule = self._schedule()
-        current = await self.store.get_cron(cron_id, owner)
-        expression = changes.schedule if changes.schedule is not None else current.schedule
-        timezone = changes.timezone if changes.timezone is not None else current.timezone
-        schedule.check(expression, timezone)
-        if changes.kwargs is not None:
-            await self.check_webhook(changes.kwargs.get("webhook"))
-        if changes.schedule is not None or changes.timezone is not None or changes.enabled is True:
-            changes = replace(
-                changes,
-                next_run_date=schedule.next_after(expression, timezone, self.clock.now()),
-                set_next_run_date=True,
-            )
-        cron = await self.store.update_cron(cron_id, owner, changes)
-        await self.bus.notify(CRONS_CHANNEL, cron_id)
-        return cron
-
-    async def delete_cron(self, cron_id: str, owner: str = SINGLE_USER) -> None:
-        await self.store.delete_cron(cron_id, owner)
-        await self.bus.notify(CRONS_CHANNEL, cron_id)
-
-    async def search_crons(self, owner: str = SINGLE_USER, filter: CronFilter | None = None) -> list[Cron]:
-        filter = filter or CronFilter()
-        _check_page(filter.limit, filter.offset)
-        return await self.store.search_crons(owner, filter)
-
-    async def count_crons(self, owner: str = SINGLE_USER, filter: CronFilter | None = None) -> int:
-        return await self.store.count_crons(owner, filter or CronFilter())
-
-    async def next_cron_slot(self) -> datetime | None:
-        """When a scheduler has something to do next (None: no enabled cron)."""
-        return await self.store.next_cron_slot()
-
-    async def fire_due_crons(self, limit: int = 100) -> list[Run]:
-        """Fire every due cron slot once, as ordinary runs (admission, strategy, owner, webhook).
-
-        Safe from any number of schedulers at once: each run is admitted only together with the
-        claim of its slot (`Store.create_run`), so a slot another scheduler fired is skipped. A
-        cron that missed several slots fires once, then waits for the first slot after now.
-        """
-        schedule = self._schedule()
-        now = self.clock.now()
-        fired: list[Run] = []
-        for cron in await self.store.due_crons(now, limit):
-            assert cron.next_run_date is not None
-            after = schedule.next_after(cron.schedule, cron.timezone, now)
-            slot = CronFire(cron.cron_id, cron.next_run_date, cron_next_slot_after_fire(after, cron.end_time))
-            try:
-                fired.append(await self._fire(cron, slot))
-            except SlotTaken:
-                continue  # another scheduler fired it
-            except (ThreadBusy, NotFound, Conflict, InvalidInput) as exc:
-                # The run cannot be admitted (a `reject` cron on a busy thread, a deleted thread):
-                # this slot is skipped, the next one will try again.
-                await self.store.skip_cron_slot(slot)
-                logger.warning(
-                    "cron %s: slot %s skipped: %s",
-                    cron.cron_id,
-                    slot.slot.isoformat(),
-                    exc.message,
-                    extra={"action": "cron_skip", "cron_id": cron.cron_id},
-                )
-        return fired
-
-    async def _fire(self, cron: Cron, slot: CronFire) -> Run:
-        graph = {"graph_id": cron.kwargs.get("graph_id"), "assistant_id": cron.assistant_id}
-        run = await self.create_run(
-            cron.thread_id or new_id(),
-            cron.assistant_id,
-            cron.owner,
-            kwargs=cron.kwargs,
-            metadata={**graph, **cron.metadata, "cron_id": cron.cron_id},
-            multitask_strategy=cron.multitask_strategy,
-            if_not_exists="reject" if cron.thread_id else "create",
-            thread_metadata={**graph, **cron.metadata},
-            cron=slot,
-        )
-        self.observer.cron_fired()
-        logger.info(
-            "cron %s: slot %s fired run %s",
-            cron.cron_id,
-            slot.slot.isoformat(),
-            run.run_id,
-            extra={"action": "cron_fire", "cron_id": cron.cron_id, "run_id": run.run_id},
-        )
-        return run
-
-    # -- webhooks -------------------------------------------------------------------------------
-
-    async def claim_webhooks(self, limit: int = 20) -> list[WebhookDelivery]:
-        return await self.store.claim_webhooks(self.settings.webhook_lease_seconds, limit)
-
-    async def webhook_delivered(self, delivery: WebhookDelivery) -> None:
-        await self.store.webhook_delivered(delivery.delivery_id)
-        self.observer.webhook_delivered(True)
-
-    async def webhook_failed(self, delivery: WebhookDelivery, error: str, retry_at: datetime | None) -> None:
-        """Record a failed delivery attempt: retried at `retry_at`, or given up when None."""
-        await self.store.webhook_failed(delivery.delivery_id, error, retry_at)
-        self.observer.webhook_delivered(False)
-
-    async def next_webhook_due(self) -> datetime | None:
-        return await self.store.next_webhook_due()
-
-    async def list_webhooks(self, limit: int = 100) -> list[WebhookDelivery]:
-        return await self.store.list_webhooks(limit)
-
-    def listen(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[str]]:
-        """Hints on `channel` (`CRONS_CHANNEL`, `WEBHOOKS_CHANNEL`): a background loop sleeps on
-        them instead of polling. Registration is complete when the context is entered."""
-        return self.bus.listen(channel)
-
     # -- runs: protocol adapters (MCP, A2A, thread streaming) --------------------------------------
 
     def follow_new_run(self, run_id: str, last_event_id: str | None = None) -> AsyncIterator[StreamEvent]:
@@ -652,8 +413,3 @@ class RunManager(ResourceUseCases, ThreadStreams):
         be gone with its thread, while its events stay on the bus for the retention period.
         """
         return self.bus.subscribe(run_id, last_event_id)
-
-    def new_run_hints(self) -> AbstractAsyncContextManager[AsyncIterator[str]]:
-        """Hints that some run was admitted (any thread): a follower of a thread's runs re-reads
-        them when one comes. Hints can be lost; listen first, then read the store."""
-        return self.bus.listen(WAKEUP_CHANNEL)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, TypeAlias, TypedDict, get_args
+from typing import Any, Literal, TypeAlias, get_args
+
+from runplane.core.run_kwargs import RunKwargs
 
 RunStatus: TypeAlias = Literal["pending", "running", "success", "error", "timeout", "interrupted"]
 """`pending` waits for a worker; `running` holds a lease; the other four are terminal."""
@@ -37,36 +39,6 @@ SINGLE_USER = ""
 """The owner of every record when no identity is given (single-user mode)."""
 
 Json: TypeAlias = dict[str, Any]
-
-
-class RunKwargs(TypedDict, total=False):
-    """What the API stores in `Run.kwargs` and the worker executes: the API's words, already
-    validated. Every key is optional; the worker applies LangGraph's defaults."""
-
-    graph_id: str
-    input: Any
-    command: Json
-    config: Json
-    context: Json
-    #: SDK stream modes requested (values, updates, messages, messages-tuple, custom, events, debug,
-    #: tasks, checkpoints); the worker publishes exactly these.
-    stream_mode: list[str]
-    stream_subgraphs: bool
-    stream_resumable: bool
-    interrupt_before: list[str] | Literal["*"]
-    interrupt_after: list[str] | Literal["*"]
-    checkpoint: Json
-    checkpoint_id: str
-    durability: Literal["sync", "async", "exit"]
-    #: Seconds after which the run ends `timeout`; None uses the worker's default.
-    timeout_seconds: float
-    webhook: str
-    feedback_keys: list[str]
-    #: The version of the assistant whose config and context were merged in (at creation).
-    assistant_version: int
-    #: A stateless run's own thread (`on_completion="delete"`): the worker deletes the thread, its
-    #: runs and checkpoints once the run has ended, as LangGraph's server does.
-    temporary: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +98,9 @@ class Run:
     created_at: datetime
     updated_at: datetime
     metadata: Json = field(default_factory=dict)
-    #: What to execute: input, command, config, stream_mode, ... (opaque to the core).
-    kwargs: Json = field(default_factory=dict)
+    #: What to execute: input, command, config, stream_mode, ... A store may pass the stored JSON
+    #: (a dict): it is read as `RunKwargs.from_json` reads it.
+    kwargs: RunKwargs = field(default_factory=RunKwargs)
     #: The run may not start before this instant (`after_seconds`).
     not_before: datetime | None = None
     started_at: datetime | None = None
@@ -142,6 +115,10 @@ class Run:
     #: A durable cancel request; the worker that holds the lease acts on it.
     cancel_action: CancelAction | None = None
     idempotency_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kwargs, RunKwargs):  # the stored JSON, straight from a row
+            object.__setattr__(self, "kwargs", RunKwargs.from_json(self.kwargs))
 
     @property
     def is_terminal(self) -> bool:
@@ -168,6 +145,7 @@ class NewRun:
     multitask_strategy: MultitaskStrategy = "enqueue"
     if_not_exists: IfNotExists = "reject"
     metadata: Json = field(default_factory=dict)
+    #: The run's `RunKwargs` as the store keeps them (`RunKwargs.to_json()`).
     kwargs: Json = field(default_factory=dict)
     not_before: datetime | None = None
     idempotency_key: str | None = None
@@ -236,6 +214,16 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
+class ThreadStateWrite:
+    """The graph state a state update leaves on its thread record (see `Store.release_thread`)."""
+
+    values: Json | None
+    interrupts: Json
+    #: Applied only when no run is active on the thread (none can be while the update holds it).
+    status: ThreadStatus
+
+
+@dataclass(frozen=True, slots=True)
 class RunFilter:
     """Which runs of a thread to list."""
 
@@ -281,7 +269,7 @@ class Cron:
     on_run_completed: OnRunCompleted | None
     #: The request as the caller gave it (the SDK's `Cron.payload`).
     payload: Json
-    #: What each fire runs (`RunKwargs`), built from the payload by the API.
+    #: What each fire runs (`RunKwargs.to_json()`), built from the payload by the API.
     kwargs: Json
     metadata: Json
     multitask_strategy: MultitaskStrategy

@@ -28,7 +28,7 @@ StoreOutcome = Literal["ok", "error"]
 
 def graph_of(run: Run) -> str:
     """The graph a run executes (what metrics are labelled by): the API stores it in `kwargs`."""
-    graph = run.kwargs.get("graph_id")
+    graph = run.kwargs.graph_id
     return graph if isinstance(graph, str) and graph else run.assistant_id
 
 

@@ -36,6 +36,7 @@ from runplane.core.models import (
     RunFilter,
     Thread,
     ThreadFilter,
+    ThreadStateWrite,
     ThreadStatus,
     ThreadTtl,
     TokenUsage,
@@ -89,6 +90,28 @@ class Store(Protocol):
 
     async def delete_thread(self, thread_id: str, owner: str) -> list[Run]:
         """Delete a thread with all its runs and crons; returns the runs that were still active."""
+        ...
+
+    async def reserve_thread(self, thread_id: str, owner: str, token: str, seconds: float) -> Thread:
+        """Hold the thread for a state update (`lifecycle.reserve_plan`), for at most `seconds`:
+        until `release_thread(token)`, `create_run` on it raises `ThreadReserved`. One transaction,
+        under the lock admission takes, so an update and an admission never both proceed.
+
+        Raises:
+            NotFound: unknown thread, or another owner's.
+            ThreadBusy: a run is active on it, or another update holds it.
+        """
+        ...
+
+    async def release_thread(
+        self, thread_id: str, token: str, state: ThreadStateWrite | None = None
+    ) -> Thread | None:
+        """End the hold `token` and, with `state`, record the update's values, interrupts and status
+        in the same transaction. Returns the thread (None when it was deleted meanwhile).
+
+        Raises:
+            LeaseLost: the hold expired and another update took the thread (nothing is written).
+        """
         ...
 
     async def search_threads(self, owner: str, filter: ThreadFilter) -> list[Thread]: ...

@@ -218,6 +218,7 @@ class MemoryThreadTtl:
         _threads: dict[str, Thread]
         _thread_runs: dict[str, list[str]]
         _active_count: dict[str, int]
+        _holds: dict[str, tuple[str, datetime]]
 
         def _owned_thread(self, thread_id: str, owner: str) -> Thread: ...
         def _remove_run(self, run_id: str) -> Run: ...
@@ -267,6 +268,7 @@ class MemoryThreadTtl:
             for run_id in list(self._thread_runs[thread_id]):
                 self._remove_run(run_id)
             del self._threads[thread_id]
+            self._holds.pop(thread_id, None)  # a state update's hold ends with its thread
             del self._thread_runs[thread_id]
             self._active_count.pop(thread_id, None)
             self._ttls.pop(thread_id, None)

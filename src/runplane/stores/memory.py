@@ -14,6 +14,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import datetime
 from typing import Literal
 
 from runplane.core.clock import Clock, SystemClock, lease_deadline
@@ -51,8 +52,10 @@ from runplane.core.models import (
     WebhookDelivery,
     metadata_after_admission,
 )
+from runplane.core.run_kwargs import RunKwargs
 from runplane.stores._memory_crons import MemoryCronsAndWebhooks, metadata_matches
 from runplane.stores._memory_resources import MemoryAssistants, MemoryThreadTtl
+from runplane.stores._memory_thread_state import MemoryThreadState
 
 
 def _copy_run(run: Run) -> Run:
@@ -69,13 +72,14 @@ def _copy_thread(thread: Thread) -> Thread:
     )
 
 
-class InMemoryStore(MemoryCronsAndWebhooks, MemoryAssistants, MemoryThreadTtl):
+class InMemoryStore(MemoryCronsAndWebhooks, MemoryAssistants, MemoryThreadTtl, MemoryThreadState):
     """Threads and runs in dicts. Lost when the process exits; use SQLite to keep them."""
 
     def __init__(self, *, clock: Clock | None = None) -> None:
         self._clock = clock or SystemClock()
         self._lock = asyncio.Lock()
         self._threads: dict[str, Thread] = {}
+        self._holds: dict[str, tuple[str, datetime]] = {}
         self._runs: dict[str, Run] = {}
         #: Admission order: the queue is FIFO by this sequence, per thread and overall.
         self._seq: dict[str, int] = {}
@@ -262,6 +266,7 @@ class InMemoryStore(MemoryCronsAndWebhooks, MemoryAssistants, MemoryThreadTtl):
                 if run.status in ACTIVE_RUN_STATUSES:
                     active.append(run)
             del self._threads[thread_id]
+            self._holds.pop(thread_id, None)  # a state update's hold ends with its thread
             del self._thread_runs[thread_id]
             self._active_count.pop(thread_id, None)
             for cron_id in [c.cron_id for c in self._crons.values() if c.thread_id == thread_id]:
@@ -321,6 +326,7 @@ class InMemoryStore(MemoryCronsAndWebhooks, MemoryAssistants, MemoryThreadTtl):
                 self._thread_runs[new.thread_id] = []
             if thread is None or thread.owner != new.owner:
                 raise NotFound(f"thread {new.thread_id} not found")
+            self._check_not_reserved(new.thread_id)
 
             active = [self._runs[r] for r in self._thread_runs[new.thread_id]]
             cancel_running, cancel_pending, action = admission_plan(
@@ -359,7 +365,7 @@ class InMemoryStore(MemoryCronsAndWebhooks, MemoryAssistants, MemoryThreadTtl):
                 created_at=now,
                 updated_at=now,
                 metadata=copy.deepcopy(new.metadata),
-                kwargs=copy.deepcopy(new.kwargs),
+                kwargs=RunKwargs.from_json(copy.deepcopy(new.kwargs)),
                 not_before=new.not_before,
                 idempotency_key=new.idempotency_key,
             )

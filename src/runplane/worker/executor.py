@@ -27,7 +27,7 @@ from runplane.core.errors import NotFound
 from runplane.core.graphs import Assistant, GraphRuntime
 from runplane.core.lifecycle import thread_status_after
 from runplane.core.models import Json, Outcome, Run, RunStatus, TokenUsage
-from runplane.core.stream_modes import StreamModes
+from runplane.core.run_kwargs import RunKwargs
 from runplane.runtime import checkpointer as checkpoints
 from runplane.runtime.serde import jsonable, thread_interrupts
 from runplane.runtime.thread_state import state_command
@@ -158,7 +158,7 @@ class Execution:
         progress: records model name and token usage.
         guard: the fence every checkpoint write of the attempt runs inside
             (`checkpointer.fence_writes`); raises `LeaseLost` once the attempt may not write.
-        default_timeout: seconds, when the run has no `timeout_seconds`.
+        default_timeout: seconds before the run ends `timeout` (None: never).
         retry: this attempt tried before and met an infrastructure fault: continue from the
             checkpoints it wrote, as a later attempt would.
     """
@@ -180,9 +180,8 @@ class Execution:
         self.publish = publish
         self.progress = progress
         self.guard = guard
-        self.kwargs: Json = run.kwargs
-        timeout = self.kwargs.get("timeout_seconds")
-        self.timeout: float | None = float(timeout) if timeout is not None else default_timeout
+        self.kwargs: RunKwargs = run.kwargs
+        self.timeout: float | None = default_timeout
         self.usage = UsageTracker()
         self.graph: Any = None
         #: What the graph gets as `runtime.context` (`prepare`).
@@ -204,7 +203,7 @@ class Execution:
 
     def build_config(self, assistant: Assistant | None, graph_id: str) -> RunnableConfig:
         """Assistant config, then the run's config, then what the server owns (thread and ids)."""
-        run, base, own = self.run, (assistant.config if assistant else {}), self.kwargs.get("config") or {}
+        run, base, own = self.run, (assistant.config if assistant else {}), self.kwargs.config
         configurable = {
             **(base.get("configurable") or {}),
             **(own.get("configurable") or {}),
@@ -217,9 +216,9 @@ class Execution:
         # checkpoint metadata): "" in single-user mode.
         configurable.setdefault("user_id", run.owner)
         configurable["langgraph_auth_user_id"] = run.owner
-        if checkpoint := self.kwargs.get("checkpoint"):
+        if checkpoint := self.kwargs.checkpoint:
             configurable.update({k: v for k, v in checkpoint.items() if k != "thread_id" and v is not None})
-        if checkpoint_id := self.kwargs.get("checkpoint_id"):
+        if checkpoint_id := self.kwargs.checkpoint_id:
             configurable["checkpoint_id"] = checkpoint_id
         # LangGraph copies these into every checkpoint's metadata: `run_id` is how a rollback and a
         # recovered attempt find the checkpoints this run wrote.
@@ -251,14 +250,14 @@ class Execution:
     async def prepare(self) -> tuple[Any, RunnableConfig]:
         """Resolve the graph and build `(input, config)`; resume a crashed attempt's checkpoints."""
         assistant = self._assistant()
-        graph_id = self.kwargs.get("graph_id") or (assistant.graph_id if assistant else None)
+        graph_id = self.kwargs.graph_id or (assistant.graph_id if assistant else None)
         if graph_id is None:
             raise NotFound(f"assistant {self.run.assistant_id} not found")
         config = self.build_config(assistant, graph_id)
         # The run's context over the assistant's; without one, the run's configurable stands in
         # for it, as LangGraph's server does. It is passed to the graph only (never mirrored into
         # the configurable, whose values LangGraph copies into every checkpoint's metadata).
-        own = self.kwargs.get("context") or (self.kwargs.get("config") or {}).get("configurable") or {}
+        own = self.kwargs.context or self.kwargs.config.get("configurable") or {}
         given = {**(assistant.context if assistant else {}), **own}
         self.graph = await self._graph_scope.enter_async_context(
             self.runtime.open_graph(
@@ -277,8 +276,8 @@ class Execution:
 
     async def _inputs(self, config: RunnableConfig, given: Json) -> tuple[Any, RunnableConfig]:
         self.context = run_context(self.graph, given)
-        command = self.kwargs.get("command")
-        graph_input = state_command(command) if command else self.kwargs.get("input")
+        command = self.kwargs.command
+        graph_input = state_command(command) if command else self.kwargs.input
         saver = self.runtime.checkpointer
         if self.run.attempt > 1 or self.retry:
             head = await saver.aget_tuple(self._root)
@@ -331,18 +330,18 @@ class Execution:
             await self._stream_graph(graph_input, config)
 
     async def _stream_graph(self, graph_input: Any, config: RunnableConfig) -> None:
-        requested = StreamModes.parse(self.kwargs.get("stream_mode"))
-        subgraphs = bool(self.kwargs.get("stream_subgraphs"))
+        requested = self.kwargs.stream_mode
+        subgraphs = self.kwargs.stream_subgraphs
         mapper = EventMapper(requested, self._emit)
         options: dict[str, Any] = {
             "stream_mode": requested.langgraph(),
             "subgraphs": subgraphs,
             "context": self.context,
-            "interrupt_before": self.kwargs.get("interrupt_before"),
-            "interrupt_after": self.kwargs.get("interrupt_after"),
+            "interrupt_before": self.kwargs.interrupt_before,
+            "interrupt_after": self.kwargs.interrupt_after,
         }
-        if self.kwargs.get("durability"):
-            options["durability"] = self.kwargs["durability"]
+        if self.kwargs.durability:
+            options["durability"] = self.kwargs.durability
         if "events" in requested:
             root = str(config.get("run_id") or uuid.uuid4())
             config["run_id"] = uuid.UUID(root)
@@ -395,7 +394,7 @@ class Execution:
         if self.graph is None:
             try:
                 assistant = self._assistant()
-                graph_id = self.kwargs.get("graph_id") or (assistant.graph_id if assistant else None)
+                graph_id = self.kwargs.graph_id or (assistant.graph_id if assistant else None)
                 if graph_id is not None:
                     self.graph = await self.runtime.get_graph(graph_id, dict(self._root))
             except Exception:

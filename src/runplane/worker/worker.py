@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from runplane.core.errors import CancelRequested, InfrastructureFault, LeaseLost, NotFound
-from runplane.core.events import WAKEUP_CHANNEL, cancel_channel
 from runplane.core.manager import RunManager
 from runplane.core.models import CancelAction, Outcome, Run, TokenUsage
 from runplane.core.observe import bind_run
@@ -85,7 +84,7 @@ class Worker:
         heartbeat_seconds: lease renewal period; defaults to a third of the lease.
         recovery_interval: how often expired leases of dead workers are recovered; defaults to
             half the lease (at most 5 s), so a dead worker's runs wait about one lease, not more.
-        default_timeout: seconds before a run without `timeout_seconds` ends `timeout`.
+        default_timeout: seconds before a run ends `timeout` (None: never).
         shutdown_grace: how long `stop()` lets running runs finish before handing them back.
         poll_interval: fallback queue poll when no wake-up hint comes.
     """
@@ -179,7 +178,7 @@ class Worker:
 
     async def _claim_loop(self, listening: asyncio.Event) -> None:
         # Listen first, then look at the queue: a run created after this point always wakes us.
-        async with self.manager.bus.listen(WAKEUP_CHANNEL) as hints:
+        async with self.manager.new_run_hints() as hints:
             pump = asyncio.create_task(self._pump(hints))
             listening.set()
             try:
@@ -291,7 +290,7 @@ class Worker:
         attempt = _Attempt(run)
         self._attempts[run.run_id] = attempt
         try:
-            async with self.manager.bus.listen(cancel_channel(run.run_id)) as hints:
+            async with self.manager.cancel_hints(run) as hints:
 
                 def execution_of(retry: bool) -> Execution:
                     return Execution(
@@ -310,7 +309,7 @@ class Worker:
                     ended = await self._cancel(attempt, execution_of(False), run.cancel_action)
                 else:
                     ended = await self._execute(attempt, execution_of, hints)
-            if ended and run.kwargs.get("temporary"):
+            if ended and run.kwargs.temporary:
                 await self._forget(run)
         except Exception:
             logger.exception(

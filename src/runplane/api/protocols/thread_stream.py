@@ -131,7 +131,7 @@ def _matches(event: ProtocolEvent, request: EventStreamRequest) -> bool:
 
 async def _project(call: Call, run: Run, ordinal: int) -> AsyncIterator[dict[str, Any]]:
     """One run's protocol events, numbered in the run's slice of the thread's sequence."""
-    projection = RunProjection(str(run.kwargs.get("graph_id") or run.assistant_id))
+    projection = RunProjection(run.kwargs.graph_id or run.assistant_id)
     count = 0
 
     def envelope(event: ProtocolEvent) -> dict[str, Any]:
@@ -251,7 +251,7 @@ async def _get_tree(call: Call, thread_id: str, params: Mapping[str, Any]) -> An
         raise CommandError("no_such_run", "No run is bound to this thread.")
     latest = ordered[-1]
     status: dict[tuple[str, ...], tuple[str, str | None]] = {
-        (): ("started", str(latest.kwargs.get("graph_id") or latest.assistant_id))
+        (): ("started", latest.kwargs.graph_id or latest.assistant_id)
     }
     if latest.is_terminal:
         async for envelope in _project(call, latest, len(ordered)):

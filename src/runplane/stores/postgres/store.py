@@ -91,6 +91,7 @@ from runplane.stores.postgres._rows import (
     thread_from_row,
     usage_params,
 )
+from runplane.stores.postgres._thread_state import PostgresThreadState, check_thread_free
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ def _filter_params(owner: str, filter: ThreadFilter) -> dict[str, Any]:
 # -- the store ------------------------------------------------------------------------------------
 
 
-class PostgresStore(PostgresCronsAndWebhooks, PostgresResources):
+class PostgresStore(PostgresCronsAndWebhooks, PostgresResources, PostgresThreadState):
     """Threads, runs and the run queue in PostgreSQL (psycopg 3, async pool).
 
     Args:
@@ -502,6 +503,7 @@ class PostgresStore(PostgresCronsAndWebhooks, PostgresResources):
         thread = await _one(conn, "lock_thread", thread_id=new.thread_id)
         if thread is None or thread["owner"] != new.owner:
             raise NotFound(f"thread {new.thread_id} not found")
+        check_thread_free(thread, now)
 
         active = await _all(conn, "active_runs", thread_id=new.thread_id)
         cancel_running, cancel_pending, action = admission_plan(

@@ -90,6 +90,7 @@ from runplane.stores.sqlite._connection import (
 )
 from runplane.stores.sqlite._crons import SqliteCronsAndWebhooks
 from runplane.stores.sqlite._resources import SqliteResources
+from runplane.stores.sqlite._thread_state import SqliteThreadState, check_thread_free
 
 # `claim_run` updates whatever `claimable_run` picks, in the same statement.
 _CLAIM_SQL = QUERIES["claim_run"].replace(":seq", "(" + QUERIES["claimable_run"].rstrip(";") + ")")
@@ -107,7 +108,7 @@ _SEARCH_SQL = {
 Params = Mapping[str, Any]
 
 
-class SqliteStore(SqliteCronsAndWebhooks, SqliteResources):
+class SqliteStore(SqliteCronsAndWebhooks, SqliteResources, SqliteThreadState):
     """Threads and runs in one SQLite file shared by every process of a deployment.
 
     Args:
@@ -409,6 +410,7 @@ class SqliteStore(SqliteCronsAndWebhooks, SqliteResources):
                 thread = await self._one(db, "insert_thread", {**params, "metadata": thread_metadata})
             if thread is None or thread["owner"] != new.owner:
                 raise NotFound(f"thread {new.thread_id} not found")
+            check_thread_free(thread, now)
 
             active = {
                 row["run_id"]: row for row in await self._all(db, "active_runs", {"thread_id": new.thread_id})

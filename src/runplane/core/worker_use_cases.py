@@ -1,0 +1,158 @@
+"""`RunManager`'s worker side: what a worker and the webhook dispatcher do with runs they hold.
+
+A mixin of `RunManager`, like `core.resources`. Every write is fenced by the run's `attempt` (see
+`core.store`), and every hint a worker sleeps on comes from here, so the worker never reaches the
+store or the bus itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from runplane.core.errors import LeaseLost, NotFound
+from runplane.core.events import WAKEUP_CHANNEL, EventBus, cancel_channel
+from runplane.core.models import CancelAction, Outcome, QueueStats, Run, TokenUsage, WebhookDelivery
+from runplane.core.observe import Observer
+
+if TYPE_CHECKING:
+    from runplane.core.manager import ManagerSettings
+    from runplane.core.store import Store
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerUseCases:
+    """Claim, renew, fence, publish, finish and recover runs; deliver webhooks; mixed into `RunManager`."""
+
+    if TYPE_CHECKING:
+        store: Store
+        bus: EventBus
+        settings: ManagerSettings
+        observer: Observer
+
+        async def _end(self, run_id: str) -> None: ...
+
+        async def _hint_webhook(self, run: Run) -> None: ...
+
+    def new_run_hints(self) -> AbstractAsyncContextManager[AsyncIterator[str]]:
+        """Hints that some run was admitted or handed back (any thread): a worker claims when one
+        comes, a follower of a thread's runs re-reads them. Hints can be lost: listen first, then
+        read the store, and poll now and then."""
+        return self.bus.listen(WAKEUP_CHANNEL)
+
+    def cancel_hints(self, run: Run) -> AbstractAsyncContextManager[AsyncIterator[str]]:
+        """Hints that `run` got a cancel request (the action, `interrupt` or `rollback`). The
+        request itself is durable: a worker that missed the hint sees it at its next renewal."""
+        return self.bus.listen(cancel_channel(run.run_id))
+
+    async def claim(self, worker_id: str) -> Run | None:
+        run = await self.store.claim_run(worker_id, self.settings.lease_seconds)
+        if run is not None:
+            self.observer.run_started(run)
+        return run
+
+    async def renew(self, run: Run, worker_id: str) -> CancelAction | None:
+        return await self.store.renew_lease(run.run_id, run.attempt, worker_id, self.settings.lease_seconds)
+
+    async def record_progress(
+        self, run: Run, *, model_name: str | None = None, usage: TokenUsage | None = None
+    ) -> None:
+        await self.store.record_progress(run.run_id, run.attempt, model_name=model_name, usage=usage)
+
+    def hold(self, run: Run) -> AbstractAsyncContextManager[None]:
+        """Fence a checkpoint write of the attempt `run` (see `Store.hold_attempt`)."""
+        return self.store.hold_attempt(run.run_id, run.attempt, self.settings.lease_seconds)
+
+    async def publish(self, run: Run, event: str, data: bytes) -> str:
+        event_id = await self.bus.publish(run.run_id, event, data)
+        self.observer.event_published(run, event)
+        return event_id
+
+    async def finish(self, run: Run, outcome: Outcome) -> Run:
+        """End a run the worker holds. The status is durable before the stream ends and joiners
+        are woken, so whoever reacts to either reads the final status.
+
+        Raises:
+            LeaseLost, CancelRequested: see `Store.finish_run`.
+        """
+        finished = await self.store.finish_run(run.run_id, run.attempt, outcome)
+        self.observer.run_finished(finished)
+        await self._end(run.run_id)
+        await self._hint_webhook(finished)
+        return finished
+
+    async def discard(self, run: Run) -> None:
+        """Delete a run after rolling its thread back (cancel `rollback`)."""
+        discarded = await self.store.discard_run(run.run_id, run.attempt)
+        self.observer.run_discarded(discarded)
+        await self._end(run.run_id)
+
+    async def release(self, run: Run) -> Run:
+        """Hand a run back to the queue (graceful shutdown); another worker resumes it."""
+        released = await self.store.release_run(run.run_id, run.attempt)
+        await self.bus.notify(WAKEUP_CHANNEL, run.run_id)
+        return released
+
+    async def recover_expired(self) -> list[Run]:
+        """Settle every run whose worker stopped renewing its lease; returns what it changed.
+
+        Safe to call from every worker at once: each settle is conditional on the attempt, so only
+        one caller moves a given run.
+        """
+        recovered: list[Run] = []
+        for run in await self.store.expired_runs():
+            try:
+                settled = await self.store.recover_run(run.run_id, run.attempt, self.settings.max_attempts)
+            except (LeaseLost, NotFound):
+                continue
+            logger.warning(
+                "recovered run %s (attempt %d) -> %s",
+                run.run_id,
+                run.attempt,
+                settled.status,
+                extra={"action": "recover", "run_id": run.run_id},
+            )
+            recovered.append(settled)
+            self.observer.lease_recovered(settled)
+            if settled.is_terminal:
+                self.observer.run_finished(settled)
+            if settled.is_terminal:
+                await self._end(run.run_id)
+                await self._hint_webhook(settled)
+            else:
+                await self.bus.notify(WAKEUP_CHANNEL, run.run_id)
+        return recovered
+
+    async def queue_stats(self) -> QueueStats:
+        """Pending and running runs and busy workers, over every owner, from the database (so every
+        process reports the same numbers)."""
+        return await self.store.queue_stats()
+
+    # -- webhooks -------------------------------------------------------------------------------
+
+    async def claim_webhooks(self, limit: int = 20) -> list[WebhookDelivery]:
+        return await self.store.claim_webhooks(self.settings.webhook_lease_seconds, limit)
+
+    async def webhook_delivered(self, delivery: WebhookDelivery) -> None:
+        await self.store.webhook_delivered(delivery.delivery_id)
+        self.observer.webhook_delivered(True)
+
+    async def webhook_failed(self, delivery: WebhookDelivery, error: str, retry_at: datetime | None) -> None:
+        """Record a failed delivery attempt: retried at `retry_at`, or given up when None."""
+        await self.store.webhook_failed(delivery.delivery_id, error, retry_at)
+        self.observer.webhook_delivered(False)
+
+    async def next_webhook_due(self) -> datetime | None:
+        return await self.store.next_webhook_due()
+
+    async def list_webhooks(self, limit: int = 100) -> list[WebhookDelivery]:
+        return await self.store.list_webhooks(limit)
+
+    def listen(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[str]]:
+        """Hints on `channel` (`CRONS_CHANNEL`, `WEBHOOKS_CHANNEL`): a background loop sleeps on
+        them instead of polling. Registration is complete when the context is entered."""
+        return self.bus.listen(channel)
