@@ -144,8 +144,12 @@ class PublicSaverAdapter:
         return Savepoint(thread_id, None)
 
     async def rollback(self, thread_id: str, run_id: str, point: Savepoint | None) -> None:
+        # `adelete_for_runs` is in langgraph-checkpoint 4.1 and later, `NotImplementedError` by default.
+        delete_for_runs = getattr(self.saver, "adelete_for_runs", None)
         try:
-            await self.saver.adelete_for_runs([run_id])
+            if delete_for_runs is None:
+                raise NotImplementedError
+            await delete_for_runs([run_id])
         except NotImplementedError:
             logger.warning(
                 "cannot roll back run %s: %s deletes no checkpoints by run",
@@ -155,7 +159,10 @@ class PublicSaverAdapter:
             )
 
     async def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        await self.saver.acopy_thread(source_thread_id, target_thread_id)
+        copy = getattr(self.saver, "acopy_thread", None)  # langgraph-checkpoint 4.1 and later
+        if copy is None:
+            raise NotImplementedError(f"{type(self.saver).__name__} copies no threads")
+        await copy(source_thread_id, target_thread_id)
 
     async def delete_thread(self, thread_id: str) -> None:
         await self.saver.adelete_thread(thread_id)

@@ -5,12 +5,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import aiosqlite
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from runplane.runtime._databases import tune_sqlite
 from runplane.runtime.checkpointer.base import FencedWrites, Savepoint, resumed_namespaces
+
+#: The columns of a pending write that a savepoint keeps, in LangGraph's `writes` table.
+_WRITE_COLUMNS = "task_id, task_path, idx, channel, type, value"
+
+#: Per saver: `_WRITE_COLUMNS`, without `task_path` on a table from before 3.1.2 (which added it).
+_write_columns: WeakKeyDictionary[AsyncSqliteSaver, str] = WeakKeyDictionary()
 
 #: Checkpoints written by a run: LangGraph copies `config["metadata"]` (our `run_id`) into them.
 _RUN_CHECKPOINTS = (
@@ -31,6 +38,8 @@ class SqliteAdapter:
 
     def __init__(self, saver: AsyncSqliteSaver) -> None:
         self.saver = saver
+        #: The columns of `writes` a savepoint keeps (set by `_transaction`).
+        self.columns = _WRITE_COLUMNS
 
     @staticmethod
     @asynccontextmanager
@@ -48,13 +57,20 @@ class SqliteAdapter:
         """A cursor on LangGraph's connection, committed at the end or rolled back on an error.
 
         Private internals, used here only: `conn` (the aiosqlite connection), `lock` (held around
-        every statement of LangGraph's own) and the tables `checkpoints` and `writes` (with
-        `task_path`). Checked against langgraph-checkpoint-sqlite 2.0.11 to 3.1.2.
+        every statement of LangGraph's own) and the tables `checkpoints` and `writes` (whose
+        columns are read once). Checked against langgraph-checkpoint-sqlite 3.0.3 to 3.1.2.
         """
         saver = self.saver
         await saver.setup()
         async with saver.lock, saver.conn.cursor() as cur:
             try:
+                if saver not in _write_columns:
+                    await cur.execute("SELECT name FROM pragma_table_info('writes')")
+                    if "task_path" in {row[0] for row in await cur.fetchall()}:
+                        _write_columns[saver] = _WRITE_COLUMNS
+                    else:
+                        _write_columns[saver] = _WRITE_COLUMNS.replace("task_path, ", "")
+                self.columns = _write_columns[saver]
                 yield cur
             except BaseException:
                 # The connection is shared: a half-done rollback left open would be committed by
@@ -88,10 +104,9 @@ class SqliteAdapter:
                     writes[ns, heads[ns]] = await self._writes(cur, thread_id, ns, heads[ns])
         return Savepoint(thread_id, checkpoint_id, writes)
 
-    @staticmethod
-    async def _writes(cur: aiosqlite.Cursor, thread_id: str, ns: str, checkpoint_id: str) -> list[Any]:
+    async def _writes(self, cur: aiosqlite.Cursor, thread_id: str, ns: str, checkpoint_id: str) -> list[Any]:
         await cur.execute(
-            "SELECT task_id, task_path, idx, channel, type, value FROM writes "
+            f"SELECT {self.columns} FROM writes "
             "WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?",
             (thread_id, ns, checkpoint_id),
         )
@@ -114,11 +129,13 @@ class SqliteAdapter:
                     "DELETE FROM writes WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?",
                     (thread_id, ns, checkpoint_id),
                 )
-                await cur.executemany(
-                    "INSERT INTO writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, "
-                    "channel, type, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(thread_id, ns, checkpoint_id, *w) for w in writes],
-                )
+                if writes:
+                    values = ", ".join("?" * (3 + len(writes[0])))
+                    await cur.executemany(
+                        f"INSERT INTO writes (thread_id, checkpoint_ns, checkpoint_id, {self.columns}) "
+                        f"VALUES ({values})",
+                        [(thread_id, ns, checkpoint_id, *w) for w in writes],
+                    )
 
     async def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         async with self._transaction() as cur:
@@ -129,9 +146,8 @@ class SqliteAdapter:
                 (target_thread_id, source_thread_id),
             )
             await cur.execute(
-                "INSERT OR REPLACE INTO writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, "
-                "idx, channel, type, value) SELECT ?, checkpoint_ns, checkpoint_id, task_id, task_path, idx, "
-                "channel, type, value FROM writes WHERE thread_id = ?",
+                f"INSERT OR REPLACE INTO writes (thread_id, checkpoint_ns, checkpoint_id, {self.columns}) "
+                f"SELECT ?, checkpoint_ns, checkpoint_id, {self.columns} FROM writes WHERE thread_id = ?",
                 (target_thread_id, source_thread_id),
             )
 
