@@ -23,13 +23,14 @@ INSTALL_SPEC='.[postgres,redis]'
 TEST_TOOLS=("pytest>=8.3" "pytest-asyncio>=0.25" "pytest-timeout>=2.3" "hypothesis>=6.100")
 
 #: The saver adapters' contract, then runs through the worker: lifecycle, cancel and rollback,
-#: crash resume, the checkpoint fence, thread state, graph loading.
+#: crash resume, the checkpoint fence and TTL sweep, thread state, graph loading.
 SMOKE=(
     tests/conformance/test_saver_adapters.py
     tests/integration/test_worker_lifecycle.py
     tests/integration/test_worker_cancel.py
     tests/integration/test_worker_faults.py
     tests/integration/test_checkpoint_fence.py
+    tests/integration/test_checkpoint_ttl.py
     tests/integration/test_worker_thread_state.py
     tests/unit/test_graphs_loading.py
     -q

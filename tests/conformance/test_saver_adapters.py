@@ -27,6 +27,7 @@ from typing_extensions import TypedDict
 
 from runplane.core.errors import LeaseLost
 from runplane.runtime import checkpointer as checkpoints
+from runplane.runtime import thread_maintenance
 from runplane.runtime.checkpointer import (
     PublicSaverAdapter,
     Savepoint,
@@ -318,3 +319,28 @@ async def test_fenced_writes_are_refused_after_the_lease_is_lost(saver: BaseChec
     assert (await graph.aget_state({"configurable": {"thread_id": thread}})).values == {
         "log": ["step", "by hand"]
     }
+
+
+async def test_prune_keeps_the_latest_checkpoint_of_each_namespace_and_its_writes(
+    saver: BaseCheckpointSaver[Any],
+) -> None:
+    graph = ASKING.compile(checkpointer=saver)
+    thread, other = new_thread(), new_thread()
+    await graph.ainvoke({"log": []}, config(thread, "run-a"))
+    await graph.ainvoke({"log": []}, config(other, "run-b"))
+    before = await snapshot(graph, thread)
+    written = await stored(saver, thread)
+    kept = await stored(saver, other)
+    latest = {ns: max(c for n, c, _ in written if n == ns) for ns, _, _ in written}
+    assert len(written) > len(latest)
+
+    await thread_maintenance.prune_keep_latest(saver, thread)
+    pruned = await stored(saver, thread)
+    # The root keeps its latest checkpoint; a subgraph call's namespace keeps its latest or goes
+    # with the root checkpoint the call started from (LangGraph's own `aprune` on PostgreSQL).
+    assert [c for ns, c, _ in pruned if ns == ""] == [latest[""]]
+    assert all(c == latest[ns] for ns, c, _ in pruned)
+    assert await snapshot(graph, thread) == before  # values and the pending interrupt stay
+    assert await stored(saver, other) == kept
+    answered = await graph.ainvoke(Command(resume="after prune"), config(thread, "run-c"))
+    assert answered["log"][-1] == "answer:after prune"
