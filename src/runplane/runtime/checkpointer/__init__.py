@@ -2,12 +2,13 @@
 
 `open_checkpointer(url)` opens LangGraph's saver of the database, subclassed only to fence its
 writes (`Fenced*Saver`, see `base.py`). `adapter_for(saver)` gives the one adapter class of each
-LangGraph saver (`MemoryAdapter`, `SqliteAdapter`, `PostgresAdapter`) that savepoints, rolls back
-and copies threads on it, LangGraph's own class or the fenced one alike; a saver of another kind
-gets `PublicSaverAdapter` (LangGraph's public API only). Each adapter reads LangGraph's private
-internals in one method, whose docstring names the versions it was checked against;
-`pyproject.toml` bounds those versions above, and `scripts/test_bounds.sh` runs the adapters'
-contract tests (`tests/conformance/test_saver_adapters.py`) at the lower bounds.
+LangGraph saver (`MemoryAdapter`, `SqliteAdapter`, `PostgresAdapter`) that savepoints, rolls back,
+copies, prunes and expires threads on it, LangGraph's own class or the fenced one alike; a saver
+of another kind gets `PublicSaverAdapter` (LangGraph's public API only). The adapters are the only
+code that reads LangGraph's private internals, each naming the versions it was checked against
+(SQLite and PostgreSQL through one `_transaction` method). `pyproject.toml` bounds those versions
+above, and `scripts/test_bounds.sh` runs the adapters' contract tests
+(`tests/conformance/test_saver_adapters.py`) at the lower bounds.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """What runplane needs of a LangGraph saver beyond LangGraph's API, and the write fence.
 
-`SaverAdapter` is the seam: the worker and the runtime call `savepoint`, `rollback`, `copy_thread`
-and `delete_thread` on it and nothing else. Each of LangGraph's savers gets one adapter class
-(`memory.py`, `sqlite.py`, `postgres.py`) wrapping it, LangGraph's own class or the fenced subclass
-`open_checkpointer` opens alike. Where LangGraph has a public method (`adelete_thread`) the adapter
-calls it; where LangGraph leaves one unimplemented (`acopy_thread`, `adelete_for_runs`: its savers
-raise `NotImplementedError` up to langgraph-checkpoint 4.3) or has none (a savepoint; rolling one
-run back inside one thread), the adapter reads the saver's tables.
+`SaverAdapter` is the seam: the worker, the runtime and the TTL sweep call it, never the saver's
+tables. Each of LangGraph's savers gets one adapter class (`memory.py`, `sqlite.py`, `postgres.py`)
+wrapping it, LangGraph's own class or the fenced subclass `open_checkpointer` opens alike. Where
+LangGraph has a public method (`adelete_thread`, PostgreSQL's `aprune`) the adapter calls it; where
+LangGraph leaves one unimplemented (`acopy_thread`, `adelete_for_runs`: its savers raise
+`NotImplementedError` up to langgraph-checkpoint 4.3) or has none (a savepoint; rolling one run
+back inside one thread; a thread's age), the adapter reads the saver's tables.
 
 Checkpoint writes are fenced: an adapter puts a checkpoint or its pending writes only inside the
 guard that `fence_writes` installs for the running attempt (`Store.hold_attempt`). An attempt
@@ -27,6 +27,9 @@ from typing import Any, Protocol
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver, ChannelVersions, Checkpoint, CheckpointMetadata
+
+from runplane.core.errors import InvalidInput
+from runplane.runtime.checkpointer._tables import Strategy
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +99,8 @@ def resumed_namespaces(namespaces: Iterable[str], task_ids: Iterable[str]) -> li
 
 
 class SaverAdapter(Protocol):
-    """What runplane does to a LangGraph saver beyond LangGraph's API: undo one run, copy a thread.
+    """What runplane does to a LangGraph saver beyond LangGraph's API: undo one run, copy a
+    thread, prune or expire threads.
 
     Why a rollback needs more than deleting checkpoints: a run that resumes a thread also writes
     onto the checkpoint it started from (the `Command(resume=...)` value, the re-run task's
@@ -129,6 +133,21 @@ class SaverAdapter(Protocol):
 
     async def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint of a thread (a no-op for a thread without any)."""
+        ...
+
+    async def prune_keep_latest(self, thread_id: str) -> None:
+        """Delete every checkpoint of the thread but the newest of each namespace, as LangGraph's
+        `keep_latest` prune."""
+        ...
+
+    async def expired_threads(self, cutoff: str, limit: int) -> list[str]:
+        """Up to `limit` threads whose latest root checkpoint id is below `cutoff`, oldest first
+        (the `checkpointer.ttl` sweep)."""
+        ...
+
+    async def expire_thread(self, thread_id: str, cutoff: str, strategy: Strategy) -> None:
+        """Apply `strategy` to one thread if it is still older than `cutoff`, checked as it
+        deletes: a run may have written to it since it was found expired."""
         ...
 
 
@@ -166,3 +185,15 @@ class PublicSaverAdapter:
 
     async def delete_thread(self, thread_id: str) -> None:
         await self.saver.adelete_thread(thread_id)
+
+    async def prune_keep_latest(self, thread_id: str) -> None:
+        prune = getattr(self.saver, "aprune", None)  # langgraph-checkpoint 4.1 and later
+        if prune is None:
+            raise NotImplementedError(f"{type(self.saver).__name__} prunes no threads")
+        await prune([thread_id], strategy="keep_latest")
+
+    async def expired_threads(self, cutoff: str, limit: int) -> list[str]:
+        raise InvalidInput(f"'checkpointer.ttl' is not supported for {type(self.saver).__name__}")
+
+    async def expire_thread(self, thread_id: str, cutoff: str, strategy: Strategy) -> None:
+        raise InvalidInput(f"'checkpointer.ttl' is not supported for {type(self.saver).__name__}")

@@ -6,6 +6,7 @@ from typing import Any
 
 from langgraph.checkpoint.memory import InMemorySaver
 
+from runplane.runtime.checkpointer._tables import Strategy
 from runplane.runtime.checkpointer.base import FencedWrites, Savepoint, resumed_namespaces
 
 
@@ -65,3 +66,39 @@ class MemoryAdapter:
 
     async def delete_thread(self, thread_id: str) -> None:
         await self.saver.adelete_thread(thread_id)
+
+    async def prune_keep_latest(self, thread_id: str) -> None:
+        saver = self.saver
+        for namespace, stored in saver.storage.get(thread_id, {}).items():
+            if not stored:
+                continue
+            latest = max(stored)
+            for checkpoint_id in [c for c in stored if c != latest]:
+                del stored[checkpoint_id]
+                saver.writes.pop((thread_id, namespace, checkpoint_id), None)
+            kept = saver.serde.loads_typed(stored[latest][0]).get("channel_versions", {})
+            blobs: dict[Any, Any] = saver.blobs
+            for key in [k for k in blobs if k[0] == thread_id and k[1] == namespace]:
+                if kept.get(key[2]) != key[3]:
+                    del blobs[key]
+
+    async def expired_threads(self, cutoff: str, limit: int) -> list[str]:
+        latest = {
+            thread_id: max(namespaces[""])
+            for thread_id, namespaces in self.saver.storage.items()
+            if namespaces.get("")
+        }
+        return sorted((t for t, newest in latest.items() if newest < cutoff), key=latest.__getitem__)[:limit]
+
+    async def expire_thread(self, thread_id: str, cutoff: str, strategy: Strategy) -> None:
+        namespaces = self.saver.storage.get(thread_id, {})
+        if not namespaces.get("") or max(namespaces[""]) >= cutoff:
+            return
+        if strategy == "delete":
+            self.saver.delete_thread(thread_id)
+            return
+        for ns, checkpoints in namespaces.items():
+            latest = max(checkpoints, default=None)
+            for checkpoint_id in [c for c in checkpoints if c != latest]:
+                del checkpoints[checkpoint_id]
+                self.saver.writes.pop((thread_id, ns, checkpoint_id), None)

@@ -10,6 +10,7 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from psycopg import AsyncCursor
 
 from runplane.runtime._databases import postgres_pool, setup_postgres_once
+from runplane.runtime.checkpointer._tables import EXPIRED_THREADS, Strategy, expire_statements
 from runplane.runtime.checkpointer.base import FencedWrites, Savepoint, resumed_namespaces
 
 #: Connections of the saver's own pool (LangGraph serializes its statements on one at a time).
@@ -133,3 +134,36 @@ class PostgresAdapter:
 
     async def delete_thread(self, thread_id: str) -> None:
         await self.saver.adelete_thread(thread_id)
+
+    async def prune_keep_latest(self, thread_id: str) -> None:
+        await self.saver.aprune([thread_id], strategy="keep_latest")
+
+    async def expired_threads(self, cutoff: str, limit: int) -> list[str]:
+        async with self._transaction() as cur:
+            await cur.execute(EXPIRED_THREADS.format(p="%s"), (cutoff, limit))
+            return [str(row["thread_id"]) for row in await cur.fetchall()]
+
+    async def expire_thread(self, thread_id: str, cutoff: str, strategy: Strategy) -> None:
+        checkpoints, writes = expire_statements("%s", "checkpoint_writes", strategy)
+        async with self._transaction() as cur:
+            # Channel values are blobs keyed by version, shared between checkpoints. A blob may go
+            # once no remaining checkpoint refers to it, and only up to the newest version the old
+            # checkpoints knew: a run writing to the thread right now writes newer versions before
+            # the checkpoint that refers to them.
+            await cur.execute(
+                "SELECT c.checkpoint_ns, v.key AS channel, max(v.value) AS version FROM checkpoints c, "
+                "jsonb_each_text(c.checkpoint -> 'channel_versions') v WHERE c.thread_id = %s "
+                "AND c.checkpoint_id < %s GROUP BY c.checkpoint_ns, v.key",
+                (thread_id, cutoff),
+            )
+            known = [(row["checkpoint_ns"], row["channel"], row["version"]) for row in await cur.fetchall()]
+            await cur.execute(checkpoints, (thread_id, thread_id, cutoff))
+            await cur.execute(writes, (thread_id,))
+            for ns, channel, version in known:
+                await cur.execute(
+                    "DELETE FROM checkpoint_blobs b WHERE thread_id = %s AND checkpoint_ns = %s "
+                    "AND channel = %s AND version <= %s AND NOT EXISTS (SELECT 1 FROM checkpoints c "
+                    "WHERE c.thread_id = b.thread_id AND c.checkpoint_ns = b.checkpoint_ns "
+                    "AND c.checkpoint -> 'channel_versions' ->> b.channel = b.version)",
+                    (thread_id, ns, channel, version),
+                )

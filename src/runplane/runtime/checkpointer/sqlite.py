@@ -11,6 +11,7 @@ import aiosqlite
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from runplane.runtime._databases import tune_sqlite
+from runplane.runtime.checkpointer._tables import EXPIRED_THREADS, Strategy, expire_statements
 from runplane.runtime.checkpointer.base import FencedWrites, Savepoint, resumed_namespaces
 
 #: The columns of a pending write that a savepoint keeps, in LangGraph's `writes` table.
@@ -53,8 +54,9 @@ class SqliteAdapter:
             yield saver
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Cursor]:
-        """A cursor on LangGraph's connection, committed at the end or rolled back on an error.
+    async def _transaction(self, *, immediate: bool = False) -> AsyncIterator[aiosqlite.Cursor]:
+        """A cursor on LangGraph's connection, committed at the end or rolled back on an error;
+        `immediate`: the write lock taken first (other processes' writes wait for the commit).
 
         Private internals, used here only: `conn` (the aiosqlite connection), `lock` (held around
         every statement of LangGraph's own) and the tables `checkpoints` and `writes` (whose
@@ -64,6 +66,8 @@ class SqliteAdapter:
         await saver.setup()
         async with saver.lock, saver.conn.cursor() as cur:
             try:
+                if immediate:
+                    await cur.execute("BEGIN IMMEDIATE")
                 if saver not in _write_columns:
                     await cur.execute("SELECT name FROM pragma_table_info('writes')")
                     if "task_path" in {row[0] for row in await cur.fetchall()}:
@@ -153,3 +157,27 @@ class SqliteAdapter:
 
     async def delete_thread(self, thread_id: str) -> None:
         await self.saver.adelete_thread(thread_id)
+
+    async def prune_keep_latest(self, thread_id: str) -> None:
+        latest = (
+            "SELECT checkpoint_ns, max(checkpoint_id) FROM checkpoints WHERE thread_id = ? "
+            "GROUP BY checkpoint_ns"
+        )
+        keep = f"(checkpoint_ns, checkpoint_id) NOT IN ({latest})"
+        async with self._transaction() as cur:
+            await cur.execute(f"DELETE FROM writes WHERE thread_id = ? AND {keep}", (thread_id, thread_id))
+            await cur.execute(
+                f"DELETE FROM checkpoints WHERE thread_id = ? AND {keep}", (thread_id, thread_id)
+            )
+
+    async def expired_threads(self, cutoff: str, limit: int) -> list[str]:
+        async with self._transaction() as cur:
+            await cur.execute(EXPIRED_THREADS.format(p="?"), (cutoff, limit))
+            return [str(row[0]) for row in await cur.fetchall()]
+
+    async def expire_thread(self, thread_id: str, cutoff: str, strategy: Strategy) -> None:
+        checkpoints, writes = expire_statements("?", "writes", strategy)
+        # Immediate: the age the delete re-checks is the age when it deletes.
+        async with self._transaction(immediate=True) as cur:
+            await cur.execute(checkpoints, (thread_id, thread_id, cutoff))
+            await cur.execute(writes, (thread_id,))
