@@ -20,7 +20,7 @@ class MemoryAdapter:
     Private internals, read here only: the dicts `storage` (thread -> namespace -> checkpoint id
     -> (checkpoint, typed metadata, parent id)), `writes` ((thread, namespace, checkpoint id) ->
     {(task id, idx): write}) and `blobs` ((thread, namespace, channel, version) -> value).
-    Checked against langgraph-checkpoint 2.1.0 to 4.3.2.
+    Checked against langgraph-checkpoint 3.0.0 to 4.3.2 (the contract tests).
     """
 
     def __init__(self, saver: InMemorySaver) -> None:

@@ -45,7 +45,7 @@ class PostgresAdapter:
 
         Private internals, used here only: `_cursor()` (a cursor under the saver's lock) and the
         tables `checkpoints` (jsonb `metadata`), `checkpoint_blobs` and `checkpoint_writes`.
-        Checked against langgraph-checkpoint-postgres 2.0.25 to 3.2.0.
+        Checked against langgraph-checkpoint-postgres 3.0.0 to 3.2.0 (`aprune`: 3.2.0 on).
         """
         async with self.saver._cursor() as cur, cur.connection.transaction():
             yield cur
