@@ -344,3 +344,23 @@ async def test_prune_keeps_the_latest_checkpoint_of_each_namespace_and_its_write
     assert await stored(saver, other) == kept
     answered = await graph.ainvoke(Command(resume="after prune"), config(thread, "run-c"))
     assert answered["log"][-1] == "answer:after prune"
+
+
+async def test_a_rollback_that_fails_half_way_changes_nothing(saver: BaseCheckpointSaver[Any]) -> None:
+    if isinstance(saver, InMemorySaver):
+        pytest.skip("memory: a rollback has no await, nothing runs in between")
+    graph = ASKING.compile(checkpointer=saver)
+    thread, other = new_thread(), new_thread()
+    await graph.ainvoke({"log": []}, config(thread, "run-a"))
+    point = await checkpoints.savepoint(saver, thread)
+    await graph.ainvoke(Command(resume="b"), config(thread, "run-b"))
+    written = await stored(saver, thread)
+    # The same pending write twice: its insert fails on the primary key, after the deletes ran.
+    twice = Savepoint(
+        thread, point.checkpoint_id, {key: [*rows, *rows] for key, rows in point.writes.items()}
+    )
+
+    with pytest.raises(Exception, match=r"(?i)unique"):
+        await checkpoints.rollback(saver, thread, "run-b", twice)
+    await graph.ainvoke({"log": []}, config(other, "run-c"))  # LangGraph's next write commits
+    assert await stored(saver, thread) == written
