@@ -15,7 +15,7 @@ class FencedMemorySaver(FencedWrites, InMemorySaver):
 
 
 class MemoryAdapter:
-    """Savepoints, rollback and thread copies on an `InMemorySaver`.
+    """Savepoints, rollback, thread copies, prune and TTL expiry on an `InMemorySaver`.
 
     Private internals, read here only: the dicts `storage` (thread -> namespace -> checkpoint id
     -> (checkpoint, typed metadata, parent id)), `writes` ((thread, namespace, checkpoint id) ->

@@ -22,7 +22,7 @@ class FencedPostgresSaver(FencedWrites, AsyncPostgresSaver):
 
 
 class PostgresAdapter:
-    """Savepoints, rollback and thread copies on an `AsyncPostgresSaver`."""
+    """Savepoints, rollback, thread copies, prune and TTL expiry on an `AsyncPostgresSaver`."""
 
     #: The LangGraph class this adapts (instances of it and of its subclasses).
     saver_class = AsyncPostgresSaver

@@ -32,7 +32,7 @@ class FencedSqliteSaver(FencedWrites, AsyncSqliteSaver):
 
 
 class SqliteAdapter:
-    """Savepoints, rollback and thread copies on an `AsyncSqliteSaver`."""
+    """Savepoints, rollback, thread copies, prune and TTL expiry on an `AsyncSqliteSaver`."""
 
     #: The LangGraph class this adapts (instances of it and of its subclasses).
     saver_class = AsyncSqliteSaver
