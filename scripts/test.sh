@@ -100,4 +100,10 @@ set +e
 "$VENV/bin/python" -m pytest "$@"
 rc=$?
 set -e
+
+# --- the lowest LangGraph versions allowed (scripts/test_bounds.sh) -----------
+# After a whole-suite run (no pytest args, as .ci/run) that passed; RUNPLANE_SKIP_BOUNDS=1 skips it.
+if [ "$rc" = 0 ] && [ "$#" -eq 0 ] && [ "${RUNPLANE_SKIP_BOUNDS:-0}" != "1" ]; then
+    "$ROOT/scripts/test_bounds.sh" || rc=$?
+fi
 exit "$rc"

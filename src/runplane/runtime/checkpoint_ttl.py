@@ -11,7 +11,7 @@ run or a state update writes one, so activity restarts the clock), read from the
 - `keep_latest` deletes every checkpoint but the latest of each namespace, with their writes.
 
 Each thread is deleted by statements that re-check its age, so a thread that a run has just
-written to is kept.
+written to is kept. The statements are each saver adapter's (`runtime/checkpointer/`).
 """
 
 from __future__ import annotations
@@ -26,21 +26,11 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.checkpoint.memory import InMemorySaver
 
 from runplane.core.errors import InvalidInput
+from runplane.runtime.checkpointer import PublicSaverAdapter, adapter_for
 
 logger = logging.getLogger(__name__)
-
-try:
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-except ImportError:  # pragma: no cover - a hard dependency, but keep the import failure readable
-    AsyncSqliteSaver = None  # type: ignore[assignment,misc]
-
-try:
-    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-except ImportError:  # pragma: no cover - the postgres extra is not installed
-    AsyncPostgresSaver = None  # type: ignore[assignment,misc]
 
 #: LangGraph's server's default batch of threads per sweep.
 DEFAULT_SWEEP_LIMIT = 10_000
@@ -108,42 +98,9 @@ async def sweep(saver: BaseCheckpointSaver[Any], ttl: CheckpointTTL, *, now: flo
     return len(expired)
 
 
-def _backend(saver: BaseCheckpointSaver[Any]) -> Literal["memory", "sqlite", "postgres"]:
-    if isinstance(saver, InMemorySaver):
-        return "memory"
-    if AsyncSqliteSaver is not None and isinstance(saver, AsyncSqliteSaver):
-        return "sqlite"
-    if AsyncPostgresSaver is not None and isinstance(saver, AsyncPostgresSaver):
-        return "postgres"
-    raise InvalidInput(f"'checkpointer.ttl' is not supported for {type(saver).__name__}")
-
-
-#: `?`/`%s` placeholders are put in per driver.
-_EXPIRED_THREADS = (
-    "SELECT thread_id FROM checkpoints WHERE checkpoint_ns = '' GROUP BY thread_id "
-    "HAVING max(checkpoint_id) < {p} ORDER BY max(checkpoint_id) LIMIT {p}"
-)
-
-
 async def expired_threads(saver: BaseCheckpointSaver[Any], cutoff: str, limit: int) -> list[str]:
     """Up to `limit` threads whose latest root checkpoint is older than `cutoff`, oldest first."""
-    backend = _backend(saver)
-    if backend == "memory":
-        assert isinstance(saver, InMemorySaver)
-        latest = {
-            thread_id: max(namespaces[""])
-            for thread_id, namespaces in saver.storage.items()
-            if namespaces.get("")
-        }
-        return sorted((t for t, newest in latest.items() if newest < cutoff), key=latest.__getitem__)[:limit]
-    if backend == "sqlite":
-        await saver.setup()  # type: ignore[attr-defined]
-        async with saver.lock, saver.conn.cursor() as cur:  # type: ignore[attr-defined]
-            await cur.execute(_EXPIRED_THREADS.format(p="?"), (cutoff, limit))
-            return [str(row[0]) for row in await cur.fetchall()]
-    async with saver._cursor() as cur:  # type: ignore[attr-defined]
-        await cur.execute(_EXPIRED_THREADS.format(p="%s"), (cutoff, limit))
-        return [str(row["thread_id"]) for row in await cur.fetchall()]
+    return await adapter_for(saver).expired_threads(cutoff, limit)
 
 
 async def expire_thread(
@@ -151,94 +108,7 @@ async def expire_thread(
 ) -> None:
     """Apply `strategy` to one thread, if it is still older than `cutoff`: a run may have written
     to it since it was found expired, and then it is kept whole."""
-    backend = _backend(saver)
-    if backend == "memory":
-        assert isinstance(saver, InMemorySaver)
-        _expire_memory(saver, thread_id, cutoff, strategy)
-    elif backend == "sqlite":
-        await _expire_sqlite(saver, thread_id, cutoff, strategy)
-    else:
-        await _expire_postgres(saver, thread_id, cutoff, strategy)
-
-
-def _expire_memory(saver: InMemorySaver, thread_id: str, cutoff: str, strategy: Strategy) -> None:
-    namespaces = saver.storage.get(thread_id, {})
-    if not namespaces.get("") or max(namespaces[""]) >= cutoff:
-        return
-    if strategy == "delete":
-        saver.delete_thread(thread_id)
-        return
-    for ns, checkpoints in namespaces.items():
-        latest = max(checkpoints, default=None)
-        for checkpoint_id in [c for c in checkpoints if c != latest]:
-            del checkpoints[checkpoint_id]
-            saver.writes.pop((thread_id, ns, checkpoint_id), None)
-
-
-#: Each delete re-checks the thread's age in the same statement.
-_STILL_EXPIRED = (
-    "(SELECT max(checkpoint_id) FROM checkpoints WHERE thread_id = {p} AND checkpoint_ns = '') < {p}"
-)
-_NOT_LATEST = (
-    "checkpoint_id < (SELECT max(c.checkpoint_id) FROM checkpoints c "
-    "WHERE c.thread_id = checkpoints.thread_id AND c.checkpoint_ns = checkpoints.checkpoint_ns)"
-)
-_ORPHANED_WRITES = (
-    "DELETE FROM {writes} WHERE thread_id = {p} AND NOT EXISTS (SELECT 1 FROM checkpoints c "
-    "WHERE c.thread_id = {writes}.thread_id AND c.checkpoint_ns = {writes}.checkpoint_ns "
-    "AND c.checkpoint_id = {writes}.checkpoint_id)"
-)
-
-
-def _statements(p: str, writes: str, strategy: Strategy) -> list[str]:
-    """The deletes for one thread (parameters: thread id, thread id, cutoff; then thread id),
-    writes last: they only drop writes whose checkpoint is gone."""
-    still = _STILL_EXPIRED.format(p=p)
-    first = f"DELETE FROM checkpoints WHERE thread_id = {p} AND {still}"
-    if strategy == "keep_latest":
-        first += f" AND {_NOT_LATEST}"
-    return [first, _ORPHANED_WRITES.format(p=p, writes=writes)]
-
-
-async def _expire_sqlite(saver: Any, thread_id: str, cutoff: str, strategy: Strategy) -> None:
-    checkpoints, writes = _statements("?", "writes", strategy)
-    async with saver.lock, saver.conn.cursor() as cur:
-        # An immediate transaction: other processes' writes wait for it, so the age re-checked by
-        # the delete is the age when it deletes.
-        await cur.execute("BEGIN IMMEDIATE")
-        try:
-            await cur.execute(checkpoints, (thread_id, thread_id, cutoff))
-            await cur.execute(writes, (thread_id,))
-        except BaseException:
-            await cur.execute("ROLLBACK")
-            raise
-        await cur.execute("COMMIT")
-
-
-async def _expire_postgres(saver: Any, thread_id: str, cutoff: str, strategy: Strategy) -> None:
-    checkpoints, writes = _statements("%s", "checkpoint_writes", strategy)
-    async with saver._cursor() as cur:
-        # Channel values are blobs keyed by version, shared between checkpoints. A blob may go
-        # once no remaining checkpoint refers to it, and only up to the newest version the old
-        # checkpoints knew: a run writing to the thread right now writes newer versions before
-        # the checkpoint that refers to them.
-        await cur.execute(
-            "SELECT c.checkpoint_ns, v.key AS channel, max(v.value) AS version FROM checkpoints c, "
-            "jsonb_each_text(c.checkpoint -> 'channel_versions') v WHERE c.thread_id = %s "
-            "AND c.checkpoint_id < %s GROUP BY c.checkpoint_ns, v.key",
-            (thread_id, cutoff),
-        )
-        known = [(row["checkpoint_ns"], row["channel"], row["version"]) for row in await cur.fetchall()]
-        await cur.execute(checkpoints, (thread_id, thread_id, cutoff))
-        await cur.execute(writes, (thread_id,))
-        for ns, channel, version in known:
-            await cur.execute(
-                "DELETE FROM checkpoint_blobs b WHERE thread_id = %s AND checkpoint_ns = %s "
-                "AND channel = %s AND version <= %s AND NOT EXISTS (SELECT 1 FROM checkpoints c "
-                "WHERE c.thread_id = b.thread_id AND c.checkpoint_ns = b.checkpoint_ns "
-                "AND c.checkpoint -> 'channel_versions' ->> b.channel = b.version)",
-                (thread_id, ns, channel, version),
-            )
+    await adapter_for(saver).expire_thread(thread_id, cutoff, strategy)
 
 
 @contextlib.asynccontextmanager
@@ -253,7 +123,8 @@ async def sweeping(saver: BaseCheckpointSaver[Any], section: Mapping[str, Any] |
     if ttl is None:
         yield
         return
-    _backend(saver)  # refuses a saver it cannot sweep, at start
+    if isinstance(adapter_for(saver), PublicSaverAdapter):  # refuses a saver it cannot sweep, at start
+        raise InvalidInput(f"'checkpointer.ttl' is not supported for {type(saver).__name__}")
     logger.info(
         "checkpointer TTL: %s threads idle for %g min, every %g min",
         ttl.strategy,

@@ -3,7 +3,8 @@
 Sizes are what the checkpointer's serializer writes (`serde.dumps_typed`), per checkpoint, per
 channel version and per pending write, in LangGraph's `/threads/{id}/storage` shape. Pruning keeps
 the newest checkpoint of each namespace with its pending writes, as LangGraph's `keep_latest`:
-PostgreSQL's saver does it itself (`aprune`), SQLite and memory are done here.
+PostgreSQL's saver does it itself (`aprune`), SQLite and memory by their adapters
+(`runtime/checkpointer/`).
 """
 
 from __future__ import annotations
@@ -11,14 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.checkpoint.memory import InMemorySaver
 
 from runplane.core.models import Json
-
-try:
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-except ImportError:  # pragma: no cover
-    AsyncSqliteSaver = None  # type: ignore[assignment,misc]
+from runplane.runtime.checkpointer import adapter_for
 
 
 def _size(saver: BaseCheckpointSaver[Any], value: Any) -> int:
@@ -64,35 +60,4 @@ async def thread_storage(saver: BaseCheckpointSaver[Any], thread_id: str) -> Jso
 
 async def prune_keep_latest(saver: BaseCheckpointSaver[Any], thread_id: str) -> None:
     """Delete every checkpoint of the thread but the newest of each namespace."""
-    if isinstance(saver, InMemorySaver):
-        for namespace, stored in saver.storage.get(thread_id, {}).items():
-            if not stored:
-                continue
-            latest = max(stored)
-            for checkpoint_id in [c for c in stored if c != latest]:
-                del stored[checkpoint_id]
-                saver.writes.pop((thread_id, namespace, checkpoint_id), None)
-            kept = saver.serde.loads_typed(stored[latest][0]).get("channel_versions", {})
-            for key in [k for k in saver.blobs if k[0] == thread_id and k[1] == namespace]:
-                if kept.get(key[2]) != key[3]:
-                    del saver.blobs[key]
-        return
-    if AsyncSqliteSaver is not None and isinstance(saver, AsyncSqliteSaver):
-        latest = (
-            "SELECT checkpoint_ns, max(checkpoint_id) FROM checkpoints WHERE thread_id = ? "
-            "GROUP BY checkpoint_ns"
-        )
-        keep = f"(checkpoint_ns, checkpoint_id) NOT IN ({latest})"
-        await saver.setup()
-        async with saver.lock, saver.conn.cursor() as cur:
-            await cur.execute(
-                f"DELETE FROM writes WHERE thread_id = ? AND {keep}",
-                (thread_id, thread_id),
-            )
-            await cur.execute(
-                f"DELETE FROM checkpoints WHERE thread_id = ? AND {keep}",
-                (thread_id, thread_id),
-            )
-            await saver.conn.commit()
-        return
-    await saver.aprune([thread_id], strategy="keep_latest")
+    await adapter_for(saver).prune_keep_latest(thread_id)

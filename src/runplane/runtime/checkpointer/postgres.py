@@ -1,0 +1,169 @@
+"""The adapter of LangGraph's `AsyncPostgresSaver` (a `postgresql:` database; the postgres extra)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from psycopg import AsyncCursor
+
+from runplane.runtime._databases import postgres_pool, setup_postgres_once
+from runplane.runtime.checkpointer._tables import EXPIRED_THREADS, Strategy, expire_statements
+from runplane.runtime.checkpointer.base import FencedWrites, Savepoint, resumed_namespaces
+
+#: Connections of the saver's own pool (LangGraph serializes its statements on one at a time).
+POOL_SIZE = 8
+
+
+class FencedPostgresSaver(FencedWrites, AsyncPostgresSaver):
+    """`AsyncPostgresSaver` whose writes run inside the running attempt's guard."""
+
+
+class PostgresAdapter:
+    """Savepoints, rollback, thread copies, prune and TTL expiry on an `AsyncPostgresSaver`."""
+
+    #: The LangGraph class this adapts (instances of it and of its subclasses).
+    saver_class = AsyncPostgresSaver
+
+    def __init__(self, saver: AsyncPostgresSaver) -> None:
+        self.saver = saver
+
+    @staticmethod
+    @asynccontextmanager
+    async def open(conninfo: str) -> AsyncIterator[FencedPostgresSaver]:
+        """The saver on a small pool to `conninfo`, its migrations applied (one process at a time)."""
+        async with postgres_pool(conninfo, max_size=POOL_SIZE) as pool:
+            saver = FencedPostgresSaver(pool)
+            await setup_postgres_once(pool, saver.setup)
+            yield saver
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncCursor[Any]]:
+        """A dict-row cursor in one transaction on a connection of LangGraph's.
+
+        Private internals, used here only: `_cursor()` (a cursor under the saver's lock) and the
+        tables `checkpoints` (jsonb `metadata`), `checkpoint_blobs` and `checkpoint_writes`.
+        Checked against langgraph-checkpoint-postgres 3.0.0 to 3.2.0 (`aprune`: 3.2.0 on).
+        """
+        async with self.saver._cursor() as cur, cur.connection.transaction():
+            yield cur
+
+    async def savepoint(self, thread_id: str, checkpoint_id: str | None = None) -> Savepoint:
+        async with self._transaction() as cur:
+            if checkpoint_id is None:
+                await cur.execute(
+                    "SELECT checkpoint_id FROM checkpoints WHERE thread_id = %s AND checkpoint_ns = '' "
+                    "ORDER BY checkpoint_id DESC LIMIT 1",
+                    (thread_id,),
+                )
+                row = await cur.fetchone()
+                if row is None:
+                    return Savepoint(thread_id, None)
+                checkpoint_id = str(row["checkpoint_id"])
+            writes = {("", checkpoint_id): await self._writes(cur, thread_id, "", checkpoint_id)}
+            task_ids = {str(w[0]) for w in writes["", checkpoint_id]}
+            if task_ids:  # a resume: the subgraphs it re-enters
+                await cur.execute(
+                    "SELECT checkpoint_ns, MAX(checkpoint_id) AS head FROM checkpoints "
+                    "WHERE thread_id = %s AND checkpoint_ns <> '' GROUP BY checkpoint_ns",
+                    (thread_id,),
+                )
+                heads = {r["checkpoint_ns"]: r["head"] for r in await cur.fetchall()}
+                for ns in resumed_namespaces(heads, task_ids):
+                    writes[ns, heads[ns]] = await self._writes(cur, thread_id, ns, heads[ns])
+        return Savepoint(thread_id, checkpoint_id, writes)
+
+    @staticmethod
+    async def _writes(cur: AsyncCursor[Any], thread_id: str, ns: str, checkpoint_id: str) -> list[Any]:
+        await cur.execute(
+            "SELECT task_id, task_path, idx, channel, type, blob FROM checkpoint_writes "
+            "WHERE thread_id = %s AND checkpoint_ns = %s AND checkpoint_id = %s",
+            (thread_id, ns, checkpoint_id),
+        )
+        return [tuple(r.values()) for r in await cur.fetchall()]
+
+    async def rollback(self, thread_id: str, run_id: str, point: Savepoint | None) -> None:
+        async with self._transaction() as cur:
+            await cur.execute(
+                "DELETE FROM checkpoint_writes w USING checkpoints c WHERE c.thread_id = %s "
+                "AND c.metadata->>'run_id' = %s AND w.thread_id = c.thread_id "
+                "AND w.checkpoint_ns = c.checkpoint_ns AND w.checkpoint_id = c.checkpoint_id",
+                (thread_id, run_id),
+            )
+            # Channel blobs are keyed by version and shared by later checkpoints; the run's own
+            # versions are orphaned (never read again) rather than tracked down here.
+            await cur.execute(
+                "DELETE FROM checkpoints WHERE thread_id = %s AND metadata->>'run_id' = %s",
+                (thread_id, run_id),
+            )
+            for (ns, checkpoint_id), writes in (point.writes if point is not None else {}).items():
+                await cur.execute(
+                    "DELETE FROM checkpoint_writes WHERE thread_id = %s AND checkpoint_ns = %s "
+                    "AND checkpoint_id = %s",
+                    (thread_id, ns, checkpoint_id),
+                )
+                if writes:
+                    await cur.executemany(
+                        "INSERT INTO checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, "
+                        "task_path, idx, channel, type, blob) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                        [(thread_id, ns, checkpoint_id, *w) for w in writes],
+                    )
+
+    async def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        async with self._transaction() as cur:
+            await cur.execute(
+                "INSERT INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, "
+                "type, checkpoint, metadata) SELECT %s, checkpoint_ns, checkpoint_id, parent_checkpoint_id, "
+                "type, checkpoint, metadata FROM checkpoints WHERE thread_id = %s ON CONFLICT DO NOTHING",
+                (target_thread_id, source_thread_id),
+            )
+            await cur.execute(
+                "INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob) "
+                "SELECT %s, checkpoint_ns, channel, version, type, blob FROM checkpoint_blobs "
+                "WHERE thread_id = %s ON CONFLICT DO NOTHING",
+                (target_thread_id, source_thread_id),
+            )
+            await cur.execute(
+                "INSERT INTO checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, "
+                "idx, channel, type, blob) SELECT %s, checkpoint_ns, checkpoint_id, task_id, task_path, idx, "
+                "channel, type, blob FROM checkpoint_writes WHERE thread_id = %s ON CONFLICT DO NOTHING",
+                (target_thread_id, source_thread_id),
+            )
+
+    async def delete_thread(self, thread_id: str) -> None:
+        await self.saver.adelete_thread(thread_id)
+
+    async def prune_keep_latest(self, thread_id: str) -> None:
+        await self.saver.aprune([thread_id], strategy="keep_latest")
+
+    async def expired_threads(self, cutoff: str, limit: int) -> list[str]:
+        async with self._transaction() as cur:
+            await cur.execute(EXPIRED_THREADS.format(p="%s"), (cutoff, limit))
+            return [str(row["thread_id"]) for row in await cur.fetchall()]
+
+    async def expire_thread(self, thread_id: str, cutoff: str, strategy: Strategy) -> None:
+        checkpoints, writes = expire_statements("%s", "checkpoint_writes", strategy)
+        async with self._transaction() as cur:
+            # Channel values are blobs keyed by version, shared between checkpoints. A blob may go
+            # once no remaining checkpoint refers to it, and only up to the newest version the old
+            # checkpoints knew: a run writing to the thread right now writes newer versions before
+            # the checkpoint that refers to them.
+            await cur.execute(
+                "SELECT c.checkpoint_ns, v.key AS channel, max(v.value) AS version FROM checkpoints c, "
+                "jsonb_each_text(c.checkpoint -> 'channel_versions') v WHERE c.thread_id = %s "
+                "AND c.checkpoint_id < %s GROUP BY c.checkpoint_ns, v.key",
+                (thread_id, cutoff),
+            )
+            known = [(row["checkpoint_ns"], row["channel"], row["version"]) for row in await cur.fetchall()]
+            await cur.execute(checkpoints, (thread_id, thread_id, cutoff))
+            await cur.execute(writes, (thread_id,))
+            for ns, channel, version in known:
+                await cur.execute(
+                    "DELETE FROM checkpoint_blobs b WHERE thread_id = %s AND checkpoint_ns = %s "
+                    "AND channel = %s AND version <= %s AND NOT EXISTS (SELECT 1 FROM checkpoints c "
+                    "WHERE c.thread_id = b.thread_id AND c.checkpoint_ns = b.checkpoint_ns "
+                    "AND c.checkpoint -> 'channel_versions' ->> b.channel = b.version)",
+                    (thread_id, ns, channel, version),
+                )
