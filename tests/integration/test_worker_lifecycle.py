@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -91,7 +92,7 @@ async def test_unknown_graph_is_an_error_run() -> None:
 @pytest.mark.parametrize("per_run", [True, False])
 async def test_timeout(per_run: bool) -> None:
     async with harness(default_timeout=None if per_run else 0.05) as h:
-        kwargs = {"timeout_seconds": 0.05} if per_run else {}
+        kwargs: dict[str, Any] = {"timeout_seconds": 0.05} if per_run else {}
         run = await h.run("slow", input={"steps": 2, "delay": 30}, **kwargs)
         final = await h.done(run)
         assert final is not None and final.status == "timeout"
@@ -126,7 +127,7 @@ async def test_idle_worker_picks_up_a_new_run_within_milliseconds() -> None:
         claims: list[float] = []
         claim = h.manager.claim
 
-        async def timed_claim(worker_id: str):  # type: ignore[no-untyped-def]
+        async def timed_claim(worker_id: str):
             run = await claim(worker_id)
             if run is not None:
                 claims.append(time.perf_counter())
