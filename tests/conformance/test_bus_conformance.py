@@ -14,7 +14,8 @@ import asyncio
 import contextlib
 import itertools
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any
 
 import pytest
 
@@ -299,7 +300,9 @@ async def test_cancelling_one_subscriber_leaves_the_others_running(bus: EventBus
 
 
 async def _first_event(bus: EventBus, run_id: str) -> StreamEvent:
-    async with contextlib.aclosing(bus.subscribe(run_id)) as events:
+    events = bus.subscribe(run_id)
+    assert isinstance(events, AsyncGenerator)  # every bus's subscription is one: it can be closed
+    async with contextlib.aclosing(events):
         return await anext(events)
 
 
@@ -310,7 +313,7 @@ async def test_a_call_cancelled_at_any_step_ends_cancelled(bus: EventBus, other:
     # steps lands on each await up to the reply; on a connection that is ready, the driver's socket
     # write is at step 1 (redis-py's `wait_for` around it dropped such a cancel on Python 3.11).
     await bus.publish("r1", "values", b"0")
-    calls: dict[str, Callable[[], Awaitable[object]]] = {
+    calls: dict[str, Callable[[], Coroutine[Any, Any, object]]] = {
         "publish": lambda: bus.publish("r1", "values", b"x"),
         "end_stream": lambda: bus.end_stream("r2"),
         "notify": lambda: bus.notify("chan", "m"),

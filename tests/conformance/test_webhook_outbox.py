@@ -4,6 +4,7 @@ handed out to dispatchers under a lease so a killed dispatcher's deliveries are 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from runplane.core.models import Run
 from runplane.core.store import Store
@@ -13,7 +14,7 @@ from tests.conformance._support import OWNER, OpenAnother, add_run, claim, outco
 HOOK = "https://hooks.example.com/done"
 
 
-def hooked(**kwargs: object) -> dict[str, object]:
+def hooked(**kwargs: Any) -> dict[str, Any]:
     return {"kwargs": {"graph_id": "agent", "webhook": HOOK}, **kwargs}
 
 

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -62,10 +63,9 @@ def test_dev_serves_demo_graphs_on_embedded_sqlite(dev_server: tuple[str, Path])
     graphs = {a["graph_id"] for a in client.assistants.search()}
     assert {"echo", "chat", "slow", "hitl"} <= graphs
     thread = client.threads.create()
-    values = client.runs.wait(
-        thread["thread_id"], "echo", input={"messages": [{"role": "user", "content": "hi"}]}
-    )
-    assert values["messages"][-1]["content"] == "hi"
+    hi: dict[str, Any] = {"messages": [{"role": "user", "content": "hi"}]}
+    values = client.runs.wait(thread["thread_id"], "echo", input=hi)
+    assert isinstance(values, dict) and values["messages"][-1]["content"] == "hi"
     assert (cwd / "runplane.db").is_file()
     banner = (cwd / "dev.log").read_text()
     assert url in banner and "get_sync_client" in banner

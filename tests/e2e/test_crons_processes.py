@@ -14,6 +14,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from langgraph_sdk import get_client
@@ -26,6 +27,7 @@ from tests.e2e._receiver import receiver
 pytestmark = pytest.mark.slow
 
 SECRET = "processes-secret"
+TICK: dict[str, Any] = {"messages": [{"role": "user", "content": "tick"}]}
 FIRED = re.compile(r"cron (\S+): slot (\S+) fired run (\S+)")
 
 
@@ -84,11 +86,12 @@ async def test_two_schedulers_fire_each_slot_exactly_once(
     try:
         # Several crons due at once: each scheduler reads the due list, then fires them one by
         # one, so the two interleave and race on every cron of every slot.
-        crons = [
-            await a.crons.create(
+        # The SDK types a cron as a `Run`.
+        crons: list[dict[str, Any]] = [
+            await a.crons.create(  # type: ignore[misc]
                 "echo",
                 schedule="* * * * * *",  # every second
-                input={"messages": [{"role": "user", "content": "tick"}]},
+                input=TICK,
                 metadata={"probe": tag},
                 on_run_completed="keep",
             )

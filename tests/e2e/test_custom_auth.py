@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -33,6 +34,10 @@ from tests.e2e.test_cli import free_port
 
 APP = Path(__file__).with_name("custom_auth_app") / "langgraph.json"
 RUNPLANE = [sys.executable, "-m", "runplane.cli"]
+
+
+def _messages(*texts: str) -> dict[str, Any]:
+    return {"messages": list(texts)}
 
 
 @pytest.fixture
@@ -81,8 +86,9 @@ async def test_each_user_sees_only_their_own(users: tuple[LangGraphClient, LangG
     alice, bob = users
     thread = await alice.threads.create(metadata={"topic": "tea"})
     thread_id = thread["thread_id"]
+    assert thread["metadata"] is not None
     assert thread["metadata"]["owner"] == "alice"  # stamped by the project's @auth.on handler
-    output = await alice.runs.wait(thread_id, "agent", input={"messages": ["hi"]})
+    output = await alice.runs.wait(thread_id, "agent", input=_messages("hi"))
     assert output == {"messages": ["hi", "echo: hi"]}
     run = (await alice.runs.list(thread_id))[0]
     # Reads carry no metadata to stamp: a history search is not narrowed by the owner stamp.
@@ -98,7 +104,7 @@ async def test_each_user_sees_only_their_own(users: tuple[LangGraphClient, LangG
         bob.runs.list(thread_id),
         bob.runs.get(thread_id, run["run_id"]),
         bob.runs.join(thread_id, run["run_id"]),
-        bob.runs.create(thread_id, "agent", input={"messages": ["mine now"]}),
+        bob.runs.create(thread_id, "agent", input=_messages("mine now")),
     ):
         with pytest.raises(httpx.HTTPStatusError) as refused:  # the SDK's join raises it unwrapped
             await call
@@ -108,9 +114,8 @@ async def test_each_user_sees_only_their_own(users: tuple[LangGraphClient, LangG
 
     # bob's own work is unaffected, and invisible to alice.
     mine = await bob.threads.create()
-    assert (await bob.runs.wait(mine["thread_id"], "agent", input={"messages": ["yo"]}))["messages"][
-        -1
-    ] == "echo: yo"
+    output = await bob.runs.wait(mine["thread_id"], "agent", input=_messages("yo"))
+    assert isinstance(output, dict) and output["messages"][-1] == "echo: yo"
     assert [t["thread_id"] for t in await alice.threads.search()] == [thread_id]
     with pytest.raises(NotFoundError):
         await alice.threads.get(mine["thread_id"])
@@ -133,15 +138,18 @@ async def test_handlers_stamp_and_deny(users: tuple[LangGraphClient, LangGraphCl
     thread = await alice.threads.create()
     # The handler re-stamps the owner on every update: a user cannot give a thread away.
     updated = await alice.threads.update(thread["thread_id"], metadata={"owner": "bob", "note": 1})
+    assert updated["metadata"] is not None
     assert updated["metadata"]["owner"] == "alice" and updated["metadata"]["note"] == 1
     # A run created on a new thread (if_not_exists) is born owned by its creator.
     new_id = str(uuid.uuid4())
-    await alice.runs.wait(new_id, "agent", input={"messages": ["x"]}, if_not_exists="create")
-    assert (await alice.threads.get(new_id))["metadata"]["owner"] == "alice"
+    await alice.runs.wait(new_id, "agent", input=_messages("x"), if_not_exists="create")
+    metadata = (await alice.threads.get(new_id))["metadata"]
+    assert metadata is not None and metadata["owner"] == "alice"
     # Stateless runs work, and a kept temporary thread belongs to its creator.
-    kept = await alice.runs.create(None, "agent", input={"messages": ["y"]}, on_completion="keep")
+    kept = await alice.runs.create(None, "agent", input=_messages("y"), on_completion="keep")
     await alice.runs.join(kept["thread_id"], kept["run_id"])
-    assert (await alice.threads.get(kept["thread_id"]))["metadata"]["owner"] == "alice"
+    metadata = (await alice.threads.get(kept["thread_id"]))["metadata"]
+    assert metadata is not None and metadata["owner"] == "alice"
     with pytest.raises(NotFoundError):
         await bob.threads.get(kept["thread_id"])
     # bob lacks the permission the project's delete handler asks for.

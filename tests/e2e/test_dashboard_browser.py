@@ -16,10 +16,12 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 import pytest
 from langgraph_sdk import get_sync_client
+from langgraph_sdk.schema import Config
 
 from tests.e2e._procs import free_port, wait_until
 
@@ -39,7 +41,7 @@ CHROMIUM_ARGS = [
 ]
 #: Long enough to watch and cancel (LangGraph counts every step against the recursion limit).
 SLOW = {"steps": 300, "delay": 0.1}
-SLOW_CONFIG = {"recursion_limit": 1000}
+SLOW_CONFIG: Config = {"recursion_limit": 1000}
 #: Generous bound for what the page shows after polling (1.5 s) on a busy machine.
 SHOWN_MS = 20_000
 
@@ -220,7 +222,9 @@ def test_docs_screenshot(page: Page, server: str, tmp_path: Path) -> None:
         _start_slow_run(server, team=team)
     thread = client.threads.create(metadata={"team": "research"})
     client.runs.wait(
-        thread["thread_id"], "chat", input={"messages": [{"role": "user", "content": "summarize the logs"}]}
+        thread["thread_id"],
+        "chat",
+        input=cast(dict[str, Any], {"messages": [{"role": "user", "content": "summarize the logs"}]}),
     )
     run = client.runs.create(
         thread["thread_id"], "slow", input=SLOW, config=SLOW_CONFIG, stream_mode=["values", "custom"]

@@ -293,6 +293,7 @@ async def test_context_keys_outside_the_schema_are_dropped_and_never_reach_check
     assert history
     for state in history:
         metadata = state["metadata"]
+        assert metadata is not None
         assert "secret" not in metadata and "model" not in metadata
         assert "s3cr3t-token" not in json.dumps(metadata)
         # What LangGraph's server writes there, context aside.
@@ -325,7 +326,7 @@ async def test_factories_taking_config_and_server_runtime_are_called_per_run(
     }
     # Reading the graph's structure builds it again, for that purpose.
     schemas = await sdk.assistants.get_schemas(graph)
-    assert "properties" in schemas["input_schema"]
+    assert schemas["input_schema"] is not None and "properties" in schemas["input_schema"]
 
 
 async def test_a_server_runtime_factory_sees_the_authenticated_user(alice: LangGraphClient) -> None:
@@ -342,7 +343,8 @@ async def test_a_context_manager_factory_holds_its_resource_for_the_whole_run(
     _, log = await _wait(factories, "events", input={})
     assert log["report"]["events"] == ["open", "node", "close"]
     # A structural read builds the graph without connecting.
-    assert "properties" in (await factories.assistants.get_schemas("with_resource"))["input_schema"]
+    input_schema = (await factories.assistants.get_schemas("with_resource"))["input_schema"]
+    assert input_schema is not None and "properties" in input_schema
     _, log = await _wait(factories, "events", input={})
     assert log["report"]["events"] == ["open", "node", "close"]
 
@@ -386,6 +388,7 @@ async def test_demo_greeter_reads_its_context_schema(demo: LangGraphClient) -> N
     _, values = await _wait(demo, "greeter", input={}, context={"name": "Ada", "shout": True, "token": "x"})
     assert values == {"reply": "HELLO, ADA!"}
     schemas = await demo.assistants.get_schemas("greeter")
+    assert schemas["context_schema"] is not None
     assert set(schemas["context_schema"]["properties"]) == {"greeting", "name", "shout"}
 
 

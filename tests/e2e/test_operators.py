@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from langgraph_sdk import get_sync_client
+from langgraph_sdk.schema import Config
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests._services import require_redis_url
@@ -30,7 +31,7 @@ AUTH = {"x-api-key": KEY}
 LOGGING_APP = Path(__file__).with_name("logging_app") / "langgraph.json"
 #: Enough steps for a run to stay running while the test looks at it (LangGraph counts each step).
 SLOW = {"steps": 200, "delay": 0.1}
-SLOW_CONFIG = {"recursion_limit": 1000}
+SLOW_CONFIG: Config = {"recursion_limit": 1000}
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -112,7 +112,7 @@ def test_store_and_checkpointer_ttls_expire_data(ttl_server: Proc) -> None:
     assert [item["text"] for item in stored["found"]] == ["short-lived"]
 
     def note_gone() -> bool:
-        return notes(ttl_server.url, op="search", user="bob")[1]["found"] == []
+        return bool(notes(ttl_server.url, op="search", user="bob")[1]["found"] == [])
 
     def checkpoints_gone() -> bool:
         return client.threads.get_state(thread_id)["values"] == {}

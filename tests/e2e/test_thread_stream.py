@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any
 
 import httpx
@@ -85,7 +85,7 @@ async def sdk(url: str) -> AsyncIterator[LangGraphClient]:
     await client.http.client.aclose()
 
 
-async def _collect(items: AsyncIterator[Any]) -> list[Any]:
+async def _collect(items: AsyncIterable[Any]) -> list[Any]:
     return [item async for item in items]
 
 

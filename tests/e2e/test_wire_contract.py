@@ -20,6 +20,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.errors import BadRequestError, NotFoundError
+from langgraph_sdk.schema import Config
 
 from runplane.api import ApiSettings, create_app
 from runplane.core.graphs import default_assistant_id
@@ -78,7 +79,7 @@ async def test_messages_partial_carries_the_whole_message_so_far(server: Server)
     sdk = server.sdk
     thread_id = (await sdk.threads.create())["thread_id"]
     words = "alpha beta gamma delta"
-    ask = {"messages": [{"role": "user", "content": words}]}
+    ask: dict[str, Any] = {"messages": [{"role": "user", "content": words}]}
     parts = [
         p
         async for p in sdk.runs.stream(
@@ -92,7 +93,9 @@ async def test_messages_partial_carries_the_whole_message_so_far(server: Server)
     texts = [m["content"] for m in partials]
     assert len(texts) >= 4
     assert all(later.startswith(earlier) and later != earlier for earlier, later in itertools.pairwise(texts))
-    final = (await sdk.threads.get_state(thread_id))["values"]["messages"][-1]
+    state_values = (await sdk.threads.get_state(thread_id))["values"]
+    assert isinstance(state_values, dict)
+    final = state_values["messages"][-1]
     assert texts[-1] == final["content"] and {m["id"] for m in partials} == {final["id"]}
     assert {m["type"] for m in partials} == {"ai"}
 
@@ -165,7 +168,7 @@ async def test_delete_of_a_running_run_stops_it_and_frees_its_thread(server: Ser
     assert (await sdk.threads.get(thread_id))["status"] != "busy"
     # Nothing runs on the thread any more: a run that refuses company is admitted at once.
     after = await sdk.runs.wait(thread_id, "echo", input={"n": 4}, multitask_strategy="reject")
-    assert after["n"] == 4
+    assert isinstance(after, dict) and after["n"] == 4
 
 
 # -- thread, run and state shapes ----------------------------------------------------------------------
@@ -174,22 +177,23 @@ async def test_delete_of_a_running_run_stops_it_and_frees_its_thread(server: Ser
 async def test_thread_carries_error_and_the_runs_config(server: Server) -> None:
     sdk = server.sdk
     thread_id = (await sdk.threads.create())["thread_id"]
-    fresh = await sdk.threads.get(thread_id)
+    # The SDK's Thread omits `config` and `error`, which LangGraph's server sends.
+    fresh: dict[str, Any] = dict(await sdk.threads.get(thread_id))
     assert fresh["config"] == {} and fresh["error"] is None
     await sdk.runs.wait(thread_id, "failer", input={"x": 1}, raise_error=False)
-    failed = await sdk.threads.get(thread_id)
+    failed: dict[str, Any] = dict(await sdk.threads.get(thread_id))
     assert failed["status"] == "error"
     assert failed["error"] == {"error": "ValueError", "message": "boom!"}
 
-    config = {"tags": ["t1"], "recursion_limit": 7, "configurable": {"foo": "bar"}}
-    run = await sdk.runs.create(thread_id, "echo", input={"n": 1}, config=config)  # type: ignore[arg-type]
+    config: Config = {"tags": ["t1"], "recursion_limit": 7, "configurable": {"foo": "bar"}}
+    run = await sdk.runs.create(thread_id, "echo", input={"n": 1}, config=config)
     await sdk.runs.join(thread_id, run["run_id"])
-    thread = await sdk.threads.get(thread_id)
+    thread: dict[str, Any] = dict(await sdk.threads.get(thread_id))
     assert thread["error"] is None and thread["status"] == "idle"
     # As the reference keeps it: the run's keys, but its configurable stays the run's own.
     assert thread["config"] == {"tags": ["t1"], "recursion_limit": 7, "configurable": {}}
 
-    kwargs = (await sdk.runs.get(thread_id, run["run_id"]))["kwargs"]
+    kwargs = (await sdk.runs.get(thread_id, run["run_id"]))["kwargs"]  # type: ignore[typeddict-item]
     assert kwargs["checkpoint_during"] is True
     assert kwargs["config"]["configurable"] == {
         "foo": "bar",
@@ -224,7 +228,7 @@ async def test_create_thread_applies_supersteps(server: Server) -> None:
     )
     assert thread["values"] == {"n": 5} and thread["status"] == "idle"
     history = await sdk.threads.get_history(thread["thread_id"])
-    assert [h["values"].get("n") for h in history][:2] == [5, 1]
+    assert [h["values"].get("n") for h in history if isinstance(h["values"], dict)][:2] == [5, 1]
 
     # Without a graph there is nothing to apply them to: refused, and no thread is left behind.
     before = await sdk.threads.count()
@@ -244,7 +248,7 @@ async def test_state_updates_the_reference_refuses_with_400(server: Server) -> N
         await sdk.threads.update_state(no_graph, {"n": 1})
     echo_thread = (await sdk.threads.create(graph_id="echo"))["thread_id"]
     with pytest.raises(BadRequestError):
-        await sdk.threads.update_state(echo_thread, [{"n": 1}])  # type: ignore[arg-type]
+        await sdk.threads.update_state(echo_thread, [{"n": 1}])
     with pytest.raises(BadRequestError):
         await sdk.threads.update_state(echo_thread, {"n": 1}, as_node="nope")
 
@@ -262,12 +266,13 @@ async def test_stateless_stream_location_and_cancel_replies(server: Server) -> N
     thread_id = (await sdk.threads.create())["thread_id"]
     run = await sdk.runs.create(thread_id, "slow", input={"steps": 200, "delay": 0.05})
     await _status(sdk, thread_id, run["run_id"], "running")
-    assert await sdk.runs.cancel(thread_id, run["run_id"]) is None  # 202, no body
+    assert await sdk.runs.cancel(thread_id, run["run_id"]) is None  # type: ignore[func-returns-value]  # 202, no body
     await _status(sdk, thread_id, run["run_id"], "interrupted")
 
     run = await sdk.runs.create(thread_id, "slow", input={"steps": 200, "delay": 0.05})
     await _status(sdk, thread_id, run["run_id"], "running")
-    stopped = await sdk.runs.cancel(thread_id, run["run_id"], wait=True)
+    # The SDK types the reply as None; with wait=True the server answers what a join answers.
+    stopped = await sdk.runs.cancel(thread_id, run["run_id"], wait=True)  # type: ignore[func-returns-value]
     # 200 once stopped, with what a join answers: the thread's values.
     assert stopped == (await sdk.threads.get_state(thread_id))["values"]
     assert (await sdk.runs.get(thread_id, run["run_id"]))["status"] == "interrupted"

@@ -3,6 +3,8 @@ when served alone, and the host's authentication."""
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import httpx
 import pytest
 from langgraph_sdk import get_client
@@ -32,7 +34,9 @@ async def test_served_alone_the_api_opens_and_closes_the_runtime_with_the_server
     async with serve(rp.asgi_app()) as client:
         sdk = get_client(url=str(client.base_url), api_key=None)
         thread = await sdk.threads.create()
-        result = await sdk.runs.wait(thread["thread_id"], "agent", input={"log": ["alone"]})
+        result = await sdk.runs.wait(
+            thread["thread_id"], "agent", input=cast(dict[str, Any], {"log": ["alone"]})
+        )
         assert result == {"log": ["alone", "step"], "gate": ""}
     with pytest.raises(RuntimeError, match="not open"):
         _ = rp.runs

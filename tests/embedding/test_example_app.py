@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 from examples.embedded_app.app import create_app
@@ -143,7 +144,9 @@ async def test_the_mounted_agent_api_serves_langgraph_sdk_clients_under_the_apps
         )
         assert raw.headers["content-location"].startswith(f"/agents/threads/{thread_id}/runs/")  # the prefix
         await sdk.runs.join(thread_id, raw.json()["run_id"])
-        created = await sdk.runs.create(thread_id, "agent", input={"messages": ["again"]})
+        created = await sdk.runs.create(
+            thread_id, "agent", input=cast(dict[str, Any], {"messages": ["again"]})
+        )
         assert created["status"] in ("pending", "running", "success")
         await sdk.runs.join(thread_id, created["run_id"])
         runs = (await client.get(f"/api/threads/{thread_id}/runs", headers=ALICE)).json()

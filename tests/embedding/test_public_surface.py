@@ -50,7 +50,7 @@ def test_every_public_name_resolves_and_names_its_home() -> None:
 
 def test_an_unknown_attribute_is_an_attribute_error() -> None:
     try:
-        runplane.does_not_exist  # type: ignore[attr-defined]  # noqa: B018
+        runplane.does_not_exist  # noqa: B018
     except AttributeError as exc:
         assert "does_not_exist" in str(exc)
     else:

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from runplane.core.errors import InvalidInput, StoreUnavailable
-from runplane.core.events import StreamEvent
+from runplane.core.events import EventBus, StreamEvent
 from runplane.events import open_bus
 from runplane.events.postgres import PostgresBus
 from runplane.events.resilient import ResilientBus
@@ -90,7 +90,7 @@ def _sessions(url: str, application_name: str) -> int:
     return int(rows[0][0])
 
 
-async def _drain(bus: PostgresBus, run_id: str, last_event_id: str | None = None) -> list[StreamEvent]:
+async def _drain(bus: EventBus, run_id: str, last_event_id: str | None = None) -> list[StreamEvent]:
     async with asyncio.timeout(10):
         return [event async for event in bus.subscribe(run_id, last_event_id)]
 

@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from langchain_core.embeddings import Embeddings
 
 from runplane.runtime.items import LangGraphItems
 from runplane.runtime.langgraph_store import open_langgraph_store, store_settings
@@ -21,7 +22,9 @@ def test_settings_are_read_from_langgraph_json() -> None:
     settings = store_settings(read_project(str(CONFIG)))
     assert settings.index is not None and settings.index["dims"] == 8
     # The function is wrapped as LangChain embeddings (LangGraph's `ensure_embeddings`).
-    assert len(settings.index["embed"].embed_query("tea")) == 8
+    embed = settings.index["embed"]
+    assert isinstance(embed, Embeddings)
+    assert len(embed.embed_query("tea")) == 8
     assert settings.ttl == {"refresh_on_read": False}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -125,7 +126,7 @@ async def test_idle_worker_picks_up_a_new_run_within_milliseconds() -> None:
         claims: list[float] = []
         claim = h.manager.claim
 
-        async def timed_claim(worker_id: str):  # type: ignore[no-untyped-def]
+        async def timed_claim(worker_id: str):
             run = await claim(worker_id)
             if run is not None:
                 claims.append(time.perf_counter())

@@ -26,5 +26,5 @@ async def test_stream_of_a_run_whose_stream_expired_ends_at_once() -> None:
     assert received == []
 
 
-async def _collect(events):  # type: ignore[no-untyped-def]
+async def _collect(events):
     return [event async for event in events]

@@ -67,102 +67,104 @@ class PrometheusMetrics:
     def __init__(self, process: str | None = None, registry: CollectorRegistry | None = None) -> None:
         self.process = process or default_process_label()
         self.registry = registry or CollectorRegistry(auto_describe=True)
-        r = self.registry
-        p = ("process",)
-        self.runs_created = Counter(
-            "runplane_runs_created", "Runs admitted by this process.", ("graph", *p), registry=r
-        )
-        self.runs_finished = Counter(
+
+        def counter(name: str, documentation: str, *labels: str) -> Counter:
+            return Counter(name, documentation, (*labels, "process"), registry=self.registry)
+
+        def histogram(name: str, documentation: str, buckets: tuple[float, ...], *labels: str) -> Histogram:
+            return Histogram(
+                name, documentation, (*labels, "process"), buckets=buckets, registry=self.registry
+            )
+
+        def database_gauge(name: str, documentation: str) -> Gauge:
+            # Database-wide: no process label, every process reports the same truth.
+            return Gauge(name, documentation, registry=self.registry)
+
+        self.runs_created = counter("runplane_runs_created", "Runs admitted by this process.", "graph")
+        self.runs_finished = counter(
             "runplane_runs_finished",
             "Runs that ended in this process (by a worker, or by lease recovery), by final status "
             "(`rolled_back` for a cancel with rollback, which deletes the run).",
-            ("graph", "status", *p),
-            registry=r,
+            "graph",
+            "status",
         )
-        self.run_duration = Histogram(
+        self.run_duration = histogram(
             "runplane_run_duration_seconds",
             "From a run's first start to its end, by final status.",
-            ("graph", "status", *p),
-            buckets=RUN_SECONDS_BUCKETS,
-            registry=r,
+            RUN_SECONDS_BUCKETS,
+            "graph",
+            "status",
         )
-        self.queue_wait = Histogram(
+        self.queue_wait = histogram(
             "runplane_run_queue_wait_seconds",
             "From a run's creation to its first start by a worker.",
-            ("graph", *p),
-            buckets=WAIT_SECONDS_BUCKETS,
-            registry=r,
+            WAIT_SECONDS_BUCKETS,
+            "graph",
         )
-        self.attempts = Counter(
+        self.attempts = counter(
             "runplane_run_attempts",
             "Attempts started by this process's workers (a run resumed after a lost worker counts again).",
-            ("graph", *p),
-            registry=r,
+            "graph",
         )
-        self.recoveries = Counter(
+        self.recoveries = counter(
             "runplane_lease_recoveries",
             "Runs whose worker stopped renewing its lease, settled by this process, by what became of "
             "them (pending: resumed; error: out of attempts; interrupted: a cancel was pending).",
-            ("status", *p),
-            registry=r,
+            "status",
         )
-        self.cancels = Counter(
-            "runplane_cancels", "Cancel requests received by this process.", ("action", *p), registry=r
-        )
-        self.events = Counter(
+        self.cancels = counter("runplane_cancels", "Cancel requests received by this process.", "action")
+        self.events = counter(
             "runplane_events_published",
             "Stream events published by this process's workers, by event name (without namespace).",
-            ("event", *p),
-            registry=r,
+            "event",
         )
         self.sse_subscribers = Gauge(
-            "runplane_sse_subscribers", "Open SSE run streams served by this process.", p, registry=r
+            "runplane_sse_subscribers",
+            "Open SSE run streams served by this process.",
+            ("process",),
+            registry=self.registry,
         )
-        self.webhook_deliveries = Counter(
+        self.webhook_deliveries = counter(
             "runplane_webhook_deliveries",
             "Webhook deliveries attempted by this process, by outcome (ok, failed).",
-            ("outcome", *p),
-            registry=r,
+            "outcome",
         )
-        self.webhook_failures = Counter(
-            "runplane_webhook_failures", "Webhook deliveries that failed.", p, registry=r
-        )
-        self.cron_fires = Counter("runplane_cron_fires", "Cron runs fired by this process.", p, registry=r)
-        self.store_operations = Counter(
+        self.webhook_failures = counter("runplane_webhook_failures", "Webhook deliveries that failed.")
+        self.cron_fires = counter("runplane_cron_fires", "Cron runs fired by this process.")
+        self.store_operations = counter(
             "runplane_store_operations",
             "Store calls made by this process, by operation and outcome.",
-            ("operation", "outcome", *p),
-            registry=r,
+            "operation",
+            "outcome",
         )
-        self.store_seconds = Histogram(
+        self.store_seconds = histogram(
             "runplane_store_operation_duration_seconds",
             "How long store calls took, by operation.",
-            ("operation", *p),
-            buckets=FAST_SECONDS_BUCKETS,
-            registry=r,
+            FAST_SECONDS_BUCKETS,
+            "operation",
         )
-        self.http_requests = Counter(
+        self.http_requests = counter(
             "runplane_http_requests",
             "HTTP requests answered by this process, by method, route template and status.",
-            ("method", "route", "status", *p),
-            registry=r,
+            "method",
+            "route",
+            "status",
         )
-        self.http_seconds = Histogram(
+        self.http_seconds = histogram(
             "runplane_http_request_duration_seconds",
             "HTTP request durations (a stream lasts as long as it streams), by method and route template.",
-            ("method", "route", *p),
-            buckets=FAST_SECONDS_BUCKETS,
-            registry=r,
+            FAST_SECONDS_BUCKETS,
+            "method",
+            "route",
         )
-        # Database-wide gauges: no process label, every process reports the same truth.
-        self.queue_depth = Gauge(
-            "runplane_queue_depth", "Runs pending in the database (all processes).", registry=r
+        self.queue_depth = database_gauge(
+            "runplane_queue_depth", "Runs pending in the database (all processes)."
         )
-        self.active_runs = Gauge(
-            "runplane_active_runs", "Runs running in the database (all processes).", registry=r
+        self.active_runs = database_gauge(
+            "runplane_active_runs", "Runs running in the database (all processes)."
         )
-        self.busy_workers = Gauge(
-            "runplane_busy_workers", "Workers holding at least one run (all processes).", registry=r
+        self.busy_workers = database_gauge(
+            "runplane_busy_workers", "Workers holding at least one run (all processes)."
         )
         self.sse_subscribers.labels(self.process)
         self.cron_fires.labels(self.process)

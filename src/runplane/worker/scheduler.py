@@ -1,9 +1,7 @@
 """The cron scheduler: fires due cron slots as ordinary runs, in any number of processes at once.
 
 Between slots it sleeps until the earliest next slot in the database, or until a cron changes (a
-hint on `CRONS_CHANNEL`); it never polls the table on a fixed short period. `max_sleep` bounds the
-sleep only so that a cron created in a process whose hints do not reach this one (SQLite without a
-shared bus) is seen within that time.
+hint on `CRONS_CHANNEL`), in `worker.wakeups.run_woken`'s loop.
 
 Cron expressions are read by croniter: five fields, or six where the last one is seconds
 (`* * * * * */5`: every five seconds), in the cron's IANA time zone (UTC when none).
@@ -14,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -23,6 +20,7 @@ from croniter import CroniterBadCronError, CroniterError, croniter
 from runplane.core.errors import InvalidInput
 from runplane.core.manager import RunManager
 from runplane.core.schedule import CRONS_CHANNEL
+from runplane.worker.wakeups import run_woken, seconds_until
 
 logger = logging.getLogger(__name__)
 
@@ -108,30 +106,24 @@ class Scheduler:
         return fired
 
     async def _loop(self, listening: asyncio.Event) -> None:
-        async with self.manager.listen(CRONS_CHANNEL) as hints:
-            pump = asyncio.create_task(self._pump(hints))
-            listening.set()
-            try:
-                while True:
-                    self._wake.clear()  # before reading: a change made meanwhile wakes us again
-                    await self.run_once()
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(await self._sleep_seconds()):
-                            await self._wake.wait()
-            finally:
-                pump.cancel()
+        await run_woken(
+            self.manager,
+            CRONS_CHANNEL,
+            listening=listening,
+            wake=self._wake,
+            step=self._fire_due,
+            sleep_seconds=self._sleep_seconds,
+        )
+
+    async def _fire_due(self) -> bool:
+        await self.run_once()
+        return False  # a slot fired now is followed by the next one's sleep
 
     async def _sleep_seconds(self) -> float:
-        try:
-            slot = await self.manager.next_cron_slot()
-        except Exception:
-            logger.exception("reading the next cron slot failed", extra={"action": "cron_fire"})
-            return min(self.max_sleep, 5.0)
-        if slot is None:
-            return self.max_sleep
-        wait = (slot - self.manager.clock.now()).total_seconds()
-        return min(max(wait, 0.0), self.max_sleep)
-
-    async def _pump(self, hints: AsyncIterator[str]) -> None:
-        async for _ in hints:
-            self._wake.set()
+        return await seconds_until(
+            self.manager.next_cron_slot,
+            self.manager.clock,
+            self.max_sleep,
+            failure="reading the next cron slot failed",
+            action="cron_fire",
+        )

@@ -24,7 +24,6 @@ import logging
 import random
 import socket
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from urllib.parse import urljoin, urlsplit
 
@@ -42,6 +41,7 @@ from runplane.core.webhooks import (
     AddressPolicy,
     sign,
 )
+from runplane.worker.wakeups import run_woken, seconds_until
 
 logger = logging.getLogger(__name__)
 
@@ -170,33 +170,23 @@ class WebhookDispatcher:
     # -- the loop ---------------------------------------------------------------------------------
 
     async def _loop(self, listening: asyncio.Event) -> None:
-        async with self.manager.listen(WEBHOOKS_CHANNEL) as hints:
-            pump = asyncio.create_task(self._pump(hints))
-            listening.set()
-            try:
-                while True:
-                    self._wake.clear()  # before claiming: a run ending meanwhile wakes us again
-                    if await self._dispatch_due():
-                        continue
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(await self._sleep_seconds()):
-                            await self._wake.wait()
-            finally:
-                pump.cancel()
-
-    async def _pump(self, hints: AsyncIterator[str]) -> None:
-        async for _ in hints:
-            self._wake.set()
+        await run_woken(
+            self.manager,
+            WEBHOOKS_CHANNEL,
+            listening=listening,
+            wake=self._wake,
+            step=self._dispatch_due,
+            sleep_seconds=self._sleep_seconds,
+        )
 
     async def _sleep_seconds(self) -> float:
-        try:
-            due = await self.manager.next_webhook_due()
-        except Exception:
-            logger.exception("reading the webhook outbox failed", extra={"action": "webhook"})
-            return min(5.0, self.max_sleep)
-        if due is None:
-            return self.max_sleep
-        return min(max((due - self.manager.clock.now()).total_seconds(), 0.0), self.max_sleep)
+        return await seconds_until(
+            self.manager.next_webhook_due,
+            self.manager.clock,
+            self.max_sleep,
+            failure="reading the webhook outbox failed",
+            action="webhook",
+        )
 
     async def _dispatch_due(self) -> bool:
         """Claim what is due (as many as there are free slots) and start POSTing; False when

@@ -37,7 +37,7 @@ async def owner_only(ctx: Auth.types.AuthContext, value: dict[str, Any]) -> Auth
 
 
 @auth.on.threads.delete
-async def deleters_only(ctx: Auth.types.AuthContext, value: Auth.types.on.threads.delete.value) -> Any:
+async def deleters_only(ctx: Auth.types.AuthContext, value: Auth.types.on.threads.delete.value) -> Any:  # type: ignore[valid-type]  # LangGraph's documented spelling
     if "threads:delete" not in ctx.permissions:
         raise Auth.exceptions.HTTPException(status_code=403, detail="You may not delete threads")
     return {"owner": ctx.user.identity}
