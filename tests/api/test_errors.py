@@ -186,7 +186,7 @@ async def test_unknown_route_and_method_are_json(client: httpx.AsyncClient) -> N
         assert response.json() == {"detail": "Method Not Allowed"}
 
 
-async def test_unexpected_errors_are_500_json(client: httpx.AsyncClient, runtime, caplog) -> None:  # type: ignore[no-untyped-def]
+async def test_unexpected_errors_are_500_json(client: httpx.AsyncClient, runtime, caplog) -> None:
     async def broken(graph_id: str, *, xray: bool | int = False) -> dict[str, Any]:
         raise RuntimeError("bug")
 
@@ -202,7 +202,7 @@ async def test_unexpected_errors_are_500_json(client: httpx.AsyncClient, runtime
     assert (await client.get("/ok")).status_code == 200
 
 
-async def test_core_errors_map_through_the_table(client: httpx.AsyncClient, manager) -> None:  # type: ignore[no-untyped-def]
+async def test_core_errors_map_through_the_table(client: httpx.AsyncClient, manager) -> None:
     async def failing(*args: object, **kwargs: object) -> None:
         raise Conflict("dup")
 
@@ -212,7 +212,7 @@ async def test_core_errors_map_through_the_table(client: httpx.AsyncClient, mana
     assert response.json() == {"detail": "dup"}
 
 
-async def test_an_unavailable_store_is_a_generic_503_with_retry_after(  # type: ignore[no-untyped-def]
+async def test_an_unavailable_store_is_a_generic_503_with_retry_after(
     client: httpx.AsyncClient, manager, caplog
 ) -> None:
     secret = "connection to server at 10.1.2.3, port 5432 failed: role alice"

@@ -221,11 +221,11 @@ async def test_unknown_threads_are_404(client: httpx.AsyncClient) -> None:
         assert response.json()["detail"]
 
 
-async def test_owner_isolation(app, client: httpx.AsyncClient) -> None:  # type: ignore[no-untyped-def]
+async def test_owner_isolation(app, client: httpx.AsyncClient) -> None:
     """Threads of another owner (set by an auth middleware in the scope) are invisible."""
 
     def as_owner(owner: str) -> httpx.AsyncClient:
-        async def with_owner(scope, receive, send):  # type: ignore[no-untyped-def]
+        async def with_owner(scope, receive, send):
             scope = {**scope, "runplane.owner": owner}
             await app(scope, receive, send)
 

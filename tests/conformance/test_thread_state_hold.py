@@ -177,7 +177,7 @@ async def test_a_run_created_during_a_state_update_is_admitted_after_it(
     while the checkpoint was being written, and the update marked the busy thread idle."""
     spy = _AdmissionSpy(await open_another())  # the run comes from another process
     bus = InMemoryBus()
-    updater, creator = _manager(store, clock, bus), _manager(spy, clock, bus)  # type: ignore[arg-type]
+    updater, creator = _manager(store, clock, bus), _manager(spy, clock, bus)
     await make_thread(store, "t1")
     runtime = _BlockingRuntime(store)
     update = asyncio.create_task(

@@ -18,6 +18,7 @@ from runplane.core.lifecycle import (
     webhook_url,
 )
 from runplane.core.models import Run
+from runplane.core.run_kwargs import RunKwargs
 from runplane.core.webhooks import AddressPolicy, sign, verify
 from runplane.worker.scheduler import CroniterSchedule
 
@@ -91,7 +92,7 @@ def _run(**changes: object) -> Run:
         multitask_strategy="enqueue",
         created_at=T0,
         updated_at=T0,
-        kwargs={"webhook": "https://example.com/h"},
+        kwargs=RunKwargs.from_json({"webhook": "https://example.com/h"}),
         started_at=T0,
         ended_at=T0 + timedelta(seconds=2),
     )
