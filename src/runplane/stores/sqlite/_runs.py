@@ -56,12 +56,20 @@ from runplane.stores.sqlite._transactions import (
     written,
 )
 
+
+def to_micros_span(seconds: float) -> int:
+    return int(seconds * 1_000_000)
+
+
 # `claim_run` updates whatever `claimable_run` picks, in the same statement.
 _CLAIM_SQL = QUERIES["claim_run"].replace(":seq", "(" + QUERIES["claimable_run"].rstrip(";") + ")")
 
 
 class SqliteRuns(Transactions):
     """The run and worker methods of `SqliteStore`; see `core.store.Store` for their contracts."""
+
+    #: run_id -> (attempt, until when its lease is fresh): leases this store took or renewed.
+    _fresh_leases: dict[str, tuple[int, int]]
 
     # -- admission ------------------------------------------------------------------------------
 
@@ -245,31 +253,60 @@ class SqliteRuns(Transactions):
             return in_transaction(conn, claim)
 
         claimed = await self._read(look_then_claim)
-        return None if claimed is None else row_to_run(claimed)
+        if claimed is None:
+            return None
+        run = row_to_run(claimed)
+        self._remember_lease(run.run_id, run.attempt, lease_expires_at, to_micros_span(lease_seconds))
+        return run
 
     async def renew_lease(
         self, run_id: str, attempt: int, worker_id: str, lease_seconds: float
     ) -> CancelAction | None:
+        expires_at = to_micros(lease_deadline(self._clock, lease_seconds))
         params = {
             "run_id": run_id,
             "attempt": attempt,
             "worker_id": worker_id,
-            "lease_expires_at": to_micros(lease_deadline(self._clock, lease_seconds)),
+            "lease_expires_at": expires_at,
         }
         # One conditional UPDATE is atomic on its own; no read-check-write, no explicit transaction.
         renewed = await self._read(lambda conn: row(conn, "renew_lease", params))
         if renewed is None:
+            self._forget_lease(run_id)
             raise lease_lost(run_id, attempt)
+        self._remember_lease(run_id, attempt, expires_at, to_micros_span(lease_seconds))
         return cast(CancelAction | None, renewed["cancel_action"])
 
     @contextlib.asynccontextmanager
     async def hold_attempt(self, run_id: str, attempt: int, max_seconds: float) -> AsyncIterator[None]:
         # A check only: holding this connection's write lock would block the checkpointer's own
-        # connection to the same file until its busy timeout.
-        params = {"run_id": run_id, "attempt": attempt}
-        if await self._read(lambda conn: row(conn, "get_held_run", params)) is None:
-            raise lease_lost(run_id, attempt)
+        # connection to the same file until its busy timeout. And no check at all while this store
+        # took or renewed the attempt's lease less than half a lease ago (see `_lease_is_fresh`).
+        if not self._lease_is_fresh(run_id, attempt):
+            params = {"run_id": run_id, "attempt": attempt}
+            if await self._read(lambda conn: row(conn, "get_held_run", params)) is None:
+                raise lease_lost(run_id, attempt)
         yield
+
+    def _remember_lease(self, run_id: str, attempt: int, expires_at: int, lease: int) -> None:
+        self._fresh_leases[run_id] = (attempt, expires_at - lease // 2)
+
+    def _forget_lease(self, run_id: str) -> None:
+        self._fresh_leases.pop(run_id, None)
+
+    def _lease_is_fresh(self, run_id: str, attempt: int) -> bool:
+        """Whether `attempt` surely still holds `run_id`, without asking the database.
+
+        It does while the lease this store wrote (at its claim or last renewal) has more than half
+        its length to run. Another attempt can exist only after the run left `running`: by its
+        own attempt's finish, discard or release (which forget the lease here first), by a thread
+        deletion (forgotten too, when made through this store), or by recovery, which any process
+        makes only once the lease has expired (`recovery_plan`, in the recovering transaction,
+        against the same wall clock). Half a lease of margin covers a stall between this check and
+        the write, as the database check had that window too.
+        """
+        known = self._fresh_leases.get(run_id)
+        return known is not None and known[0] == attempt and self._now() < known[1]
 
     async def record_progress(
         self, run_id: str, attempt: int, *, model_name: str | None = None, usage: TokenUsage | None = None
@@ -282,6 +319,7 @@ class SqliteRuns(Transactions):
             raise lease_lost(run_id, attempt)
 
     async def finish_run(self, run_id: str, attempt: int, outcome: Outcome) -> Run:
+        self._forget_lease(run_id)  # the attempt's writes are over, or were never its to make
         values = opt_json(outcome.thread_values)
         interrupts = dump_json(outcome.thread_interrupts)
 
@@ -323,6 +361,8 @@ class SqliteRuns(Transactions):
         return row_to_run(await self._transact(finish))
 
     async def discard_run(self, run_id: str, attempt: int) -> Run:
+        self._forget_lease(run_id)  # the attempt's writes are over, or were never its to make
+
         def discard(conn: sqlite3.Connection) -> sqlite3.Row:
             found = row(conn, "discard_run", {"run_id": run_id, "attempt": attempt})
             if found is None:
@@ -334,6 +374,7 @@ class SqliteRuns(Transactions):
         return row_to_run(await self._transact(discard))
 
     async def release_run(self, run_id: str, attempt: int) -> Run:
+        self._forget_lease(run_id)  # the attempt's writes are over, or were never its to make
         params = {"run_id": run_id, "attempt": attempt}
         released = await self._read(lambda conn: row(conn, "release_run", {**params, "now": self._now()}))
         if released is None:
@@ -355,6 +396,8 @@ class SqliteRuns(Transactions):
         return [row_to_run(found) for found in expired]
 
     async def recover_run(self, run_id: str, attempt: int, max_attempts: int) -> Run:
+        self._forget_lease(run_id)  # the attempt's writes are over, or were never its to make
+
         def recover(conn: sqlite3.Connection) -> sqlite3.Row:
             held = row(conn, "get_held_run", {"run_id": run_id, "attempt": attempt})
             if held is None:

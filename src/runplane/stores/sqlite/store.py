@@ -99,6 +99,7 @@ class SqliteStore(SqliteRuns, SqliteCronsAndWebhooks, SqliteResources):
         self._busy_timeout_ms = int(busy_timeout_ms)
         self._lock = asyncio.Lock()
         self._db: aiosqlite.Connection | None = None
+        self._fresh_leases: dict[str, tuple[int, int]] = {}
 
     @classmethod
     def from_url(cls, url: str, clock: Clock | None = None) -> SqliteStore:
@@ -271,6 +272,8 @@ class SqliteStore(SqliteRuns, SqliteCronsAndWebhooks, SqliteResources):
         def delete(conn: sqlite3.Connection) -> list[Any]:
             owned_thread(conn, thread_id, owner)
             deleted = rows(conn, "delete_thread_runs", {"thread_id": thread_id})
+            for found in deleted:  # before the commit: a fence check from now on asks the database
+                self._forget_lease(found["run_id"])
             rows(conn, "delete_thread", {"thread_id": thread_id})
             return deleted
 
