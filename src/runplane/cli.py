@@ -30,7 +30,7 @@ from runplane.api.auth import load_api_keys_file, parse_api_keys
 from runplane.api.http_config import parse_http_section
 from runplane.api.metrics import metrics_app
 from runplane.api.origins import origin_problem
-from runplane.api.server import http_limits
+from runplane.api.server import http_limits, run_server
 from runplane.api.settings import HttpConfig
 from runplane.cli_inspect import doctor_command, runs, threads
 from runplane.core.errors import InvalidInput, RunplaneError
@@ -318,7 +318,7 @@ def dev(**options: Any) -> None:
             err=True,
         )
 
-    asyncio.run(serve_api(settings, banner=banner, dev=True))
+    run_server(serve_api(settings, banner=banner, dev=True))
 
 
 @main.command()
@@ -330,7 +330,7 @@ def serve(**options: Any) -> None:
     configure_logging(settings.log_level, settings.log_format)
     check_exposure(settings)
     check_port_free(settings.host, settings.port)
-    asyncio.run(serve_api(settings))
+    run_server(serve_api(settings))
 
 
 @main.command()

@@ -15,11 +15,15 @@ that arrive a byte at a time: `HeaderTimeoutH11Protocol` adds that one.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+T = TypeVar("T")
 
 HEADER_TIMEOUT = 10.0
 KEEPALIVE_TIMEOUT = 5
@@ -94,3 +98,26 @@ def http_limits() -> dict[str, Any]:
         "limit_concurrency": int(_env_number("RUNPLANE_HTTP_MAX_CONNECTIONS", MAX_CONNECTIONS)),
         "h11_max_incomplete_event_size": MAX_HEAD_BYTES,
     }
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (`pip install 'runplane[speed]'`), else asyncio's.
+
+    uvicorn picks uvloop itself only when it creates the loop (`uvicorn.run`); `runplane serve`
+    creates its own loop first (the stores open before the server starts), so it asks here.
+    `RUNPLANE_EVENT_LOOP=asyncio` keeps asyncio's loop even when uvloop is installed.
+    """
+    choice = os.environ.get("RUNPLANE_EVENT_LOOP", "auto").strip().lower() or "auto"
+    if choice not in ("auto", "asyncio", "uvloop"):
+        raise ValueError(f"RUNPLANE_EVENT_LOOP must be auto, asyncio or uvloop, not {choice!r}")
+    if choice == "asyncio" or (choice == "auto" and importlib.util.find_spec("uvloop") is None):
+        return None
+    import uvloop
+
+    return uvloop.new_event_loop
+
+
+def run_server(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run(main)` on the loop `event_loop_factory` chooses."""
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        return runner.run(main)
