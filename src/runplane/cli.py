@@ -30,6 +30,7 @@ from runplane.api.auth import load_api_keys_file, parse_api_keys
 from runplane.api.http_config import parse_http_section
 from runplane.api.metrics import metrics_app
 from runplane.api.origins import origin_problem
+from runplane.api.server import run_server
 from runplane.api.settings import HttpConfig
 from runplane.cli_inspect import doctor_command, runs, threads
 from runplane.core.errors import InvalidInput, RunplaneError
@@ -333,7 +334,7 @@ def dev(**options: Any) -> None:
             err=True,
         )
 
-    asyncio.run(serve_api(settings, banner=banner, dev=True))
+    run_server(serve_api(settings, banner=banner, dev=True), settings.event_loop)
 
 
 @main.command()
@@ -345,7 +346,7 @@ def serve(**options: Any) -> None:
     configure_logging(settings.log_level, settings.log_format)
     check_exposure(settings)
     check_port_free(settings.host, settings.port)
-    asyncio.run(serve_api(settings))
+    run_server(serve_api(settings), settings.event_loop)
 
 
 @main.command()

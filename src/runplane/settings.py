@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         "text", description="`text` (human-readable) or `json` (one object per line, with the run's ids)."
     )
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        "auto",
+        description="The event loop `serve` and `dev` run on: `auto` is uvloop when installed "
+        "(`pip install 'runplane[speed]'`), else asyncio's.",
+    )
 
     # -- runs -------------------------------------------------------------------------------------
     lease_seconds: float = Field(

@@ -16,10 +16,14 @@ that arrive a byte at a time: `HeaderTimeoutH11Protocol` adds that one.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import importlib.util
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+T = TypeVar("T")
 
 HEADER_TIMEOUT = 10.0
 KEEPALIVE_TIMEOUT = 5
@@ -84,3 +88,23 @@ def http_limits(
         "limit_concurrency": max_connections,
         "h11_max_incomplete_event_size": MAX_HEAD_BYTES,
     }
+
+
+def event_loop_factory(choice: str = "auto") -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop for `auto` when it is installed (`pip install 'runplane[speed]'`), or for
+    `uvloop`; None (asyncio's) otherwise.
+
+    uvicorn picks uvloop itself only when it creates the loop (`uvicorn.run`); `runplane serve`
+    creates its own loop first (the stores open before the server starts), so it asks here.
+    """
+    if choice == "asyncio" or (choice == "auto" and importlib.util.find_spec("uvloop") is None):
+        return None
+    import uvloop
+
+    return uvloop.new_event_loop
+
+
+def run_server(main: Coroutine[Any, Any, T], event_loop: str = "auto") -> T:
+    """`asyncio.run(main)` on the loop `event_loop_factory` chooses."""
+    with asyncio.Runner(loop_factory=event_loop_factory(event_loop)) as runner:
+        return runner.run(main)

@@ -267,41 +267,92 @@ class EventStream(_LongResponse):
                 gauge.dec()
 
     async def produce(self, send_chunk: Callable[[bytes], Awaitable[None]]) -> None:
-        events = self.events
-        pending: asyncio.Future[StreamEvent] | None = None
+        # A pump task reads the subscription and frames its events into `frames`; this loop sends
+        # whatever is framed, in one chunk. Events that arrive together (a graph that emits many
+        # in one step) thus leave in one write, and one pass down the ASGI stack, per loop tick.
+        # The first frame (`metadata`, with the run id) leaves on its own, as soon as it is made.
+        frames = _Frames()
+        pump = asyncio.ensure_future(self._pump(frames))
         deadline = self._deadline()
+        first = True
         try:
             while True:
-                if pending is None:
-                    # One `anext` is kept across heartbeats: cancelling it would close the subscription.
-                    pending = asyncio.ensure_future(anext(events))
-                done, _ = await asyncio.wait({pending}, timeout=self._wait_seconds(deadline))
-                if not done:
+                if not frames.ready.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self._wait_seconds(deadline)):
+                            await frames.ready.wait()
+                chunk = frames.take(only_one=first)
+                first = first and not chunk
+                if chunk:
+                    await send_chunk(chunk)
+                elif frames.ended:
+                    return
+                elif not frames.ready.is_set():
                     if self._expired(deadline):
                         return
                     await send_chunk(HEARTBEAT)
-                    continue
-                finished, pending = pending, None
-                try:
-                    event = finished.result()
-                except StopAsyncIteration:
-                    return
-                except Exception as exc:
-                    if not isinstance(exc, RunplaneError):
-                        logger.exception("run stream failed", extra={"action": "sse"})
-                    await send_chunk(encode_event("error", error_payload(exc)))
-                    return
-                if self.accept is None or self.accept(event.event):
-                    await send_chunk(
-                        encode_event(event.event, event.data, event.id if self.with_ids else None)
-                    )
         finally:
-            if pending is not None:
-                await _settle(pending)
-            aclose = getattr(events, "aclose", None)
+            await _settle(pump)
+            aclose = getattr(self.events, "aclose", None)
             if aclose is not None:
                 with contextlib.suppress(Exception):
                     await aclose()
+
+    async def _pump(self, frames: _Frames) -> None:
+        try:
+            async for event in self.events:
+                if self.accept is None or self.accept(event.event):
+                    frames.add(encode_event(event.event, event.data, event.id if self.with_ids else None))
+                    if frames.full:
+                        await frames.drained.wait()  # the client is slow: let the bus buffer
+        except Exception as exc:
+            if not isinstance(exc, RunplaneError):
+                logger.exception("run stream failed", extra={"action": "sse"})
+            frames.add(encode_event("error", error_payload(exc)))
+        finally:
+            frames.end()
+
+
+class _Frames:
+    """SSE frames the pump made and the sender has not sent yet."""
+
+    #: Bytes the pump frames ahead of a slow client before it waits (the bus buffers the rest).
+    LIMIT = 1 << 20
+
+    def __init__(self) -> None:
+        self._frames: list[bytes] = []
+        self._size = 0
+        self.ended = False
+        self.ready = asyncio.Event()  # frames to send, or the end
+        self.drained = asyncio.Event()
+
+    @property
+    def full(self) -> bool:
+        return self._size >= self.LIMIT
+
+    def add(self, frame: bytes) -> None:
+        self._frames.append(frame)
+        self._size += len(frame)
+        if self.full:
+            self.drained.clear()
+        self.ready.set()
+
+    def end(self) -> None:
+        self.ended = True
+        self.ready.set()
+
+    def take(self, *, only_one: bool = False) -> bytes:
+        if only_one and len(self._frames) > 1:
+            chunk = self._frames.pop(0)
+            self._size -= len(chunk)
+            return chunk
+        chunk = b"".join(self._frames)
+        self._frames.clear()
+        self._size = 0
+        self.drained.set()
+        if not self.ended:
+            self.ready.clear()
+        return chunk
 
 
 class WaitJson(_LongResponse):
