@@ -6,6 +6,8 @@
 #   benchmarks/agentbench_stores.sh --only W1,W2      any other agentbench flags are passed on
 #   BENCH_MODES="pg pg+redis" benchmarks/agentbench_stores.sh
 #   BENCH_SRC=/tmp/main/src benchmarks/agentbench_stores.sh   measure another checkout's runplane
+#   BENCH_PROFILE=1 benchmarks/agentbench_stores.sh --only W3   also record each server with py-spy
+#                                                    (collapsed stacks + SVG per mode, in the kept dir)
 #
 # Starts a throwaway PostgreSQL 15 (fsync and synchronous_commit ON, as a user runs it: the test
 # services turn them off) and Redis (scripts/_services_lib.sh), then for each mode serves
@@ -79,8 +81,18 @@ for mode in $BENCH_MODES; do
         *) rp_die "unknown mode $mode (sqlite, pg, pg+redis)" ;;
     esac
     rp_log "$mode: agentbench against $URL (pid $SERVER_PID)"
+    profiler=""
+    if [ -n "${BENCH_PROFILE:-}" ]; then
+        # Raw collapsed stacks (grep-able) and, from them, nothing else: `py-spy` writes one format
+        # per run, so the SVG is a second recorder only when asked for (BENCH_PROFILE=svg).
+        format=raw; [ "$BENCH_PROFILE" = svg ] && format=flamegraph
+        "$ROOT/.venv/bin/py-spy" record --pid "$SERVER_PID" --rate 200 --format "$format" \
+            -o "$OUT/$mode.$format" >"$OUT/$mode.py-spy.log" 2>&1 &
+        profiler=$!
+    fi
     "$PY" "$BENCH_DIR/agentbench.py" --url "$URL" --pid "$SERVER_PID" --label "runplane $mode" \
         --json "$OUT/$mode.json" "$@" >"$OUT/$mode.out" 2>&1 || { cat "$OUT/$mode.out" >&2; rp_die "agentbench failed on $mode"; }
+    if [ -n "$profiler" ]; then kill -INT "$profiler" 2>/dev/null || true; wait "$profiler" 2>/dev/null || true; fi
     kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
     results+=("$OUT/$mode.json")
 done
