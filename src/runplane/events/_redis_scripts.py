@@ -75,3 +75,28 @@ end
 return {state, entries}
 """
 ENDED, MISSING = 1, 2
+
+# Appends a batch of events (`RedisBus.publish_many`), then the end mark when ARGV[5] is '1', in one
+# step: dropped whole once the stream ended, as `PUBLISH` and `END` are. One wake-up for the batch.
+# ARGV: max events, idle TTL seconds, retention seconds, wake channel, end flag, then event/data
+# pairs.
+PUBLISH_MANY = """
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if last[1] and last[1][2][1] == 'end' then return 0 end
+local id = false
+for i = 6, #ARGV, 2 do
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'event', ARGV[i], 'data', ARGV[i + 1])
+end
+if ARGV[5] == '1' then
+  if id or last[1] then
+    id = redis.call('XADD', KEYS[1], '*', 'end', '1')
+  else
+    id = redis.call('XADD', KEYS[1], '*', 'end', '1', 'guard', '1')
+  end
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+elseif id then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+if id then redis.call('PUBLISH', ARGV[4], id) end
+return 1
+"""

@@ -43,7 +43,7 @@ import logging
 import math
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -56,6 +56,7 @@ from runplane.core.errors import InvalidInput, StoreUnavailable
 from runplane.core.events import StreamEvent
 from runplane.events import _redis_scripts as scripts
 from runplane.events._redis_pubsub import PubSubHub
+from runplane.events.batching import StreamBatch
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ class RedisBus:
         self._end_script = redis.register_script(scripts.END)
         self._read_script = redis.register_script(scripts.READ)
         self._replay_script = redis.register_script(scripts.REPLAY)
+        self._publish_many_script = redis.register_script(scripts.PUBLISH_MANY)
         self._wakers: set[asyncio.Event] = set()
 
     @classmethod
@@ -212,6 +214,43 @@ class RedisBus:
         )
         return bytes(result).decode()
 
+    async def enqueue(self, run_id: str, event: str, data: bytes) -> None:
+        """`publish` (this bus writes at once; `ResilientBus` batches with `publish_many`)."""
+        await self.publish(run_id, event, data)
+
+    async def flush(self, run_id: str) -> None:
+        """Nothing is queued here."""
+
+    async def publish_many(self, batches: Sequence[StreamBatch]) -> None:
+        """Append several runs' events and end marks in one round trip (one `PUBLISH_MANY` script
+        per run, pipelined in a MULTI/EXEC when there are several); a run's events after its stream
+        ended are dropped.
+
+        Raises:
+            StoreUnavailable: Redis failed.
+        """
+        self._check_open()
+        calls = []
+        for batch in batches:
+            args: list[Any] = [
+                self.max_events,
+                _seconds(self.idle_ttl_seconds),
+                _seconds(self.retention_seconds),
+                self._wake_channel(batch.run_id),
+                "1" if batch.end else "0",
+            ]
+            for event, data in batch.events:
+                args += [event, data]
+            calls.append(([self._key(batch.run_id)], args))
+        if len(calls) == 1:
+            keys, args = calls[0]
+            await self._command(self._publish_many_script(keys=keys, args=args))
+        elif calls:
+            pipe = self._redis.pipeline(transaction=True)
+            for keys, args in calls:
+                await self._publish_many_script(keys=keys, args=args, client=pipe)
+            await self._command(pipe.execute())
+
     async def end_stream(self, run_id: str) -> None:
         """Append the end sentinel (idempotent) and let the stream expire after retention.
 
@@ -240,7 +279,18 @@ class RedisBus:
         return None
 
     async def subscribe(self, run_id: str, last_event_id: str | None = None) -> AsyncIterator[StreamEvent]:
-        """Events after `last_event_id`, then live ones until the end sentinel.
+        """Events after `last_event_id`, then live ones until the end sentinel (see
+        `subscribe_batches`)."""
+        async with contextlib.aclosing(self.subscribe_batches(run_id, last_event_id)) as batches:
+            async for batch in batches:
+                for event in batch:
+                    yield event
+
+    async def subscribe_batches(
+        self, run_id: str, last_event_id: str | None = None
+    ) -> AsyncGenerator[list[StreamEvent], None]:
+        """Events after `last_event_id`, then live ones until the end sentinel, as they are read:
+        each item holds every event one read returned (never none).
 
         A stream that does not exist is waited for when reading from the start (its run has not
         published yet), but ends the iteration when resuming or once read from: it expired.
@@ -266,15 +316,21 @@ class RedisBus:
                 while True:
                     changed.clear()
                     state, entries = await self._read(key, after)
-                    guarded = False
+                    guarded = ended = False
+                    batch = []
                     for entry_id, fields in entries:
                         if "event" not in fields:  # the end sentinel
                             if "guard" in fields and after != "0-0" and not missing_once:
                                 guarded = missing_once = True  # see `scripts.END`: wait once for a replay
-                                break
-                            return
+                            else:
+                                ended = True
+                            break
                         after = entry_id
-                        yield StreamEvent(fields["event"].decode(), fields.get("data", b""), entry_id)
+                        batch.append(StreamEvent(fields["event"].decode(), fields.get("data", b""), entry_id))
+                    if batch:
+                        yield batch
+                    if ended:
+                        return
                     if len(entries) == _BATCH and not guarded:
                         continue
                     if state == scripts.ENDED and not guarded:
