@@ -62,6 +62,17 @@ async def test_queued_events_go_out_in_few_batches_in_order() -> None:
     await bus.close()
 
 
+async def test_a_delivery_writes_at_most_max_batch_events_of_a_run() -> None:
+    inner = BatchingBus()
+    bus = ResilientBus(inner, max_batch_events=500)
+    for n in range(1200):
+        await bus.enqueue("a", "custom", b"%d" % n)
+    await bus.end_stream("a")  # after the queued events are written
+    assert [len(call[0].events) for call in inner.calls] == [500, 500, 200]
+    assert [event.data for event in await _collect(bus.subscribe("a"))] == [b"%d" % n for n in range(1200)]
+    await bus.close()
+
+
 async def test_a_delivery_on_the_wire_gathers_the_next_batch() -> None:
     inner = BatchingBus()
     bus = ResilientBus(inner)

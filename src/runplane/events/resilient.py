@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 from collections import OrderedDict, deque
@@ -76,12 +77,20 @@ class ResilientBus:
         max_backlog_bytes: payload bytes buffered, over every run, while `inner` is down.
         high_water_bytes: payload bytes queued, over every run, beyond which `enqueue` waits for a
             delivery while `inner` is up.
+        max_batch_events: events of one run one delivery writes at most: a run that queued
+            thousands at once has its first ones readable while the rest are written.
     """
 
     def __init__(
-        self, inner: EventBus, *, max_backlog_bytes: int = 64 * 2**20, high_water_bytes: int = 4 * 2**20
+        self,
+        inner: EventBus,
+        *,
+        max_backlog_bytes: int = 64 * 2**20,
+        high_water_bytes: int = 4 * 2**20,
+        max_batch_events: int = 500,
     ) -> None:
         self.inner = inner
+        self.max_batch_events = max(1, max_batch_events)
         self.max_backlog_bytes = max_backlog_bytes
         self.high_water_bytes = min(high_water_bytes, max_backlog_bytes)
         #: run id -> events not delivered yet (insertion order: oldest run first).
@@ -183,6 +192,8 @@ class ResilientBus:
                 if event != _END:
                     del backlog.events[index]
                     self._backlog_bytes -= len(data)
+                    if not backlog.events:
+                        del self._backlog[run_id]  # not in flight (it had nothing left to write)
                     self.dropped += 1
                     logger.warning(
                         "event backlog over %d bytes: dropped an event of run %s",
@@ -226,14 +237,14 @@ class ResilientBus:
         batched: list[tuple[str, _Backlog]] = []
         single: list[tuple[str, _Backlog]] = []
         for run_id, backlog in self._backlog.items():
-            backlog.in_flight = len(backlog.events)
+            backlog.in_flight = min(len(backlog.events), self.max_batch_events)
             (single if backlog.replay else batched).append((run_id, backlog))
         inner = self.inner
         if batched and isinstance(inner, SupportsPublishMany):
             batches = []
             for run_id, backlog in batched:
-                events = list(backlog.events)
-                ended = events[-1][0] == _END
+                events = list(itertools.islice(backlog.events, backlog.in_flight))
+                ended = events[-1][0] == _END  # an end mark is always the last of its backlog
                 batches.append(StreamBatch(run_id, events[:-1] if ended else events, ended))
             await self._guarded(inner.publish_many(batches), [run_id for run_id, _ in batched])
             for run_id, backlog in batched:
@@ -247,7 +258,7 @@ class ResilientBus:
         replay = getattr(self.inner, "replay", None)
         if replay is not None and backlog.replay:
             # One step for the whole backlog, which also puts our end after a reader's guard.
-            batch = list(backlog.events)[: backlog.in_flight]
+            batch = list(itertools.islice(backlog.events, backlog.in_flight))
             ended = bool(batch) and batch[-1][0] == _END
             await self._guarded(replay(run_id, [e for e in batch if e[0] != _END], end=ended), [run_id])
             self._delivered_prefix(run_id, backlog, len(batch))
