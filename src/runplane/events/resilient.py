@@ -41,7 +41,7 @@ from typing import Any
 
 from runplane.core.errors import StoreUnavailable
 from runplane.core.events import EventBus, StreamEvent
-from runplane.events.batching import StreamBatch, SupportsPublishMany
+from runplane.events.batching import Pacer, StreamBatch, SupportsPublishMany
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ class ResilientBus:
     ) -> None:
         self.inner = inner
         self.max_batch_events = max(1, max_batch_events)
+        self._pacer = Pacer()
         self.max_backlog_bytes = max_backlog_bytes
         self.high_water_bytes = min(high_water_bytes, max_backlog_bytes)
         #: run id -> events not delivered yet (insertion order: oldest run first).
@@ -128,6 +129,8 @@ class ResilientBus:
 
     async def enqueue(self, run_id: str, event: str, data: bytes) -> None:
         self._buffer(run_id, event, data)
+        # The first event of a burst starts its delivery at once, and the burst lets it progress.
+        await self._pacer.pace()
         while self._backlog_bytes > self.high_water_bytes and not self._down:
             await self._delivered.wait()
 
