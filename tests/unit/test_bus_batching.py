@@ -4,6 +4,7 @@ every event on the bus before the run's terminal status."""
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Sequence
 
 from runplane.core.events import StreamEvent
@@ -17,7 +18,9 @@ from runplane.stores.memory import InMemoryStore
 
 class BatchingBus(InMemoryBus):
     """An in-memory bus with the batch write of the shared buses; records each batch it is given,
-    and holds them while `held` is set (a slow shared bus)."""
+    and holds them while `open` is clear (a slow shared bus). Its wrappers in these tests never
+    yield the loop by time (`pace_seconds=inf`, only on the first event), so the batches they
+    deliver do not depend on the machine's speed."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -44,7 +47,7 @@ async def _collect(events: AsyncIterator[StreamEvent]) -> list[StreamEvent]:
 
 async def test_queued_events_go_out_in_few_batches_in_order() -> None:
     inner = BatchingBus()
-    bus = ResilientBus(inner)
+    bus = ResilientBus(inner, pace_seconds=math.inf)
     for n in range(300):
         await bus.enqueue("a", "custom", b"%d" % n)
         await bus.enqueue("b", "custom", b"%d" % n)
@@ -67,7 +70,7 @@ async def test_queued_events_go_out_in_few_batches_in_order() -> None:
 
 async def test_a_delivery_writes_at_most_max_batch_events_of_a_run() -> None:
     inner = BatchingBus()
-    bus = ResilientBus(inner, max_batch_events=500)
+    bus = ResilientBus(inner, max_batch_events=500, pace_seconds=math.inf)
     for n in range(1200):
         await bus.enqueue("a", "custom", b"%d" % n)
     await bus.end_stream("a")  # after the queued events are written
@@ -78,7 +81,7 @@ async def test_a_delivery_writes_at_most_max_batch_events_of_a_run() -> None:
 
 async def test_a_delivery_on_the_wire_gathers_the_next_batch() -> None:
     inner = BatchingBus()
-    bus = ResilientBus(inner)
+    bus = ResilientBus(inner, pace_seconds=math.inf)
     inner.open.clear()
     await bus.enqueue("a", "custom", b"0")
     await inner.entered.wait()  # the first event left at once, alone
@@ -94,7 +97,7 @@ async def test_a_delivery_on_the_wire_gathers_the_next_batch() -> None:
 
 async def test_enqueue_waits_while_the_queue_is_over_its_high_water_mark() -> None:
     inner = BatchingBus()
-    bus = ResilientBus(inner, high_water_bytes=10)
+    bus = ResilientBus(inner, high_water_bytes=10, pace_seconds=math.inf)
     inner.open.clear()
     await bus.enqueue("a", "custom", b"12345")
     blocked = asyncio.create_task(bus.enqueue("a", "custom", b"1234567890"))
@@ -109,7 +112,7 @@ async def test_enqueue_waits_while_the_queue_is_over_its_high_water_mark() -> No
 
 async def test_publish_latest_id_and_end_go_after_the_queued_events() -> None:
     inner = BatchingBus()
-    bus = ResilientBus(inner)
+    bus = ResilientBus(inner, pace_seconds=math.inf)
     inner.open.clear()
     for n in range(3):
         await bus.enqueue("a", "custom", b"%d" % n)

@@ -18,7 +18,6 @@ from contextlib import asynccontextmanager
 
 from runplane.core.errors import InvalidInput
 from runplane.core.events import StreamEvent
-from runplane.events.batching import Pacer
 
 #: Payloads this large are copied before they are kept: orjson returns a bytes object that keeps
 #: the whole buffer it grew while encoding (about 15 times a 4 MiB payload), which `len` does not
@@ -83,7 +82,6 @@ class InMemoryBus:
         self.retained_bytes = 0
         self._timer: asyncio.TimerHandle | None = None
         self._listeners: dict[str, set[asyncio.Queue[str]]] = {}
-        self._pacer = Pacer()
 
     @classmethod
     def from_url(cls, url: str) -> InMemoryBus:
@@ -144,10 +142,8 @@ class InMemoryBus:
         return item.id
 
     async def enqueue(self, run_id: str, event: str, data: bytes) -> None:
-        # In-process appends cost no round trip: nothing to batch. But a burst must let the
-        # subscribers (SSE writers) run, so that its first events reach clients while it goes on.
+        # In-process appends cost no round trip: nothing to batch.
         await self.publish(run_id, event, data)
-        await self._pacer.pace()
 
     async def flush(self, run_id: str) -> None:
         """Nothing is ever queued."""

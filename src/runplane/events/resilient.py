@@ -79,6 +79,7 @@ class ResilientBus:
             delivery while `inner` is up.
         max_batch_events: events of one run one delivery writes at most: a run that queued
             thousands at once has its first ones readable while the rest are written.
+        pace_seconds: how long `enqueue` may run without yielding the loop (see `Pacer`).
     """
 
     def __init__(
@@ -88,10 +89,11 @@ class ResilientBus:
         max_backlog_bytes: int = 64 * 2**20,
         high_water_bytes: int = 4 * 2**20,
         max_batch_events: int = 500,
+        pace_seconds: float = 0.001,
     ) -> None:
         self.inner = inner
         self.max_batch_events = max(1, max_batch_events)
-        self._pacer = Pacer()
+        self._pacer = Pacer(pace_seconds)
         self.max_backlog_bytes = max_backlog_bytes
         self.high_water_bytes = min(high_water_bytes, max_backlog_bytes)
         #: run id -> events not delivered yet (insertion order: oldest run first).
