@@ -4,8 +4,10 @@ degrades runplane instead of failing it.
 Batching: a worker's events go through `enqueue`, which queues them in this process and returns; a
 background task delivers everything queued meanwhile, for every run, in one `publish_many` call of the
 inner bus (one INSERT, one Redis round trip). While one delivery is on the wire the next batch gathers,
-so a run streaming thousands of events costs a few round trips, and the first event of a quiet run
-still leaves at the next loop tick. The queue is bounded (`high_water_bytes`): a producer faster than
+so a run streaming thousands of events costs a few round trips (at most `max_batch_events` of a run
+each), and the first event of a quiet run still leaves at the next loop tick: `enqueue` yields the
+loop once per `pace_seconds`, so a graph's burst of ready chunks does not hold its own first events
+back (see `batching.Pacer`). The queue is bounded (`high_water_bytes`): a producer faster than
 the bus waits for deliveries rather than growing it. `flush(run_id)` waits until the run's queue is
 written; the worker calls it before storing a terminal status, so a joiner that reads that status finds
 every event on the bus. `publish`, `end_stream` and `latest_event_id` of a run with queued events
