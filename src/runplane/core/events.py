@@ -44,6 +44,19 @@ class EventBus(Protocol):
         """Append an event to the run's stream; returns its id (strictly increasing per run)."""
         ...
 
+    async def enqueue(self, run_id: str, event: str, data: bytes) -> None:
+        """Append an event to the run's stream, possibly later: a shared bus writes what is queued
+        meanwhile in one batch (one INSERT, one Redis round trip). Events keep their order with the
+        run's other events, `end_stream` included. Returns once queued (waits while the queue is
+        full); `flush` waits until they are written."""
+        ...
+
+    async def flush(self, run_id: str) -> None:
+        """Return once every event queued for the run is written, or the bus failed to write them
+        (they stay queued and are retried). Called before the run's terminal status is stored, so a
+        joiner that reads that status finds the events on the bus."""
+        ...
+
     async def end_stream(self, run_id: str) -> None:
         """Mark the run's stream complete: subscribers stop after the events published so far."""
         ...
@@ -51,6 +64,13 @@ class EventBus(Protocol):
     def subscribe(self, run_id: str, last_event_id: str | None = None) -> AsyncIterator[StreamEvent]:
         """Events of the run after `last_event_id` (all retained ones when None), then live ones,
         until the stream is ended. Invalid ids raise `InvalidInput` before anything is yielded."""
+        ...
+
+    def subscribe_batches(
+        self, run_id: str, last_event_id: str | None = None
+    ) -> AsyncIterator[list[StreamEvent]]:
+        """As `subscribe`, but each item holds every event available at that moment (never none), so
+        that a writer can send them in one write (SSE framing, one socket write per batch)."""
         ...
 
     async def latest_event_id(self, run_id: str) -> str | None:

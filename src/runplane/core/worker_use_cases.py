@@ -68,9 +68,16 @@ class WorkerUseCases:
         return self.store.hold_attempt(run.run_id, run.attempt, self.settings.lease_seconds)
 
     async def publish(self, run: Run, event: str, data: bytes) -> str:
+        """Append an event to the run's stream now; returns its id."""
         event_id = await self.bus.publish(run.run_id, event, data)
         self.observer.event_published(run, event)
         return event_id
+
+    async def enqueue(self, run: Run, event: str, data: bytes) -> None:
+        """Queue an event of the run's stream, as a worker does: a shared bus writes it with the
+        others queued meanwhile (`EventBus.enqueue`); `finish` and `release` flush the queue first."""
+        await self.bus.enqueue(run.run_id, event, data)
+        self.observer.event_published(run, event)
 
     async def finish(self, run: Run, outcome: Outcome) -> Run:
         """End a run the worker holds. The status is durable before the stream ends and joiners
@@ -79,6 +86,8 @@ class WorkerUseCases:
         Raises:
             LeaseLost, CancelRequested: see `Store.finish_run`.
         """
+        # Every event before the status: a joiner that reads the status finds them on the bus.
+        await self.bus.flush(run.run_id)
         finished = await self.store.finish_run(run.run_id, run.attempt, outcome)
         self.observer.run_finished(finished)
         await self._end(run.run_id)
@@ -93,6 +102,7 @@ class WorkerUseCases:
 
     async def release(self, run: Run) -> Run:
         """Hand a run back to the queue (graceful shutdown); another worker resumes it."""
+        await self.bus.flush(run.run_id)  # this attempt's events before the next attempt's
         released = await self.store.release_run(run.run_id, run.attempt)
         await self.bus.notify(WAKEUP_CHANNEL, run.run_id)
         return released

@@ -10,6 +10,7 @@ one stream, whatever the history; live streams hold at most `max_bytes` each.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -140,6 +141,13 @@ class InMemoryBus:
         stream.wake()
         return item.id
 
+    async def enqueue(self, run_id: str, event: str, data: bytes) -> None:
+        # In-process appends cost no round trip: nothing to batch.
+        await self.publish(run_id, event, data)
+
+    async def flush(self, run_id: str) -> None:
+        """Nothing is ever queued."""
+
     async def end_stream(self, run_id: str) -> None:
         stream = self._stream(run_id)
         if stream.ended_at is None:
@@ -169,6 +177,25 @@ class InMemoryBus:
                 item = stream.events[after + 1 - stream.first_seq]
                 after += 1
                 yield item
+            if stream.ended_at is not None:
+                return
+            await stream.changed.wait()
+
+    async def subscribe_batches(
+        self, run_id: str, last_event_id: str | None = None
+    ) -> AsyncIterator[list[StreamEvent]]:
+        """As `subscribe`, but each item holds every event available at that moment (never none),
+        for a writer that sends them in one write."""
+        after = parse_event_id(last_event_id)
+        stream = self._stream(run_id, expire=False)
+        while True:
+            if after < stream.next_seq - 1:
+                after = max(after, stream.first_seq - 1)
+                start = after + 1 - stream.first_seq
+                batch = list(itertools.islice(stream.events, start, None))
+                after = stream.next_seq - 1
+                yield batch
+                continue
             if stream.ended_at is not None:
                 return
             await stream.changed.wait()

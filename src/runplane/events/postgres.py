@@ -39,7 +39,7 @@ import contextlib
 import logging
 import select
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -53,6 +53,7 @@ from runplane.core.events import StreamEvent
 from runplane.db.postgres import GuardedPool, breaker_for, parse_url
 from runplane.db.sql import load_queries
 from runplane.events._pg_notify import NotifyHub, hint_payload, payload_fits, wake_payload
+from runplane.events.batching import StreamBatch
 from runplane.events.memory import parse_event_id
 
 logger = logging.getLogger(__name__)
@@ -258,6 +259,44 @@ class PostgresBus:
         self._maybe_expire()
         return str(row[0] if row is not None else 0)
 
+    async def enqueue(self, run_id: str, event: str, data: bytes) -> None:
+        """`publish` (this bus writes at once; `ResilientBus` batches with `publish_many`)."""
+        await self.publish(run_id, event, data)
+
+    async def flush(self, run_id: str) -> None:
+        """Nothing is queued here."""
+
+    async def publish_many(self, batches: Sequence[StreamBatch]) -> None:
+        """Append several runs' events and end marks in one statement (see `publish_many` in
+        `postgres.sql`); a run's events after its stream ended are dropped.
+
+        Raises:
+            StoreUnavailable: PostgreSQL failed (nothing was written), or the event tables are missing.
+        """
+        merged: dict[str, tuple[list[tuple[str, bytes]], bool]] = {}
+        for batch in batches:
+            events, ended = merged.get(batch.run_id, ([], False))
+            if not ended:
+                events.extend(batch.events)
+            merged[batch.run_id] = (events, ended or batch.end)
+        if not merged:
+            return
+        run_ids = list(merged)
+        params = {
+            "run_ids": run_ids,
+            "ends": [merged[run_id][1] for run_id in run_ids],
+            "wakes": [self._wake(run_id) for run_id in run_ids],
+            "event_runs": [run_id for run_id in run_ids for _ in merged[run_id][0]],
+            "events": [event for run_id in run_ids for event, _ in merged[run_id][0]],
+            "datas": [data for run_id in run_ids for _, data in merged[run_id][0]],
+            "max_events": self.max_events,
+            "trim_every": self.trim_every,
+            "channel": self.channel,
+        }
+        async with self._connection() as conn:
+            await conn.execute(QUERIES["publish_many"], params)
+        self._maybe_expire()
+
     async def end_stream(self, run_id: str) -> None:
         """Mark the stream complete (idempotent); it is deleted `retention_seconds` later.
 
@@ -280,7 +319,18 @@ class PostgresBus:
         return str(row[0]) if row is not None and row[0] else None
 
     async def subscribe(self, run_id: str, last_event_id: str | None = None) -> AsyncIterator[StreamEvent]:
-        """Events after `last_event_id`, then live ones until the stream ends.
+        """Events after `last_event_id`, then live ones until the stream ends (see
+        `subscribe_batches`)."""
+        async with contextlib.aclosing(self.subscribe_batches(run_id, last_event_id)) as batches:
+            async for batch in batches:
+                for event in batch:
+                    yield event
+
+    async def subscribe_batches(
+        self, run_id: str, last_event_id: str | None = None
+    ) -> AsyncGenerator[list[StreamEvent], None]:
+        """Events after `last_event_id`, then live ones until the stream ends, as they are read: each
+        item holds every event one read returned (never none).
 
         A stream that does not exist is waited for when reading from the start (its run has not
         published yet), but ends the iteration when resuming or once read from: it expired.
@@ -304,9 +354,9 @@ class PostgresBus:
                 while True:
                     changed.clear()
                     missing, ended, events = await self._read(run_id, after)
-                    for item in events:
-                        after = int(item.id)
-                        yield item
+                    if events:
+                        after = int(events[-1].id)
+                        yield events
                     if len(events) == _BATCH:
                         continue
                     if ended or (missing and after > 0):

@@ -21,6 +21,45 @@ WITH stream AS (
 )
 SELECT seq, pg_notify(%(channel)s, %(wake)s) FROM appended
 
+-- name: publish_many
+-- Append the events of several runs and end the streams marked `ends`, all in one statement: one
+-- round trip and one commit for a whole batch. Per run, like `publish` and `end_stream`: the stream
+-- row's upsert bumps `last_seq` by the run's event count (taking the row lock to commit, so ids stay
+-- dense and committed in order) unless the stream ended, the events take the ids below it in batch
+-- order, old events are trimmed when the batch crosses a multiple of `trim_every`, and one wake-up
+-- per run is announced at commit. Runs are locked in run id order (no deadlock between batches).
+-- Event arrays are parallel (`event_runs` holds each event's run id); run arrays too.
+WITH batch AS (
+    SELECT run_id, event, data, ord
+    FROM unnest(%(event_runs)s::text[], %(events)s::text[], %(datas)s::bytea[])
+        WITH ORDINALITY AS b (run_id, event, data, ord)
+), runs AS (
+    SELECT r.run_id, r.ends, r.wake, coalesce(c.n, 0) AS n
+    FROM unnest(%(run_ids)s::text[], %(ends)s::boolean[], %(wakes)s::text[]) AS r (run_id, ends, wake)
+    LEFT JOIN (SELECT run_id, count(*) AS n FROM batch GROUP BY run_id) AS c USING (run_id)
+), streams AS (
+    INSERT INTO run_streams AS s (run_id, last_seq, updated_at, ended_at)
+    SELECT run_id, n, now(), CASE WHEN ends THEN now() END FROM runs ORDER BY run_id
+    ON CONFLICT (run_id) DO UPDATE
+    SET last_seq = s.last_seq + excluded.last_seq, updated_at = now(), ended_at = excluded.ended_at
+    WHERE s.ended_at IS NULL
+    RETURNING s.run_id, s.last_seq
+), appended AS (
+    INSERT INTO run_events (run_id, seq, event, data, created_at)
+    SELECT b.run_id, st.last_seq - r.n + row_number() OVER (PARTITION BY b.run_id ORDER BY b.ord),
+           b.event, b.data, now()
+    FROM batch AS b JOIN streams AS st USING (run_id) JOIN runs AS r USING (run_id)
+    RETURNING seq
+), trimmed AS (
+    DELETE FROM run_events AS e
+    USING streams AS st JOIN runs AS r USING (run_id)
+    WHERE e.run_id = st.run_id
+      AND e.seq <= st.last_seq - %(max_events)s
+      AND st.last_seq / %(trim_every)s > (st.last_seq - r.n) / %(trim_every)s
+)
+SELECT st.run_id, pg_notify(%(channel)s, r.wake), (SELECT count(*) FROM appended)
+FROM streams AS st JOIN runs AS r USING (run_id)
+
 -- name: last_seq
 -- The id a dropped publish returns: the stream's last event.
 SELECT last_seq FROM run_streams WHERE run_id = %(run_id)s

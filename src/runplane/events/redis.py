@@ -43,18 +43,20 @@ import logging
 import math
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
-from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
 from runplane.core.errors import InvalidInput, StoreUnavailable
 from runplane.core.events import StreamEvent
+from runplane.events import _redis_scripts as scripts
+from runplane.events._redis_pubsub import PubSubHub
+from runplane.events.batching import StreamBatch
 
 logger = logging.getLogger(__name__)
 
@@ -64,75 +66,6 @@ _ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 _MAX_PART = 2**64 - 1
 #: Entries a subscriber reads per round trip.
 _BATCH = 500
-
-# Each script takes the stream key and reports "ended" by the last entry being the sentinel, so the
-# check and the append are one atomic step (a late publish can never land after the end).
-_PUBLISH = """
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 2)
-if last[1] and last[1][2][1] == 'end' then
-  if last[2] then return last[2][1] end
-  return '0-0'
-end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'event', ARGV[1], 'data', ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('PUBLISH', ARGV[5], id)
-return id
-"""
-
-# On a stream that does not exist, the end is marked `guard`: it was written for a run that is over
-# in the database by a process that has not seen its events (`RunManager.stream_run`), or Redis lost
-# the stream; a publisher that buffered the run's events while Redis was down may still deliver them
-# (`_REPLAY` replaces the guard), so a resuming reader gives it a moment.
-_END = """
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-if last[1] and last[1][2][1] == 'end' then return 0 end
-local id
-if last[1] then
-  id = redis.call('XADD', KEYS[1], '*', 'end', '1')
-else
-  id = redis.call('XADD', KEYS[1], '*', 'end', '1', 'guard', '1')
-end
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-redis.call('PUBLISH', ARGV[2], id)
-return 1
-"""
-
-# Delivers events buffered while Redis was down (`ResilientBus`), with the end mark when the run ended
-# meanwhile. An end sentinel already at the tail was written by a reader's guard for a run that is
-# terminal in the database (`RunManager.stream_run`) before these events arrived: the real end is the
-# one in this batch, so the guard's is taken off, the events appended, and the end put back.
-# ARGV: the end flag, retention seconds, idle TTL seconds, max events, wake channel, then
-# event/data pairs.
-_REPLAY = """
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-if last[1] and last[1][2][1] == 'end' then redis.call('XDEL', KEYS[1], last[1][1]) end
-local id = '0-0'
-for i = 6, #ARGV, 2 do
-  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'event', ARGV[i], 'data', ARGV[i + 1])
-end
-if ARGV[1] == '1' then
-  redis.call('XADD', KEYS[1], '*', 'end', '1')
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
-else
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
-end
-redis.call('PUBLISH', ARGV[5], id)
-return id
-"""
-
-# Returns {state, entries}. The state is only computed when nothing follows `after`: 1 when the
-# stream ended (so a resume from at or past the sentinel stops instead of waiting forever), 2 when
-# the stream does not exist (not started yet, or expired).
-_READ = """
-local entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
-local state = 0
-if #entries == 0 then
-  local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-  if not last[1] then state = 2 elseif last[1][2][1] == 'end' then state = 1 end
-end
-return {state, entries}
-"""
-_ENDED, _MISSING = 1, 2
 
 
 def parse_stream_id(last_event_id: str | None) -> tuple[int, int]:
@@ -153,233 +86,6 @@ def parse_stream_id(last_event_id: str | None) -> tuple[int, int]:
         if ms <= _MAX_PART and seq <= _MAX_PART and (ms, seq) != (_MAX_PART, _MAX_PART):
             return (ms, seq)
     raise InvalidInput(f"invalid Last-Event-ID {last_event_id[:64]!r}")
-
-
-class _Channel:
-    __slots__ = ("internal", "pending", "ready", "sinks")
-
-    def __init__(self, internal: bool) -> None:
-        #: Stream wake-up channels get an empty message whenever a subscription is confirmed: after a
-        #: reconnect, appends announced while the connection was down were lost, so readers must look.
-        self.internal = internal
-        self.sinks: set[Callable[[str], None]] = set()
-        #: SUBSCRIBE commands sent on the current connection and not confirmed yet.
-        self.pending = 0
-        self.ready = asyncio.Event()
-        self.ready.set()
-
-
-class _PubSubHub:
-    """One pub/sub connection shared by every listener of a bus, fanning messages out locally.
-
-    Channels are subscribed while they have local sinks; `_reconcile` brings the server's set in
-    line with the wanted set, so the order in which listeners come and go cannot leave the
-    connection subscribed to the wrong set. A listener is confirmed once every SUBSCRIBE for its
-    channel sent on this connection has been acknowledged: counting them makes a quick
-    unsubscribe/subscribe sequence wait for the last one.
-    """
-
-    def __init__(
-        self,
-        pool: ConnectionPool,
-        *,
-        confirm_timeout: float,
-        health_check_seconds: float,
-        command_timeout: float,
-    ) -> None:
-        self._pool = pool
-        self._confirm_timeout = confirm_timeout
-        self._health_check_seconds = health_check_seconds
-        #: Bounds connecting and each write: the connection has no socket timeout (see module doc).
-        self._command_timeout = command_timeout
-        self._channels: dict[str, _Channel] = {}
-        self._subscribed: set[str] = set()
-        self._conn: AbstractConnection | None = None
-        self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
-        self._attempted = asyncio.Event()
-        self._reconcile_task: asyncio.Task[None] | None = None
-        self._dirty = False
-
-    @property
-    def connected(self) -> bool:
-        return self._conn is not None
-
-    def channel_count(self) -> int:
-        return sum(1 for channel in self._channels.values() if channel.sinks)
-
-    @asynccontextmanager
-    async def attach(
-        self, channel: str, sink: Callable[[str], None], *, internal: bool = False
-    ) -> AsyncIterator[None]:
-        """Deliver `channel`'s messages to `sink` inside the context; subscribed on entry."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="runplane-redis-pubsub")
-        state = self._channels.get(channel)
-        if state is None:
-            state = self._channels[channel] = _Channel(internal)
-        state.sinks.add(sink)
-        try:
-            try:
-                async with asyncio.timeout(self._confirm_timeout):
-                    await self._attempted.wait()
-                    await self._reconcile()
-                    await state.ready.wait()
-            except TimeoutError:
-                # Redis is unreachable: listen unconfirmed; the caller's fallback covers the gap.
-                logger.warning(
-                    "redis pub/sub subscription to %s not confirmed within %.1fs",
-                    channel,
-                    self._confirm_timeout,
-                    extra={"action": "bus_listen"},
-                )
-            yield
-        finally:
-            state.sinks.discard(sink)
-            self._forget_if_unused(channel)  # never subscribed (Redis down): nothing to undo
-            if channel in self._channels and not state.sinks:
-                self._reconcile_soon()
-
-    def _reconcile_soon(self) -> None:
-        # Unsubscribing happens in a task rather than inline, so that leaving a listener is
-        # synchronous (it runs in `finally` blocks of cancelled tasks). A request arriving while a
-        # pass is under way (which may have looked at the channels already) makes it go again.
-        self._dirty = True
-        if self._task is not None and (self._reconcile_task is None or self._reconcile_task.done()):
-            self._reconcile_task = asyncio.create_task(self._reconcile_while_dirty())
-
-    async def _reconcile_while_dirty(self) -> None:
-        while self._dirty:
-            self._dirty = False
-            await self._reconcile()
-
-    async def _reconcile(self) -> None:
-        async with self._lock:
-            conn = self._conn
-            if conn is None:
-                return
-            wanted = {name for name, state in self._channels.items() if state.sinks}
-            to_unsubscribe = self._subscribed - wanted
-            to_subscribe = wanted - self._subscribed
-            try:
-                if to_unsubscribe:
-                    await self._send(conn, "UNSUBSCRIBE", *to_unsubscribe)
-                if to_subscribe:
-                    for name in to_subscribe:
-                        state = self._channels[name]
-                        state.pending += 1
-                        state.ready.clear()
-                    await self._send(conn, "SUBSCRIBE", *to_subscribe)
-            except (RedisError, OSError) as exc:  # OSError includes our TimeoutError
-                # The reader sees the broken connection too, and resubscribes everything on reconnect.
-                logger.warning("redis pub/sub command failed: %s", exc, extra={"action": "bus_listen"})
-                return
-            if self._conn is not conn:
-                return
-            self._subscribed -= to_unsubscribe
-            self._subscribed |= to_subscribe
-            for name in to_unsubscribe:
-                self._forget_if_unused(name)
-
-    def _forget_if_unused(self, name: str) -> None:
-        state = self._channels.get(name)
-        if state is not None and not state.sinks and not state.pending and name not in self._subscribed:
-            del self._channels[name]
-
-    async def _run(self) -> None:
-        delay = 0.05
-        while True:
-            # Not taken from the pool: it never returns there, and must not count against its bound.
-            conn = self._pool.connection_class(**self._pool.connection_kwargs)
-            try:
-                # The handshake's reads have no socket timeout either (see module doc).
-                async with asyncio.timeout(self._command_timeout):
-                    await conn.connect()  # type: ignore[no-untyped-call]
-            except Exception as exc:  # not only RedisError: a dead dispatcher would deafen every listener
-                logger.warning(
-                    "redis pub/sub connect failed (retrying in %.2fs): %s",
-                    delay,
-                    exc,
-                    extra={"action": "bus_connect"},
-                )
-                self._attempted.set()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            async with self._lock:
-                self._conn = conn
-                self._subscribed = set()
-            self._attempted.set()
-            try:
-                await self._reconcile()
-                delay = 0.05
-                await self._read(conn)
-            except (RedisError, OSError) as exc:
-                logger.warning("redis pub/sub connection lost: %s", exc, extra={"action": "bus_connect"})
-            except Exception:
-                # Never let a surprise end the dispatcher: every listener of the process would go deaf.
-                logger.exception("redis pub/sub dispatcher failed", extra={"action": "bus_connect"})
-            finally:
-                self._conn = None
-                self._subscribed = set()
-                for name, state in list(self._channels.items()):
-                    state.pending = 0
-                    state.ready.set()  # nobody waits for a confirmation that cannot come
-                    self._forget_if_unused(name)
-                with contextlib.suppress(RedisError, OSError):
-                    await conn.disconnect(nowait=True)
-            await asyncio.sleep(delay)
-
-    async def _read(self, conn: AbstractConnection) -> None:
-        ping_sent = False
-        while True:
-            # An explicit timeout returns None instead of raising: time for a health check, so that
-            # a silently dead TCP connection is noticed and replaced.
-            # push_request: under RESP3 (redis-py 8's default) pub/sub traffic arrives as push frames.
-            response: Any = await conn.read_response(
-                timeout=self._health_check_seconds, disconnect_on_error=False, push_request=True
-            )
-            if response is None:
-                if ping_sent:
-                    raise ConnectionError("redis pub/sub connection did not answer PING")
-                await self._send(conn, "PING")
-                ping_sent = True
-                continue
-            ping_sent = False
-            if not isinstance(response, list) or len(response) < 2:
-                continue  # PONG outside subscribed mode
-            kind = bytes(response[0])
-            name = bytes(response[1]).decode()
-            if kind == b"message" and len(response) == 3:
-                state = self._channels.get(name)
-                if state is not None:
-                    message = bytes(response[2]).decode(errors="replace")
-                    for sink in list(state.sinks):
-                        sink(message)
-            elif kind == b"subscribe":
-                state = self._channels.get(name)
-                if state is not None and state.pending:
-                    state.pending -= 1
-                    if not state.pending:
-                        state.ready.set()
-                        if state.internal:
-                            for sink in list(state.sinks):
-                                sink("")
-                        self._forget_if_unused(name)
-
-    async def _send(self, conn: AbstractConnection, *args: str) -> None:
-        # A write blocks only while the server does not read; a timeout here (a TimeoutError, so an
-        # OSError) is a dead connection to replace, as a socket timeout was.
-        async with asyncio.timeout(self._command_timeout):
-            await conn.send_command(*args, check_health=False)
-
-    async def close(self) -> None:
-        for task in (self._reconcile_task, self._task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._task = self._reconcile_task = None
 
 
 class RedisBus:
@@ -427,16 +133,17 @@ class RedisBus:
         self.poll_seconds = poll_seconds
         self._redis = redis
         self._closed = False
-        self._hub = _PubSubHub(
+        self._hub = PubSubHub(
             redis.connection_pool,
             confirm_timeout=confirm_timeout,
             health_check_seconds=health_check_seconds,
             command_timeout=command_timeout,
         )
-        self._publish_script = redis.register_script(_PUBLISH)
-        self._end_script = redis.register_script(_END)
-        self._read_script = redis.register_script(_READ)
-        self._replay_script = redis.register_script(_REPLAY)
+        self._publish_script = redis.register_script(scripts.PUBLISH)
+        self._end_script = redis.register_script(scripts.END)
+        self._read_script = redis.register_script(scripts.READ)
+        self._replay_script = redis.register_script(scripts.REPLAY)
+        self._publish_many_script = redis.register_script(scripts.PUBLISH_MANY)
         self._wakers: set[asyncio.Event] = set()
 
     @classmethod
@@ -507,6 +214,43 @@ class RedisBus:
         )
         return bytes(result).decode()
 
+    async def enqueue(self, run_id: str, event: str, data: bytes) -> None:
+        """`publish` (this bus writes at once; `ResilientBus` batches with `publish_many`)."""
+        await self.publish(run_id, event, data)
+
+    async def flush(self, run_id: str) -> None:
+        """Nothing is queued here."""
+
+    async def publish_many(self, batches: Sequence[StreamBatch]) -> None:
+        """Append several runs' events and end marks in one round trip (one `PUBLISH_MANY` script
+        per run, pipelined in a MULTI/EXEC when there are several); a run's events after its stream
+        ended are dropped.
+
+        Raises:
+            StoreUnavailable: Redis failed.
+        """
+        self._check_open()
+        calls = []
+        for batch in batches:
+            args: list[Any] = [
+                self.max_events,
+                _seconds(self.idle_ttl_seconds),
+                _seconds(self.retention_seconds),
+                self._wake_channel(batch.run_id),
+                "1" if batch.end else "0",
+            ]
+            for event, data in batch.events:
+                args += [event, data]
+            calls.append(([self._key(batch.run_id)], args))
+        if len(calls) == 1:
+            keys, args = calls[0]
+            await self._command(self._publish_many_script(keys=keys, args=args))
+        elif calls:
+            pipe = self._redis.pipeline(transaction=True)
+            for keys, args in calls:
+                await self._publish_many_script(keys=keys, args=args, client=pipe)
+            await self._command(pipe.execute())
+
     async def end_stream(self, run_id: str) -> None:
         """Append the end sentinel (idempotent) and let the stream expire after retention.
 
@@ -535,7 +279,18 @@ class RedisBus:
         return None
 
     async def subscribe(self, run_id: str, last_event_id: str | None = None) -> AsyncIterator[StreamEvent]:
-        """Events after `last_event_id`, then live ones until the end sentinel.
+        """Events after `last_event_id`, then live ones until the end sentinel (see
+        `subscribe_batches`)."""
+        async with contextlib.aclosing(self.subscribe_batches(run_id, last_event_id)) as batches:
+            async for batch in batches:
+                for event in batch:
+                    yield event
+
+    async def subscribe_batches(
+        self, run_id: str, last_event_id: str | None = None
+    ) -> AsyncGenerator[list[StreamEvent], None]:
+        """Events after `last_event_id`, then live ones until the end sentinel, as they are read:
+        each item holds every event one read returned (never none).
 
         A stream that does not exist is waited for when reading from the start (its run has not
         published yet), but ends the iteration when resuming or once read from: it expired.
@@ -561,20 +316,26 @@ class RedisBus:
                 while True:
                     changed.clear()
                     state, entries = await self._read(key, after)
-                    guarded = False
+                    guarded = ended = False
+                    batch = []
                     for entry_id, fields in entries:
                         if "event" not in fields:  # the end sentinel
                             if "guard" in fields and after != "0-0" and not missing_once:
-                                guarded = missing_once = True  # see `_END`: wait once for a replay
-                                break
-                            return
+                                guarded = missing_once = True  # see `scripts.END`: wait once for a replay
+                            else:
+                                ended = True
+                            break
                         after = entry_id
-                        yield StreamEvent(fields["event"].decode(), fields.get("data", b""), entry_id)
+                        batch.append(StreamEvent(fields["event"].decode(), fields.get("data", b""), entry_id))
+                    if batch:
+                        yield batch
+                    if ended:
+                        return
                     if len(entries) == _BATCH and not guarded:
                         continue
-                    if state == _ENDED and not guarded:
+                    if state == scripts.ENDED and not guarded:
                         return
-                    if state == _MISSING and after != "0-0":
+                    if state == scripts.MISSING and after != "0-0":
                         # A stream that existed (we read from it, or the client resumes from it)
                         # and is gone has expired after its end, or after its worker vanished;
                         # or Redis restarted empty, and the publishers are about to deliver what
@@ -621,7 +382,7 @@ class RedisBus:
 
     async def replay(self, run_id: str, events: list[tuple[str, bytes]], *, end: bool) -> None:
         """Deliver events held back while Redis was down, in one step, then the end mark if `end`
-        (see `_REPLAY`).
+        (see `scripts.REPLAY`).
 
         Raises:
             StoreUnavailable: Redis failed (nothing was delivered).

@@ -508,7 +508,7 @@ class Worker:
         if attempt.fenced:
             return
         try:
-            await self.manager.publish(attempt.run, event, dumpb(payload))
+            await self.manager.enqueue(attempt.run, event, dumpb(payload))
         except Exception as exc:
             if not faults.is_infrastructure(exc):
                 raise

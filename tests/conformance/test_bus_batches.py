@@ -1,0 +1,111 @@
+"""Batched writes keep the stream contract, on every bus: `ResilientBus.enqueue` over memory, Redis and
+PostgreSQL (the path a worker's events take), and the shared buses' `publish_many` itself."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from runplane.core.events import EventBus, StreamEvent
+from runplane.events.batching import StreamBatch, SupportsPublishMany
+from runplane.events.resilient import ResilientBus
+from tests.conformance import test_bus_conformance as bus_suite
+
+# The bus suite's fixtures: every bus, and a second instance on the same backend ("another process").
+open_bus, bus, other = bus_suite.open_bus, bus_suite.bus, bus_suite.other
+
+
+async def _collect(events: AsyncIterator[StreamEvent]) -> list[StreamEvent]:
+    return [event async for event in events]
+
+
+def _order(event_id: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in event_id.split("-"))
+
+
+def _shared(bus: EventBus) -> SupportsPublishMany:
+    if not isinstance(bus, SupportsPublishMany):
+        pytest.skip("an in-process bus has no batch write")
+    return bus
+
+
+async def test_enqueued_events_keep_order_ids_resume_and_latest_id(bus: EventBus, other: EventBus) -> None:
+    writer = ResilientBus(bus)
+    for n in range(700):
+        await writer.enqueue("r1", "custom", b"%d" % n)
+    direct = await writer.publish("r1", "values", b"direct")  # after the queued ones
+    for n in range(700, 1200):
+        await writer.enqueue("r1", "custom", b"%d" % n)
+    await writer.flush("r1")
+    latest = await other.latest_event_id("r1")
+    await writer.end_stream("r1")
+
+    events = await _collect(other.subscribe("r1"))
+    expected = [b"%d" % n for n in range(700)] + [b"direct"] + [b"%d" % n for n in range(700, 1200)]
+    assert [event.data for event in events] == expected
+    ids = [_order(event.id) for event in events]
+    assert ids == sorted(set(ids))  # strictly increasing, unique
+    assert events[700].id == direct
+    assert latest == events[-1].id
+    resumed = await _collect(other.subscribe("r1", events[899].id))
+    assert [event.data for event in resumed] == expected[900:]
+
+
+async def test_a_join_from_now_sees_only_what_follows(bus: EventBus, other: EventBus) -> None:
+    writer = ResilientBus(bus)
+    for n in range(5):
+        await writer.enqueue("r1", "custom", b"before%d" % n)
+    now = await writer.latest_event_id("r1")  # what a joiner without Last-Event-ID starts after
+    for n in range(3):
+        await writer.enqueue("r1", "custom", b"after%d" % n)
+    await writer.end_stream("r1")
+    joined = await _collect(other.subscribe("r1", now))
+    assert [event.data for event in joined] == [b"after0", b"after1", b"after2"]
+
+
+async def test_publish_many_writes_several_runs_and_ends_in_one_call(bus: EventBus, other: EventBus) -> None:
+    shared = _shared(bus)
+    await bus.publish("a", "values", b"first")
+    await shared.publish_many(
+        [
+            StreamBatch("a", [("custom", b"a1"), ("custom", b"a2")]),
+            StreamBatch("b", [("custom", b"b1")], end=True),
+            StreamBatch("c", [], end=True),  # a stream that never had an event
+        ]
+    )
+    late = await bus.publish("b", "custom", b"late")  # after the end: dropped
+    await bus.end_stream("a")
+
+    a = await _collect(other.subscribe("a"))
+    assert [event.data for event in a] == [b"first", b"a1", b"a2"]
+    assert [_order(event.id) for event in a] == sorted({_order(event.id) for event in a})
+    b = await _collect(other.subscribe("b"))
+    assert [event.data for event in b] == [b"b1"]
+    assert late == b[0].id
+    assert await _collect(other.subscribe("c")) == []
+
+
+async def test_publish_many_after_the_end_writes_nothing(bus: EventBus, other: EventBus) -> None:
+    shared = _shared(bus)
+    await bus.publish("a", "values", b"1")
+    await bus.end_stream("a")
+    await shared.publish_many([StreamBatch("a", [("custom", b"2")], end=True)])
+    assert [event.data for event in await _collect(other.subscribe("a"))] == [b"1"]
+
+
+async def test_subscribe_batches_yield_what_subscribe_does(bus: EventBus, other: EventBus) -> None:
+    ids = [await bus.publish("r1", "custom", b"%d" % n) for n in range(600)]
+    batches = other.subscribe_batches("r1")
+    first = await anext(batches)  # everything published so far, in at most a few reads
+    for n in range(600, 610):
+        await bus.publish("r1", "custom", b"%d" % n)
+    await bus.end_stream("r1")
+    rest = [batch async for batch in batches]
+    assert all(batch for batch in [first, *rest])
+    events = [event for batch in [first, *rest] for event in batch]
+    assert [event.data for event in events] == [b"%d" % n for n in range(610)]
+    assert [event.id for event in events[:600]] == ids
+    assert events == await _collect(other.subscribe("r1"))
+    resumed = [event async for batch in other.subscribe_batches("r1", ids[99]) for event in batch]
+    assert [event.data for event in resumed] == [b"%d" % n for n in range(100, 610)]
