@@ -87,6 +87,7 @@ TEXT_SAMPLES: dict[str, tuple[str, Any]] = {
     "config": ("my/langgraph.json", "my/langgraph.json"),
     "log_level": ("debug", "DEBUG"),
     "log_format": ("json", "json"),
+    "event_loop": ("asyncio", "asyncio"),
     "default_on_disconnect": ("cancel", "cancel"),
     "claim_retry_seconds": ("0.1, 0.3", (0.1, 0.3)),
     "api_keys": ("k1:alice", "k1:alice"),
