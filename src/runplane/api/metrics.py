@@ -67,6 +67,7 @@ class PrometheusMetrics:
     def __init__(self, process: str | None = None, registry: CollectorRegistry | None = None) -> None:
         self.process = process or default_process_label()
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self._event_counters: dict[str, Counter] = {}
 
         def counter(name: str, documentation: str, *labels: str) -> Counter:
             return Counter(name, documentation, (*labels, "process"), registry=self.registry)
@@ -203,7 +204,13 @@ class PrometheusMetrics:
         self.recoveries.labels(run.status, self.process).inc()
 
     def event_published(self, run: Run, event: str) -> None:
-        self.events.labels(_event_family(event), self.process).inc()
+        # Once per event on the hot path: `.labels()` takes a lock and builds a key, so keep each
+        # family's child (families are the stream modes: a small, bounded set).
+        family = _event_family(event)
+        child = self._event_counters.get(family)
+        if child is None:
+            child = self._event_counters[family] = self.events.labels(family, self.process)
+        child.inc()
 
     def store_operation(self, operation: str, seconds: float, outcome: StoreOutcome) -> None:
         self.store_operations.labels(operation, outcome, self.process).inc()
