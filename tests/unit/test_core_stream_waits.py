@@ -67,10 +67,10 @@ class ReadCountingStore(InMemoryStore):
 
     async def list_runs(self, thread_id: str, owner: str, filter: RunFilter) -> list[Run]:
         runs = await super().list_runs(thread_id, owner, filter)
-        self._read(thread_id)
         doomed, self.roll_back_after_listing = self.roll_back_after_listing, None
         if doomed is not None:
             assert (await self.request_cancel(doomed, owner, "rollback", thread_id)).deleted
+        self._read(thread_id)
         return runs
 
 
@@ -135,8 +135,9 @@ async def test_a_thread_stream_finds_a_run_whose_hint_was_lost() -> None:
     manager, store = _manager(POLLING, HintLosingBus(WAKEUP_CHANNEL))
     thread = await manager.create_thread()
     events = await manager.stream_thread(thread.thread_id)
+    reader = asyncio.create_task(_until_done(events, None))
+    await store.reads_of(thread.thread_id, store.reads[thread.thread_id] + 1).wait()  # found none
     run = await manager.create_run(thread.thread_id, "agent")  # its new-run hint is lost
-    reader = asyncio.create_task(_until_done(events, run.run_id))
     await _execute(manager, run, 1)
     got = await reader
     assert _values(got) == [{"n": 1}]
@@ -160,13 +161,15 @@ async def test_a_thread_stream_waits_through_quiet_polls_for_the_next_run() -> N
 
 
 async def test_a_thread_stream_polls_when_the_bus_is_closing() -> None:
-    manager, _ = _manager(POLLING, ClosingBus())
+    manager, store = _manager(POLLING, ClosingBus())
     thread = await manager.create_thread()
     events = await manager.stream_thread(thread.thread_id)
+    reader = asyncio.create_task(_until_done(events, None))
+    await store.reads_of(thread.thread_id, store.reads[thread.thread_id] + 2).wait()  # found no hint, polled
     run = await manager.create_run(thread.thread_id, "agent")
-    reader = asyncio.create_task(_until_done(events, run.run_id))
     await _execute(manager, run, 2)
-    assert _values(await reader) == [{"n": 2}]
+    got = await reader
+    assert _values(got) == [{"n": 2}] and got[-1].id == f"{run.run_id}/done"
     await events.aclose()  # type: ignore[attr-defined]
 
 
@@ -212,13 +215,17 @@ async def test_a_run_rolled_back_before_it_is_read_is_passed_over() -> None:
     thread = await manager.create_thread()
     doomed = await manager.create_run(thread.thread_id, "agent")
     kept = await manager.create_run(thread.thread_id, "agent")
+    events = await manager.stream_thread(thread.thread_id)
+    # The stream's next listing sees both runs, then `doomed` is rolled back before it is read.
     store.roll_back_after_listing = doomed.run_id
-    events = await manager.stream_thread(thread.thread_id)  # lists both, then `doomed` is deleted
     reader = asyncio.create_task(_until_done(events, kept.run_id))
+    await store.reads_of(thread.thread_id, store.reads[thread.thread_id] + 1).wait()
+    assert store.roll_back_after_listing is None  # the rollback came between the two reads
     await _execute(manager, kept, 3)
     got = await reader
     assert _values(got) == [{"n": 3}]
     assert not any(event.id.startswith(f"{doomed.run_id}/") for event in got)
+    await events.aclose()  # type: ignore[attr-defined]
 
 
 async def test_resuming_from_a_run_the_thread_does_not_have_replays_every_run() -> None:
@@ -249,10 +256,12 @@ async def test_waiting_for_a_run_whose_done_hint_was_lost() -> None:
 
 
 async def test_waiting_for_a_run_polls_when_the_bus_is_closing() -> None:
-    manager, _ = _manager(POLLING, ClosingBus())
+    manager, store = _manager(POLLING, ClosingBus())
     thread = await manager.create_thread()
     run = await manager.create_run(thread.thread_id, "agent")
     waiter = asyncio.create_task(manager.wait_for_run(run.run_id, timeout=5))
+    await store.reads_of(run.run_id, 2).wait()  # read, found no hint, polled
+    assert not waiter.done()
     await _execute(manager, run, 1)
     ended = await waiter
     assert ended is not None and ended.status == "success"
