@@ -34,13 +34,15 @@ class StaleDueStore(InMemoryStore):
         super().__init__(clock=clock)
         self._first: list[Cron] | None = None
 
-    async def due_crons(self, now: datetime, limit: int) -> list[Cron]:
+    async def due_crons(self, now: datetime, limit: int = 100) -> list[Cron]:
         if self._first is None:
             self._first = await super().due_crons(now, limit)
         return self._first
 
 
-def _manager(clock: FakeClock, store: InMemoryStore | None = None, bus: InMemoryBus | None = None) -> RunManager:
+def _manager(
+    clock: FakeClock, store: InMemoryStore | None = None, bus: InMemoryBus | None = None
+) -> RunManager:
     return RunManager(
         store or InMemoryStore(clock=clock),
         bus or InMemoryBus(),

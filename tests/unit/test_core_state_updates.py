@@ -107,7 +107,9 @@ async def test_a_refused_update_records_nothing_and_releases_the_thread(manager:
     runtime = _runtime()
     thread = await manager.create_thread()
     with pytest.raises(Exception, match="no_such_node"):
-        await manager.update_thread_state(runtime, "g", thread.thread_id, "", {"n": 1}, as_node="no_such_node")
+        await manager.update_thread_state(
+            runtime, "g", thread.thread_id, "", {"n": 1}, as_node="no_such_node"
+        )
     recorded = await manager.get_thread(thread.thread_id)
     assert (recorded.values, recorded.status) == (None, "idle")
     run = await manager.create_run(thread.thread_id, "g", multitask_strategy="reject")
@@ -196,6 +198,10 @@ def test_a_state_with_pending_interrupts_reads_as_interrupted() -> None:
     }
     assert interrupts_of(state) == {"t1": [{"value": "sure?", "id": "i1"}]}
     write = state_write(state)
-    assert (write.values, write.interrupts, write.status) == ({"n": 1}, {"t1": [{"value": "sure?", "id": "i1"}]}, "interrupted")
+    assert (write.values, write.interrupts, write.status) == (
+        {"n": 1},
+        {"t1": [{"value": "sure?", "id": "i1"}]},
+        "interrupted",
+    )
     assert state_write({"values": [1, 2], "next": [], "tasks": []}).values is None  # not a dict state
     assert state_write({"values": {"n": 2}}).status == "idle"

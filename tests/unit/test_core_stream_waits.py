@@ -12,11 +12,9 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import pytest
-
+from runplane.core.errors import ThreadReserved
 from runplane.core.events import WAKEUP_CHANNEL, StreamEvent, done_channel
 from runplane.core.manager import ManagerSettings, RunManager
-from runplane.core.errors import ThreadReserved
 from runplane.core.models import Admission, Json, NewRun, Outcome, Run, RunFilter
 from runplane.events.memory import InMemoryBus
 from runplane.stores.memory import InMemoryStore
@@ -40,6 +38,7 @@ class ReadCountingStore(InMemoryStore):
         #: Rolled back (deleted) right after the next `list_runs` lists it: a rollback between a
         #: reader's listing and its read of the run.
         self.roll_back_after_listing: str | None = None
+        self.rolled_back: list[str] = []
 
     def reads_of(self, key: str, count: int) -> asyncio.Event:
         event = self._waiters.setdefault((key, count), asyncio.Event())
@@ -70,6 +69,7 @@ class ReadCountingStore(InMemoryStore):
         doomed, self.roll_back_after_listing = self.roll_back_after_listing, None
         if doomed is not None:
             assert (await self.request_cancel(doomed, owner, "rollback", thread_id)).deleted
+            self.rolled_back.append(doomed)
         self._read(thread_id)
         return runs
 
@@ -99,7 +99,9 @@ class ClosingBus(InMemoryBus):
         yield ended()
 
 
-def _manager(settings: ManagerSettings, bus: InMemoryBus | None = None) -> tuple[RunManager, ReadCountingStore]:
+def _manager(
+    settings: ManagerSettings, bus: InMemoryBus | None = None
+) -> tuple[RunManager, ReadCountingStore]:
     clock = FakeClock()
     store = ReadCountingStore(clock)
     return RunManager(store, bus or InMemoryBus(), clock=clock, settings=settings), store
@@ -220,7 +222,7 @@ async def test_a_run_rolled_back_before_it_is_read_is_passed_over() -> None:
     store.roll_back_after_listing = doomed.run_id
     reader = asyncio.create_task(_until_done(events, kept.run_id))
     await store.reads_of(thread.thread_id, store.reads[thread.thread_id] + 1).wait()
-    assert store.roll_back_after_listing is None  # the rollback came between the two reads
+    assert store.rolled_back == [doomed.run_id]  # the rollback came between the two reads
     await _execute(manager, kept, 3)
     got = await reader
     assert _values(got) == [{"n": 3}]

@@ -50,7 +50,9 @@ class InterleavingStore(InMemoryStore):
 
 
 def _graph(graph_id: str) -> Assistant:
-    return Assistant(assistant_id=graph_id, graph_id=graph_id, name=graph_id, created_at=EPOCH, updated_at=EPOCH)
+    return Assistant(
+        assistant_id=graph_id, graph_id=graph_id, name=graph_id, created_at=EPOCH, updated_at=EPOCH
+    )
 
 
 @pytest.fixture
