@@ -149,7 +149,7 @@ class PostgresBase:
         for migration in MIGRATIONS:
             if target is not None and migration.version > target:
                 break
-            if await self._transaction(functools.partial(self._apply, migration=migration)):
+            if await self._transaction(functools.partial(self._apply, migration=migration), pipeline=False):
                 applied.append(migration.version)
         return applied
 
@@ -186,14 +186,22 @@ class PostgresBase:
             async with self._pool.connection() as conn:
                 yield conn
 
-    async def _transaction(self, body: Callable[[Conn], Awaitable[T]]) -> T:
-        """Run `body` in one transaction, again after a deadlock or a lost insert race."""
+    async def _transaction(self, body: Callable[[Conn], Awaitable[T]], *, pipeline: bool = True) -> T:
+        """Run `body` in one transaction, again after a deadlock or a lost insert race.
+
+        Pipelined unless `pipeline` is False (a script of several statements, as a migration, cannot
+        be pipelined)."""
         if self._pool is None:
             raise StoreUnavailable("the PostgreSQL store is not open")
         with translate_errors():
             for attempt in itertools.count(1):
                 try:
-                    async with self._pool.connection() as conn, conn.transaction():
+                    # Pipelined: BEGIN goes with the first statement, and the statements whose rows
+                    # are not read go with the next one, or with COMMIT.
+                    async with self._pool.connection() as conn, contextlib.AsyncExitStack() as stack:
+                        if pipeline:
+                            await stack.enter_async_context(conn.pipeline())
+                        await stack.enter_async_context(conn.transaction())
                         return await body(conn)
                 except psycopg.Error as exc:
                     if attempt >= MAX_ATTEMPTS or not retryable(exc):
@@ -210,9 +218,10 @@ class PostgresBase:
         touch: bool = True,
         values: Json | None = None,
         interrupts: Json | None = None,
+        error: ThreadSettlement | None = None,
     ) -> None:
         """Recompute a locked thread's queue head; with an `outcome`, its status too (busy while a run
-        is active, else the outcome)."""
+        is active, else the outcome); with `error` a settlement that sets it, the thread's error."""
         await execute(
             conn,
             "settle_thread",
@@ -222,6 +231,8 @@ class PostgresBase:
             set_values=values is not None,
             values=Jsonb(values) if values is not None else None,
             interrupts=Jsonb(interrupts) if interrupts is not None else None,
+            set_error=error is not None and error.sets_error,
+            error=error.error if error is not None else None,
         )
 
     async def _settle_with(
@@ -233,10 +244,10 @@ class PostgresBase:
         values: Json | None = None,
         interrupts: Json | None = None,
     ) -> None:
-        """Apply a lifecycle plan's `settlement` to a locked thread."""
-        await self._settle(conn, thread_id, settlement.status, values=values, interrupts=interrupts)
-        if settlement.sets_error:
-            await execute(conn, "set_thread_error", thread_id=thread_id, error=settlement.error)
+        """Apply a lifecycle plan's `settlement` to a locked thread (one statement)."""
+        await self._settle(
+            conn, thread_id, settlement.status, values=values, interrupts=interrupts, error=settlement
+        )
 
     async def _lock_run(self, conn: Conn, run_id: str) -> DictRow | None:
         """Lock a run's thread, then the run; None when the run does not exist."""

@@ -40,8 +40,7 @@ class PostgresLeases(PostgresBase):
             )
             if row is None:
                 raise _HeadMoved()
-            await self._settle(conn, thread_id, "busy")
-            return run_from_row(row)
+            return run_from_row(row)  # the thread was settled by the same statement
 
         for _ in range(MAX_ATTEMPTS):
             try:
@@ -75,6 +74,8 @@ class PostgresLeases(PostgresBase):
             # Only the store's own statements are translated: errors of the fenced write are not ours.
             with translate_errors():
                 conn = await stack.enter_async_context(self._pool.connection())
+                # Not pipelined: a pipelined session idle in its transaction is not ended by the
+                # idle limit, and the hold must end if its holder stalls.
                 await stack.enter_async_context(conn.transaction())
                 timeout_ms = str(max(1, round(max_seconds * 1000)))
                 held = await one(conn, "hold_attempt", run_id=run_id, attempt=attempt, timeout_ms=timeout_ms)
@@ -111,9 +112,14 @@ class PostgresLeases(PostgresBase):
             raise lease_lost(run_id, attempt)
 
     async def finish_run(self, run_id: str, attempt: int, outcome: Outcome) -> Run:
+        # The transition is checked before any write; the cancel request, which only a transaction
+        # holding the thread's lock changes, is read from the fenced update itself (one statement
+        # fewer than reading the run first); the plan refusing it rolls the update back.
+        finish_plan(run_id, "running", None, outcome)
+
         async def body(conn: Conn) -> Run:
-            held = held_row(await self._lock_run(conn, run_id), run_id, attempt)
-            settlement = finish_plan(run_id, held["status"], held["cancel_action"], outcome)
+            if await one(conn, "lock_thread_of_run", run_id=run_id) is None:
+                raise lease_lost(run_id, attempt)
             row = await one(
                 conn,
                 "end_run",
@@ -125,16 +131,19 @@ class PostgresLeases(PostgresBase):
                 now=self._clock.now(),
                 **usage_params(outcome.usage),
             )
-            assert row is not None  # locked and held
+            if row is None:
+                raise lease_lost(run_id, attempt)
+            settlement = finish_plan(run_id, "running", row["cancel_action"], outcome)
             await self._settle_with(
                 conn,
-                held["thread_id"],
+                row["thread_id"],
                 settlement,
                 values=outcome.thread_values,
                 interrupts=outcome.thread_interrupts,
             )
-            await self._enqueue_webhook(conn, run_from_row(row))
-            return run_from_row(row)
+            run = run_from_row(row)
+            await self._enqueue_webhook(conn, run)
+            return run
 
         return await self._transaction(body)
 

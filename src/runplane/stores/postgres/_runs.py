@@ -90,17 +90,22 @@ class PostgresRuns(PostgresBase):
             fingerprint=new.fingerprint,
         )
         assert inserted is not None
+        config = None
         if new.thread_config is not None:
-            config = thread_config_after_admission(thread["config"], new.thread_config)
-            await execute(conn, "set_thread_config", thread_id=new.thread_id, config=Jsonb(config))
+            config = Jsonb(thread_config_after_admission(thread["config"], new.thread_config))
+        metadata_update = None
         if metadata_after_admission(thread["metadata"], new.thread_metadata_update) is not None:
             # Under the thread lock already held: a second lock after the wake-up would make the
             # claim's SKIP LOCKED pass this thread over (issue 18).
-            update = {"thread_id": new.thread_id, "owner": new.owner, "now": now}
-            await execute(
-                conn, "update_thread_metadata", metadata=Jsonb(new.thread_metadata_update), **update
-            )
-        await self._settle(conn, new.thread_id, "busy")
+            metadata_update = Jsonb(new.thread_metadata_update)
+        await execute(
+            conn,
+            "settle_admitted",
+            thread_id=new.thread_id,
+            now=now,
+            config=config,
+            metadata=metadata_update,
+        )
         return Admission(run_from_row(inserted), tuple(requested), tuple(cancelled))
 
     async def get_run(self, run_id: str, owner: str, thread_id: str | None = None) -> Run:

@@ -54,17 +54,17 @@ class PostgresThreads(PostgresBase):
     ) -> Thread:
         thread_id = new.thread_id or str(uuid.uuid4())
 
-        async def body(conn: Conn) -> Thread:
-            params = {"thread_id": thread_id, "owner": new.owner, "now": self._clock.now()}
+        params = {"thread_id": thread_id, "owner": new.owner, "now": self._clock.now()}
+        # One statement, no transaction: the insert is atomic, and the read after a conflict only
+        # tells who won.
+        async with self._connection() as conn:
             row = await one(conn, "insert_thread", metadata=Jsonb(new.metadata), **params)
             if row is not None:
                 return thread_from_row(row)
             existing = await one(conn, "get_thread", thread_id=thread_id)
-            if existing is not None and if_exists == "do_nothing" and existing["owner"] == new.owner:
-                return thread_from_row(existing)
-            raise Conflict(f"thread {thread_id} already exists")
-
-        return await self._transaction(body)
+        if existing is not None and if_exists == "do_nothing" and existing["owner"] == new.owner:
+            return thread_from_row(existing)
+        raise Conflict(f"thread {thread_id} already exists")
 
     async def get_thread(self, thread_id: str, owner: str) -> Thread:
         async with self._connection() as conn:
