@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import psycopg
+from psycopg import AsyncCursor
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -51,6 +52,12 @@ async def one(conn: Conn, name: str, /, **params: Any) -> DictRow | None:
 async def execute(conn: Conn, name: str, /, **params: Any) -> None:
     """Run the named query, rows unread."""
     await conn.execute(QUERIES[name], params)
+
+
+async def send(conn: Conn, name: str, /, **params: Any) -> AsyncCursor[DictRow]:
+    """Run the named query, its rows read later from the cursor. In a pipelined transaction it goes
+    out with the next statement whose rows are read (or with COMMIT): one round trip for several."""
+    return await conn.execute(QUERIES[name], params)
 
 
 async def every(conn: Conn, name: str, /, **params: Any) -> list[DictRow]:

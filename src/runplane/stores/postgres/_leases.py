@@ -15,7 +15,7 @@ from runplane.core.errors import LeaseLost, StoreUnavailable
 from runplane.core.lifecycle import QUEUE_LEFT, finish_plan, recovery_plan
 from runplane.core.models import CancelAction, Outcome, QueueStats, Run, TokenUsage
 from runplane.db.postgres import translate_errors
-from runplane.stores.postgres._base import MAX_ATTEMPTS, PostgresBase, every, execute, locked, one
+from runplane.stores.postgres._base import MAX_ATTEMPTS, PostgresBase, every, execute, locked, one, send
 from runplane.stores.postgres._rows import Conn, held_row, lease_lost, run_from_row, usage_params
 
 
@@ -118,8 +118,9 @@ class PostgresLeases(PostgresBase):
         finish_plan(run_id, "running", None, outcome)
 
         async def body(conn: Conn) -> Run:
-            if await one(conn, "lock_thread_of_run", run_id=run_id) is None:
-                raise lease_lost(run_id, attempt)
+            # Sent together: the fenced update runs once the thread is locked (no row when the run
+            # is gone or no longer held).
+            await send(conn, "lock_thread_of_run", run_id=run_id)
             row = await one(
                 conn,
                 "end_run",

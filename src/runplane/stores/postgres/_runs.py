@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from psycopg import AsyncCursor
+from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from runplane.core.errors import Conflict, NotFound, SlotTaken
@@ -15,7 +17,7 @@ from runplane.core.models import (
     RunFilter,
     metadata_after_admission,
 )
-from runplane.stores.postgres._base import PostgresBase, every, execute, locked, one
+from runplane.stores.postgres._base import PostgresBase, every, execute, locked, one, send
 from runplane.stores.postgres._crons import lock_cron_slot
 from runplane.stores.postgres._rows import Conn, run_from_row, runs_in_order
 
@@ -34,11 +36,27 @@ class PostgresRuns(PostgresBase):
         # Same transaction: the slot moves if and only if the run is admitted.
         return await self._admit(conn, new)
 
+    @staticmethod
+    async def _lock_for_admission(
+        conn: Conn, thread_id: str
+    ) -> tuple[AsyncCursor[DictRow], AsyncCursor[DictRow]]:
+        """Lock the thread, then read its active runs (rows read later)."""
+        thread_row = await send(conn, "lock_thread", thread_id=thread_id)
+        return thread_row, await send(conn, "active_runs", thread_id=thread_id)
+
     async def _admit(self, conn: Conn, new: NewRun) -> Admission:
         now = self._clock.now()
-        probe = await every(
+        # Sent together (the transaction is pipelined) and run in this order by the server, each
+        # statement with its own snapshot: the runs are read after the thread's lock is held. A
+        # replay or a conflict found by the probe commits nothing but that lock; a thread to create
+        # is created only once the probe found neither.
+        probe_rows = await send(
             conn, "admission_probe", run_id=new.run_id, owner=new.owner, idempotency_key=new.idempotency_key
         )
+        creates = new.if_not_exists == "create"
+        if not creates:
+            thread_row, active_rows = await self._lock_for_admission(conn, new.thread_id)
+        probe = await probe_rows.fetchall()
         for row in probe:
             if row["idempotent"]:
                 if row["fingerprint"] != new.fingerprint:
@@ -46,16 +64,17 @@ class PostgresRuns(PostgresBase):
                 return Admission(run=run_from_row(row), replayed=True)
         if probe:
             raise Conflict(f"run {new.run_id} already exists")
-        if new.if_not_exists == "create":
+        if creates:
             metadata = Jsonb(new.thread_metadata)
             await execute(
                 conn, "insert_thread", thread_id=new.thread_id, owner=new.owner, now=now, metadata=metadata
             )
-        thread = await one(conn, "lock_thread", thread_id=new.thread_id)
+            thread_row, active_rows = await self._lock_for_admission(conn, new.thread_id)
+        thread = await thread_row.fetchone()
         if thread is None or thread["owner"] != new.owner:
             raise NotFound(f"thread {new.thread_id} not found")
 
-        active = await every(conn, "active_runs", thread_id=new.thread_id)
+        active = await active_rows.fetchall()
         cancel_running, cancel_pending, action = admission_plan(
             new.multitask_strategy, [(row["run_id"], row["status"]) for row in active]
         )
@@ -74,7 +93,15 @@ class PostgresRuns(PostgresBase):
                 for run in cancelled:
                     await self._enqueue_webhook(conn, run)
 
-        inserted = await one(
+        config = None
+        if new.thread_config is not None:
+            config = Jsonb(thread_config_after_admission(thread["config"], new.thread_config))
+        metadata_update = None
+        if metadata_after_admission(thread["metadata"], new.thread_metadata_update) is not None:
+            # Under the thread lock already held: a second lock after the wake-up would make the
+            # claim's SKIP LOCKED pass this thread over (issue 18).
+            metadata_update = Jsonb(new.thread_metadata_update)
+        inserted_row = await send(
             conn,
             "insert_run",
             run_id=new.run_id,
@@ -89,15 +116,7 @@ class PostgresRuns(PostgresBase):
             idempotency_key=new.idempotency_key,
             fingerprint=new.fingerprint,
         )
-        assert inserted is not None
-        config = None
-        if new.thread_config is not None:
-            config = Jsonb(thread_config_after_admission(thread["config"], new.thread_config))
-        metadata_update = None
-        if metadata_after_admission(thread["metadata"], new.thread_metadata_update) is not None:
-            # Under the thread lock already held: a second lock after the wake-up would make the
-            # claim's SKIP LOCKED pass this thread over (issue 18).
-            metadata_update = Jsonb(new.thread_metadata_update)
+        # Sent with the insert: one round trip.
         await execute(
             conn,
             "settle_admitted",
@@ -106,6 +125,8 @@ class PostgresRuns(PostgresBase):
             config=config,
             metadata=metadata_update,
         )
+        inserted = await inserted_row.fetchone()
+        assert inserted is not None
         return Admission(run_from_row(inserted), tuple(requested), tuple(cancelled))
 
     async def get_run(self, run_id: str, owner: str, thread_id: str | None = None) -> Run:
