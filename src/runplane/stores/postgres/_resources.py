@@ -8,7 +8,6 @@ run admitted meanwhile (which takes the same lock) keeps its thread.
 from __future__ import annotations
 
 import itertools
-from datetime import UTC
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from psycopg.rows import DictRow
@@ -26,8 +25,16 @@ from runplane.core.models import (
     ThreadTtl,
 )
 from runplane.stores._memory_resources import patch_of
+from runplane.stores._rows import assistant_version_params
 from runplane.stores.postgres._base import QUERIES, PostgresBase, every, one
-from runplane.stores.postgres._rows import Conn, Row, fetch_all, runs_in_order, thread_from_row
+from runplane.stores.postgres._rows import (
+    Conn,
+    Row,
+    assistant_from_row,
+    fetch_all,
+    runs_in_order,
+    thread_from_row,
+)
 
 if TYPE_CHECKING:
     pass
@@ -47,35 +54,6 @@ _SEARCH_ASSISTANTS = {
     )
     for (sort_by, column), order in itertools.product(_ASSISTANT_SORT.items(), ("asc", "desc"))
 }
-
-
-def assistant_from_row(row: Row) -> Assistant:
-    """An assistant (or one of its versions: no `updated_at`, the version's time for both)."""
-    return Assistant(
-        assistant_id=row["assistant_id"],
-        graph_id=row["graph_id"],
-        name=row["name"],
-        created_at=row["created_at"].astimezone(UTC),
-        updated_at=row.get("updated_at", row["created_at"]).astimezone(UTC),
-        config=row["config"],
-        context=row["context"],
-        metadata=row["metadata"],
-        version=row["version"],
-        description=row["description"],
-    )
-
-
-def _version_params(assistant: Assistant) -> dict[str, Any]:
-    return {
-        "assistant_id": assistant.assistant_id,
-        "version": assistant.version,
-        "graph_id": assistant.graph_id,
-        "name": assistant.name,
-        "description": assistant.description,
-        "config": Jsonb(assistant.config),
-        "context": Jsonb(assistant.context),
-        "metadata": Jsonb(assistant.metadata),
-    }
 
 
 def _visible(row: Row | None, owner: str) -> bool:
@@ -138,7 +116,7 @@ class PostgresResources(PostgresBase):
             number = await one(conn, "next_assistant_version", assistant_id=assistant_id)
             assert number is not None
             params = {
-                **_version_params(patch_of(current, patch)),
+                **assistant_version_params(patch_of(current, patch), Jsonb),
                 "version": number["version"],
                 "now": self._clock.now(),
             }
@@ -179,7 +157,7 @@ class PostgresResources(PostgresBase):
             chosen = await one(conn, "get_assistant_version", assistant_id=assistant_id, version=version)
             if chosen is None:
                 raise NotFound(f"Version {version} not found for assistant {assistant_id}")
-            params = {**_version_params(assistant_from_row(chosen)), "now": self._clock.now()}
+            params = {**assistant_version_params(assistant_from_row(chosen), Jsonb), "now": self._clock.now()}
             row = await one(conn, "set_assistant_current", **params)
             assert row is not None
             return assistant_from_row(row)

@@ -25,7 +25,8 @@ from runplane.core.models import (
     ThreadTtl,
 )
 from runplane.stores._memory_resources import patch_of
-from runplane.stores.sqlite._codec import dump_json, from_micros, load_json, row_to_run, row_to_thread
+from runplane.stores._rows import assistant_from_row, assistant_version_params
+from runplane.stores.sqlite._codec import DECODERS, dump_json, row_to_run, row_to_thread
 from runplane.stores.sqlite._connection import QUERIES, fetch_all
 
 _ASSISTANT_SORT = {
@@ -44,35 +45,8 @@ _SEARCH_ASSISTANTS = {
 }
 
 
-def row_to_assistant(row: sqlite3.Row, *, created_at: int | None = None) -> Assistant:
-    """An assistant (or one of its versions: no `updated_at`, the version's time for both)."""
-    keys = row.keys()
-    updated_at = row["updated_at"] if "updated_at" in keys else row["created_at"]
-    return Assistant(
-        assistant_id=row["assistant_id"],
-        graph_id=row["graph_id"],
-        name=row["name"],
-        created_at=from_micros(created_at if created_at is not None else row["created_at"]),
-        updated_at=from_micros(updated_at),
-        config=load_json(row["config"]),
-        context=load_json(row["context"]),
-        metadata=load_json(row["metadata"]),
-        version=row["version"],
-        description=row["description"],
-    )
-
-
-def _version_params(assistant: Assistant) -> dict[str, Any]:
-    return {
-        "assistant_id": assistant.assistant_id,
-        "version": assistant.version,
-        "graph_id": assistant.graph_id,
-        "name": assistant.name,
-        "description": assistant.description,
-        "config": dump_json(assistant.config),
-        "context": dump_json(assistant.context),
-        "metadata": dump_json(assistant.metadata),
-    }
+def row_to_assistant(row: sqlite3.Row) -> Assistant:
+    return assistant_from_row(row, DECODERS)
 
 
 def _visible(row: sqlite3.Row | None, owner: str) -> bool:
@@ -152,7 +126,7 @@ class SqliteResources:
                 "version"
             ]
             version = patch_of(current, patch)
-            params = {**_version_params(version), "version": number, "now": self._now()}
+            params = {**assistant_version_params(version, dump_json), "version": number, "now": self._now()}
             await fetch_all(db, QUERIES["insert_assistant_version"], params)
             row = await self._row(db, "set_assistant_current", params)
         return row_to_assistant(row)
@@ -186,7 +160,7 @@ class SqliteResources:
             )
             if chosen is None:
                 raise NotFound(f"Version {version} not found for assistant {assistant_id}")
-            params = {**_version_params(row_to_assistant(chosen)), "now": self._now()}
+            params = {**assistant_version_params(row_to_assistant(chosen), dump_json), "now": self._now()}
             row = await self._row(db, "set_assistant_current", params)
         return row_to_assistant(row)
 
