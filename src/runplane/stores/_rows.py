@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from runplane.core.graphs import Assistant
-from runplane.core.models import Cron, Run, Thread, TokenUsage, WebhookDelivery
+from runplane.core.models import Cron, NewAssistant, Run, Thread, TokenUsage, WebhookDelivery
 
 
 class Row(Protocol):
@@ -129,6 +129,21 @@ def assistant_from_row(row: Row, d: Decoders) -> Assistant:
         version=row["version"],
         description=row["description"],
     )
+
+
+def new_assistant_params(new: NewAssistant, json: Callable[[Any], Any]) -> dict[str, Any]:
+    """Bind values of a new `assistants` row (and its first version); `json` encodes a JSON column."""
+    return {
+        "assistant_id": new.assistant_id,
+        "owner": new.owner,
+        "system": new.system,
+        "graph_id": new.graph_id,
+        "name": new.name,
+        "description": new.description,
+        "config": json(new.config),
+        "context": json(new.context),
+        "metadata": json(new.metadata),
+    }
 
 
 def assistant_version_params(assistant: Assistant, json: Callable[[Any], Any]) -> dict[str, Any]:

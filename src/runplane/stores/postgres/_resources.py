@@ -24,8 +24,8 @@ from runplane.core.models import (
     Thread,
     ThreadTtl,
 )
-from runplane.stores._memory_resources import patch_of
-from runplane.stores._rows import assistant_version_params
+from runplane.stores._memory_resources import patch_of, shared_assistant
+from runplane.stores._rows import assistant_version_params, new_assistant_params
 from runplane.stores.postgres._base import QUERIES, PostgresBase, every, one
 from runplane.stores.postgres._rows import (
     Conn,
@@ -73,25 +73,13 @@ class PostgresResources(PostgresBase):
     async def _writable_assistant(self, conn: Conn, assistant_id: str, owner: str) -> DictRow:
         row = await self._visible_assistant(conn, assistant_id, owner, lock=True)
         if row["owner"] != owner:
-            raise Conflict(
-                f"assistant {assistant_id} is a graph's shared assistant: create your own to change it"
-            )
+            raise shared_assistant(assistant_id)
         return row
 
     async def put_assistant(
         self, new: NewAssistant, *, if_exists: Literal["raise", "do_nothing"] = "raise"
     ) -> Assistant:
-        params = {
-            "assistant_id": new.assistant_id,
-            "owner": new.owner,
-            "system": new.system,
-            "graph_id": new.graph_id,
-            "name": new.name,
-            "description": new.description,
-            "config": Jsonb(new.config),
-            "context": Jsonb(new.context),
-            "metadata": Jsonb(new.metadata),
-        }
+        params = new_assistant_params(new, Jsonb)
 
         async def body(conn: Conn) -> Assistant:
             now = self._clock.now()

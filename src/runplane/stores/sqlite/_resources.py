@@ -24,8 +24,8 @@ from runplane.core.models import (
     Thread,
     ThreadTtl,
 )
-from runplane.stores._memory_resources import patch_of
-from runplane.stores._rows import assistant_from_row, assistant_version_params
+from runplane.stores._memory_resources import patch_of, shared_assistant
+from runplane.stores._rows import assistant_from_row, assistant_version_params, new_assistant_params
 from runplane.stores.sqlite._codec import DECODERS, dump_json, row_to_run, row_to_thread
 from runplane.stores.sqlite._connection import QUERIES, fetch_all
 
@@ -85,25 +85,13 @@ class SqliteResources:
     ) -> sqlite3.Row:
         row = await self._visible_assistant(db, assistant_id, owner)
         if row["owner"] != owner:
-            raise Conflict(
-                f"assistant {assistant_id} is a graph's shared assistant: create your own to change it"
-            )
+            raise shared_assistant(assistant_id)
         return row
 
     async def put_assistant(
         self, new: NewAssistant, *, if_exists: Literal["raise", "do_nothing"] = "raise"
     ) -> Assistant:
-        params = {
-            "assistant_id": new.assistant_id,
-            "owner": new.owner,
-            "system": int(new.system),
-            "graph_id": new.graph_id,
-            "name": new.name,
-            "description": new.description,
-            "config": dump_json(new.config),
-            "context": dump_json(new.context),
-            "metadata": dump_json(new.metadata),
-        }
+        params = new_assistant_params(new, dump_json)
         async with self._write() as db:
             existing = await self._row(db, "get_assistant", {"assistant_id": new.assistant_id})
             if existing is not None:
