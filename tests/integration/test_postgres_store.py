@@ -133,6 +133,26 @@ async def test_unreachable_server_is_store_unavailable() -> None:
         await store.get_thread("t", "")
 
 
+async def test_pooled_connections_the_server_closed_are_replaced_not_handed_out(
+    db_url: str, clock: FakeClock
+) -> None:
+    """A checkout costs no check query: a pooled connection the server ended while it sat idle is
+    seen closed without one, and replaced; the caller never gets it."""
+    async with PostgresStore.from_url(db_url, clock=clock, min_size=3, max_size=3) as store:
+        await store.create_thread(NewThread(thread_id="t"))
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as admin:
+            others = "datname = current_database() AND pid <> pg_backend_pid()"
+            await admin.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {others}")
+            for _ in range(500):
+                cursor = await admin.execute(f"SELECT count(*) FROM pg_stat_activity WHERE {others}")
+                row = await cursor.fetchone()
+                if row is not None and row[0] == 0:
+                    break
+                await asyncio.sleep(0.01)
+        for _ in range(4):  # every pooled connection was ended
+            assert (await store.get_thread("t", "")).thread_id == "t"
+
+
 async def test_langgraph_checkpointer_shares_the_database(db_url: str, clock: FakeClock) -> None:
     async with PostgresStore.from_url(db_url, clock=clock) as store:
         async with AsyncPostgresSaver.from_conn_string(store.checkpointer_url) as saver:
@@ -204,7 +224,10 @@ _HOT_QUERIES: dict[str, dict[str, Any]] = {
         "set_values": False,
         "values": None,
         "interrupts": None,
+        "set_error": True,
+        "error": None,
     },
+    "settle_admitted": {"thread_id": "t", "now": _NOW, "config": None, "metadata": None},
     "lock_thread_of_run": {"run_id": "r"},
     "get_run_for_update": {"run_id": "r"},
     "renew_lease": {"run_id": "r", "attempt": 1, "worker_id": "w", "lease_expires_at": _NOW},

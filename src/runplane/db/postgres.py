@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import select
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
@@ -260,8 +261,10 @@ class GuardedPool(AsyncConnectionPool[Any]):
 
     While the breaker is open, `getconn` (and so `connection()`) raises `StoreUnavailable` at once
     unless a pooled connection is ready.
-    Connections are checked (`check_connection`, an empty query) before they are handed out, so a
+    Connections are checked (`closed_by_server`, no round trip) before they are handed out, so a
     connection the server closed (a restart, `AdminShutdown`) is replaced, never given to a caller.
+    Not the pool's `check` hook, an empty query per checkout: that doubled the round trips of every
+    autocommitted statement, and the pool sleeps for a second or more after each failed check.
     Failed reconnections are given up after `reconnect_timeout` (short: 2 s by default) rather than
     retried on the pool's own growing backoff, so that once the server is back the next checkout
     connects at once; the breaker's cooldown is the backoff.
@@ -271,12 +274,23 @@ class GuardedPool(AsyncConnectionPool[Any]):
         kwargs["connection_class"] = guarded_connection_class(
             kwargs.get("connection_class", psycopg.AsyncConnection), breaker
         )
-        kwargs.setdefault("check", AsyncConnectionPool.check_connection)
+        kwargs.setdefault("check", None)
         kwargs.setdefault("reconnect_timeout", 2.0)
         super().__init__(conninfo, **kwargs)
         self.breaker = breaker
 
     async def getconn(self, timeout: float | None = None) -> Any:
+        # Every pooled connection may be dead after a restart: each is dropped in turn (the pool
+        # replaces it), and the last attempt waits for a new one.
+        for _ in range(self.max_size):
+            conn = await self._guarded_getconn(timeout)
+            if not closed_by_server(conn):
+                return conn
+            await conn.close()
+            await self.putconn(conn)  # closed: the pool discards it and opens another
+        return await self._guarded_getconn(timeout)
+
+    async def _guarded_getconn(self, timeout: float | None) -> Any:
         if not self.breaker.admit():
             # Known down (or refusing new connections: "too many clients"): a pooled connection
             # that still passes its check is handed out, but nobody waits for a new one.
@@ -294,3 +308,19 @@ class GuardedPool(AsyncConnectionPool[Any]):
             raise
         self.breaker.success()
         return conn
+
+
+def closed_by_server(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether the server closed an idle connection: it then has a goodbye, or EOF, to read.
+
+    An idle pooled connection has nothing else to read (pooled connections never LISTEN), so this
+    costs no round trip.
+    """
+    if conn.closed:
+        return True
+    fd = conn.fileno()
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([fd], [], [], 0)[0])  # pragma: no cover (Windows)

@@ -57,6 +57,11 @@ def sort_key(assistant: Assistant, sort_by: str) -> Any:
     return (value.lower() if sort_by in ("name", "graph_id") else value, assistant.assistant_id)
 
 
+def shared_assistant(assistant_id: str) -> Conflict:
+    """What every store answers a caller changing a graph's shared assistant."""
+    return Conflict(f"assistant {assistant_id} is a graph's shared assistant: create your own to change it")
+
+
 def visible(owner: str, system: bool, caller: str) -> bool:
     return system or owner == caller
 
@@ -94,9 +99,7 @@ class MemoryAssistants:
     def _writable_assistant(self, assistant_id: str, owner: str) -> _AssistantRecord:
         record = self._visible_assistant(assistant_id, owner)
         if record.owner != owner:
-            raise Conflict(
-                f"assistant {assistant_id} is a graph's shared assistant: create your own to change it"
-            )
+            raise shared_assistant(assistant_id)
         return record
 
     async def put_assistant(

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from psycopg.types.json import Jsonb
 
-from runplane.core.clock import Clock
 from runplane.core.errors import Conflict, NotFound
 from runplane.core.models import Cron, CronChanges, CronFilter, CronFire, NewCron, WebhookDelivery
-from runplane.db.sql import load_queries
+from runplane.stores.postgres._base import QUERIES, PostgresBase
 from runplane.stores.postgres._rows import Conn, cron_from_row, delivery_from_row, fetch_all, fetch_one
 
 T = TypeVar("T")
-
-QUERIES = load_queries("runplane.stores.postgres")
 
 _SORT_COLUMNS = {
     "cron_id": 'cron_id COLLATE "C"',
@@ -63,17 +58,8 @@ def _filter_params(owner: str, filter: CronFilter) -> dict[str, Any]:
     }
 
 
-class PostgresCronsAndWebhooks:
+class PostgresCronsAndWebhooks(PostgresBase):
     """The crons and outbox methods of `PostgresStore`; see `core.store.Store` for their contracts."""
-
-    _clock: Clock
-
-    # Provided by PostgresStore.
-    def _connection(self) -> AbstractAsyncContextManager[Conn]:
-        raise NotImplementedError
-
-    async def _transaction(self, body: Callable[[Conn], Awaitable[T]]) -> T:
-        raise NotImplementedError
 
     # -- crons ----------------------------------------------------------------------------------
 

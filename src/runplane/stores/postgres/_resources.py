@@ -8,9 +8,6 @@ run admitted meanwhile (which takes the same lock) keeps its thread.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
-from datetime import UTC
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from psycopg.rows import DictRow
@@ -27,16 +24,22 @@ from runplane.core.models import (
     Thread,
     ThreadTtl,
 )
-from runplane.db.sql import load_queries
-from runplane.stores._memory_resources import patch_of
-from runplane.stores.postgres._rows import Conn, Row, fetch_all, fetch_one, runs_in_order, thread_from_row
+from runplane.stores._memory_resources import patch_of, shared_assistant
+from runplane.stores._rows import assistant_version_params, new_assistant_params
+from runplane.stores.postgres._base import QUERIES, PostgresBase, every, one
+from runplane.stores.postgres._rows import (
+    Conn,
+    Row,
+    assistant_from_row,
+    fetch_all,
+    runs_in_order,
+    thread_from_row,
+)
 
 if TYPE_CHECKING:
-    from runplane.core.clock import Clock
+    pass
 
 T = TypeVar("T")
-
-QUERIES = load_queries("runplane.stores.postgres")
 
 _ASSISTANT_SORT = {
     "assistant_id": 'assistant_id COLLATE "C"',
@@ -53,61 +56,16 @@ _SEARCH_ASSISTANTS = {
 }
 
 
-def assistant_from_row(row: Row) -> Assistant:
-    """An assistant (or one of its versions: no `updated_at`, the version's time for both)."""
-    return Assistant(
-        assistant_id=row["assistant_id"],
-        graph_id=row["graph_id"],
-        name=row["name"],
-        created_at=row["created_at"].astimezone(UTC),
-        updated_at=row.get("updated_at", row["created_at"]).astimezone(UTC),
-        config=row["config"],
-        context=row["context"],
-        metadata=row["metadata"],
-        version=row["version"],
-        description=row["description"],
-    )
-
-
-def _version_params(assistant: Assistant) -> dict[str, Any]:
-    return {
-        "assistant_id": assistant.assistant_id,
-        "version": assistant.version,
-        "graph_id": assistant.graph_id,
-        "name": assistant.name,
-        "description": assistant.description,
-        "config": Jsonb(assistant.config),
-        "context": Jsonb(assistant.context),
-        "metadata": Jsonb(assistant.metadata),
-    }
-
-
 def _visible(row: Row | None, owner: str) -> bool:
     return row is not None and (bool(row["system"]) or row["owner"] == owner)
 
 
-async def _one(conn: Conn, name: str, /, **params: Any) -> DictRow | None:
-    return await fetch_one(conn, QUERIES[name], **params)
-
-
-async def _all(conn: Conn, name: str, /, **params: Any) -> list[DictRow]:
-    return await fetch_all(conn, QUERIES[name], **params)
-
-
-class PostgresResources:
+class PostgresResources(PostgresBase):
     """Assistants and thread TTLs; see `core.store.AssistantStore` and `ThreadLifecycleStore`."""
-
-    if TYPE_CHECKING:
-        _clock: Clock
-
-        def _connection(self) -> AbstractAsyncContextManager[Conn]: ...
-        async def _transaction(self, body: Callable[[Conn], Awaitable[T]]) -> T: ...
-        async def _lock_owned_thread(self, conn: Conn, thread_id: str, owner: str) -> DictRow: ...
-        async def _owned_thread(self, conn: Conn, thread_id: str, owner: str) -> DictRow: ...
 
     @staticmethod
     async def _visible_assistant(conn: Conn, assistant_id: str, owner: str, *, lock: bool = False) -> DictRow:
-        row = await _one(conn, "lock_assistant" if lock else "get_assistant", assistant_id=assistant_id)
+        row = await one(conn, "lock_assistant" if lock else "get_assistant", assistant_id=assistant_id)
         if row is None or not _visible(row, owner):
             raise NotFound(f"assistant {assistant_id} not found")
         return row
@@ -115,33 +73,21 @@ class PostgresResources:
     async def _writable_assistant(self, conn: Conn, assistant_id: str, owner: str) -> DictRow:
         row = await self._visible_assistant(conn, assistant_id, owner, lock=True)
         if row["owner"] != owner:
-            raise Conflict(
-                f"assistant {assistant_id} is a graph's shared assistant: create your own to change it"
-            )
+            raise shared_assistant(assistant_id)
         return row
 
     async def put_assistant(
         self, new: NewAssistant, *, if_exists: Literal["raise", "do_nothing"] = "raise"
     ) -> Assistant:
-        params = {
-            "assistant_id": new.assistant_id,
-            "owner": new.owner,
-            "system": new.system,
-            "graph_id": new.graph_id,
-            "name": new.name,
-            "description": new.description,
-            "config": Jsonb(new.config),
-            "context": Jsonb(new.context),
-            "metadata": Jsonb(new.metadata),
-        }
+        params = new_assistant_params(new, Jsonb)
 
         async def body(conn: Conn) -> Assistant:
             now = self._clock.now()
-            row = await _one(conn, "insert_assistant", now=now, **params)
+            row = await one(conn, "insert_assistant", now=now, **params)
             if row is not None:
                 await conn.execute(QUERIES["insert_assistant_version"], {**params, "version": 1, "now": now})
                 return assistant_from_row(row)
-            existing = await _one(conn, "get_assistant", assistant_id=new.assistant_id)
+            existing = await one(conn, "get_assistant", assistant_id=new.assistant_id)
             if existing is not None and if_exists == "do_nothing" and _visible(existing, new.owner):
                 return assistant_from_row(existing)
             raise Conflict(f"Assistant {new.assistant_id} already exists")
@@ -155,15 +101,15 @@ class PostgresResources:
     async def patch_assistant(self, assistant_id: str, owner: str, patch: AssistantPatch) -> Assistant:
         async def body(conn: Conn) -> Assistant:
             current = assistant_from_row(await self._writable_assistant(conn, assistant_id, owner))
-            number = await _one(conn, "next_assistant_version", assistant_id=assistant_id)
+            number = await one(conn, "next_assistant_version", assistant_id=assistant_id)
             assert number is not None
             params = {
-                **_version_params(patch_of(current, patch)),
+                **assistant_version_params(patch_of(current, patch), Jsonb),
                 "version": number["version"],
                 "now": self._clock.now(),
             }
             await conn.execute(QUERIES["insert_assistant_version"], params)
-            row = await _one(conn, "set_assistant_current", **params)
+            row = await one(conn, "set_assistant_current", **params)
             assert row is not None
             return assistant_from_row(row)
 
@@ -172,7 +118,7 @@ class PostgresResources:
     async def delete_assistant(self, assistant_id: str, owner: str) -> list[Run]:
         async def body(conn: Conn) -> list[Run]:
             await self._writable_assistant(conn, assistant_id, owner)
-            runs = runs_in_order(await _all(conn, "active_runs_of_assistant", assistant_id=assistant_id))
+            runs = runs_in_order(await every(conn, "active_runs_of_assistant", assistant_id=assistant_id))
             await conn.execute(QUERIES["delete_assistant"], {"assistant_id": assistant_id})
             return runs
 
@@ -183,7 +129,7 @@ class PostgresResources:
     ) -> list[Assistant]:
         async with self._connection() as conn:
             await self._visible_assistant(conn, assistant_id, owner)
-            rows = await _all(
+            rows = await every(
                 conn,
                 "assistant_versions",
                 assistant_id=assistant_id,
@@ -196,11 +142,11 @@ class PostgresResources:
     async def set_latest_assistant_version(self, assistant_id: str, owner: str, version: int) -> Assistant:
         async def body(conn: Conn) -> Assistant:
             await self._writable_assistant(conn, assistant_id, owner)
-            chosen = await _one(conn, "get_assistant_version", assistant_id=assistant_id, version=version)
+            chosen = await one(conn, "get_assistant_version", assistant_id=assistant_id, version=version)
             if chosen is None:
                 raise NotFound(f"Version {version} not found for assistant {assistant_id}")
-            params = {**_version_params(assistant_from_row(chosen)), "now": self._clock.now()}
-            row = await _one(conn, "set_assistant_current", **params)
+            params = {**assistant_version_params(assistant_from_row(chosen), Jsonb), "now": self._clock.now()}
+            row = await one(conn, "set_assistant_current", **params)
             assert row is not None
             return assistant_from_row(row)
 
@@ -227,7 +173,7 @@ class PostgresResources:
 
     async def count_assistants(self, owner: str, filter: AssistantFilter) -> int:
         async with self._connection() as conn:
-            row = await _one(conn, "count_assistants", **self._assistant_filter_params(owner, filter))
+            row = await one(conn, "count_assistants", **self._assistant_filter_params(owner, filter))
         assert row is not None
         return int(row["count"])
 
@@ -246,14 +192,14 @@ class PostgresResources:
 
     async def expired_threads(self, limit: int) -> list[Thread]:
         async with self._connection() as conn:
-            rows = await _all(conn, "expired_threads", now=self._clock.now(), limit=limit)
+            rows = await every(conn, "expired_threads", now=self._clock.now(), limit=limit)
         return [thread_from_row(row) for row in rows]
 
     async def delete_expired_thread(self, thread_id: str) -> bool:
         async def body(conn: Conn) -> bool:
-            if await _one(conn, "lock_thread", thread_id=thread_id) is None:
+            if await one(conn, "lock_thread", thread_id=thread_id) is None:
                 return False
-            if await _one(conn, "thread_expired", thread_id=thread_id, now=self._clock.now()) is None:
+            if await one(conn, "thread_expired", thread_id=thread_id, now=self._clock.now()) is None:
                 return False
             await conn.execute(QUERIES["delete_thread_runs"], {"thread_id": thread_id})
             await conn.execute(QUERIES["delete_thread"], {"thread_id": thread_id})

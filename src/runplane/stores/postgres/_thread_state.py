@@ -7,17 +7,17 @@ serialize on it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from psycopg.types.json import Jsonb
 
-from runplane.core.clock import Clock
 from runplane.core.errors import LeaseLost, NotFound
 from runplane.core.lifecycle import check_not_reserved, reserve_plan
 from runplane.core.models import Thread, ThreadStateWrite
 from runplane.db.sql import load_queries
+from runplane.stores.postgres._base import PostgresBase
 from runplane.stores.postgres._rows import Conn, fetch_one, thread_from_row
 
 T = TypeVar("T")
@@ -30,14 +30,8 @@ def check_thread_free(thread: Mapping[str, Any], now: datetime) -> None:
     check_not_reserved(thread["thread_id"], thread["reserved_until"], now)
 
 
-class PostgresThreadState:
+class PostgresThreadState(PostgresBase):
     """`reserve_thread` and `release_thread` of `PostgresStore`; see `core.store.Store`."""
-
-    _clock: Clock
-
-    # Provided by PostgresStore.
-    async def _transaction(self, body: Callable[[Conn], Awaitable[T]]) -> T:
-        raise NotImplementedError
 
     async def reserve_thread(self, thread_id: str, owner: str, token: str, seconds: float) -> Thread:
         async def body(conn: Conn) -> Thread:

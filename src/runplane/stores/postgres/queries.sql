@@ -84,16 +84,23 @@ UPDATE threads AS t SET
     END,
     updated_at = COALESCE(%(now)s::timestamptz, t.updated_at),
     state_values = CASE WHEN %(set_values)s::boolean THEN %(values)s::jsonb ELSE t.state_values END,
-    interrupts = COALESCE(%(interrupts)s::jsonb, t.interrupts)
+    interrupts = COALESCE(%(interrupts)s::jsonb, t.interrupts),
+    error = CASE WHEN %(set_error)s::boolean THEN %(error)s::text ELSE t.error END
 WHERE t.thread_id = %(thread_id)s
 
--- name: set_thread_config
--- The config a newly admitted run leaves on its (locked) thread, merged by the caller.
-UPDATE threads SET config = %(config)s WHERE thread_id = %(thread_id)s
-
--- name: set_thread_error
--- Why the (locked) thread's last run failed; NULL when it did not.
-UPDATE threads SET error = %(error)s WHERE thread_id = %(thread_id)s
+-- name: settle_admitted
+-- The locked thread of a run just admitted, in the statement that settles it: busy, its queue head
+-- recomputed, and the config (merged by the caller) and metadata (merged here) the admission leaves.
+UPDATE threads AS t SET
+    queue_seq = CASE
+        WHEN EXISTS (SELECT 1 FROM runs AS r WHERE r.thread_id = t.thread_id AND r.status = 'running') THEN NULL
+        ELSE (SELECT min(r.seq) FROM runs AS r WHERE r.thread_id = t.thread_id AND r.status = 'pending')
+    END,
+    status = 'busy',
+    updated_at = %(now)s,
+    config = COALESCE(%(config)s::jsonb, t.config),
+    metadata = CASE WHEN %(metadata)s::jsonb IS NULL THEN t.metadata ELSE t.metadata || %(metadata)s::jsonb END
+WHERE t.thread_id = %(thread_id)s
 
 -- name: delete_thread_runs
 -- Delete every run of a thread, returning them.
@@ -174,8 +181,13 @@ SELECT * FROM runs WHERE run_id = %(run_id)s FOR UPDATE
 -- Share-lock the run while `attempt` still holds it: its recovery, a cancel request and any later
 -- claim wait until the transaction ends (several writes of one attempt share the lock). In the same
 -- round trip, end this session if it stays idle in its transaction for longer than `timeout_ms` (a
--- stalled holder must not keep the run's lock for ever); the volatile CTE runs once.
-WITH idle_limit AS (SELECT set_config('idle_in_transaction_session_timeout', %(timeout_ms)s, true))
+-- stalled holder must not keep the run's lock for ever); the volatile CTE runs once. Its commit does
+-- not wait for the WAL flush: the transaction writes nothing but the lock, which a crash ends anyway
+-- (every other transaction's commit still flushes the WAL up to its own record).
+WITH idle_limit AS (
+    SELECT set_config('idle_in_transaction_session_timeout', %(timeout_ms)s, true),
+           set_config('synchronous_commit', 'off', true)
+)
 SELECT r.attempt FROM runs AS r CROSS JOIN idle_limit
 WHERE r.run_id = %(run_id)s AND r.status = 'running' AND r.attempt = %(attempt)s
 FOR SHARE OF r
@@ -216,19 +228,27 @@ LIMIT 1
 FOR UPDATE OF t SKIP LOCKED
 
 -- name: claim_run
--- Start the queue head of a locked thread with a lease; the claim increments the fencing attempt.
-UPDATE runs SET
-    status = 'running',
-    attempt = attempt + 1,
-    lease_owner = %(worker_id)s,
-    lease_expires_at = %(lease_expires_at)s,
-    claim_seq = nextval('runs_claim_seq'),
-    started_at = COALESCE(started_at, %(now)s),
-    updated_at = %(now)s
-WHERE seq = (SELECT queue_seq FROM threads WHERE thread_id = %(thread_id)s)
-    AND status = 'pending'
-    AND (not_before IS NULL OR not_before <= %(now)s)
-RETURNING *
+-- Start the queue head of a locked thread with a lease (the claim increments the fencing attempt),
+-- and settle the thread in the same statement: a run of it is running, so it is busy and has no
+-- claimable head.
+WITH claimed AS (
+    UPDATE runs SET
+        status = 'running',
+        attempt = attempt + 1,
+        lease_owner = %(worker_id)s,
+        lease_expires_at = %(lease_expires_at)s,
+        claim_seq = nextval('runs_claim_seq'),
+        started_at = COALESCE(started_at, %(now)s),
+        updated_at = %(now)s
+    WHERE seq = (SELECT queue_seq FROM threads WHERE thread_id = %(thread_id)s)
+        AND status = 'pending'
+        AND (not_before IS NULL OR not_before <= %(now)s)
+    RETURNING *
+), settled AS (
+    UPDATE threads SET queue_seq = NULL, status = 'busy', updated_at = %(now)s
+    WHERE thread_id = %(thread_id)s AND EXISTS (SELECT 1 FROM claimed)
+)
+SELECT * FROM claimed
 
 -- name: renew_lease
 -- Extend the lease of the claim (fenced by attempt and worker); returns the requested cancel action.

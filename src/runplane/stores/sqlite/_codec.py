@@ -1,4 +1,5 @@
-"""Rows to records and back for the SQLite store: timestamps, JSON columns, database URLs.
+"""Rows to records and back for the SQLite store: timestamps, JSON columns, database URLs (the
+columns-to-fields mapping is `stores/_rows.py`, shared with PostgreSQL).
 
 Timestamps are stored as INTEGER microseconds since the Unix epoch: exact (a `datetime` has
 microsecond resolution), ordered like the instants they encode, and compared by SQLite natively.
@@ -6,14 +7,22 @@ microsecond resolution), ordered like the instants they encode, and compared by 
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import orjson
 
 from runplane.core.errors import InvalidInput
-from runplane.core.models import Cron, Json, Run, Thread, TokenUsage, WebhookDelivery
+from runplane.core.models import Cron, Run, Thread, WebhookDelivery
+from runplane.stores._rows import (
+    Decoders,
+    Row,
+    cron_from_row,
+    delivery_from_row,
+    run_from_row,
+    thread_from_row,
+)
+from runplane.stores._rows import usage_params as usage_params
 
 MEMORY = ":memory:"
 
@@ -60,54 +69,24 @@ def load_json(text: str) -> Any:
     return orjson.loads(text)
 
 
-def usage_params(usage: TokenUsage | None) -> dict[str, int | None]:
-    """Bind values for the three usage columns; all NULL keeps the stored usage."""
-    if usage is None:
-        return {"input_tokens": None, "output_tokens": None, "total_tokens": None}
-    params: dict[str, int | None] = dict(usage.as_dict())
-    return params
+#: How SQLite's columns decode: integer microseconds, JSON text.
+DECODERS = Decoders(instant=from_micros, json=load_json)
 
 
-def row_to_run(row: sqlite3.Row) -> Run:
-    return Run(
-        run_id=row["run_id"],
-        thread_id=row["thread_id"],
-        assistant_id=row["assistant_id"],
-        owner=row["owner"],
-        status=row["status"],
-        multitask_strategy=row["multitask_strategy"],
-        created_at=from_micros(row["created_at"]),
-        updated_at=from_micros(row["updated_at"]),
-        metadata=load_json(row["metadata"]),
-        kwargs=load_json(row["kwargs"]),
-        not_before=opt_datetime(row["not_before"]),
-        started_at=opt_datetime(row["started_at"]),
-        ended_at=opt_datetime(row["ended_at"]),
-        error=row["error"],
-        model_name=row["model_name"],
-        usage=TokenUsage(row["input_tokens"], row["output_tokens"], row["total_tokens"]),
-        attempt=row["attempt"],
-        lease_owner=row["lease_owner"],
-        lease_expires_at=opt_datetime(row["lease_expires_at"]),
-        cancel_action=row["cancel_action"],
-        idempotency_key=row["idempotency_key"],
-    )
+def row_to_run(row: Row) -> Run:
+    return run_from_row(row, DECODERS)
 
 
-def row_to_thread(row: sqlite3.Row) -> Thread:
-    values = row["state_values"]
-    return Thread(
-        thread_id=row["thread_id"],
-        owner=row["owner"],
-        status=row["status"],
-        created_at=from_micros(row["created_at"]),
-        updated_at=from_micros(row["updated_at"]),
-        metadata=load_json(row["metadata"]),
-        values=None if values is None else cast(Json, load_json(values)),
-        interrupts=load_json(row["interrupts"]),
-        config=load_json(row["config"]),
-        error=row["error"],
-    )
+def row_to_thread(row: Row) -> Thread:
+    return thread_from_row(row, DECODERS)
+
+
+def row_to_cron(row: Row) -> Cron:
+    return cron_from_row(row, DECODERS)
+
+
+def row_to_delivery(row: Row) -> WebhookDelivery:
+    return delivery_from_row(row, DECODERS)
 
 
 def metadata_matches(metadata: str, wanted: str) -> bool:
@@ -141,38 +120,3 @@ def path_from_url(url: str) -> str:
             # `sqlite://host/...`: SQLite has no hosts; refuse rather than guess.
             raise InvalidInput(f"sqlite URL {url!r} must look like sqlite:///path or sqlite:////abs/path")
     return rest or MEMORY
-
-
-def row_to_cron(row: sqlite3.Row) -> Cron:
-    return Cron(
-        cron_id=row["cron_id"],
-        owner=row["owner"],
-        assistant_id=row["assistant_id"],
-        thread_id=row["thread_id"],
-        schedule=row["schedule"],
-        timezone=row["timezone"],
-        end_time=opt_datetime(row["end_time"]),
-        enabled=bool(row["enabled"]),
-        on_run_completed=row["on_run_completed"],
-        payload=load_json(row["payload"]),
-        kwargs=load_json(row["kwargs"]),
-        metadata=load_json(row["metadata"]),
-        multitask_strategy=row["multitask_strategy"],
-        next_run_date=opt_datetime(row["next_run_date"]),
-        created_at=from_micros(row["created_at"]),
-        updated_at=from_micros(row["updated_at"]),
-    )
-
-
-def row_to_delivery(row: sqlite3.Row) -> WebhookDelivery:
-    return WebhookDelivery(
-        delivery_id=row["delivery_id"],
-        run_id=row["run_id"],
-        url=row["url"],
-        payload=load_json(row["payload"]),
-        attempts=row["attempts"],
-        next_attempt_at=from_micros(row["next_attempt_at"]),
-        created_at=from_micros(row["created_at"]),
-        last_error=row["last_error"],
-        status=row["status"],
-    )

@@ -24,8 +24,9 @@ from runplane.core.models import (
     Thread,
     ThreadTtl,
 )
-from runplane.stores._memory_resources import patch_of
-from runplane.stores.sqlite._codec import dump_json, from_micros, load_json, row_to_run, row_to_thread
+from runplane.stores._memory_resources import patch_of, shared_assistant
+from runplane.stores._rows import assistant_from_row, assistant_version_params, new_assistant_params
+from runplane.stores.sqlite._codec import DECODERS, dump_json, row_to_run, row_to_thread
 from runplane.stores.sqlite._connection import QUERIES, fetch_all
 
 _ASSISTANT_SORT = {
@@ -44,35 +45,8 @@ _SEARCH_ASSISTANTS = {
 }
 
 
-def row_to_assistant(row: sqlite3.Row, *, created_at: int | None = None) -> Assistant:
-    """An assistant (or one of its versions: no `updated_at`, the version's time for both)."""
-    keys = row.keys()
-    updated_at = row["updated_at"] if "updated_at" in keys else row["created_at"]
-    return Assistant(
-        assistant_id=row["assistant_id"],
-        graph_id=row["graph_id"],
-        name=row["name"],
-        created_at=from_micros(created_at if created_at is not None else row["created_at"]),
-        updated_at=from_micros(updated_at),
-        config=load_json(row["config"]),
-        context=load_json(row["context"]),
-        metadata=load_json(row["metadata"]),
-        version=row["version"],
-        description=row["description"],
-    )
-
-
-def _version_params(assistant: Assistant) -> dict[str, Any]:
-    return {
-        "assistant_id": assistant.assistant_id,
-        "version": assistant.version,
-        "graph_id": assistant.graph_id,
-        "name": assistant.name,
-        "description": assistant.description,
-        "config": dump_json(assistant.config),
-        "context": dump_json(assistant.context),
-        "metadata": dump_json(assistant.metadata),
-    }
+def row_to_assistant(row: sqlite3.Row) -> Assistant:
+    return assistant_from_row(row, DECODERS)
 
 
 def _visible(row: sqlite3.Row | None, owner: str) -> bool:
@@ -111,25 +85,13 @@ class SqliteResources:
     ) -> sqlite3.Row:
         row = await self._visible_assistant(db, assistant_id, owner)
         if row["owner"] != owner:
-            raise Conflict(
-                f"assistant {assistant_id} is a graph's shared assistant: create your own to change it"
-            )
+            raise shared_assistant(assistant_id)
         return row
 
     async def put_assistant(
         self, new: NewAssistant, *, if_exists: Literal["raise", "do_nothing"] = "raise"
     ) -> Assistant:
-        params = {
-            "assistant_id": new.assistant_id,
-            "owner": new.owner,
-            "system": int(new.system),
-            "graph_id": new.graph_id,
-            "name": new.name,
-            "description": new.description,
-            "config": dump_json(new.config),
-            "context": dump_json(new.context),
-            "metadata": dump_json(new.metadata),
-        }
+        params = new_assistant_params(new, dump_json)
         async with self._write() as db:
             existing = await self._row(db, "get_assistant", {"assistant_id": new.assistant_id})
             if existing is not None:
@@ -152,7 +114,7 @@ class SqliteResources:
                 "version"
             ]
             version = patch_of(current, patch)
-            params = {**_version_params(version), "version": number, "now": self._now()}
+            params = {**assistant_version_params(version, dump_json), "version": number, "now": self._now()}
             await fetch_all(db, QUERIES["insert_assistant_version"], params)
             row = await self._row(db, "set_assistant_current", params)
         return row_to_assistant(row)
@@ -186,7 +148,7 @@ class SqliteResources:
             )
             if chosen is None:
                 raise NotFound(f"Version {version} not found for assistant {assistant_id}")
-            params = {**_version_params(row_to_assistant(chosen)), "now": self._now()}
+            params = {**assistant_version_params(row_to_assistant(chosen), dump_json), "now": self._now()}
             row = await self._row(db, "set_assistant_current", params)
         return row_to_assistant(row)
 

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Statements, transactions and server CPU per run on PostgreSQL (issue 18's hot path).
+#
+#   benchmarks/pg_sql_trace.sh                       200 sequential runs (threads.create + runs.wait echo)
+#   TRACE_RUNS=500 TRACE_CLIENTS=16 benchmarks/pg_sql_trace.sh    concurrent clients
+#   BENCH_SRC=/work/wt/before/src benchmarks/pg_sql_trace.sh      another checkout's runplane
+#
+# Starts a throwaway, durable PostgreSQL 15 with pg_stat_statements, serves $BENCH_APP with
+# `runplane serve --workers 256` on a fresh database, warms up, resets the statistics, runs the
+# runs through the SDK, and prints per run: every statement (pg_stat_statements calls / runs,
+# BEGIN and COMMIT included), the transactions the database committed (pg_stat_database
+# xact_commit, autocommitted statements included) and the server's CPU seconds.
+# Not a test. Background loops (lease renewals, schedulers, fallback polls) are counted too.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/_services_lib.sh
+. "$ROOT/scripts/_services_lib.sh"
+
+BENCH_DIR="${BENCH_DIR:-/work/shared/bench}"
+BENCH_APP="${BENCH_APP:-$BENCH_DIR/reference/app}"
+TRACE_RUNS="${TRACE_RUNS:-200}"
+TRACE_CLIENTS="${TRACE_CLIENTS:-1}"
+REDIS="${TRACE_REDIS:-}"
+PY="$ROOT/.venv/bin/python"
+OUT="$(mktemp -d /tmp/runplane-pgtrace.XXXXXX)"
+SERVER_PID=""
+
+cleanup() {
+    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+    [ -n "${RP_DIR:-}" ] && rp_services_stop "$RP_DIR"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+rp_services_init
+rp_start_postgres
+redis_args=()
+if [ -n "$REDIS" ]; then rp_ensure_redis_server; rp_start_redis; redis_args=(--redis-url "$RP_REDIS_URL"); fi
+rp_as_pg_user "$RP_PG_CTL" -D "$RP_DIR/pg/data" -l "$RP_DIR/pg/postgres.log" -w -t 60 \
+    -o "-c listen_addresses=127.0.0.1 -p $RP_PG_PORT -c unix_socket_directories='$RP_DIR/pg/sock' -c max_connections=300 -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all -c pg_stat_statements.max=5000" \
+    restart >"$OUT/pg_restart.log" 2>&1 || { cat "$OUT/pg_restart.log" >&2; rp_die "could not restart PostgreSQL"; }
+"$PY" -c "import sys, psycopg; c = psycopg.connect(sys.argv[1], autocommit=True); c.execute('CREATE DATABASE trace'); psycopg.connect(sys.argv[1].rsplit('/', 1)[0] + '/trace', autocommit=True).execute('CREATE EXTENSION pg_stat_statements')" "$RP_PG_URL"
+DB_URL="${RP_PG_URL%/postgres}/trace"
+
+port="$(rp_free_port)"
+(
+    cd "$BENCH_APP"
+    PYTHONPATH="${BENCH_SRC:-}" exec "$PY" -c 'import sys; from runplane.cli import main; sys.argv[0] = "runplane"; main()' \
+        serve --database-url "$DB_URL" "${redis_args[@]}" --port "$port" --workers 256 --config langgraph.json --log-level WARNING
+) >"$OUT/serve.log" 2>&1 &
+SERVER_PID=$!
+URL="http://127.0.0.1:$port"
+for _ in $(seq 1 120); do curl -fs "$URL/ok" >/dev/null 2>&1 && break; sleep 0.5; done
+curl -fs "$URL/ok" >/dev/null || { cat "$OUT/serve.log" >&2; rp_die "runplane serve did not come up"; }
+
+"$PY" - "$URL" "$DB_URL" "$SERVER_PID" "$TRACE_RUNS" "$TRACE_CLIENTS" <<'PYEOF'
+import asyncio, os, sys, time
+import psycopg
+from langgraph_sdk import get_client
+
+url, db_url, pid, runs, clients = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+tick = os.sysconf("SC_CLK_TCK")
+
+def cpu() -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / tick
+
+async def batch(n: int) -> None:
+    client = get_client(url=url)
+    todo = iter(range(n))
+    async def one() -> None:
+        for i in todo:
+            thread = await client.threads.create()
+            out = await client.runs.wait(thread["thread_id"], "echo", input={"messages": [f"m{i}"], "n": i})
+            assert out["n"] == i, out
+    await asyncio.gather(*(one() for _ in range(clients)))
+
+def xacts(conn: psycopg.Connection) -> int:
+    return conn.execute("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()").fetchone()[0]
+
+asyncio.run(batch(20))  # warm up: pools, prepared statements, graph compiled
+conn = psycopg.connect(db_url, autocommit=True)
+conn.execute("SELECT pg_stat_statements_reset()")
+conn.execute("SELECT pg_stat_reset()")
+time.sleep(0.6)  # the statistics collector flushes every 500 ms
+x0, c0, t0 = xacts(conn), cpu(), time.monotonic()
+asyncio.run(batch(runs))
+time.sleep(0.6)
+x1, c1, t1 = xacts(conn), cpu(), time.monotonic()
+rows = conn.execute(
+    "SELECT calls, regexp_replace(query, '\\s+', ' ', 'g') FROM pg_stat_statements"
+    " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    " AND query NOT LIKE '%pg_stat%' ORDER BY calls DESC"
+).fetchall()
+total = sum(calls for calls, _ in rows)
+begins = sum(calls for calls, q in rows if q.strip().upper().startswith("BEGIN"))
+print(f"runs {runs}, clients {clients}, wall {t1 - t0:.1f} s")
+print(f"per run: statements {total / runs:.2f} (BEGIN..COMMIT blocks {begins / runs:.2f}),"
+      f" committed transactions {(x1 - x0 - 2) / runs:.2f}, server CPU {1000 * (c1 - c0) / runs:.2f} ms")
+for calls, query in rows:
+    if calls / runs >= 0.05:
+        print(f"{calls / runs:7.2f}  {query[:150]}")
+PYEOF

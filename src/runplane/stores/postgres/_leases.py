@@ -1,0 +1,215 @@
+"""`PostgresStore`'s worker side: claims, leases, the attempt hold (the checkpoint fence), settlement
+and recovery. Every write is fenced by `status = 'running' AND attempt = %s`."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from runplane.core.clock import lease_deadline
+from runplane.core.errors import LeaseLost, StoreUnavailable
+from runplane.core.lifecycle import QUEUE_LEFT, finish_plan, recovery_plan
+from runplane.core.models import CancelAction, Outcome, QueueStats, Run, TokenUsage
+from runplane.db.postgres import translate_errors
+from runplane.stores.postgres._base import MAX_ATTEMPTS, PostgresBase, every, execute, locked, one, send
+from runplane.stores.postgres._rows import Conn, held_row, lease_lost, run_from_row, usage_params
+
+
+class PostgresLeases(PostgresBase):
+    """The worker's methods; see `core.store.Store` for the contracts."""
+
+    async def claim_run(self, worker_id: str, lease_seconds: float) -> Run | None:
+        async def body(conn: Conn) -> Run | None:
+            now = self._clock.now()
+            head = await one(conn, "claim_next_thread", now=now)
+            if head is None:
+                return None
+            thread_id = head["thread_id"]
+            # A new statement, so it reads the queue head as committed before we locked the thread.
+            row = await one(
+                conn,
+                "claim_run",
+                thread_id=thread_id,
+                worker_id=worker_id,
+                lease_expires_at=lease_deadline(self._clock, lease_seconds),
+                now=now,
+            )
+            if row is None:
+                raise _HeadMoved()
+            return run_from_row(row)  # the thread was settled by the same statement
+
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                return await self._transaction(body)
+            except _HeadMoved:
+                continue  # the queue changed between the scan and the lock; look again
+        return None
+
+    async def renew_lease(
+        self, run_id: str, attempt: int, worker_id: str, lease_seconds: float
+    ) -> CancelAction | None:
+        async with self._connection() as conn:
+            row = await one(
+                conn,
+                "renew_lease",
+                run_id=run_id,
+                attempt=attempt,
+                worker_id=worker_id,
+                lease_expires_at=lease_deadline(self._clock, lease_seconds),
+            )
+        if row is None:
+            raise lease_lost(run_id, attempt)
+        action: CancelAction | None = row["cancel_action"]
+        return action
+
+    @contextlib.asynccontextmanager
+    async def hold_attempt(self, run_id: str, attempt: int, max_seconds: float) -> AsyncIterator[None]:
+        if self._pool is None:
+            raise StoreUnavailable("the PostgreSQL store is not open")
+        async with contextlib.AsyncExitStack() as stack:
+            # Only the store's own statements are translated: errors of the fenced write are not ours.
+            with translate_errors():
+                conn = await stack.enter_async_context(self._pool.connection())
+                # Not pipelined: a pipelined session idle in its transaction is not ended by the
+                # idle limit, and the hold must end if its holder stalls.
+                await stack.enter_async_context(conn.transaction())
+                timeout_ms = str(max(1, round(max_seconds * 1000)))
+                held = await one(conn, "hold_attempt", run_id=run_id, attempt=attempt, timeout_ms=timeout_ms)
+            if held is None:
+                raise lease_lost(run_id, attempt)
+            yield
+            try:
+                await stack.aclose()  # commit: releases the lock
+            except pg_errors.IdleInTransactionSessionTimeout as exc:
+                # PostgreSQL ended the session: the holder stalled past `max_seconds`, and the run
+                # may have been recovered meanwhile.
+                raise LeaseLost(f"run {run_id} attempt {attempt} lost its hold: {exc}") from exc
+            except psycopg.Error as exc:
+                # The server went away (a restart, a network cut): an infrastructure fault. The
+                # worker rides it out and renews its lease before writing again, which tells it
+                # whether the run is still its own.
+                with translate_errors():
+                    raise exc
+
+    async def record_progress(
+        self, run_id: str, attempt: int, *, model_name: str | None = None, usage: TokenUsage | None = None
+    ) -> None:
+        async with self._connection() as conn:
+            row = await one(
+                conn,
+                "record_progress",
+                run_id=run_id,
+                attempt=attempt,
+                model_name=model_name,
+                now=self._clock.now(),
+                **usage_params(usage),
+            )
+        if row is None:
+            raise lease_lost(run_id, attempt)
+
+    async def finish_run(self, run_id: str, attempt: int, outcome: Outcome) -> Run:
+        # The transition is checked before any write; the cancel request, which only a transaction
+        # holding the thread's lock changes, is read from the fenced update itself (one statement
+        # fewer than reading the run first); the plan refusing it rolls the update back.
+        finish_plan(run_id, "running", None, outcome)
+
+        async def body(conn: Conn) -> Run:
+            # Sent together: the fenced update runs once the thread is locked (no row when the run
+            # is gone or no longer held).
+            await send(conn, "lock_thread_of_run", run_id=run_id)
+            row = await one(
+                conn,
+                "end_run",
+                run_id=run_id,
+                attempt=attempt,
+                status=outcome.status,
+                error=outcome.error,
+                model_name=outcome.model_name,
+                now=self._clock.now(),
+                **usage_params(outcome.usage),
+            )
+            if row is None:
+                raise lease_lost(run_id, attempt)
+            settlement = finish_plan(run_id, "running", row["cancel_action"], outcome)
+            await self._settle_with(
+                conn,
+                row["thread_id"],
+                settlement,
+                values=outcome.thread_values,
+                interrupts=outcome.thread_interrupts,
+            )
+            run = run_from_row(row)
+            await self._enqueue_webhook(conn, run)
+            return run
+
+        return await self._transaction(body)
+
+    async def discard_run(self, run_id: str, attempt: int) -> Run:
+        async def body(conn: Conn) -> Run:
+            held = held_row(await self._lock_run(conn, run_id), run_id, attempt)
+            await execute(conn, "delete_runs", run_ids=[run_id])
+            # A rolled-back run leaves no trace, so the thread is as if it never ran: its error stays.
+            await self._settle_with(conn, held["thread_id"], QUEUE_LEFT)
+            return run_from_row(held)
+
+        return await self._transaction(body)
+
+    async def release_run(self, run_id: str, attempt: int) -> Run:
+        async def body(conn: Conn) -> Run:
+            held = held_row(await self._lock_run(conn, run_id), run_id, attempt)
+            row = await one(conn, "requeue_run", run_id=run_id, attempt=attempt, now=self._clock.now())
+            assert row is not None
+            # Back in the queue at its old place; the thread stays busy and keeps its updated_at.
+            await self._settle(conn, held["thread_id"], None, touch=False)
+            return run_from_row(row)
+
+        return await self._transaction(body)
+
+    async def queue_stats(self) -> QueueStats:
+        async with self._connection() as conn:
+            row = await one(conn, "queue_stats")
+        assert row is not None  # an aggregate always has a row
+        return QueueStats(
+            pending=row["pending"] or 0, running=row["running"] or 0, busy_workers=row["busy_workers"] or 0
+        )
+
+    async def expired_runs(self, limit: int = 100) -> list[Run]:
+        async with self._connection() as conn:
+            rows = await every(conn, "expired_runs", now=self._clock.now(), limit=limit)
+        return [run_from_row(row) for row in rows]
+
+    async def recover_run(self, run_id: str, attempt: int, max_attempts: int) -> Run:
+        async def body(conn: Conn) -> Run:
+            held = run_from_row(held_row(await self._lock_run(conn, run_id), run_id, attempt))
+            now = self._clock.now()
+            plan = recovery_plan(held, max_attempts, now)
+            params: dict[str, Any] = {"run_id": run_id, "attempt": attempt, "now": now}
+            if plan.thread is None:
+                # Back to the queue (a rollback request stays on it; the next claimer performs it).
+                row = locked(await one(conn, "requeue_run", **params))
+                await self._settle(conn, held.thread_id, None, touch=False)
+                return run_from_row(row)
+            row = locked(
+                await one(
+                    conn,
+                    "end_run",
+                    status=plan.status,
+                    error=plan.error,
+                    model_name=None,
+                    **usage_params(None),
+                    **params,
+                )
+            )
+            await self._settle_with(conn, held.thread_id, plan.thread)
+            await self._enqueue_webhook(conn, run_from_row(row))
+            return run_from_row(row)
+
+        return await self._transaction(body)
+
+
+class _HeadMoved(Exception):
+    """The claimed thread's queue head changed between the scan and the lock (internal)."""
