@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import select
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
@@ -50,7 +49,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from runplane.core.errors import InvalidInput, StoreUnavailable
 from runplane.core.events import StreamEvent
-from runplane.db.postgres import GuardedPool, breaker_for, parse_url
+from runplane.db.postgres import GuardedPool, breaker_for, closed_by_server, parse_url
 from runplane.db.sql import load_queries
 from runplane.events._pg_notify import NotifyHub, hint_payload, payload_fits, wake_payload
 from runplane.events.batching import StreamBatch
@@ -196,7 +195,7 @@ class PostgresBus:
                     timeout=self._pool_timeout,
                     configure=None if self._synchronous_commit else _asynchronous_commit,
                     # No check query per checkout (a round trip per published event): `_connection`
-                    # drops connections the server closed without one (`_closed_by_server`).
+                    # drops connections the server closed without one (`closed_by_server`).
                     check=None,
                     open=False,
                     name="runplane-bus",
@@ -216,7 +215,7 @@ class PostgresBus:
             # hook: the pool backs off for seconds after each failed check.
             for _attempt in range(self._max_connections):
                 async with pool.connection() as conn:
-                    if _closed_by_server(conn):
+                    if closed_by_server(conn):
                         await conn.close()  # the pool discards it and opens another
                         continue
                     yield conn
@@ -470,19 +469,3 @@ class PostgresBus:
 
 async def _asynchronous_commit(conn: Conn) -> None:
     await conn.execute("SET synchronous_commit = off")
-
-
-def _closed_by_server(conn: Conn) -> bool:
-    """Whether the server closed an idle connection: it then has a goodbye, or EOF, to read.
-
-    An idle connection has nothing else to read (the pool's connections never LISTEN), so this costs
-    no round trip.
-    """
-    if conn.closed:
-        return True
-    fd = conn.fileno()
-    if hasattr(select, "poll"):
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(0))
-    return bool(select.select([fd], [], [], 0)[0])  # pragma: no cover (Windows)
