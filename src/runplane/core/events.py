@@ -7,6 +7,8 @@ fallback that re-reads the store.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -88,3 +90,38 @@ class EventBus(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class HintWaiter:
+    """Waits for the next hint of a `listen` subscription, or `fallback_seconds`, whichever comes
+    first: the loop of every waiter that re-reads the store when hinted (hints can be lost, so the
+    store is re-read at least every `fallback_seconds`).
+
+    One pending `anext` is kept across timeouts: cancelling it would close an async-generator
+    subscription, and every later `anext` would raise StopAsyncIteration. When the hints end (the
+    bus is closing), each wait lasts `fallback_seconds`: the caller polls the store instead.
+    `aclose` (e.g. through `contextlib.aclosing`) cancels the pending `anext`.
+    """
+
+    def __init__(self, hints: AsyncIterator[str], fallback_seconds: float) -> None:
+        self._hints = hints
+        self._fallback_seconds = fallback_seconds
+        self._pending: asyncio.Future[str] | None = None
+
+    async def wait(self) -> None:
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(anext(self._hints))
+        done, _ = await asyncio.wait({self._pending}, timeout=self._fallback_seconds)
+        if not done:
+            return
+        if self._pending.exception() is None:
+            self._pending = None
+        else:  # the hints ended; the ended `anext` is kept, so no new one is started
+            await asyncio.sleep(self._fallback_seconds)
+
+    async def aclose(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None and not pending.done():
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending

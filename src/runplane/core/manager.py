@@ -19,7 +19,14 @@ from typing import Any, Literal
 from runplane.core.clock import Clock, SystemClock
 from runplane.core.cron_use_cases import CronUseCases
 from runplane.core.errors import Conflict, InvalidInput, NotFound
-from runplane.core.events import WAKEUP_CHANNEL, EventBus, StreamEvent, cancel_channel, done_channel
+from runplane.core.events import (
+    WAKEUP_CHANNEL,
+    EventBus,
+    HintWaiter,
+    StreamEvent,
+    cancel_channel,
+    done_channel,
+)
 from runplane.core.lifecycle import webhook_url
 from runplane.core.models import (
     CANCEL_ACTIONS,
@@ -330,30 +337,18 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
             TimeoutError: `timeout` elapsed first.
         """
         async with asyncio.timeout(timeout):
-            async with self.bus.listen(done_channel(run_id)) as hints:
+            async with (
+                self.bus.listen(done_channel(run_id)) as hints,
+                contextlib.aclosing(HintWaiter(hints, self.settings.wait_fallback_seconds)) as hint,
+            ):
                 run = await self.store.get_run(run_id, owner, thread_id)
-                # One pending `anext` is kept across fallback timeouts: cancelling it would close an
-                # async-generator `hints`, and every later `anext` would raise StopAsyncIteration.
-                hint: asyncio.Future[str] | None = None
-                try:
-                    while not run.is_terminal:
-                        if hint is None:
-                            hint = asyncio.ensure_future(anext(hints))
-                        done, _ = await asyncio.wait({hint}, timeout=self.settings.wait_fallback_seconds)
-                        if done and hint.exception() is None:
-                            hint = None
-                        elif done:  # the hints ended (bus closing): poll the store instead
-                            await asyncio.sleep(self.settings.wait_fallback_seconds)
-                        try:
-                            run = await self.store.get_run(run_id, owner, thread_id)
-                        except NotFound:
-                            return None
-                    return run
-                finally:
-                    if hint is not None and not hint.done():
-                        hint.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                            await hint
+                while not run.is_terminal:
+                    await hint.wait()
+                    try:
+                        run = await self.store.get_run(run_id, owner, thread_id)
+                    except NotFound:
+                        return None
+                return run
 
     async def stream_run(
         self,

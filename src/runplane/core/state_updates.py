@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from runplane.core.errors import ThreadBusy, ThreadReserved
-from runplane.core.events import EventBus
+from runplane.core.events import EventBus, HintWaiter
 from runplane.core.graphs import GraphRuntime
 from runplane.core.lifecycle import thread_status_of_state
 from runplane.core.models import Admission, Json, NewRun, Thread, ThreadStateWrite
@@ -146,26 +146,16 @@ class StateUpdates:
 
     async def _admit_when_released(self, new: NewRun) -> Admission:
         # Listen, then try again: a release between the two is not missed.
-        async with self.bus.listen(state_channel(new.thread_id)) as hints:
-            hint: asyncio.Future[str] | None = None
-            try:
-                while True:
-                    try:
-                        return await self.store.create_run(new)
-                    except ThreadReserved:
-                        pass
-                    if hint is None:
-                        hint = asyncio.ensure_future(anext(hints))
-                    done, _ = await asyncio.wait({hint}, timeout=self.settings.wait_fallback_seconds)
-                    if done and hint.exception() is None:
-                        hint = None
-                    elif done:  # the hints ended (bus closing): poll the store instead
-                        await asyncio.sleep(self.settings.wait_fallback_seconds)
-            finally:
-                if hint is not None and not hint.done():
-                    hint.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                        await hint
+        async with (
+            self.bus.listen(state_channel(new.thread_id)) as hints,
+            contextlib.aclosing(HintWaiter(hints, self.settings.wait_fallback_seconds)) as hint,
+        ):
+            while True:
+                try:
+                    return await self.store.create_run(new)
+                except ThreadReserved:
+                    pass
+                await hint.wait()
 
 
 @dataclass(slots=True)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from runplane.core.errors import InvalidInput, NotFound
-from runplane.core.events import WAKEUP_CHANNEL, EventBus, StreamEvent
+from runplane.core.events import WAKEUP_CHANNEL, EventBus, HintWaiter, StreamEvent
 from runplane.core.models import SINGLE_USER, Run, RunFilter, Thread
 
 if TYPE_CHECKING:
@@ -115,36 +114,26 @@ class ThreadStreams:
     async def _follow_thread(
         self, thread_id: str, owner: str, seen: set[str], resume: tuple[str, str | None] | None
     ) -> AsyncIterator[StreamEvent]:
-        async with self.bus.listen(WAKEUP_CHANNEL) as hints:
-            hint: asyncio.Future[str] | None = None
-            try:
-                while True:
-                    try:
-                        pending = await self._runs_newest_first(thread_id, owner, seen)
-                    except NotFound:
-                        return  # the thread was deleted
-                    if not pending:
-                        if hint is None:
-                            hint = asyncio.ensure_future(anext(hints))
-                        done, _ = await asyncio.wait({hint}, timeout=self.settings.wait_fallback_seconds)
-                        if done:
-                            if hint.exception() is not None:  # the bus is closing: poll instead
-                                await asyncio.sleep(self.settings.wait_fallback_seconds)
-                            hint = None
-                        continue
-                    run = pending[-1]  # the oldest not yet streamed
-                    seen.add(run.run_id)
-                    after = resume[1] if resume is not None and resume[0] == run.run_id else None
-                    try:
-                        events = await self.stream_run(run.run_id, owner, last_event_id=after)
-                    except NotFound:
-                        continue  # deleted meanwhile (a rollback)
-                    async for event in events:
-                        yield StreamEvent(event.event, event.data, thread_event_id(run.run_id, event.id))
-                    done_data = b'{"status":"run_done","run_id":"' + run.run_id.encode() + b'"}'
-                    yield StreamEvent("metadata", done_data, thread_event_id(run.run_id, "done"))
-            finally:
-                if hint is not None and not hint.done():
-                    hint.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                        await hint
+        async with (
+            self.bus.listen(WAKEUP_CHANNEL) as hints,
+            contextlib.aclosing(HintWaiter(hints, self.settings.wait_fallback_seconds)) as hint,
+        ):
+            while True:
+                try:
+                    pending = await self._runs_newest_first(thread_id, owner, seen)
+                except NotFound:
+                    return  # the thread was deleted
+                if not pending:
+                    await hint.wait()
+                    continue
+                run = pending[-1]  # the oldest not yet streamed
+                seen.add(run.run_id)
+                after = resume[1] if resume is not None and resume[0] == run.run_id else None
+                try:
+                    events = await self.stream_run(run.run_id, owner, last_event_id=after)
+                except NotFound:
+                    continue  # deleted meanwhile (a rollback)
+                async for event in events:
+                    yield StreamEvent(event.event, event.data, thread_event_id(run.run_id, event.id))
+                done_data = b'{"status":"run_done","run_id":"' + run.run_id.encode() + b'"}'
+                yield StreamEvent("metadata", done_data, thread_event_id(run.run_id, "done"))
