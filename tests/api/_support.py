@@ -42,16 +42,22 @@ def parse_sse(text: str) -> list[Sse]:
 
 
 @contextlib.asynccontextmanager
-async def serve(app: ASGIApp) -> AsyncIterator[str]:
-    """Serve `app` with uvicorn on a free 127.0.0.1 port, in this event loop; yields the base URL."""
+async def serve(app: ASGIApp, **options: Any) -> AsyncIterator[str]:
+    """Serve `app` with uvicorn on a free 127.0.0.1 port, in this event loop; yields the base URL.
+
+    `options` override the `uvicorn.Config` defaults below (e.g. `lifespan="on"`, a `ws` protocol).
+    """
     config = uvicorn.Config(
         app,
-        host="127.0.0.1",
-        port=0,
-        log_level="warning",
-        lifespan="off",
-        ws="none",
-        timeout_graceful_shutdown=1,
+        **{
+            "host": "127.0.0.1",
+            "port": 0,
+            "log_level": "warning",
+            "lifespan": "off",
+            "ws": "none",
+            "timeout_graceful_shutdown": 1,
+            **options,
+        },
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

@@ -12,10 +12,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import uvicorn
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph_sdk.client import LangGraphClient
-from starlette.types import ASGIApp
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
@@ -25,27 +23,13 @@ from runplane.demo.graphs import chat, hitl
 from runplane.runtime.graphs import LangGraphRuntime
 from runplane.testing import memory_manager
 from runplane.worker import Worker
+from tests.api._support import serve
 from tests.e2e._protocol_graphs import nested, tool_agent
 from tests.e2e.test_sdk_api import GATES, GRAPHS
 
 ALICE = {"x-api-key": "key-alice"}
 BOB = {"x-api-key": "key-bob"}
 TRANSPORTS = ["sse", "websocket"]
-
-
-async def _serve_with_websockets(app: ASGIApp) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", ws="websockets-sansio"
-    )
-    config.timeout_graceful_shutdown = 1
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.005)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    return server, task, f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture
@@ -64,12 +48,10 @@ async def url(manager: RunManager) -> AsyncIterator[str]:
         runtime,
         ApiSettings(api_keys={"key-alice": "alice", "key-bob": "bob"}, heartbeat_seconds=0.2),
     )
-    server, task, base = await _serve_with_websockets(app)
     try:
-        yield base
+        async with serve(app, ws="websockets-sansio") as base:
+            yield base
     finally:
-        server.should_exit = True
-        await task
         await worker.stop()
 
 

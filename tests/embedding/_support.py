@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from starlette.types import ASGIApp
+
+from tests.api._support import serve as serve_app
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "embedded_app"
@@ -24,28 +25,11 @@ BOB = {"authorization": "Bearer bob-token"}
 async def serve(app: ASGIApp) -> AsyncIterator[httpx.AsyncClient]:
     """`app` served by uvicorn on a free 127.0.0.1 port in this event loop, with its lifespan (the
     host's startup opens runplane, its shutdown drains it); yields a client for it."""
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        log_level="warning",
-        lifespan="on",
-        ws="none",
-        timeout_graceful_shutdown=5,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.005)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        await task
+    async with (
+        serve_app(app, lifespan="on", timeout_graceful_shutdown=5) as base_url,
+        httpx.AsyncClient(base_url=base_url, timeout=30) as client,
+    ):
+        yield client
 
 
 def parse_sse(text: str) -> list[dict[str, Any]]:
