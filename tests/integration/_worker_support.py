@@ -133,7 +133,26 @@ _hitl_gated.add_edge("ask", "second")
 _hitl_gated.add_edge("second", END)
 hitl_gated = _hitl_gated.compile(name="hitl_gated")
 
+
+class BurstState(TypedDict, total=False):
+    count: int
+
+
+async def _burst(state: BurstState) -> BurstState:
+    writer = get_stream_writer()
+    for i in range(state.get("count", 0)):  # no await in between: one backlog for `astream`
+        writer({"i": i})
+    return {}
+
+
+_bursty = StateGraph(BurstState)
+_bursty.add_node("burst", _burst)
+_bursty.add_edge(START, "burst")
+_bursty.add_edge("burst", END)
+bursty = _bursty.compile(name="bursty")
+
 GRAPHS = {
+    "bursty": bursty,
     "echo": echo,
     "chat": chat,
     "slow": slow,

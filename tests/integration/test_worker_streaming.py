@@ -33,6 +33,24 @@ async def test_values_and_updates_match_the_reference_server() -> None:
     ]
 
 
+async def test_a_burst_reaches_readers_while_it_is_still_being_published() -> None:
+    # A node that emits without awaiting leaves LangGraph a backlog that `astream` yields without
+    # suspending: a reader (an SSE pump) must get turns during the backlog, not one at its end.
+    count = 5000
+    async with harness() as h:
+        run = await h.run("bursty", input={"count": count}, stream_mode=["custom"])
+        received: list[int] = []
+        published_when_the_second_arrived = None
+        async for batch in h.manager.bus.subscribe_batches(run.run_id):
+            received += [decode(e)["i"] for e in batch if e.event == "custom"]
+            if published_when_the_second_arrived is None and len(received) >= 2:
+                published_when_the_second_arrived = int(await h.manager.bus.latest_event_id(run.run_id) or 0)
+    assert received == list(range(count))
+    assert published_when_the_second_arrived is not None
+    # Event ids count from 1: the metadata event, then the burst.
+    assert published_when_the_second_arrived < 1 + count
+
+
 async def test_default_stream_mode_is_values() -> None:
     async with harness() as h:
         run = await h.run("echo", input={"n": 2})

@@ -148,6 +148,10 @@ class UsageTracker(AsyncCallbackHandler):
                 self.dirty = True
 
 
+#: The longest an emitting executor keeps the loop before the stream's readers get a turn.
+_BURST_SLICE_SECONDS = 0.001
+
+
 class Execution:
     """One attempt of a run.
 
@@ -192,6 +196,9 @@ class Execution:
         #: True when this attempt continues the checkpoints of an earlier attempt of the run.
         self.resumed = False
         self._root: RunnableConfig = {"configurable": {"thread_id": run.thread_id, "checkpoint_ns": ""}}
+        self._loop = asyncio.get_running_loop()
+        #: When the executor last let other tasks run while emitting (`_emit`).
+        self._slice_started = 0.0
 
     # -- setup ------------------------------------------------------------------------------------
 
@@ -357,6 +364,14 @@ class Execution:
         await self.publish(event, payload)
         if self.usage.dirty:
             await self.flush_progress()
+        # A node that emits a burst without awaiting hands LangGraph's stream a backlog, which
+        # `astream` then yields without ever suspending: the readers (SSE pumps) would see none of
+        # it until the whole burst is mapped and published. Yielding once per slice sends what
+        # is published so far, so the first event leaves about one slice after it came.
+        now = self._loop.time()
+        if now - self._slice_started >= _BURST_SLICE_SECONDS:
+            await asyncio.sleep(0)
+            self._slice_started = self._loop.time()
 
     async def flush_progress(self) -> None:
         if self.usage.dirty:
