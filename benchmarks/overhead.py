@@ -1,6 +1,6 @@
 """The server against the library it wraps (issue 14): the bare floor and runplane side by side.
 
-    .venv/bin/python benchmarks/overhead.py                      issue 14's table, default scale
+    .venv/bin/python benchmarks/overhead.py                      issue 14's table, with the client's floor
     .venv/bin/python benchmarks/overhead.py --scale tiny         smoke scale (CI checks it completes)
     .venv/bin/python benchmarks/overhead.py --w6-n 10000         the 10,000 x 2 s fan-in knob
     .venv/bin/python benchmarks/overhead.py --modes sqlite       one store only
@@ -10,9 +10,11 @@ In one session: runs `$BENCH_DIR/bare_limit.py` (the echo graph invoked in-proce
 own `AsyncSqliteSaver`, no server: the floor), then for each store serves `$BENCH_APP` with
 `runplane serve --workers 256` and runs `$BENCH_DIR/agentbench.py` against it (W1, W2, W3, W6) with
 the server's pid, so that it reads the server's CPU and RSS. Prints one table, each server figure
-with its ratio to the floor measured in the same session. CPU per run is process CPU seconds over
-runs: it is the figure a shared, noisy machine disturbs least. Not a test: the CI smoke run checks
-that it completes and prints the table, never how fast.
+with its ratio to the floor measured in the same session. Mode `null` serves `null_server.py`
+instead: no store, no worker, no graph, only HTTP; its column is what agentbench's own client and
+the machine take before a server does anything (W6's create phase is mostly that). CPU per run is
+process CPU seconds over runs: it is the figure a shared, noisy machine disturbs least. Not a
+test: the CI smoke run checks that it completes and prints the table, never how fast.
 """
 
 from __future__ import annotations
@@ -80,7 +82,15 @@ class Server:
         env = dict(os.environ)
         if os.environ.get("BENCH_SRC"):
             env["PYTHONPATH"] = os.environ["BENCH_SRC"]
-        command = [
+        command = self.command(python, database_url, workers)
+        self.log = log
+        with log.open("wb") as sink:
+            self.process = subprocess.Popen(command, cwd=BENCH_APP, env=env, stdout=sink, stderr=sink)
+
+    def command(self, python: str, database_url: str, workers: int) -> list[str]:
+        if database_url == "null":
+            return [python, str(ROOT / "benchmarks" / "null_server.py"), "--port", str(self.port)]
+        return [
             python,
             "-c",
             'import sys; from runplane.cli import main; sys.argv[0] = "runplane"; main()',
@@ -96,9 +106,6 @@ class Server:
             "--log-level",
             "WARNING",
         ]
-        self.log = log
-        with log.open("wb") as sink:
-            self.process = subprocess.Popen(command, cwd=BENCH_APP, env=env, stdout=sink, stderr=sink)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -126,8 +133,9 @@ class Server:
 def run_server_mode(
     python: str, mode: str, args: argparse.Namespace, scale: dict[str, Any], out: Path
 ) -> dict[str, Any]:
-    database_url = "memory://" if mode == "memory" else f"sqlite:///{out / 'bench.db'}"
-    server = Server(python, database_url, args.workers, out / f"serve-{mode}.log")
+    database_url = {"memory": "memory://", "null": "null"}.get(mode, f"sqlite:///{out / 'bench.db'}")
+    # Every fan-in run executes at once (the 10,000-run knob needs as many workers).
+    server = Server(python, database_url, max(args.workers, args.w6_n), out / f"serve-{mode}.log")
     try:
         server.wait_ready()
         result_file = out / f"{mode}.json"
@@ -230,7 +238,11 @@ def cell(value: float | None, unit: str, floor: float | None = None, fmt: str = 
 
 def table(floor: dict[str, Any], modes: dict[str, dict[str, Any]], w6_n: int, w6_seconds: float) -> str:
     names = list(modes)
-    head = "| | bare floor (SQLite saver) | " + " | ".join(f"runplane {name}" for name in names) + " |"
+    head = (
+        "| | bare floor (SQLite saver) | "
+        + " | ".join("null server (client floor)" if name == "null" else f"runplane {name}" for name in names)
+        + " |"
+    )
     rows = [head, "|---|---|" + "---|" * len(names)]
     floor_p50, floor_c32, floor_cpu = (
         floor["seq"]["p50_ms"],
@@ -276,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--scale", choices=sorted(SCALES), default="full")
-    parser.add_argument("--modes", default="sqlite,memory", help="comma list of sqlite, memory")
+    parser.add_argument("--modes", default="null,sqlite,memory", help="comma list of null, sqlite, memory")
     parser.add_argument("--workers", type=int, default=256)
     parser.add_argument("--w6-n", type=int, default=None, help="fan-in runs (issue 14's knob: 10000)")
     parser.add_argument("--w6-seconds", type=float, default=2.0)
@@ -289,9 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.w6_n is None:
         args.w6_n = DEFAULT_W6[args.scale]
     modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
-    unknown = [mode for mode in modes if mode not in ("sqlite", "memory")]
+    unknown = [mode for mode in modes if mode not in ("null", "sqlite", "memory")]
     if unknown:
-        parser.error(f"unknown modes {unknown}: choose from sqlite, memory")
+        parser.error(f"unknown modes {unknown}: choose from null, sqlite, memory")
     out = Path(tempfile.mkdtemp(prefix="runplane-overhead."))
     print(
         f"[overhead] floor: bare_limit.py --saver sqlite --n {scale['bare_n']}", file=sys.stderr, flush=True

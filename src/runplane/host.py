@@ -178,6 +178,7 @@ def server_limits(settings: Settings) -> dict[str, Any]:
         header_timeout=settings.http_header_timeout,
         keepalive_timeout=settings.http_keepalive_timeout,
         max_connections=settings.http_max_connections,
+        parser=settings.http_parser,
     )
 
 

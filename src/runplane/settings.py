@@ -213,6 +213,11 @@ class Settings(BaseSettings):
     http_max_connections: int = Field(
         1000, gt=0, description="Connections served at once; beyond it, new requests get 503."
     )
+    http_parser: Literal["auto", "httptools", "h11"] = Field(
+        "auto",
+        description="The HTTP/1.1 parser: `auto` is httptools when installed "
+        "(`pip install 'runplane[speed]'`), else h11.",
+    )
 
     # -- PostgreSQL pool --------------------------------------------------------------------------
     pool_min_size: int | None = Field(

@@ -30,10 +30,12 @@ def test_overhead_benchmark_completes_and_prints_the_table() -> None:
     assert done.returncode == 0, done.stderr[-4000:]
     lines = done.stdout.splitlines()
     assert any(
-        line.startswith("| | bare floor (SQLite saver) | runplane sqlite | runplane memory |")
+        line.startswith(
+            "| | bare floor (SQLite saver) | null server (client floor) | runplane sqlite | runplane memory |"
+        )
         for line in lines
     )
     for label in ("W1 create+wait p50", "W2 32 clients", "server CPU per run", "W3 custom events", "W6 "):
         assert any(line.startswith(f"| {label}") for line in lines), label
     errors = next(line for line in lines if line.startswith("| errors"))
-    assert errors.split("|")[3:5] == [" 0 ", " 0 "], errors
+    assert errors.split("|")[3:6] == [" 0 ", " 0 ", " 0 "], errors

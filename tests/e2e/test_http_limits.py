@@ -1,6 +1,7 @@
 """The HTTP server's own limits, on a real `runplane serve` and raw sockets: connections that never
-send a request head (or send it a byte at a time) are closed after the header timeout, and beyond
-the connection cap new requests get 503."""
+send a request head (or send it a byte at a time) are closed after the header timeout, a head that
+outgrows 64 KiB gets 400 and a close, and beyond the connection cap new requests get 503. On each
+HTTP parser (`RUNPLANE_HTTP_PARSER`): httptools, which `serve` uses when installed, and h11."""
 
 from __future__ import annotations
 
@@ -43,9 +44,9 @@ def serve(tmp_path: Path, **env: str) -> Iterator[str]:
         proc.wait(timeout=15)
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
-    with serve(tmp_path, RUNPLANE_HTTP_HEADER_TIMEOUT="0.5") as url:
+@pytest.fixture(params=["httptools", "h11"])
+def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    with serve(tmp_path, RUNPLANE_HTTP_HEADER_TIMEOUT="0.5", RUNPLANE_HTTP_PARSER=request.param) as url:
         yield url
 
 
@@ -82,6 +83,23 @@ def test_silent_and_slow_connections_are_closed_after_the_header_timeout(server:
     finally:
         for sock in [*silent, dripping]:
             sock.close()
+
+
+def test_a_head_beyond_64_kib_gets_400_and_a_close(server: str) -> None:
+    port = int(server.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"GET /ok HTTP/1.1\r\nHost: x\r\n")
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for i in range(80):  # 80 KB of header lines, and the head never ends
+                sock.sendall(b"X-Filler-%d: %s\r\n" % (i, b"a" * 1000))
+        sock.settimeout(10)
+        answer = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    # A head that ends in time is served on a fresh connection.
+    assert httpx.get(f"{server}/ok", headers={"x-fine": "a" * 8000}, timeout=5).status_code == 200
 
 
 def test_beyond_the_connection_cap_requests_get_503(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 import runplane
 from runplane import host
+from runplane.api import server
 from runplane.cli import bus_url, redact
 from runplane.core.errors import InvalidInput
 from runplane.db.postgres import parse_url
@@ -88,6 +89,7 @@ TEXT_SAMPLES: dict[str, tuple[str, Any]] = {
     "log_level": ("debug", "DEBUG"),
     "log_format": ("json", "json"),
     "event_loop": ("asyncio", "asyncio"),
+    "http_parser": ("h11", "h11"),
     "default_on_disconnect": ("cancel", "cancel"),
     "claim_retry_seconds": ("0.1, 0.3", (0.1, 0.3)),
     "api_keys": ("k1:alice", "k1:alice"),
@@ -194,6 +196,7 @@ def test_the_composition_root_maps_every_knob_onto_the_components() -> None:
     assert limits["http"].header_timeout == settings.http_header_timeout
     assert limits["timeout_keep_alive"] == settings.http_keepalive_timeout
     assert limits["limit_concurrency"] == settings.http_max_connections
+    assert issubclass(limits["http"], server.HeaderTimeoutH11Protocol)  # RUNPLANE_HTTP_PARSER=h11
 
 
 def test_pool_variables_become_the_database_urls_pool_parameters() -> None:
