@@ -13,7 +13,7 @@ import pytest
 from runplane.core.errors import NotFound, StoreUnavailable
 from runplane.core.health import SupportsPing, check_dependencies
 from runplane.core.manager import RunManager
-from runplane.core.models import Run, Thread
+from runplane.core.models import NewThread, Run, Thread
 from runplane.core.observe import (
     CURRENT_RUN,
     NullObserver,
@@ -102,6 +102,32 @@ async def test_every_store_call_is_timed_with_its_outcome() -> None:
     assert isinstance(store, ObservedStore)
     assert store.open == inner.open and store.close == inner.close
     assert not any(name in ("open", "close") for name, _ in recorder.operations)
+
+
+async def test_a_method_replaced_on_the_inner_store_is_the_one_called_and_timed() -> None:
+    recorder = Recorder()
+    inner = InMemoryStore()
+    store = observed(inner, recorder)
+    await store.create_thread(NewThread())
+    assert store.create_thread is store.create_thread  # one wrapper per method, not one per call
+    calls: list[str] = []
+    original = inner.create_thread
+
+    async def failing(*args: object, **kwargs: object) -> object:
+        calls.append("failing")
+        raise NotFound("injected")
+
+    inner.create_thread = failing  # type: ignore[method-assign]  # as a fault-injecting test does
+    with pytest.raises(NotFound, match="injected"):
+        await store.create_thread(NewThread())
+    inner.create_thread = original  # type: ignore[method-assign]
+    await store.create_thread(NewThread())
+    assert calls == ["failing"]
+    assert [o for o in recorder.operations if o[0] == "create_thread"] == [
+        ("create_thread", "ok"),
+        ("create_thread", "error"),
+        ("create_thread", "ok"),
+    ]
 
 
 async def test_the_null_observer_implements_every_report() -> None:

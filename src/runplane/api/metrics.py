@@ -67,7 +67,9 @@ class PrometheusMetrics:
     def __init__(self, process: str | None = None, registry: CollectorRegistry | None = None) -> None:
         self.process = process or default_process_label()
         self.registry = registry or CollectorRegistry(auto_describe=True)
-        self._event_counters: dict[str, Counter] = {}
+        #: (family, labels...) -> child: `.labels()` takes a lock and builds a key on every call, and
+        #: the hot paths (each request, store operation and event) use a small, bounded set of them.
+        self._children: dict[tuple[Any, ...], Any] = {}
 
         def counter(name: str, documentation: str, *labels: str) -> Counter:
             return Counter(name, documentation, (*labels, "process"), registry=self.registry)
@@ -171,18 +173,26 @@ class PrometheusMetrics:
         self.cron_fires.labels(self.process)
         self.webhook_failures.labels(self.process)
 
+    def child(self, family: Any, *labels: str) -> Any:
+        """`family.labels(*labels, process)`, kept: the series of a label set never goes away."""
+        key = (family, *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = family.labels(*labels, self.process)
+        return found
+
     # -- Observer ---------------------------------------------------------------------------------
 
     def run_created(self, run: Run) -> None:
-        self.runs_created.labels(graph_of(run), self.process).inc()
+        self.child(self.runs_created, graph_of(run)).inc()
 
     def run_started(self, run: Run) -> None:
         graph = graph_of(run)
-        self.attempts.labels(graph, self.process).inc()
+        self.child(self.attempts, graph).inc()
         if run.attempt == 1:
             wait = seconds_between(run.not_before or run.created_at, run.started_at)
             if wait is not None:
-                self.queue_wait.labels(graph, self.process).observe(wait)
+                self.child(self.queue_wait, graph).observe(wait)
 
     def run_finished(self, run: Run) -> None:
         self._finished(run, run.status)
@@ -192,37 +202,31 @@ class PrometheusMetrics:
 
     def _finished(self, run: Run, status: str) -> None:
         graph = graph_of(run)
-        self.runs_finished.labels(graph, status, self.process).inc()
+        self.child(self.runs_finished, graph, status).inc()
         duration = seconds_between(run.started_at, run.ended_at or run.updated_at)
         if duration is not None:
-            self.run_duration.labels(graph, status, self.process).observe(duration)
+            self.child(self.run_duration, graph, status).observe(duration)
 
     def cancel_requested(self, action: CancelAction) -> None:
-        self.cancels.labels(action, self.process).inc()
+        self.child(self.cancels, action).inc()
 
     def lease_recovered(self, run: Run) -> None:
-        self.recoveries.labels(run.status, self.process).inc()
+        self.child(self.recoveries, run.status).inc()
 
     def event_published(self, run: Run, event: str) -> None:
-        # Once per event on the hot path: `.labels()` takes a lock and builds a key, so keep each
-        # family's child (families are the stream modes: a small, bounded set).
-        family = _event_family(event)
-        child = self._event_counters.get(family)
-        if child is None:
-            child = self._event_counters[family] = self.events.labels(family, self.process)
-        child.inc()
+        self.child(self.events, _event_family(event)).inc()  # families: the stream modes
 
     def store_operation(self, operation: str, seconds: float, outcome: StoreOutcome) -> None:
-        self.store_operations.labels(operation, outcome, self.process).inc()
-        self.store_seconds.labels(operation, self.process).observe(seconds)
+        self.child(self.store_operations, operation, outcome).inc()
+        self.child(self.store_seconds, operation).observe(seconds)
 
     def webhook_delivered(self, ok: bool) -> None:
-        self.webhook_deliveries.labels("ok" if ok else "failed", self.process).inc()
+        self.child(self.webhook_deliveries, "ok" if ok else "failed").inc()
         if not ok:
-            self.webhook_failures.labels(self.process).inc()
+            self.child(self.webhook_failures).inc()
 
     def cron_fired(self) -> None:
-        self.cron_fires.labels(self.process).inc()
+        self.child(self.cron_fires).inc()
 
     # -- exposition -------------------------------------------------------------------------------
 
@@ -255,7 +259,7 @@ class HttpMetrics:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        scope[SSE_SUBSCRIBERS_SCOPE_KEY] = self.metrics.sse_subscribers.labels(self.metrics.process)
+        scope[SSE_SUBSCRIBERS_SCOPE_KEY] = self.metrics.child(self.metrics.sse_subscribers)
         started = time.perf_counter()
         status = 500
 
@@ -271,8 +275,8 @@ class HttpMetrics:
             route = _route_template(scope)
             method = str(scope.get("method", ""))
             m = self.metrics
-            m.http_requests.labels(method, route, str(status), m.process).inc()
-            m.http_seconds.labels(method, route, m.process).observe(time.perf_counter() - started)
+            m.child(m.http_requests, method, route, str(status)).inc()
+            m.child(m.http_seconds, method, route).observe(time.perf_counter() - started)
 
 
 _CONVERTOR = re.compile(r"{(\w+):\w+}")

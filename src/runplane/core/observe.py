@@ -116,15 +116,26 @@ class ObservedStore:
     def __init__(self, inner: Store, observer: Observer) -> None:
         self.inner = inner
         self.observer = observer
+        #: name -> (the inner method's function and owner, its timed wrapper): every store call
+        #: looks its method up here, and wrapping anew each time cost more than the lookup.
+        self._wrappers: dict[str, tuple[Any, Any, Callable[..., Awaitable[Any]]]] = {}
 
     def __repr__(self) -> str:
         return f"<ObservedStore {self.inner!r}>"
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.inner, name)
+        # Keyed by the function, not the bound method (a new object at each lookup): a method
+        # replaced on the inner store (a test's fault injection) gets a wrapper of its own.
+        function, owner = getattr(attr, "__func__", attr), getattr(attr, "__self__", None)
+        cached = self._wrappers.get(name)
+        if cached is not None and cached[0] is function and cached[1] is owner:
+            return cached[2]
         if name in ("open", "close") or not inspect.iscoroutinefunction(attr):
             return attr
-        return self._timed(name, attr)
+        timed = self._timed(name, attr)
+        self._wrappers[name] = (function, owner, timed)
+        return timed
 
     def _timed(self, name: str, method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         observer = self.observer
