@@ -117,7 +117,7 @@ async def test_a_method_replaced_on_the_inner_store_is_the_one_called_and_timed(
         calls.append("failing")
         raise NotFound("injected")
 
-    inner.create_thread = failing  # type: ignore[method-assign]  # as a fault-injecting test does
+    inner.create_thread = failing  # type: ignore[method-assign,assignment]  # as a fault-injecting test does
     with pytest.raises(NotFound, match="injected"):
         await store.create_thread(NewThread())
     inner.create_thread = original  # type: ignore[method-assign]
