@@ -193,16 +193,16 @@ class GroupCommit:
                 batch = [member for member in batch if not member.future.done()]  # cancelled: dropped
                 if not batch:
                     return
-                members = [(member.body, member.batched) for member in batch]
-                # aiosqlite's queue to its connection thread (private, pinned in pyproject).
-                connection = cast(Any, db)
-                outcomes: list[Outcome] = await connection._execute(
-                    lambda: run_batch(connection._conn, members)
-                )
-        except BaseException as exc:
+                outcomes = await self._outcomes(db, [(member.body, member.batched) for member in batch])
+        except Exception as exc:
             for member in batch:
                 if not member.future.done():
                     member.future.set_exception(exc)
+            return
+        except BaseException as exc:  # cancelled: nobody may wait forever
+            for member in batch:
+                if not member.future.done():
+                    member.future.set_exception(StoreUnavailable(f"sqlite: writer stopped ({exc!r})"))
             raise
         self.batches += 1
         self.members += len(batch)
@@ -213,6 +213,14 @@ class GroupCommit:
                 member.future.set_result(value)
             else:
                 member.future.set_exception(value)
+
+    async def _outcomes(
+        self, db: aiosqlite.Connection, members: list[tuple[Body[Any], bool]]
+    ) -> list[Outcome]:
+        # aiosqlite's queue to its connection thread, and its sqlite3 connection (private, pinned
+        # in pyproject).
+        connection = cast(Any, db)
+        return cast(list[Outcome], await connection._execute(run_batch, connection._conn, members))
 
 
 #: The open group commits by database file, so that a checkpointer on the store's file writes

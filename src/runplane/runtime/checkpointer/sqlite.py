@@ -58,21 +58,28 @@ class GroupCommitSqliteSaver(AsyncSqliteSaver):
 
     #: Set by `SqliteAdapter.open`; None: LangGraph's own writes.
     writer: GroupCommit | None = None
-    #: LangGraph's synchronous saver on the same connection, for reads in one hop (set by `open`).
-    reader: SqliteSaver | None = None
+    #: LangGraph's synchronous saver on the writer's connection (`_reader_on`).
+    _reader: SqliteSaver | None = None
     #: Whether the `writes` table has LangGraph 3.1.2's `task_path` column.
     writes_task_path = True
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        """LangGraph's own `SqliteSaver.get_tuple` on this saver's connection, run on its thread:
-        one hop (LangGraph's async version makes six). A read: it does not queue behind writes."""
-        reader = self.reader
-        if reader is None:
+        """LangGraph's own `SqliteSaver.get_tuple`, run on the writer's connection in its next hop
+        (outside any transaction: it reads only committed checkpoints). LangGraph's async version
+        makes six hops of its own."""
+        if self.writer is None:
             return await super().aget_tuple(config)
-        async with self.lock:
-            connection = cast(Any, self.conn)  # aiosqlite's private queue, as the store's
-            found: CheckpointTuple | None = await connection._execute(reader.get_tuple, config)
-        return found
+        return await self.writer.run(lambda conn: self._reader_on(conn).get_tuple(config))
+
+    def _reader_on(self, conn: sqlite3.Connection) -> SqliteSaver:
+        """LangGraph's synchronous saver on `conn`, set up as this one is (on `conn`'s thread)."""
+        reader = self._reader
+        if reader is None or reader.conn is not conn:
+            reader = self._reader = SqliteSaver(conn, serde=self.serde)
+            reader.is_setup = True  # `setup()` made the tables
+            if hasattr(self, "_has_task_path"):  # 3.1.2: False on a read-only file from before it
+                reader._has_task_path = self._has_task_path
+        return reader
 
     async def aput(
         self,
@@ -140,16 +147,6 @@ class FencedSqliteSaver(FencedWrites, GroupCommitSqliteSaver):
     """`AsyncSqliteSaver` whose writes run inside the running attempt's guard, group-committed."""
 
 
-def _sync_reader(saver: AsyncSqliteSaver) -> SqliteSaver:
-    """LangGraph's `SqliteSaver` on `saver`'s sqlite3 connection, set up as `saver` is (its
-    methods must then run on that connection's thread)."""
-    reader = SqliteSaver(cast(Any, saver.conn)._conn, serde=saver.serde)
-    reader.is_setup = True  # `saver.setup()` made the tables
-    if hasattr(saver, "_has_task_path"):  # 3.1.2: False on a read-only file from before the column
-        reader._has_task_path = saver._has_task_path
-    return reader
-
-
 class SqliteAdapter:
     """Savepoints, rollback, thread copies, prune and TTL expiry on an `AsyncSqliteSaver`."""
 
@@ -175,7 +172,6 @@ class SqliteAdapter:
             # The store's writer when a store of this loop has the file open, else one of its own
             # on LangGraph's connection (LangGraph's `lock` keeps them apart).
             saver.writer = shared(path) or GroupCommit(lambda: conn, saver.lock)
-            saver.reader = _sync_reader(saver)
             yield saver
 
     @asynccontextmanager
@@ -209,8 +205,12 @@ class SqliteAdapter:
             await saver.conn.commit()
 
     async def savepoint(self, thread_id: str, checkpoint_id: str | None = None) -> Savepoint:
-        # Plain reads: one function on LangGraph's connection thread, one hop (not eight).
+        # Plain reads in one function: in the writer's next hop, or one hop on LangGraph's
+        # connection (not eight).
         saver = self.saver
+        writer = saver.writer if isinstance(saver, GroupCommitSqliteSaver) else None
+        if writer is not None:
+            return await writer.run(lambda conn: self._read_savepoint(conn, thread_id, checkpoint_id))
         await saver.setup()
         async with saver.lock:
             connection = cast(Any, saver.conn)  # aiosqlite's private queue, as the store's
