@@ -4,10 +4,13 @@ Every run makes several short write transactions (the store's admission, claim a
 checkpointer's `aput` / `aput_writes`), each of which used to cost a thread hop and a COMMIT of its
 own. A `GroupCommit` queues them instead. While one batch runs on the connection's thread, the
 next ones gather on the event loop; then they all run as one function there, in one
-`BEGIN IMMEDIATE ... COMMIT`, each member inside its own SAVEPOINT:
+`BEGIN IMMEDIATE ... COMMIT`:
 
-- a member whose body raises is rolled back to its savepoint alone, and hears its error; its
-  neighbours are committed as if it had never run;
+- a member whose body raises is rolled back alone, and hears its error; its neighbours are
+  committed as if it had never run. (The batch first runs without a savepoint per member, two
+  statements each; when a member raises, that transaction is rolled back, and the batch runs again
+  with each member inside its own SAVEPOINT. No caller has been answered in between, and a body is
+  a plain function of the database, so running it again is running it once.)
 - should the transaction itself fail after BEGIN (an I/O error, a member that aborted the whole
   transaction), nothing of it is durable: it is rolled back and each member runs again alone, in
   its own transaction, so one bad member does not take the others down;
@@ -83,17 +86,26 @@ def _alone(body: Body[Any], conn: sqlite3.Connection) -> Outcome:
     return outcome
 
 
-def _together(bodies: list[Body[Any]], conn: sqlite3.Connection) -> list[Outcome]:
-    """`bodies` in the transaction just begun, each in a savepoint, then COMMIT; raises (rolled
-    back) when the transaction itself failed."""
+class _MemberFailed(Exception):
+    """A member raised in a batch run without savepoints: the batch was rolled back."""
+
+
+def _together(bodies: list[Body[Any]], conn: sqlite3.Connection, *, isolated: bool) -> list[Outcome]:
+    """`bodies` in the transaction just begun, then COMMIT; raises (rolled back) when the
+    transaction failed. `isolated`: each body in a savepoint, rolled back alone when it raises;
+    else a body that raises rolls the whole batch back (`_MemberFailed`)."""
     outcomes: list[Outcome] = []
     try:
         for body in bodies:
-            conn.execute("SAVEPOINT member")
+            if isolated:
+                conn.execute("SAVEPOINT member")
             outcome = _call(body, conn)
-            if not outcome[0]:
-                conn.execute("ROLLBACK TO member")
-            conn.execute("RELEASE member")
+            if isolated:
+                if not outcome[0]:
+                    conn.execute("ROLLBACK TO member")
+                conn.execute("RELEASE member")
+            elif not outcome[0]:
+                raise _MemberFailed
             outcomes.append(outcome)
         conn.execute("COMMIT")
     except BaseException:
@@ -101,6 +113,16 @@ def _together(bodies: list[Body[Any]], conn: sqlite3.Connection) -> list[Outcome
             conn.rollback()
         raise
     return outcomes
+
+
+def _begin_and_run(bodies: list[Body[Any]], conn: sqlite3.Connection, *, isolated: bool) -> list[Outcome]:
+    """`_together` in a new `BEGIN IMMEDIATE` transaction; when BEGIN finds no write lock within
+    the busy timeout, every member hears it (each alone would wait as long again)."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except Exception as exc:
+        return [(False, exc)] * len(bodies)
+    return _together(bodies, conn, isolated=isolated)
 
 
 def run_batch(conn: sqlite3.Connection, members: list[tuple[Body[Any], bool]]) -> list[Outcome]:
@@ -116,17 +138,15 @@ def run_batch(conn: sqlite3.Connection, members: list[tuple[Body[Any], bool]]) -
     if len(batched) == 1:
         outcomes[batched[0]] = _alone(members[batched[0]][0], conn)
     elif batched:
+        bodies = [members[index][0] for index in batched]
         try:
-            conn.execute("BEGIN IMMEDIATE")
-        except Exception as exc:
-            # No write lock within the busy timeout: each member alone would wait as long again.
-            for index in batched:
-                outcomes[index] = (False, exc)
-            return cast(list[Outcome], outcomes)
-        try:
-            for index, outcome in zip(
-                batched, _together([members[i][0] for i in batched], conn), strict=True
-            ):
+            try:
+                # Most batches fail nowhere: no savepoint statements per member for them.
+                together = _begin_and_run(bodies, conn, isolated=False)
+            except _MemberFailed:
+                # Rolled back, none answered yet: again, each member in a savepoint.
+                together = _begin_and_run(bodies, conn, isolated=True)
+            for index, outcome in zip(batched, together, strict=True):
                 outcomes[index] = outcome
         except Exception:
             for index in batched:  # nothing of it is durable: each alone, so one cannot sink all
