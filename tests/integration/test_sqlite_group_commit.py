@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from runplane.core.errors import Conflict, StoreUnavailable
-from runplane.db.sqlite_writer import SWITCH_INTERVAL_S, shared
+from runplane.db.sqlite_writer import shared
 from runplane.runtime.checkpointer.sqlite import SqliteAdapter
 from runplane.stores.sqlite.store import SqliteStore
 
@@ -172,20 +171,3 @@ async def test_the_checkpointer_on_the_stores_file_shares_its_writer(tmp_path: P
     assert shared(path) is None
     async with SqliteAdapter.open(path) as saver:  # no store open: its own connection's writer
         assert saver.writer is not None and saver.writer is not store._writer
-
-
-@pytest.fixture
-def switch_interval() -> Iterator[None]:
-    before = sys.getswitchinterval()
-    yield
-    sys.setswitchinterval(before)
-
-
-@pytest.mark.usefixtures("switch_interval")
-async def test_opening_a_store_shortens_the_gil_switch_interval_only(tmp_path: Path) -> None:
-    sys.setswitchinterval(0.005)  # CPython's default
-    async with SqliteStore(str(tmp_path / "runplane.db")):
-        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
-    sys.setswitchinterval(0.0001)  # the application's own, shorter: kept
-    async with SqliteStore(str(tmp_path / "runplane.db")):
-        assert sys.getswitchinterval() == pytest.approx(0.0001)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -242,22 +241,6 @@ class GroupCommit:
         # in pyproject).
         connection = cast(Any, db)
         return cast(list[Outcome], await connection._execute(run_batch, connection._conn, members))
-
-
-#: The GIL switch interval a process with a SQLite writer runs at (CPython's default: 5 ms).
-SWITCH_INTERVAL_S = 0.0005
-
-
-def shorten_switch_interval() -> None:
-    """Let the writer's thread have the GIL back sooner while the event loop is busy.
-
-    sqlite3 releases the GIL around every statement; a busy event loop then takes it, and the
-    writer waits up to the switch interval to get it back, at every statement of a batch: measured
-    under 32 clients, a batch of five transactions took a median 1 to 4 ms and a p90 of 6 to 28 ms
-    at 5 ms, and its callers all waited for it. Process-wide, never lengthened.
-    """
-    if sys.getswitchinterval() > SWITCH_INTERVAL_S:
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
 #: The open group commits by database file, so that a checkpointer on the store's file writes

@@ -46,7 +46,7 @@ from runplane.core.models import (
     TokenUsage,
 )
 from runplane.core.store import Store, SupportsCheckpointerUrl
-from runplane.db.sqlite_writer import GroupCommit, share, shorten_switch_interval, unshare
+from runplane.db.sqlite_writer import GroupCommit, share, unshare
 from runplane.stores.sqlite._codec import (
     dump_json,
     load_json,
@@ -142,7 +142,6 @@ class SqliteStore(SqliteRuns, SqliteCronsAndWebhooks, SqliteResources, SqliteThr
             db = await connect(self._path, self._busy_timeout_ms)
         self._db = db
         share(self._path, self._writer)
-        shorten_switch_interval()
         if not apply_migrations:
             return
         try:
