@@ -10,12 +10,13 @@ pin what the adapters assume of LangGraph's private tables.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import operator
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import pytest
 from langchain_core.runnables import RunnableConfig
@@ -36,12 +37,15 @@ from runplane.runtime.checkpointer import (
     open_checkpointer,
 )
 from runplane.runtime.checkpointer.memory import MemoryAdapter
+from runplane.stores.sqlite import SqliteStore
 from tests._services import drop_postgres_database, fresh_postgres_database, postgres_url
 
 #: kind -> (the saver `open_checkpointer` opens, its adapter)
 OPENED = {
     "memory": ("FencedMemorySaver", "MemoryAdapter"),
     "sqlite": ("FencedSqliteSaver", "SqliteAdapter"),
+    # On the file of a store open in this loop: its writes go through the store's group commit.
+    "sqlite-with-store": ("FencedSqliteSaver", "SqliteAdapter"),
     "postgres": ("FencedPostgresSaver", "PostgresAdapter"),
 }
 
@@ -102,19 +106,27 @@ def postgres_database() -> Iterator[str | None]:
         drop_postgres_database(url)
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=["memory", "sqlite", "sqlite-with-store", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 async def saver(
     request: pytest.FixtureRequest, tmp_path: Path, postgres_database: str | None
 ) -> AsyncIterator[BaseCheckpointSaver[Any]]:
     kind: str = request.param
-    url = {"memory": "memory:", "sqlite": f"sqlite:///{tmp_path / 'runplane.db'}"}.get(kind)
+    sqlite_url = f"sqlite:///{tmp_path / 'runplane.db'}"
+    url = {"memory": "memory:", "sqlite": sqlite_url, "sqlite-with-store": sqlite_url}.get(kind)
     if url is None:
         if postgres_database is None:
             pytest.skip("postgres: RUNPLANE_TEST_POSTGRES_URL is not set")
         url = postgres_database
-    async with open_checkpointer(url) as opened:
+    async with contextlib.AsyncExitStack() as stack:
+        if kind == "sqlite-with-store":
+            store = await stack.enter_async_context(SqliteStore(str(tmp_path / "runplane.db")))
+        opened = await stack.enter_async_context(open_checkpointer(url))
         assert type(opened).__name__ == OPENED[kind][0]
         assert type(adapter_for(opened)).__name__ == OPENED[kind][1]
+        if kind == "sqlite-with-store":
+            assert cast(Any, opened).writer is store._writer
         yield opened
 
 

@@ -28,6 +28,7 @@ from runplane.stores._memory_resources import patch_of, shared_assistant
 from runplane.stores._rows import assistant_from_row, assistant_version_params, new_assistant_params
 from runplane.stores.sqlite._codec import DECODERS, dump_json, row_to_run, row_to_thread
 from runplane.stores.sqlite._connection import QUERIES, fetch_all
+from runplane.stores.sqlite._transactions import Body, T, row
 
 _ASSISTANT_SORT = {
     "assistant_id": "assistant_id",
@@ -61,6 +62,7 @@ class SqliteResources:
         def _session(self) -> AbstractAsyncContextManager[aiosqlite.Connection]: ...
         def _write(self) -> AbstractAsyncContextManager[aiosqlite.Connection]: ...
         def _now(self) -> int: ...
+        async def _read(self, body: Body[T]) -> T: ...
         async def _owned_thread(
             self, db: aiosqlite.Connection, thread_id: str, owner: str
         ) -> sqlite3.Row: ...
@@ -104,8 +106,11 @@ class SqliteResources:
         return row_to_assistant(row)
 
     async def get_assistant(self, assistant_id: str, owner: str) -> Assistant:
-        async with self._session() as db:
-            return row_to_assistant(await self._visible_assistant(db, assistant_id, owner))
+        # On every run's admission: one read in the group commit's next hop, not a hop of its own.
+        found = await self._read(lambda conn: row(conn, "get_assistant", {"assistant_id": assistant_id}))
+        if found is None or not _visible(found, owner):
+            raise NotFound(f"assistant {assistant_id} not found")
+        return row_to_assistant(found)
 
     async def patch_assistant(self, assistant_id: str, owner: str, patch: AssistantPatch) -> Assistant:
         async with self._write() as db:

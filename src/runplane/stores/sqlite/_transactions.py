@@ -1,31 +1,30 @@
-"""One thread hop per transaction: a store method's reads and writes run as one plain function on
-the connection's thread.
+"""One thread hop per transaction, and one per batch of them: a store method's reads and writes run
+as one plain function on the connection's thread, through the connection's `GroupCommit`.
 
 aiosqlite runs each statement on its connection's thread and hands the result back to the event
 loop: a hop (a queue put, a thread wake-up, a `call_soon_threadsafe`) that cost more than the
 statement itself, and a run's admission made eight of them. Here a method's whole transaction
 (`BEGIN IMMEDIATE`, its statements, `COMMIT` or `ROLLBACK`) is one function queued on that same
-thread, so it costs one hop, and nothing else can run on the connection in its middle.
+thread, so it costs one hop, and nothing else can run on the connection in its middle. The
+`GroupCommit` (`_writer`) then runs the transactions of concurrent callers in one hop and one COMMIT.
 
-A cancelled caller does not interrupt its transaction: the function runs to its `COMMIT` (or its
-`ROLLBACK` on error) on the thread, and the next transaction queues behind it; the caller just does
-not hear the answer, as when a cancellation landed while the old `COMMIT` was queued.
+A caller cancelled before its batch left the event loop is dropped from it; one cancelled later does
+not interrupt its transaction: the function runs to its `COMMIT` (or its savepoint's rollback on
+error) on the thread; the caller just does not hear the answer.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 
-import aiosqlite
-
 from runplane.core.clock import Clock
-from runplane.core.errors import LeaseLost, NotFound, StoreUnavailable
+from runplane.core.errors import LeaseLost, NotFound
 from runplane.core.lifecycle import ThreadSettlement, webhook_payload, webhook_url
 from runplane.core.models import Run
+from runplane.db.sqlite_writer import GroupCommit
 from runplane.stores.sqlite._codec import dump_json, load_json, to_micros
 from runplane.stores.sqlite._connection import QUERIES, translate_errors
 
@@ -92,31 +91,22 @@ class Transactions:
     """The one-hop plumbing of `SqliteStore`, shared by its parts (threads, runs)."""
 
     _clock: Clock
-    _lock: asyncio.Lock
-    _db: aiosqlite.Connection | None
+    _writer: GroupCommit
 
     def _now(self) -> int:
         return to_micros(self._clock.now())
 
-    async def _hop(self, function: Callable[[sqlite3.Connection], T]) -> T:
-        async with self._lock:
-            db = self._db
-            if db is None:
-                raise StoreUnavailable("the SQLite store is not open")
-            with translate_errors():
-                # aiosqlite's queue to its connection thread (private, pinned in pyproject): the
-                # function runs there with the connection, like aiosqlite's own statements.
-                connection = cast(Any, db)
-                return cast(T, await connection._execute(lambda: function(connection._conn)))
-
     async def _read(self, body: Body[T]) -> T:
         """`body` on the connection's thread: reads, or one atomic statement, outside a transaction."""
-        return await self._hop(body)
+        with translate_errors():
+            return await self._writer.run(body)
 
     async def _transact(self, body: Body[T]) -> T:
-        """`body` in a `BEGIN IMMEDIATE` transaction on the connection's thread: committed when it
-        returns, rolled back when it raises."""
-        return await self._hop(lambda conn: in_transaction(conn, body))
+        """`body` in a `BEGIN IMMEDIATE` transaction on the connection's thread, committed with
+        those of concurrent callers (`GroupCommit`): answered once committed; rolled back alone
+        when it raises."""
+        with translate_errors():
+            return await self._writer.transact(body)
 
     # -- pieces of transactions ---------------------------------------------------------------
 

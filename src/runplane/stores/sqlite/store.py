@@ -9,7 +9,9 @@ Semantics are exactly `InMemoryStore`'s; this module only decides how to get the
 - One aiosqlite connection (one thread) per store, guarded by an `asyncio.Lock`: without it two
   coroutines would interleave their statements inside one transaction, and a read would see
   another coroutine's uncommitted writes. The hot paths run each transaction as one function on
-  that thread (`_transactions`): one hop per transaction, not one per statement.
+  that thread (`_transactions`), and the transactions of concurrent callers in one hop and one
+  COMMIT (`runplane.db.sqlite_writer.GroupCommit`, shared with the checkpointer on this file):
+  each caller answered after the COMMIT that holds its writes.
 - The parts: threads here, runs and the worker's side in `_runs`, crons and the webhook outbox
   in `_crons`, assistants and thread TTLs in `_resources`.
 - `synchronous = NORMAL` in WAL mode: a commit is in the OS's hands when it returns, so it survives
@@ -44,6 +46,7 @@ from runplane.core.models import (
     TokenUsage,
 )
 from runplane.core.store import Store, SupportsCheckpointerUrl
+from runplane.db.sqlite_writer import GroupCommit, share, unshare
 from runplane.stores.sqlite._codec import (
     dump_json,
     load_json,
@@ -100,6 +103,7 @@ class SqliteStore(SqliteRuns, SqliteCronsAndWebhooks, SqliteResources, SqliteThr
         self._busy_timeout_ms = int(busy_timeout_ms)
         self._lock = asyncio.Lock()
         self._db: aiosqlite.Connection | None = None
+        self._writer = GroupCommit(lambda: self._db, self._lock)
         self._fresh_leases: dict[str, tuple[int, int]] = {}
 
     @classmethod
@@ -137,6 +141,7 @@ class SqliteStore(SqliteRuns, SqliteCronsAndWebhooks, SqliteResources, SqliteThr
         with translate_errors():
             db = await connect(self._path, self._busy_timeout_ms)
         self._db = db
+        share(self._path, self._writer)
         if not apply_migrations:
             return
         try:
@@ -146,6 +151,7 @@ class SqliteStore(SqliteRuns, SqliteCronsAndWebhooks, SqliteResources, SqliteThr
             raise
 
     async def close(self) -> None:
+        unshare(self._path, self._writer)
         db, self._db = self._db, None
         if db is not None:
             async with self._lock:
