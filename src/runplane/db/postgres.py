@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import select
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -324,3 +326,67 @@ def closed_by_server(conn: psycopg.AsyncConnection[Any]) -> bool:
         poller.register(fd, select.POLLIN)
         return bool(poller.poll(0))
     return bool(select.select([fd], [], [], 0)[0])  # pragma: no cover (Windows)
+
+
+# -- an attempt's hold, lent to the checkpoint write it fences -------------------------------------
+
+
+@dataclass(eq=False, slots=True)
+class LentConnection:
+    """The connection of an attempt's hold (`PostgresStore.hold_attempt`), in the transaction that
+    share-locks the run while the attempt holds it, lent to the checkpoint write the hold fences.
+
+    A LangGraph saver on the same database writes through it, so the checkpoint commits in the
+    transaction that checked the lease, or not at all; and the hold keeps one connection, not two
+    (the store's, idle in its transaction while the saver's wrote).
+    """
+
+    conninfo: str
+    connection: psycopg.AsyncConnection[Any]
+    #: Only the task that entered the hold may use it: a task started inside copies the context,
+    #: and would otherwise find the connection after it went back to the pool.
+    task: asyncio.Task[Any] | None = field(default_factory=asyncio.current_task)
+    open: bool = True
+    used: bool = False
+
+
+_lent: ContextVar[LentConnection | None] = ContextVar("runplane_lent_connection", default=None)
+
+
+@contextlib.contextmanager
+def lend_connection(conninfo: str, connection: psycopg.AsyncConnection[Any]) -> Iterator[LentConnection]:
+    """Offer `connection` (to the database of `conninfo`) to the writes of the current task until
+    the block exits (`lent_connection`)."""
+    lent = LentConnection(conninfo, connection)
+    token = _lent.set(lent)
+    try:
+        yield lent
+    finally:
+        lent.open = False
+        _lent.reset(token)
+
+
+def lent_connection(conninfo: str) -> psycopg.AsyncConnection[Any] | None:
+    """The connection lent to this task (`lend_connection`), if any and if it reaches the database
+    of `conninfo`; marked used."""
+    lent = _lent.get()
+    if lent is None or not lent.open or lent.task is not asyncio.current_task():
+        return None
+    if not same_database(lent.conninfo, conninfo):
+        return None
+    lent.used = True
+    return lent.connection
+
+
+@functools.lru_cache(maxsize=64)
+def same_database(conninfo: str, other: str) -> bool:
+    """Whether two conninfo strings or URLs name the same database on the same server as the same
+    user (pool parameters and connection options aside)."""
+    if conninfo == other:
+        return True
+    keys = ("host", "hostaddr", "port", "dbname", "user")
+    try:
+        ours, theirs = (psycopg.conninfo.conninfo_to_dict(c) for c in (conninfo, other))
+    except psycopg.ProgrammingError:
+        return False
+    return all(ours.get(key) == theirs.get(key) for key in keys)

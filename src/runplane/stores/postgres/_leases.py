@@ -14,7 +14,7 @@ from runplane.core.clock import lease_deadline
 from runplane.core.errors import LeaseLost, StoreUnavailable
 from runplane.core.lifecycle import QUEUE_LEFT, finish_plan, recovery_plan
 from runplane.core.models import CancelAction, Outcome, QueueStats, Run, TokenUsage
-from runplane.db.postgres import translate_errors
+from runplane.db.postgres import lend_connection, translate_errors
 from runplane.stores.postgres._base import MAX_ATTEMPTS, PostgresBase, every, execute, locked, one, send
 from runplane.stores.postgres._rows import Conn, held_row, lease_lost, run_from_row, usage_params
 
@@ -81,13 +81,21 @@ class PostgresLeases(PostgresBase):
                 held = await one(conn, "hold_attempt", run_id=run_id, attempt=attempt, timeout_ms=timeout_ms)
             if held is None:
                 raise lease_lost(run_id, attempt)
-            yield
+            # A saver on this database writes the checkpoint in this very transaction
+            # (`db.postgres.lent_connection`): it commits with the lease check or not at all, and the
+            # hold needs no second connection meanwhile.
+            try:
+                with lend_connection(self._conninfo, conn):
+                    yield
+            except pg_errors.IdleInTransactionSessionTimeout as exc:
+                # The write through the lent connection found the session ended: see below.
+                raise _hold_lost(run_id, attempt, exc) from exc
             try:
                 await stack.aclose()  # commit: releases the lock
             except pg_errors.IdleInTransactionSessionTimeout as exc:
                 # PostgreSQL ended the session: the holder stalled past `max_seconds`, and the run
                 # may have been recovered meanwhile.
-                raise LeaseLost(f"run {run_id} attempt {attempt} lost its hold: {exc}") from exc
+                raise _hold_lost(run_id, attempt, exc) from exc
             except psycopg.Error as exc:
                 # The server went away (a restart, a network cut): an infrastructure fault. The
                 # worker rides it out and renews its lease before writing again, which tells it
@@ -209,6 +217,10 @@ class PostgresLeases(PostgresBase):
             return run_from_row(row)
 
         return await self._transaction(body)
+
+
+def _hold_lost(run_id: str, attempt: int, exc: Exception) -> LeaseLost:
+    return LeaseLost(f"run {run_id} attempt {attempt} lost its hold: {exc}")
 
 
 class _HeadMoved(Exception):
