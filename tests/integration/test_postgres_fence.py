@@ -125,8 +125,8 @@ async def test_a_checkpoint_whose_hold_is_lost_before_its_commit_does_not_land(
     """The worker writes its checkpoint, then stalls before the hold commits, past the hold's limit
     and its lease: another process recovers the run (a newer attempt may write the thread). The
     stale checkpoint must not become the thread's state: the hold fails with LeaseLost, and the
-    write, in its transaction, is gone with it. Pending writes are several rows: PostgreSQL must
-    still end the stalled session after them (psycopg would pipeline them, which leaves the idle
+    write, in its transaction, is gone with it. Pending writes are several rows (`executemany`):
+    PostgreSQL must still end the stalled session after them (a pipeline would leave its idle
     limit unarmed)."""
     worker, recoverer = stores
     claimed = await _claimed(worker)

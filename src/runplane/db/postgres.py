@@ -328,54 +328,62 @@ def closed_by_server(conn: psycopg.AsyncConnection[Any]) -> bool:
     return bool(select.select([fd], [], [], 0)[0])  # pragma: no cover (Windows)
 
 
-# -- an attempt's hold, lent to the checkpoint write it fences -------------------------------------
+# -- an attempt's hold, joined by the checkpoint write it fences -----------------------------------
 
 
 @dataclass(eq=False, slots=True)
-class LentConnection:
-    """The connection of an attempt's hold (`PostgresStore.hold_attempt`), in the transaction that
-    share-locks the run while the attempt holds it, lent to the checkpoint write the hold fences.
+class HoldTransaction:
+    """The transaction of an attempt's hold (`PostgresStore.hold_attempt`), which share-locks the run
+    while the attempt holds it, offered to the checkpoint write the hold fences.
 
-    A LangGraph saver on the same database writes through it, so the checkpoint commits in the
-    transaction that checked the lease, or not at all; and the hold keeps one connection, not two
-    (the store's, idle in its transaction while the saver's wrote).
+    A LangGraph saver on the same database does not write through a connection of its own: it
+    hands its statements, parameters bound, to `defer`, and the hold sends them with its COMMIT, in
+    one round trip. So the checkpoint commits with the lease check or not at all; the hold keeps one
+    connection, not two (the store's idle in its transaction while the saver's wrote); and the
+    session is idle in its transaction whenever PostgreSQL waits for the worker, so its idle limit
+    ends the hold of a worker that stalls (a pipeline would leave it unarmed).
     """
 
     conninfo: str
     connection: psycopg.AsyncConnection[Any]
-    #: Only the task that entered the hold may use it: a task started inside copies the context,
-    #: and would otherwise find the connection after it went back to the pool.
+    #: Only the task that entered the hold may join it: a task started inside copies the context,
+    #: and could outlive the hold.
     task: asyncio.Task[Any] | None = field(default_factory=asyncio.current_task)
     open: bool = True
-    used: bool = False
+    #: Statements to run, in order, right before the COMMIT.
+    deferred: list[bytes] = field(default_factory=list)
+
+    def defer(self, statement: bytes) -> None:
+        """Run `statement` (complete: parameters bound client side) in the hold's transaction, just
+        before it commits; its failure rolls the hold back."""
+        if not self.open:
+            raise RuntimeError("the hold has ended")
+        self.deferred.append(statement)
 
 
-_lent: ContextVar[LentConnection | None] = ContextVar("runplane_lent_connection", default=None)
+_hold: ContextVar[HoldTransaction | None] = ContextVar("runplane_hold_transaction", default=None)
 
 
 @contextlib.contextmanager
-def lend_connection(conninfo: str, connection: psycopg.AsyncConnection[Any]) -> Iterator[LentConnection]:
-    """Offer `connection` (to the database of `conninfo`) to the writes of the current task until
-    the block exits (`lent_connection`)."""
-    lent = LentConnection(conninfo, connection)
-    token = _lent.set(lent)
+def offer_hold(conninfo: str, connection: psycopg.AsyncConnection[Any]) -> Iterator[HoldTransaction]:
+    """Offer the hold's transaction on `connection` (to the database of `conninfo`) to the writes of
+    the current task until the block exits (`joinable_hold`)."""
+    hold = HoldTransaction(conninfo, connection)
+    token = _hold.set(hold)
     try:
-        yield lent
+        yield hold
     finally:
-        lent.open = False
-        _lent.reset(token)
+        hold.open = False
+        _hold.reset(token)
 
 
-def lent_connection(conninfo: str) -> psycopg.AsyncConnection[Any] | None:
-    """The connection lent to this task (`lend_connection`), if any and if it reaches the database
-    of `conninfo`; marked used."""
-    lent = _lent.get()
-    if lent is None or not lent.open or lent.task is not asyncio.current_task():
+def joinable_hold(conninfo: str) -> HoldTransaction | None:
+    """The hold offered to this task (`offer_hold`), if any and if it is on the database of
+    `conninfo`."""
+    hold = _hold.get()
+    if hold is None or not hold.open or hold.task is not asyncio.current_task():
         return None
-    if not same_database(lent.conninfo, conninfo):
-        return None
-    lent.used = True
-    return lent.connection
+    return hold if same_database(hold.conninfo, conninfo) else None
 
 
 @functools.lru_cache(maxsize=64)

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-from psycopg import AsyncConnection, AsyncCursor, pq
+from psycopg import AsyncClientCursor, AsyncCursor
 from psycopg.abc import Params, Query
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from runplane.db.postgres import lent_connection
+from runplane.db.postgres import HoldTransaction, joinable_hold
 from runplane.runtime._databases import postgres_pool, setup_postgres_once
 from runplane.runtime.checkpointer._tables import EXPIRED_THREADS, Strategy, expire_statements
 from runplane.runtime.checkpointer.base import FencedWrites, Savepoint, resumed_namespaces
@@ -23,15 +23,16 @@ POOL_SIZE = 8
 
 class FencedPostgresSaver(FencedWrites, AsyncPostgresSaver):
     """`AsyncPostgresSaver` whose writes run inside the running attempt's guard, in the guard's own
-    transaction when the store lends it (`PostgresStore.hold_attempt`).
+    transaction when the store offers it (`PostgresStore.hold_attempt`).
 
     Overrides LangGraph's private `_cursor` (langgraph-checkpoint-postgres 3.2), the one door of
     every statement of the saver, in two ways:
 
-    - inside a run's fence on the store's database, the cursor is the fence's connection, in the
-      transaction that share-locks the run while the attempt holds it: the checkpoint commits with
-      the lease check, or not at all (a stale attempt's write cannot land after its hold was lost),
-      in one commit instead of one per statement, and the fence holds one connection, not two;
+    - a write inside a run's fence on the store's database joins the fence's transaction, which
+      share-locks the run while the attempt holds it (`db.postgres.HoldTransaction`): its
+      statements, parameters bound here, go with the fence's COMMIT. The checkpoint commits with
+      the lease check or not at all (a stale attempt's write cannot land after its hold was lost),
+      in one round trip, and the fence holds one connection, not two;
     - on a pool, a statement takes a pooled connection without LangGraph's saver-wide lock, which
       serializes every run's reads and writes on one statement at a time although a pooled
       connection is its caller's alone.
@@ -44,42 +45,38 @@ class FencedPostgresSaver(FencedWrites, AsyncPostgresSaver):
             async with super()._cursor(pipeline=pipeline) as cur:
                 yield cur
             return
-        lent = lent_connection(pool.conninfo) if isinstance(pool.conninfo, str) else None
-        if lent is not None:
-            # In the fence's transaction. Not pipelined: after a pipeline psycopg leaves the session
-            # in a state where PostgreSQL's idle limit is not armed (a Flush follows the last
-            # Sync), and the hold must end if its holder stalls (`_UnpipelinedCursor`).
-            cursor = _UnpipelinedCursor(lent, row_factory=dict_row)
-            cursor.format = pq.Format.BINARY
-            async with cursor as cur:
-                yield cur
+        # LangGraph's writes (`aput`, `aput_writes`) ask for a pipeline; its reads do not.
+        hold = joinable_hold(pool.conninfo) if pipeline and isinstance(pool.conninfo, str) else None
+        if hold is not None:
+            yield cast(AsyncCursor[DictRow], _DeferredWrites(hold))
             return
         async with pool.connection() as conn:
-            async with _cursor_on(conn, pipeline=pipeline) as cur:
-                yield cur
+            if pipeline:
+                async with conn.pipeline(), conn.cursor(binary=True, row_factory=dict_row) as cur:
+                    yield cur
+            else:
+                async with conn.cursor(binary=True, row_factory=dict_row) as cur:
+                    yield cur
 
 
-class _UnpipelinedCursor(AsyncCursor[DictRow]):
-    """A cursor whose `executemany` runs one statement after the other, not in a pipeline (as
-    psycopg does where libpq supports it): a pipeline ends with a Flush after its last Sync, after
-    which PostgreSQL does not arm `idle_in_transaction_session_timeout` until the next statement.
-    LangGraph writes one to three rows per `executemany`."""
+class _DeferredWrites:
+    """The part of a cursor LangGraph's `aput` and `aput_writes` use (`execute`, `executemany`;
+    they read no rows), handing each statement, parameters bound client side, to the fence's
+    transaction (`HoldTransaction.defer`)."""
+
+    def __init__(self, hold: HoldTransaction) -> None:
+        self._hold = hold
+        self._binder = AsyncClientCursor(hold.connection)
+
+    async def execute(self, query: Query, params: Params | None = None) -> None:
+        connection = self._hold.connection
+        self._hold.defer(self._binder.mogrify(query, params).encode(connection.info.encoding))
 
     async def executemany(
         self, query: Query, params_seq: Iterable[Params], *, returning: bool = False
     ) -> None:
         for params in params_seq:
-            await self.execute(query, params)  # type: ignore[arg-type]  # a t-string too, on 3.14
-
-
-@asynccontextmanager
-async def _cursor_on(conn: AsyncConnection[Any], *, pipeline: bool) -> AsyncIterator[AsyncCursor[DictRow]]:
-    if pipeline:
-        async with conn.pipeline(), conn.cursor(binary=True, row_factory=dict_row) as cur:
-            yield cur
-    else:
-        async with conn.cursor(binary=True, row_factory=dict_row) as cur:
-            yield cur
+            await self.execute(query, params)
 
 
 class PostgresAdapter:

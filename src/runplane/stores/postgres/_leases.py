@@ -8,14 +8,25 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
+from psycopg import AsyncClientCursor, pq
 from psycopg import errors as pg_errors
+from psycopg.rows import DictRow
 
 from runplane.core.clock import lease_deadline
 from runplane.core.errors import LeaseLost, StoreUnavailable
 from runplane.core.lifecycle import QUEUE_LEFT, finish_plan, recovery_plan
 from runplane.core.models import CancelAction, Outcome, QueueStats, Run, TokenUsage
-from runplane.db.postgres import lend_connection, translate_errors
-from runplane.stores.postgres._base import MAX_ATTEMPTS, PostgresBase, every, execute, locked, one, send
+from runplane.db.postgres import offer_hold, translate_errors
+from runplane.stores.postgres._base import (
+    MAX_ATTEMPTS,
+    QUERIES,
+    PostgresBase,
+    every,
+    execute,
+    locked,
+    one,
+    send,
+)
 from runplane.stores.postgres._rows import Conn, held_row, lease_lost, run_from_row, usage_params
 
 
@@ -70,36 +81,35 @@ class PostgresLeases(PostgresBase):
     async def hold_attempt(self, run_id: str, attempt: int, max_seconds: float) -> AsyncIterator[None]:
         if self._pool is None:
             raise StoreUnavailable("the PostgreSQL store is not open")
+        timeout_ms = str(max(1, round(max_seconds * 1000)))
         async with contextlib.AsyncExitStack() as stack:
             # Only the store's own statements are translated: errors of the fenced write are not ours.
             with translate_errors():
                 conn = await stack.enter_async_context(self._pool.connection())
-                # Not pipelined: a pipelined session idle in its transaction is not ended by the
-                # idle limit, and the hold must end if its holder stalls.
-                await stack.enter_async_context(conn.transaction())
-                timeout_ms = str(max(1, round(max_seconds * 1000)))
-                held = await one(conn, "hold_attempt", run_id=run_id, attempt=attempt, timeout_ms=timeout_ms)
+                held = await _begin_hold(conn, run_id, attempt, timeout_ms)
             if held is None:
+                await _rollback(conn)
                 raise lease_lost(run_id, attempt)
-            # A saver on this database writes the checkpoint in this very transaction
-            # (`db.postgres.lent_connection`): it commits with the lease check or not at all, and the
-            # hold needs no second connection meanwhile.
+            # A saver on this database joins this transaction (`db.postgres.HoldTransaction`): its
+            # statements go with the COMMIT, so the checkpoint commits with the lease check or not
+            # at all, in one round trip.
             try:
-                with lend_connection(self._conninfo, conn):
+                with offer_hold(self._conninfo, conn) as hold:
                     yield
-            except pg_errors.IdleInTransactionSessionTimeout as exc:
-                # The write through the lent connection found the session ended: see below.
-                raise _hold_lost(run_id, attempt, exc) from exc
+            except BaseException:
+                await _rollback(conn)
+                raise
             try:
-                await stack.aclose()  # commit: releases the lock
+                await conn.execute(b"; ".join([*hold.deferred, b"COMMIT"]), prepare=False)
             except pg_errors.IdleInTransactionSessionTimeout as exc:
                 # PostgreSQL ended the session: the holder stalled past `max_seconds`, and the run
-                # may have been recovered meanwhile.
-                raise _hold_lost(run_id, attempt, exc) from exc
+                # may have been recovered meanwhile. Nothing of the transaction was committed.
+                raise LeaseLost(f"run {run_id} attempt {attempt} lost its hold: {exc}") from exc
             except psycopg.Error as exc:
                 # The server went away (a restart, a network cut): an infrastructure fault. The
                 # worker rides it out and renews its lease before writing again, which tells it
                 # whether the run is still its own.
+                await _rollback(conn)
                 with translate_errors():
                     raise exc
 
@@ -219,8 +229,25 @@ class PostgresLeases(PostgresBase):
         return await self._transaction(body)
 
 
-def _hold_lost(run_id: str, attempt: int, exc: Exception) -> LeaseLost:
-    return LeaseLost(f"run {run_id} attempt {attempt} lost its hold: {exc}")
+async def _begin_hold(conn: Conn, run_id: str, attempt: int, timeout_ms: str) -> DictRow | None:
+    """Begin the hold's transaction and share-lock the run, in one round trip, and not pipelined:
+    one simple query (parameters bound client side), after which the session is idle in its
+    transaction, so that PostgreSQL's idle limit is armed (a pipeline ends with a Flush after its
+    Sync, which leaves it unarmed: see `FencedPostgresSaver`)."""
+    params = {"run_id": run_id, "attempt": attempt, "timeout_ms": timeout_ms}
+    hold = AsyncClientCursor(conn).mogrify(QUERIES["hold_attempt"], params)
+    cursor = await conn.execute(b"BEGIN; " + hold.encode(conn.info.encoding), prepare=False)
+    cursor.nextset()  # past BEGIN's result
+    return await cursor.fetchone()
+
+
+async def _rollback(conn: Conn) -> None:
+    """End the hold's transaction without committing, unless the session has gone (then the pool
+    replaces the connection)."""
+    if conn.closed or conn.info.transaction_status == pq.TransactionStatus.IDLE:
+        return
+    with contextlib.suppress(psycopg.Error):
+        await conn.execute(b"ROLLBACK", prepare=False)
 
 
 class _HeadMoved(Exception):
