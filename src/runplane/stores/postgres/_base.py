@@ -198,18 +198,43 @@ class PostgresBase:
 
         Pipelined unless `pipeline` is False (a script of several statements, as a migration, cannot
         be pipelined)."""
+        result: T = await self._run_transaction(body, pipeline=pipeline)
+        return result
+
+    async def _transaction_reading_after_commit(
+        self, body: Callable[[Conn], Awaitable[AsyncCursor[DictRow] | None]]
+    ) -> list[DictRow] | None:
+        """`_transaction` whose body sends its last statement without reading it (`send`) and
+        returns its cursor: its rows come back with the COMMIT, one round trip fewer, and are
+        returned once committed. None when the body returns None."""
+
+        async def read(cursor: AsyncCursor[DictRow] | None) -> list[DictRow] | None:
+            return None if cursor is None else await cursor.fetchall()
+
+        rows: list[DictRow] | None = await self._run_transaction(body, pipeline=True, after_commit=read)
+        return rows
+
+    async def _run_transaction(
+        self,
+        body: Callable[[Conn], Awaitable[Any]],
+        *,
+        pipeline: bool,
+        after_commit: Callable[[Any], Awaitable[Any]] | None = None,
+    ) -> Any:
         if self._pool is None:
             raise StoreUnavailable("the PostgreSQL store is not open")
         with translate_errors():
             for attempt in itertools.count(1):
                 try:
-                    # Pipelined: BEGIN goes with the first statement, and the statements whose rows
-                    # are not read go with the next one, or with COMMIT.
-                    async with self._pool.connection() as conn, contextlib.AsyncExitStack() as stack:
-                        if pipeline:
-                            await stack.enter_async_context(conn.pipeline())
-                        await stack.enter_async_context(conn.transaction())
-                        return await body(conn)
+                    async with self._pool.connection() as conn:
+                        # Pipelined: BEGIN goes with the first statement, and the statements whose
+                        # rows are not read go with the next one, or with COMMIT.
+                        async with contextlib.AsyncExitStack() as stack:
+                            if pipeline:
+                                await stack.enter_async_context(conn.pipeline())
+                            await stack.enter_async_context(conn.transaction())
+                            result = await body(conn)
+                        return result if after_commit is None else await after_commit(result)
                 except psycopg.Error as exc:
                     if attempt >= MAX_ATTEMPTS or not retryable(exc):
                         raise

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
-from psycopg import AsyncClientCursor, pq
+from psycopg import AsyncClientCursor, AsyncCursor, pq
 from psycopg import errors as pg_errors
 from psycopg.rows import DictRow
 
@@ -34,30 +34,29 @@ class PostgresLeases(PostgresBase):
     """The worker's methods; see `core.store.Store` for the contracts."""
 
     async def claim_run(self, worker_id: str, lease_seconds: float) -> Run | None:
-        async def body(conn: Conn) -> Run | None:
+        async def body(conn: Conn) -> AsyncCursor[DictRow] | None:
             now = self._clock.now()
             head = await one(conn, "claim_next_thread", now=now)
             if head is None:
                 return None
-            thread_id = head["thread_id"]
             # A new statement, so it reads the queue head as committed before we locked the thread.
-            row = await one(
+            # Its row comes back with the COMMIT (the thread is settled by the same statement).
+            return await send(
                 conn,
                 "claim_run",
-                thread_id=thread_id,
+                thread_id=head["thread_id"],
                 worker_id=worker_id,
                 lease_expires_at=lease_deadline(self._clock, lease_seconds),
                 now=now,
             )
-            if row is None:
-                raise _HeadMoved()
-            return run_from_row(row)  # the thread was settled by the same statement
 
         for _ in range(MAX_ATTEMPTS):
-            try:
-                return await self._transaction(body)
-            except _HeadMoved:
-                continue  # the queue changed between the scan and the lock; look again
+            rows = await self._transaction_reading_after_commit(body)
+            if rows is None:
+                return None
+            if rows:
+                return run_from_row(rows[0])
+            # The queue changed between the scan and the lock: look again.
         return None
 
     async def renew_lease(
@@ -248,7 +247,3 @@ async def _rollback(conn: Conn) -> None:
         return
     with contextlib.suppress(psycopg.Error):
         await conn.execute(b"ROLLBACK", prepare=False)
-
-
-class _HeadMoved(Exception):
-    """The claimed thread's queue head changed between the scan and the lock (internal)."""
