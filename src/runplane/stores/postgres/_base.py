@@ -32,6 +32,7 @@ from runplane.stores.postgres._rows import Conn, fetch_all, fetch_one
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 _PACKAGE = "runplane.stores.postgres"
 QUERIES = load_queries(_PACKAGE)
@@ -201,18 +202,16 @@ class PostgresBase:
         result: T = await self._run_transaction(body, pipeline=pipeline)
         return result
 
-    async def _transaction_reading_after_commit(
-        self, body: Callable[[Conn], Awaitable[AsyncCursor[DictRow] | None]]
-    ) -> list[DictRow] | None:
-        """`_transaction` whose body sends its last statement without reading it (`send`) and
-        returns its cursor: its rows come back with the COMMIT, one round trip fewer, and are
-        returned once committed. None when the body returns None."""
+    async def _transaction_then(
+        self, body: Callable[[Conn], Awaitable[R]], after_commit: Callable[[R], Awaitable[T]]
+    ) -> T:
+        """`_transaction`, then `after_commit` on what `body` returned, once committed.
 
-        async def read(cursor: AsyncCursor[DictRow] | None) -> list[DictRow] | None:
-            return None if cursor is None else await cursor.fetchall()
-
-        rows: list[DictRow] | None = await self._run_transaction(body, pipeline=True, after_commit=read)
-        return rows
+        So a body may send its last statements without reading them (`send`) and return their
+        cursors: their rows come back with the COMMIT, one round trip fewer, and `after_commit`
+        reads them."""
+        result: T = await self._run_transaction(body, pipeline=True, after_commit=after_commit)
+        return result
 
     async def _run_transaction(
         self,

@@ -51,7 +51,7 @@ class PostgresLeases(PostgresBase):
             )
 
         for _ in range(MAX_ATTEMPTS):
-            rows = await self._transaction_reading_after_commit(body)
+            rows = await self._transaction_then(body, _rows)
             if rows is None:
                 return None
             if rows:
@@ -226,6 +226,10 @@ class PostgresLeases(PostgresBase):
             return run_from_row(row)
 
         return await self._transaction(body)
+
+
+async def _rows(cursor: AsyncCursor[DictRow] | None) -> list[DictRow] | None:
+    return None if cursor is None else await cursor.fetchall()
 
 
 async def _begin_hold(conn: Conn, run_id: str, attempt: int, timeout_ms: str) -> DictRow | None:
