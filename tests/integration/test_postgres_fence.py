@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
 from runplane.core.errors import LeaseLost
 from runplane.core.models import NewRun, NewThread, Run
@@ -94,10 +95,11 @@ async def _latest(db_url: str) -> int:
     return int(row[0])
 
 
-async def test_a_checkpoint_commits_in_the_hold_that_checked_the_lease(
+async def test_a_checkpoint_commits_with_the_lease_check(
     stores: tuple[PostgresStore, PostgresStore], saver: FencedPostgresSaver, db_url: str
 ) -> None:
-    """Written through the hold's transaction: nobody sees it before the hold commits."""
+    """Written in the hold's transaction: nobody sees it before the hold commits, and it is the
+    thread's checkpoint once the hold has."""
     worker, _ = stores
     claimed = await _claimed(worker)
     seen_inside: list[int] = []
@@ -115,43 +117,40 @@ async def test_a_checkpoint_commits_in_the_hold_that_checked_the_lease(
 
 
 @pytest.mark.parametrize("write", ["checkpoint", "pending writes"])
-async def test_a_checkpoint_whose_hold_is_lost_before_its_commit_does_not_land(
+async def test_a_write_of_an_attempt_recovered_before_its_commit_does_not_land(
     stores: tuple[PostgresStore, PostgresStore],
     saver: FencedPostgresSaver,
     db_url: str,
     clock: FakeClock,
     write: str,
 ) -> None:
-    """The worker writes its checkpoint, then stalls before the hold commits, past the hold's limit
-    and its lease: another process recovers the run (a newer attempt may write the thread). The
-    stale checkpoint must not become the thread's state: the hold fails with LeaseLost, and the
-    write, in its transaction, is gone with it. Pending writes are several rows (`executemany`):
-    PostgreSQL must still end the stalled session after them (a pipeline would leave its idle
-    limit unarmed)."""
+    """The worker stalls after LangGraph handed its write to the fence, past its lease: another
+    process recovers the run (a newer attempt may write the thread). The stale write must not
+    become the thread's state: the fence fails with LeaseLost, and the write, in the transaction
+    that checked the lease, is gone with it."""
     worker, recoverer = stores
     claimed = await _claimed(worker)
-    clock.advance(31)  # the lease has expired: recovery may take the run once the hold ends
+    clock.advance(31)  # the lease has expired
     recovered: list[Run] = []
 
     @asynccontextmanager
     async def stalling_guard() -> AsyncIterator[None]:
         async with worker.hold_attempt("r1", claimed.attempt, max_seconds=0.2):
             yield  # the saver writes here...
-            # ...then the worker stalls; PostgreSQL ends its idle session after 0.2 s, which
-            # releases the run to the recoverer, blocked on the hold's lock until then.
+            # ...then the worker stalls (at most `max_seconds` if its hold holds a session).
             recovered.append(await recoverer.recover_run("r1", claimed.attempt, max_attempts=3))
 
-    with pytest.raises(LeaseLost, match="lost its hold"):
+    with pytest.raises(LeaseLost):
         await _put_fenced(saver, stalling_guard, write)
     assert [(run.status, run.attempt) for run in recovered] == [("pending", claimed.attempt)]
     assert await _latest(db_url) == 0
 
 
-async def test_a_write_after_the_hold_was_ended_fails_with_lease_lost(
+async def test_a_write_after_the_attempt_was_recovered_fails_with_lease_lost(
     stores: tuple[PostgresStore, PostgresStore], saver: FencedPostgresSaver, db_url: str, clock: FakeClock
 ) -> None:
-    """The worker stalls inside the hold before its write: the write finds the session ended and
-    fails with LeaseLost (not a driver error), and nothing lands."""
+    """The worker stalls inside the fence before its write, and the run is recovered meanwhile:
+    the write fails with LeaseLost (not a driver error), and nothing lands."""
     worker, recoverer = stores
     claimed = await _claimed(worker)
     clock.advance(31)
@@ -159,10 +158,43 @@ async def test_a_write_after_the_hold_was_ended_fails_with_lease_lost(
     @asynccontextmanager
     async def stalling_guard() -> AsyncIterator[None]:
         async with worker.hold_attempt("r1", claimed.attempt, max_seconds=0.2):
-            # Stalled: the recovery waits for the hold's lock until PostgreSQL ends the session.
             await recoverer.recover_run("r1", claimed.attempt, max_attempts=3)
             yield  # the saver writes here
 
-    with pytest.raises(LeaseLost, match="lost its hold"):
+    with pytest.raises(LeaseLost):
         await _put_fenced(saver, stalling_guard)
+    assert await _latest(db_url) == 0
+
+
+@pytest.mark.parametrize("write", ["checkpoint", "pending writes"])
+async def test_a_stalled_writer_in_a_hold_that_checked_first_loses_it_and_writes_nothing(
+    stores: tuple[PostgresStore, PostgresStore],
+    saver: FencedPostgresSaver,
+    db_url: str,
+    clock: FakeClock,
+    write: str,
+) -> None:
+    """A hold entered by anything else than the saver's own fence checks the lease first and keeps
+    the run share-locked in an open transaction; a saver writing inside joins that transaction.
+    The writer then stalls: PostgreSQL ends the idle session after `max_seconds`, which releases
+    the run to the recoverer, blocked on the lock until then; the hold fails and nothing lands
+    (the write was in its transaction). Pending writes are several rows: the session must still
+    be idle in its transaction after them (a pipeline would leave its idle limit unarmed)."""
+    worker, recoverer = stores
+    claimed = await _claimed(worker)
+    clock.advance(31)
+    recovered: list[Run] = []
+
+    async def attempt() -> None:
+        async with worker.hold_attempt("r1", claimed.attempt, max_seconds=0.2):
+            if write == "checkpoint":  # LangGraph's own methods: not the fence's
+                await AsyncPostgresSaver.aput(saver, CONFIG, empty_checkpoint(), {"step": 1}, {})
+            else:
+                at: RunnableConfig = {"configurable": {**CONFIG["configurable"], "checkpoint_id": "c1"}}
+                await AsyncPostgresSaver.aput_writes(saver, at, [("a", 1), ("b", 2)], task_id="task")
+            recovered.append(await recoverer.recover_run("r1", claimed.attempt, max_attempts=3))
+
+    with pytest.raises(LeaseLost, match="lost its hold"):
+        await asyncio.create_task(attempt())
+    assert [(run.status, run.attempt) for run in recovered] == [("pending", claimed.attempt)]
     assert await _latest(db_url) == 0

@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import psycopg
 import psycopg.conninfo
 from psycopg import errors as pg_errors
+from psycopg.abc import Params, Query
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from runplane.core.errors import Conflict, InvalidInput, RunplaneError, StoreUnavailable, ThreadBusy
@@ -333,42 +334,43 @@ def closed_by_server(conn: psycopg.AsyncConnection[Any]) -> bool:
 
 @dataclass(eq=False, slots=True)
 class HoldTransaction:
-    """The transaction of an attempt's hold (`PostgresStore.hold_attempt`), which share-locks the run
-    while the attempt holds it, offered to the checkpoint write the hold fences.
+    """An attempt's hold (`PostgresStore.hold_attempt`), offered to the checkpoint write it fences.
 
     A LangGraph saver on the same database does not write through a connection of its own: it
-    hands its statements, parameters bound, to `defer`, and the hold sends them with its COMMIT, in
-    one round trip. So the checkpoint commits with the lease check or not at all; the hold keeps one
-    connection, not two (the store's idle in its transaction while the saver's wrote); and the
-    session is idle in its transaction whenever PostgreSQL waits for the worker, so its idle limit
-    ends the hold of a worker that stalls (a pipeline would leave it unarmed).
+    hands its statements to `defer`, and the hold runs them in its own transaction, the one that
+    share-locks the run while the attempt holds it, right before its COMMIT and in the same round
+    trip. So the checkpoint commits with the lease check or not at all, and the fence uses one
+    connection, not two (the store's idle in its transaction while the saver's wrote).
     """
 
     conninfo: str
-    connection: psycopg.AsyncConnection[Any]
     #: Only the task that entered the hold may join it: a task started inside copies the context,
     #: and could outlive the hold.
     task: asyncio.Task[Any] | None = field(default_factory=asyncio.current_task)
     open: bool = True
-    #: Statements to run, in order, right before the COMMIT.
-    deferred: list[bytes] = field(default_factory=list)
+    #: Statements (with their parameters) to run, in order, right before the COMMIT.
+    deferred: list[tuple[Query, Params | None]] = field(default_factory=list)
 
-    def defer(self, statement: bytes) -> None:
-        """Run `statement` (complete: parameters bound client side) in the hold's transaction, just
-        before it commits; its failure rolls the hold back."""
+    def defer(self, query: Query, params: Params | None = None) -> None:
+        """Run `query` in the hold's transaction, just before it commits; its failure rolls the
+        hold back (and fails it)."""
         if not self.open:
             raise RuntimeError("the hold has ended")
-        self.deferred.append(statement)
+        self.deferred.append((query, params))
 
 
 _hold: ContextVar[HoldTransaction | None] = ContextVar("runplane_hold_transaction", default=None)
 
+#: The database a writer in this task writes to only through the hold it is about to enter
+#: (`writing_only_through_hold`).
+_writes_only_through_hold: ContextVar[str | None] = ContextVar("runplane_writes_through_hold", default=None)
+
 
 @contextlib.contextmanager
-def offer_hold(conninfo: str, connection: psycopg.AsyncConnection[Any]) -> Iterator[HoldTransaction]:
-    """Offer the hold's transaction on `connection` (to the database of `conninfo`) to the writes of
-    the current task until the block exits (`joinable_hold`)."""
-    hold = HoldTransaction(conninfo, connection)
+def offer_hold(conninfo: str) -> Iterator[HoldTransaction]:
+    """Offer the hold on the database of `conninfo` to the writes of the current task until the block
+    exits (`joinable_hold`)."""
+    hold = HoldTransaction(conninfo)
     token = _hold.set(hold)
     try:
         yield hold
@@ -384,6 +386,26 @@ def joinable_hold(conninfo: str) -> HoldTransaction | None:
     if hold is None or not hold.open or hold.task is not asyncio.current_task():
         return None
     return hold if same_database(hold.conninfo, conninfo) else None
+
+
+@contextlib.contextmanager
+def writing_only_through_hold(conninfo: str) -> Iterator[None]:
+    """Declare that what the fence entered in this block guards writes only through the hold
+    (`joinable_hold`) on the database of `conninfo`: nothing else happens in it that the lease
+    check must precede. The hold may then check the lease in the very round trip that commits
+    (`hold_checks_at_commit`): one round trip in all, and no connection held meanwhile."""
+    token = _writes_only_through_hold.set(conninfo)
+    try:
+        yield
+    finally:
+        _writes_only_through_hold.reset(token)
+
+
+def hold_checks_at_commit(conninfo: str) -> bool:
+    """Whether a hold entered now on the database of `conninfo` may check the lease at its commit
+    (`writing_only_through_hold`)."""
+    declared = _writes_only_through_hold.get()
+    return declared is not None and same_database(declared, conninfo)
 
 
 @functools.lru_cache(maxsize=64)

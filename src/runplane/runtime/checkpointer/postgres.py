@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from typing import Any, cast
 
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-from psycopg import AsyncClientCursor, AsyncCursor
+from psycopg import AsyncCursor
 from psycopg.abc import Params, Query
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from runplane.db.postgres import HoldTransaction, joinable_hold
+from runplane.db.postgres import HoldTransaction, joinable_hold, writing_only_through_hold
 from runplane.runtime._databases import postgres_pool, setup_postgres_once
 from runplane.runtime.checkpointer._tables import EXPIRED_THREADS, Strategy, expire_statements
 from runplane.runtime.checkpointer.base import FencedWrites, Savepoint, resumed_namespaces
@@ -38,6 +40,30 @@ class FencedPostgresSaver(FencedWrites, AsyncPostgresSaver):
       connection is its caller's alone.
     """
 
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        with self._writing_only_through_hold():
+            return await super().aput(config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        with self._writing_only_through_hold():
+            await super().aput_writes(config, writes, task_id, task_path)
+
+    def _writing_only_through_hold(self) -> AbstractContextManager[None]:
+        # LangGraph's `aput` and `aput_writes` write only through `_cursor`, which joins the fence's
+        # hold: the fence may check the lease in the round trip that commits the checkpoint.
+        conninfo = self.conn.conninfo if isinstance(self.conn, AsyncConnectionPool) else None
+        if self.pipe is not None or not isinstance(conninfo, str) or not self.supports_pipeline:
+            return nullcontext()
+        return writing_only_through_hold(conninfo)
+
     @asynccontextmanager
     async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[AsyncCursor[DictRow]]:
         pool = self.conn
@@ -61,22 +87,20 @@ class FencedPostgresSaver(FencedWrites, AsyncPostgresSaver):
 
 class _DeferredWrites:
     """The part of a cursor LangGraph's `aput` and `aput_writes` use (`execute`, `executemany`;
-    they read no rows), handing each statement, parameters bound client side, to the fence's
-    transaction (`HoldTransaction.defer`)."""
+    they read no rows), handing each statement to the fence's transaction
+    (`HoldTransaction.defer`)."""
 
     def __init__(self, hold: HoldTransaction) -> None:
         self._hold = hold
-        self._binder = AsyncClientCursor(hold.connection)
 
     async def execute(self, query: Query, params: Params | None = None) -> None:
-        connection = self._hold.connection
-        self._hold.defer(self._binder.mogrify(query, params).encode(connection.info.encoding))
+        self._hold.defer(query, params)
 
     async def executemany(
         self, query: Query, params_seq: Iterable[Params], *, returning: bool = False
     ) -> None:
         for params in params_seq:
-            await self.execute(query, params)
+            self._hold.defer(query, params)
 
 
 class PostgresAdapter:

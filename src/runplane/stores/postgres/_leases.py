@@ -16,7 +16,7 @@ from runplane.core.clock import lease_deadline
 from runplane.core.errors import LeaseLost, StoreUnavailable
 from runplane.core.lifecycle import QUEUE_LEFT, finish_plan, recovery_plan
 from runplane.core.models import CancelAction, Outcome, QueueStats, Run, TokenUsage
-from runplane.db.postgres import offer_hold, translate_errors
+from runplane.db.postgres import HoldTransaction, hold_checks_at_commit, offer_hold, translate_errors
 from runplane.stores.postgres._base import (
     MAX_ATTEMPTS,
     QUERIES,
@@ -80,26 +80,54 @@ class PostgresLeases(PostgresBase):
     async def hold_attempt(self, run_id: str, attempt: int, max_seconds: float) -> AsyncIterator[None]:
         if self._pool is None:
             raise StoreUnavailable("the PostgreSQL store is not open")
+        # A saver on this database joins the hold (`db.postgres.HoldTransaction`): its statements
+        # run in the hold's transaction, with its COMMIT, so the checkpoint commits with the lease
+        # check or not at all.
+        if hold_checks_at_commit(self._conninfo):
+            # The block only hands its statements over: the lease is checked (the run
+            # share-locked) in the round trip that writes them and commits. No connection is held
+            # while the saver serializes the checkpoint, and no session idles in a transaction.
+            with offer_hold(self._conninfo) as hold:
+                yield
+            if hold.deferred:
+                await self._commit_hold(run_id, attempt, hold, check=True)
+            return
         timeout_ms = str(max(1, round(max_seconds * 1000)))
-        async with contextlib.AsyncExitStack() as stack:
-            # Only the store's own statements are translated: errors of the fenced write are not ours.
+        async with self._pool.connection() as conn:
             with translate_errors():
-                conn = await stack.enter_async_context(self._pool.connection())
                 held = await _begin_hold(conn, run_id, attempt, timeout_ms)
             if held is None:
                 await _rollback(conn)
                 raise lease_lost(run_id, attempt)
-            # A saver on this database joins this transaction (`db.postgres.HoldTransaction`): its
-            # statements go with the COMMIT, so the checkpoint commits with the lease check or not
-            # at all, in one round trip.
             try:
-                with offer_hold(self._conninfo, conn) as hold:
+                with offer_hold(self._conninfo) as hold:
                     yield
             except BaseException:
                 await _rollback(conn)
                 raise
+            await self._commit_hold(run_id, attempt, hold, check=False, conn=conn)
+
+    async def _commit_hold(
+        self, run_id: str, attempt: int, hold: HoldTransaction, *, check: bool, conn: Conn | None = None
+    ) -> None:
+        """Run the statements deferred to the hold and commit, in one round trip (one simple query,
+        parameters bound client side); with `check`, begin the transaction and check the lease
+        first, in the same round trip. A failed check fails the transaction: nothing commits."""
+        async with contextlib.AsyncExitStack() as stack:
+            if conn is None:
+                conn = await stack.enter_async_context(self._connection())
+            binder = AsyncClientCursor(conn)
+            encoding = conn.info.encoding
+            script = [binder.mogrify(query, params).encode(encoding) for query, params in hold.deferred]
+            if check:
+                params = {"run_id": run_id, "attempt": attempt}
+                script[:0] = [b"BEGIN", binder.mogrify(QUERIES["check_hold"], params).encode(encoding)]
+            script.append(b"COMMIT")
             try:
-                await conn.execute(b"; ".join([*hold.deferred, b"COMMIT"]), prepare=False)
+                await conn.execute(b"; ".join(script), prepare=False)
+            except pg_errors.DivisionByZero as exc:
+                await _rollback(conn)  # the check failed (see `check_hold`)
+                raise lease_lost(run_id, attempt) from exc
             except pg_errors.IdleInTransactionSessionTimeout as exc:
                 # PostgreSQL ended the session: the holder stalled past `max_seconds`, and the run
                 # may have been recovered meanwhile. Nothing of the transaction was committed.

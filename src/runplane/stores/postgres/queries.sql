@@ -191,6 +191,17 @@ SELECT r.attempt FROM runs AS r CROSS JOIN idle_limit
 WHERE r.run_id = %(run_id)s AND r.status = 'running' AND r.attempt = %(attempt)s
 FOR SHARE OF r
 
+-- name: check_hold
+-- `hold_attempt` for a transaction sent whole (BEGIN, this, the fenced checkpoint's statements,
+-- COMMIT: one round trip): share-lock the run while `attempt` still holds it, else fail the
+-- transaction, so that nothing after it commits. Plain SQL has no RAISE: the failure is a division
+-- by zero (SQLSTATE 22012), which the store reads as a lost lease.
+SELECT 1 / count(*) AS held FROM (
+    SELECT 1 FROM runs AS r
+    WHERE r.run_id = %(run_id)s AND r.status = 'running' AND r.attempt = %(attempt)s
+    FOR SHARE OF r
+) AS run_held
+
 -- name: list_runs
 -- A page of a thread's runs, newest first.
 SELECT * FROM runs
