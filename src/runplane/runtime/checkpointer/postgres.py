@@ -103,6 +103,20 @@ class _DeferredWrites:
             self._hold.defer(query, params)
 
 
+#: The pending writes' columns, in the order `rollback` puts them back.
+_WRITE_COLUMNS = ("task_id", "task_path", "idx", "channel", "type", "blob")
+
+#: The root checkpoint a run starts from (the given one, else the thread's latest) with its pending
+#: writes (none: one row of NULLs); no row when there is no such checkpoint.
+_SAVEPOINT = (
+    "SELECT c.checkpoint_id, w.task_id, w.task_path, w.idx, w.channel, w.type, w.blob FROM ("
+    "SELECT checkpoint_id FROM checkpoints WHERE thread_id = %s AND checkpoint_ns = '' "
+    "AND (%s::text IS NULL OR checkpoint_id = %s::text) ORDER BY checkpoint_id DESC LIMIT 1) AS c "
+    "LEFT JOIN checkpoint_writes AS w ON w.thread_id = %s AND w.checkpoint_ns = '' "
+    "AND w.checkpoint_id = c.checkpoint_id"
+)
+
+
 class PostgresAdapter:
     """Savepoints, rollback, thread copies, prune and TTL expiry on an `AsyncPostgresSaver`."""
 
@@ -133,20 +147,21 @@ class PostgresAdapter:
             yield cur
 
     async def savepoint(self, thread_id: str, checkpoint_id: str | None = None) -> Savepoint:
-        async with self._transaction() as cur:
+        # A thread at rest, the common case: one statement (the latest root checkpoint, or the
+        # given one, with its pending writes), autocommitted, one round trip.
+        async with self.saver._cursor() as cur:
+            await cur.execute(_SAVEPOINT, (thread_id, checkpoint_id, checkpoint_id, thread_id))
+            rows = await cur.fetchall()
+        if not rows:
             if checkpoint_id is None:
-                await cur.execute(
-                    "SELECT checkpoint_id FROM checkpoints WHERE thread_id = %s AND checkpoint_ns = '' "
-                    "ORDER BY checkpoint_id DESC LIMIT 1",
-                    (thread_id,),
-                )
-                row = await cur.fetchone()
-                if row is None:
-                    return Savepoint(thread_id, None)
-                checkpoint_id = str(row["checkpoint_id"])
-            writes = {("", checkpoint_id): await self._writes(cur, thread_id, "", checkpoint_id)}
-            task_ids = {str(w[0]) for w in writes["", checkpoint_id]}
-            if task_ids:  # a resume: the subgraphs it re-enters
+                return Savepoint(thread_id, None)  # no checkpoint yet
+            return Savepoint(thread_id, checkpoint_id, {("", checkpoint_id): []})
+        checkpoint_id = str(rows[0]["checkpoint_id"])
+        root = [tuple(row[column] for column in _WRITE_COLUMNS) for row in rows if row["task_id"] is not None]
+        writes = {("", checkpoint_id): root}
+        task_ids = {str(w[0]) for w in root}
+        if task_ids:  # a resume: the subgraphs it re-enters, read in one snapshot
+            async with self._transaction() as cur:
                 await cur.execute(
                     "SELECT checkpoint_ns, MAX(checkpoint_id) AS head FROM checkpoints "
                     "WHERE thread_id = %s AND checkpoint_ns <> '' GROUP BY checkpoint_ns",
