@@ -93,8 +93,10 @@ class PostgresLeases(PostgresBase):
                 await self._commit_hold(run_id, attempt, hold, check=True)
             return
         timeout_ms = str(max(1, round(max_seconds * 1000)))
-        async with self._pool.connection() as conn:
+        async with contextlib.AsyncExitStack() as stack:
+            # Only the store's own statements are translated: errors of the block are not ours.
             with translate_errors():
+                conn = await stack.enter_async_context(self._pool.connection())
                 held = await _begin_hold(conn, run_id, attempt, timeout_ms)
             if held is None:
                 await _rollback(conn)
@@ -125,18 +127,17 @@ class PostgresLeases(PostgresBase):
             script.append(b"COMMIT")
             try:
                 await conn.execute(b"; ".join(script), prepare=False)
-            except pg_errors.DivisionByZero as exc:
-                await _rollback(conn)  # the check failed (see `check_hold`)
-                raise lease_lost(run_id, attempt) from exc
-            except pg_errors.IdleInTransactionSessionTimeout as exc:
-                # PostgreSQL ended the session: the holder stalled past `max_seconds`, and the run
-                # may have been recovered meanwhile. Nothing of the transaction was committed.
-                raise LeaseLost(f"run {run_id} attempt {attempt} lost its hold: {exc}") from exc
             except psycopg.Error as exc:
+                await _rollback(conn)  # nothing of the transaction was committed
+                if check and isinstance(exc, pg_errors.DivisionByZero):
+                    raise lease_lost(run_id, attempt) from exc  # the check failed (`check_hold`)
+                if isinstance(exc, pg_errors.IdleInTransactionSessionTimeout):
+                    # PostgreSQL ended the session: the holder stalled past `max_seconds`, and the
+                    # run may have been recovered meanwhile.
+                    raise LeaseLost(f"run {run_id} attempt {attempt} lost its hold: {exc}") from exc
                 # The server went away (a restart, a network cut): an infrastructure fault. The
                 # worker rides it out and renews its lease before writing again, which tells it
                 # whether the run is still its own.
-                await _rollback(conn)
                 with translate_errors():
                     raise exc
 
