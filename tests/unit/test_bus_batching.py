@@ -59,10 +59,12 @@ async def test_queued_events_go_out_in_few_batches_in_order() -> None:
         events = await _collect(bus.subscribe(run_id))
         assert [event.data for event in events] == [b"%d" % n for n in range(300)]
         assert [int(event.id) for event in events] == list(range(1, 301))
-    # The first event left at once, alone; the rest, queued while it was on the wire, in one delivery.
-    assert [[(batch.run_id, len(batch.events)) for batch in call] for call in inner.calls] == [
-        [("a", 1)],
-        [("a", 299), ("b", 300)],
+    # The first event left at once, alone; the rest, queued while it was on the wire, in one
+    # delivery, with the end of `a` (queued behind them); the end of `b` alone, after its flush.
+    assert [[(batch.run_id, len(batch.events), batch.end) for batch in call] for call in inner.calls] == [
+        [("a", 1, False)],
+        [("a", 299, True), ("b", 300, False)],
+        [("b", 0, True)],
     ]
     assert bus.backlog_bytes == 0
     await bus.close()

@@ -143,6 +143,12 @@ class ResilientBus:
             await self._delivered.wait()
 
     async def end_stream(self, run_id: str) -> None:
+        if isinstance(self.inner, SupportsPublishMany):
+            # Queued like an event: it goes out with the run's last events, and with the other
+            # runs' deliveries of the moment (runs that end together share one write).
+            self._buffer(run_id, _END, b"")
+            await self.flush(run_id)
+            return
         await self.flush(run_id)
         if run_id not in self._backlog:
             try:

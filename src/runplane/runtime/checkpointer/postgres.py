@@ -2,23 +2,119 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
+from typing import Any, cast
 
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from psycopg import AsyncCursor
+from psycopg.abc import Params, Query
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool
 
+from runplane.db.postgres import HoldTransaction, joinable_hold, writing_only_through_hold
 from runplane.runtime._databases import postgres_pool, setup_postgres_once
 from runplane.runtime.checkpointer._tables import EXPIRED_THREADS, Strategy, expire_statements
 from runplane.runtime.checkpointer.base import FencedWrites, Savepoint, resumed_namespaces
 
-#: Connections of the saver's own pool (LangGraph serializes its statements on one at a time).
+#: Connections of the saver's own pool (reads; writes outside a run's fence).
 POOL_SIZE = 8
 
 
 class FencedPostgresSaver(FencedWrites, AsyncPostgresSaver):
-    """`AsyncPostgresSaver` whose writes run inside the running attempt's guard."""
+    """`AsyncPostgresSaver` whose writes run inside the running attempt's guard, in the guard's own
+    transaction when the store offers it (`PostgresStore.hold_attempt`).
+
+    Overrides LangGraph's private `_cursor` (langgraph-checkpoint-postgres 3.2), the one door of
+    every statement of the saver, in two ways:
+
+    - a write inside a run's fence on the store's database joins the fence's transaction, which
+      share-locks the run while the attempt holds it (`db.postgres.HoldTransaction`): its
+      statements, parameters bound here, go with the fence's COMMIT. The checkpoint commits with
+      the lease check or not at all (a stale attempt's write cannot land after its hold was lost),
+      in one round trip, and the fence holds one connection, not two;
+    - on a pool, a statement takes a pooled connection without LangGraph's saver-wide lock, which
+      serializes every run's reads and writes on one statement at a time although a pooled
+      connection is its caller's alone.
+    """
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        with self._writing_only_through_hold():
+            return await super().aput(config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        with self._writing_only_through_hold():
+            await super().aput_writes(config, writes, task_id, task_path)
+
+    def _writing_only_through_hold(self) -> AbstractContextManager[None]:
+        # LangGraph's `aput` and `aput_writes` write only through `_cursor`, which joins the fence's
+        # hold: the fence may check the lease in the round trip that commits the checkpoint.
+        conninfo = self.conn.conninfo if isinstance(self.conn, AsyncConnectionPool) else None
+        if self.pipe is not None or not isinstance(conninfo, str) or not self.supports_pipeline:
+            return nullcontext()
+        return writing_only_through_hold(conninfo)
+
+    @asynccontextmanager
+    async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[AsyncCursor[DictRow]]:
+        pool = self.conn
+        if self.pipe is not None or not isinstance(pool, AsyncConnectionPool) or not self.supports_pipeline:
+            async with super()._cursor(pipeline=pipeline) as cur:
+                yield cur
+            return
+        # LangGraph's writes (`aput`, `aput_writes`) ask for a pipeline; its reads do not.
+        hold = joinable_hold(pool.conninfo) if pipeline and isinstance(pool.conninfo, str) else None
+        if hold is not None:
+            yield cast(AsyncCursor[DictRow], _DeferredWrites(hold))
+            return
+        async with pool.connection() as conn:
+            if pipeline:
+                async with conn.pipeline(), conn.cursor(binary=True, row_factory=dict_row) as cur:
+                    yield cur
+            else:
+                async with conn.cursor(binary=True, row_factory=dict_row) as cur:
+                    yield cur
+
+
+class _DeferredWrites:
+    """The part of a cursor LangGraph's `aput` and `aput_writes` use (`execute`, `executemany`;
+    they read no rows), handing each statement to the fence's transaction
+    (`HoldTransaction.defer`)."""
+
+    def __init__(self, hold: HoldTransaction) -> None:
+        self._hold = hold
+
+    async def execute(self, query: Query, params: Params | None = None) -> None:
+        self._hold.defer(query, params)
+
+    async def executemany(
+        self, query: Query, params_seq: Iterable[Params], *, returning: bool = False
+    ) -> None:
+        for params in params_seq:
+            self._hold.defer(query, params)
+
+
+#: The pending writes' columns, in the order `rollback` puts them back.
+_WRITE_COLUMNS = ("task_id", "task_path", "idx", "channel", "type", "blob")
+
+#: The root checkpoint a run starts from (the given one, else the thread's latest) with its pending
+#: writes (none: one row of NULLs); no row when there is no such checkpoint.
+_SAVEPOINT = (
+    "SELECT c.checkpoint_id, w.task_id, w.task_path, w.idx, w.channel, w.type, w.blob FROM ("
+    "SELECT checkpoint_id FROM checkpoints WHERE thread_id = %s AND checkpoint_ns = '' "
+    "AND (%s::text IS NULL OR checkpoint_id = %s::text) ORDER BY checkpoint_id DESC LIMIT 1) AS c "
+    "LEFT JOIN checkpoint_writes AS w ON w.thread_id = %s AND w.checkpoint_ns = '' "
+    "AND w.checkpoint_id = c.checkpoint_id"
+)
 
 
 class PostgresAdapter:
@@ -51,20 +147,21 @@ class PostgresAdapter:
             yield cur
 
     async def savepoint(self, thread_id: str, checkpoint_id: str | None = None) -> Savepoint:
-        async with self._transaction() as cur:
+        # A thread at rest, the common case: one statement (the latest root checkpoint, or the
+        # given one, with its pending writes), autocommitted, one round trip.
+        async with self.saver._cursor() as cur:
+            await cur.execute(_SAVEPOINT, (thread_id, checkpoint_id, checkpoint_id, thread_id))
+            rows = await cur.fetchall()
+        if not rows:
             if checkpoint_id is None:
-                await cur.execute(
-                    "SELECT checkpoint_id FROM checkpoints WHERE thread_id = %s AND checkpoint_ns = '' "
-                    "ORDER BY checkpoint_id DESC LIMIT 1",
-                    (thread_id,),
-                )
-                row = await cur.fetchone()
-                if row is None:
-                    return Savepoint(thread_id, None)
-                checkpoint_id = str(row["checkpoint_id"])
-            writes = {("", checkpoint_id): await self._writes(cur, thread_id, "", checkpoint_id)}
-            task_ids = {str(w[0]) for w in writes["", checkpoint_id]}
-            if task_ids:  # a resume: the subgraphs it re-enters
+                return Savepoint(thread_id, None)  # no checkpoint yet
+            return Savepoint(thread_id, checkpoint_id, {("", checkpoint_id): []})
+        checkpoint_id = str(rows[0]["checkpoint_id"])
+        root = [tuple(row[column] for column in _WRITE_COLUMNS) for row in rows if row["task_id"] is not None]
+        writes = {("", checkpoint_id): root}
+        task_ids = {str(w[0]) for w in root}
+        if task_ids:  # a resume: the subgraphs it re-enters, read in one snapshot
+            async with self._transaction() as cur:
                 await cur.execute(
                     "SELECT checkpoint_ns, MAX(checkpoint_id) AS head FROM checkpoints "
                     "WHERE thread_id = %s AND checkpoint_ns <> '' GROUP BY checkpoint_ns",

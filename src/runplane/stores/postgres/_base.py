@@ -32,6 +32,7 @@ from runplane.stores.postgres._rows import Conn, fetch_all, fetch_one
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 _PACKAGE = "runplane.stores.postgres"
 QUERIES = load_queries(_PACKAGE)
@@ -198,18 +199,41 @@ class PostgresBase:
 
         Pipelined unless `pipeline` is False (a script of several statements, as a migration, cannot
         be pipelined)."""
+        result: T = await self._run_transaction(body, pipeline=pipeline)
+        return result
+
+    async def _transaction_then(
+        self, body: Callable[[Conn], Awaitable[R]], after_commit: Callable[[R], Awaitable[T]]
+    ) -> T:
+        """`_transaction`, then `after_commit` on what `body` returned, once committed.
+
+        So a body may send its last statements without reading them (`send`) and return their
+        cursors: their rows come back with the COMMIT, one round trip fewer, and `after_commit`
+        reads them."""
+        result: T = await self._run_transaction(body, pipeline=True, after_commit=after_commit)
+        return result
+
+    async def _run_transaction(
+        self,
+        body: Callable[[Conn], Awaitable[Any]],
+        *,
+        pipeline: bool,
+        after_commit: Callable[[Any], Awaitable[Any]] | None = None,
+    ) -> Any:
         if self._pool is None:
             raise StoreUnavailable("the PostgreSQL store is not open")
         with translate_errors():
             for attempt in itertools.count(1):
                 try:
-                    # Pipelined: BEGIN goes with the first statement, and the statements whose rows
-                    # are not read go with the next one, or with COMMIT.
-                    async with self._pool.connection() as conn, contextlib.AsyncExitStack() as stack:
-                        if pipeline:
-                            await stack.enter_async_context(conn.pipeline())
-                        await stack.enter_async_context(conn.transaction())
-                        return await body(conn)
+                    async with self._pool.connection() as conn:
+                        # Pipelined: BEGIN goes with the first statement, and the statements whose
+                        # rows are not read go with the next one, or with COMMIT.
+                        async with contextlib.AsyncExitStack() as stack:
+                            if pipeline:
+                                await stack.enter_async_context(conn.pipeline())
+                            await stack.enter_async_context(conn.transaction())
+                            result = await body(conn)
+                        return result if after_commit is None else await after_commit(result)
                 except psycopg.Error as exc:
                     if attempt >= MAX_ATTEMPTS or not retryable(exc):
                         raise

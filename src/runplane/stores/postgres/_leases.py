@@ -8,14 +8,25 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
+from psycopg import AsyncClientCursor, AsyncCursor, pq
 from psycopg import errors as pg_errors
+from psycopg.rows import DictRow
 
 from runplane.core.clock import lease_deadline
 from runplane.core.errors import LeaseLost, StoreUnavailable
 from runplane.core.lifecycle import QUEUE_LEFT, finish_plan, recovery_plan
 from runplane.core.models import CancelAction, Outcome, QueueStats, Run, TokenUsage
-from runplane.db.postgres import translate_errors
-from runplane.stores.postgres._base import MAX_ATTEMPTS, PostgresBase, every, execute, locked, one, send
+from runplane.db.postgres import HoldTransaction, hold_checks_at_commit, offer_hold, translate_errors
+from runplane.stores.postgres._base import (
+    MAX_ATTEMPTS,
+    QUERIES,
+    PostgresBase,
+    every,
+    execute,
+    locked,
+    one,
+    send,
+)
 from runplane.stores.postgres._rows import Conn, held_row, lease_lost, run_from_row, usage_params
 
 
@@ -23,30 +34,29 @@ class PostgresLeases(PostgresBase):
     """The worker's methods; see `core.store.Store` for the contracts."""
 
     async def claim_run(self, worker_id: str, lease_seconds: float) -> Run | None:
-        async def body(conn: Conn) -> Run | None:
+        async def body(conn: Conn) -> AsyncCursor[DictRow] | None:
             now = self._clock.now()
             head = await one(conn, "claim_next_thread", now=now)
             if head is None:
                 return None
-            thread_id = head["thread_id"]
             # A new statement, so it reads the queue head as committed before we locked the thread.
-            row = await one(
+            # Its row comes back with the COMMIT (the thread is settled by the same statement).
+            return await send(
                 conn,
                 "claim_run",
-                thread_id=thread_id,
+                thread_id=head["thread_id"],
                 worker_id=worker_id,
                 lease_expires_at=lease_deadline(self._clock, lease_seconds),
                 now=now,
             )
-            if row is None:
-                raise _HeadMoved()
-            return run_from_row(row)  # the thread was settled by the same statement
 
         for _ in range(MAX_ATTEMPTS):
-            try:
-                return await self._transaction(body)
-            except _HeadMoved:
-                continue  # the queue changed between the scan and the lock; look again
+            rows = await self._transaction_then(body, _rows)
+            if rows is None:
+                return None
+            if rows:
+                return run_from_row(rows[0])
+            # The queue changed between the scan and the lock: look again.
         return None
 
     async def renew_lease(
@@ -70,25 +80,61 @@ class PostgresLeases(PostgresBase):
     async def hold_attempt(self, run_id: str, attempt: int, max_seconds: float) -> AsyncIterator[None]:
         if self._pool is None:
             raise StoreUnavailable("the PostgreSQL store is not open")
+        # A saver on this database joins the hold (`db.postgres.HoldTransaction`): its statements
+        # run in the hold's transaction, with its COMMIT, so the checkpoint commits with the lease
+        # check or not at all.
+        if hold_checks_at_commit(self._conninfo):
+            # The block only hands its statements over: the lease is checked (the run
+            # share-locked) in the round trip that writes them and commits. No connection is held
+            # while the saver serializes the checkpoint, and no session idles in a transaction.
+            with offer_hold(self._conninfo) as hold:
+                yield
+            if hold.deferred:
+                await self._commit_hold(run_id, attempt, hold, check=True)
+            return
+        timeout_ms = str(max(1, round(max_seconds * 1000)))
         async with contextlib.AsyncExitStack() as stack:
-            # Only the store's own statements are translated: errors of the fenced write are not ours.
+            # Only the store's own statements are translated: errors of the block are not ours.
             with translate_errors():
                 conn = await stack.enter_async_context(self._pool.connection())
-                # Not pipelined: a pipelined session idle in its transaction is not ended by the
-                # idle limit, and the hold must end if its holder stalls.
-                await stack.enter_async_context(conn.transaction())
-                timeout_ms = str(max(1, round(max_seconds * 1000)))
-                held = await one(conn, "hold_attempt", run_id=run_id, attempt=attempt, timeout_ms=timeout_ms)
+                held = await _begin_hold(conn, run_id, attempt, timeout_ms)
             if held is None:
+                await _rollback(conn)
                 raise lease_lost(run_id, attempt)
-            yield
             try:
-                await stack.aclose()  # commit: releases the lock
-            except pg_errors.IdleInTransactionSessionTimeout as exc:
-                # PostgreSQL ended the session: the holder stalled past `max_seconds`, and the run
-                # may have been recovered meanwhile.
-                raise LeaseLost(f"run {run_id} attempt {attempt} lost its hold: {exc}") from exc
+                with offer_hold(self._conninfo) as hold:
+                    yield
+            except BaseException:
+                await _rollback(conn)
+                raise
+            await self._commit_hold(run_id, attempt, hold, check=False, conn=conn)
+
+    async def _commit_hold(
+        self, run_id: str, attempt: int, hold: HoldTransaction, *, check: bool, conn: Conn | None = None
+    ) -> None:
+        """Run the statements deferred to the hold and commit, in one round trip (one simple query,
+        parameters bound client side); with `check`, begin the transaction and check the lease
+        first, in the same round trip. A failed check fails the transaction: nothing commits."""
+        async with contextlib.AsyncExitStack() as stack:
+            if conn is None:
+                conn = await stack.enter_async_context(self._connection())
+            binder = AsyncClientCursor(conn)
+            encoding = conn.info.encoding
+            script = [binder.mogrify(query, params).encode(encoding) for query, params in hold.deferred]
+            if check:
+                params = {"run_id": run_id, "attempt": attempt}
+                script[:0] = [b"BEGIN", binder.mogrify(QUERIES["check_hold"], params).encode(encoding)]
+            script.append(b"COMMIT")
+            try:
+                await conn.execute(b"; ".join(script), prepare=False)
             except psycopg.Error as exc:
+                await _rollback(conn)  # nothing of the transaction was committed
+                if check and isinstance(exc, pg_errors.DivisionByZero):
+                    raise lease_lost(run_id, attempt) from exc  # the check failed (`check_hold`)
+                if isinstance(exc, pg_errors.IdleInTransactionSessionTimeout):
+                    # PostgreSQL ended the session: the holder stalled past `max_seconds`, and the
+                    # run may have been recovered meanwhile.
+                    raise LeaseLost(f"run {run_id} attempt {attempt} lost its hold: {exc}") from exc
                 # The server went away (a restart, a network cut): an infrastructure fault. The
                 # worker rides it out and renews its lease before writing again, which tells it
                 # whether the run is still its own.
@@ -211,5 +257,26 @@ class PostgresLeases(PostgresBase):
         return await self._transaction(body)
 
 
-class _HeadMoved(Exception):
-    """The claimed thread's queue head changed between the scan and the lock (internal)."""
+async def _rows(cursor: AsyncCursor[DictRow] | None) -> list[DictRow] | None:
+    return None if cursor is None else await cursor.fetchall()
+
+
+async def _begin_hold(conn: Conn, run_id: str, attempt: int, timeout_ms: str) -> DictRow | None:
+    """Begin the hold's transaction and share-lock the run, in one round trip, and not pipelined:
+    one simple query (parameters bound client side), after which the session is idle in its
+    transaction, so that PostgreSQL's idle limit is armed (a pipeline ends with a Flush after its
+    Sync, which leaves it unarmed: see `FencedPostgresSaver`)."""
+    params = {"run_id": run_id, "attempt": attempt, "timeout_ms": timeout_ms}
+    hold = AsyncClientCursor(conn).mogrify(QUERIES["hold_attempt"], params)
+    cursor = await conn.execute(b"BEGIN; " + hold.encode(conn.info.encoding), prepare=False)
+    cursor.nextset()  # past BEGIN's result
+    return await cursor.fetchone()
+
+
+async def _rollback(conn: Conn) -> None:
+    """End the hold's transaction without committing, unless the session has gone (then the pool
+    replaces the connection)."""
+    if conn.closed or conn.info.transaction_status == pq.TransactionStatus.IDLE:
+        return
+    with contextlib.suppress(psycopg.Error):
+        await conn.execute(b"ROLLBACK", prepare=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from psycopg import AsyncCursor
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
@@ -29,9 +31,9 @@ class PostgresRuns(PostgresBase):
     async def create_run(self, new: NewRun) -> Admission:
         # A lost race on the idempotency key or the thread insert is retried by `_transaction`:
         # the next attempt sees the winner and replays or conflicts like the reference.
-        return await self._transaction(lambda conn: self._admit_fired(conn, new))
+        return await self._transaction_then(lambda conn: self._admit_fired(conn, new), _admitted)
 
-    async def _admit_fired(self, conn: Conn, new: NewRun) -> Admission:
+    async def _admit_fired(self, conn: Conn, new: NewRun) -> Admission | _Inserted:
         if new.cron is not None and not await lock_cron_slot(conn, new.cron, self._clock.now()):
             raise SlotTaken(f"cron {new.cron.cron_id} slot {new.cron.slot.isoformat()} is taken")
         # Same transaction: the slot moves if and only if the run is admitted.
@@ -45,7 +47,7 @@ class PostgresRuns(PostgresBase):
         thread_row = await send(conn, "lock_thread", thread_id=thread_id)
         return thread_row, await send(conn, "active_runs", thread_id=thread_id)
 
-    async def _admit(self, conn: Conn, new: NewRun) -> Admission:
+    async def _admit(self, conn: Conn, new: NewRun) -> Admission | _Inserted:
         now = self._clock.now()
         # Sent together (the transaction is pipelined) and run in this order by the server, each
         # statement with its own snapshot: the runs are read after the thread's lock is held. A
@@ -118,8 +120,9 @@ class PostgresRuns(PostgresBase):
             idempotency_key=new.idempotency_key,
             fingerprint=new.fingerprint,
         )
-        # Sent with the insert: one round trip.
-        await execute(
+        # Sent with the insert, and both with the COMMIT: one round trip; the run is read once
+        # committed (`_admitted`).
+        await send(
             conn,
             "settle_admitted",
             thread_id=new.thread_id,
@@ -127,9 +130,7 @@ class PostgresRuns(PostgresBase):
             config=config,
             metadata=metadata_update,
         )
-        inserted = await inserted_row.fetchone()
-        assert inserted is not None
-        return Admission(run_from_row(inserted), tuple(requested), tuple(cancelled))
+        return _Inserted(inserted_row, tuple(requested), tuple(cancelled))
 
     async def get_run(self, run_id: str, owner: str, thread_id: str | None = None) -> Run:
         async with self._connection() as conn:
@@ -189,3 +190,20 @@ class PostgresRuns(PostgresBase):
             return run_from_row(row)
 
         return await self._transaction(body)
+
+
+@dataclass(frozen=True, slots=True)
+class _Inserted:
+    """An admission whose run row is read once the transaction committed."""
+
+    row: AsyncCursor[DictRow]
+    requested: tuple[Run, ...]
+    cancelled: tuple[Run, ...]
+
+
+async def _admitted(result: Admission | _Inserted) -> Admission:
+    if isinstance(result, Admission):
+        return result  # a replay
+    inserted = await result.row.fetchone()
+    assert inserted is not None
+    return Admission(run_from_row(inserted), result.requested, result.cancelled)

@@ -179,18 +179,28 @@ SELECT * FROM runs WHERE run_id = %(run_id)s FOR UPDATE
 
 -- name: hold_attempt
 -- Share-lock the run while `attempt` still holds it: its recovery, a cancel request and any later
--- claim wait until the transaction ends (several writes of one attempt share the lock). In the same
--- round trip, end this session if it stays idle in its transaction for longer than `timeout_ms` (a
--- stalled holder must not keep the run's lock for ever); the volatile CTE runs once. Its commit does
--- not wait for the WAL flush: the transaction writes nothing but the lock, which a crash ends anyway
--- (every other transaction's commit still flushes the WAL up to its own record).
+-- claim wait until the transaction ends (several writes of one attempt share the lock). The fenced
+-- checkpoint is written in this transaction (`PostgresStore.hold_attempt`), so its commit waits for
+-- the WAL flush like any other. In the same round trip, end this session if it stays idle in its
+-- transaction for longer than `timeout_ms` (a stalled holder must not keep the run's lock for
+-- ever); the volatile CTE runs once.
 WITH idle_limit AS (
-    SELECT set_config('idle_in_transaction_session_timeout', %(timeout_ms)s, true),
-           set_config('synchronous_commit', 'off', true)
+    SELECT set_config('idle_in_transaction_session_timeout', %(timeout_ms)s, true)
 )
 SELECT r.attempt FROM runs AS r CROSS JOIN idle_limit
 WHERE r.run_id = %(run_id)s AND r.status = 'running' AND r.attempt = %(attempt)s
 FOR SHARE OF r
+
+-- name: check_hold
+-- `hold_attempt` for a transaction sent whole (BEGIN, this, the fenced checkpoint's statements,
+-- COMMIT: one round trip): share-lock the run while `attempt` still holds it, else fail the
+-- transaction, so that nothing after it commits. Plain SQL has no RAISE: the failure is a division
+-- by zero (SQLSTATE 22012), which the store reads as a lost lease.
+SELECT 1 / count(*) AS held FROM (
+    SELECT 1 FROM runs AS r
+    WHERE r.run_id = %(run_id)s AND r.status = 'running' AND r.attempt = %(attempt)s
+    FOR SHARE OF r
+) AS run_held
 
 -- name: list_runs
 -- A page of a thread's runs, newest first.

@@ -1,0 +1,200 @@
+"""The checkpoint fence on PostgreSQL: LangGraph's saver writes inside the attempt's hold, in the
+hold's own transaction, so a checkpoint commits with the lease check or not at all.
+
+Two `PostgresStore` instances (separate pools) play a stalled worker and the process that recovers
+its run; the saver is the one `open_checkpointer` opens on the same database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+
+import psycopg
+import pytest
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+from runplane.core.errors import LeaseLost
+from runplane.core.models import NewRun, NewThread, Run
+from runplane.runtime.checkpointer import Guard, fence_writes, open_checkpointer
+from runplane.runtime.checkpointer.postgres import FencedPostgresSaver
+from runplane.stores.postgres.store import PostgresStore
+from runplane.testing import FakeClock
+from tests._services import drop_postgres_database, fresh_postgres_database, require_postgres_url
+
+pytestmark = pytest.mark.postgres
+
+CONFIG: RunnableConfig = {"configurable": {"thread_id": "t1", "checkpoint_ns": ""}}
+
+
+@pytest.fixture
+def db_url() -> Iterator[str]:
+    url = fresh_postgres_database(require_postgres_url())
+    try:
+        yield url
+    finally:
+        drop_postgres_database(url)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def stores(db_url: str, clock: FakeClock) -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
+    """The worker's store and another process's, on one database."""
+    worker = PostgresStore.from_url(db_url, clock=clock, max_size=4)
+    other = PostgresStore.from_url(db_url, clock=clock, max_size=4)
+    async with worker, other:
+        yield worker, other
+
+
+@pytest.fixture
+async def saver(db_url: str) -> AsyncIterator[FencedPostgresSaver]:
+    async with open_checkpointer(db_url) as opened:
+        assert isinstance(opened, FencedPostgresSaver)
+        yield opened
+
+
+async def _claimed(store: PostgresStore) -> Run:
+    await store.create_thread(NewThread(thread_id="t1"))
+    await store.create_run(NewRun("r1", "t1", "agent"))
+    claimed = await store.claim_run("w1", 30)
+    assert claimed is not None
+    return claimed
+
+
+async def _put_fenced(saver: FencedPostgresSaver, guard: Guard, write: str = "checkpoint") -> None:
+    """One write of an attempt whose guard is `guard`, as the attempt's task makes it: a checkpoint,
+    or pending writes (several rows in one `executemany`)."""
+
+    async def attempt() -> None:
+        fence_writes(guard)
+        if write == "checkpoint":
+            await saver.aput(CONFIG, empty_checkpoint(), {"source": "loop", "step": 1}, {})
+        else:
+            at: RunnableConfig = {"configurable": {**CONFIG["configurable"], "checkpoint_id": "c1"}}
+            await saver.aput_writes(at, [("a", 1), ("b", 2), ("c", 3)], task_id="task")
+
+    await asyncio.create_task(attempt())
+
+
+async def _latest(db_url: str) -> int:
+    """Checkpoints and pending writes of thread t1, as another session sees them (committed ones)."""
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT (SELECT count(*) FROM checkpoints WHERE thread_id = 't1') "
+            "+ (SELECT count(*) FROM checkpoint_writes WHERE thread_id = 't1')"
+        )
+        row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_a_checkpoint_commits_with_the_lease_check(
+    stores: tuple[PostgresStore, PostgresStore], saver: FencedPostgresSaver, db_url: str
+) -> None:
+    """Written in the hold's transaction: nobody sees it before the hold commits, and it is the
+    thread's checkpoint once the hold has."""
+    worker, _ = stores
+    claimed = await _claimed(worker)
+    seen_inside: list[int] = []
+
+    @asynccontextmanager
+    async def guard() -> AsyncIterator[None]:
+        async with worker.hold_attempt("r1", claimed.attempt, 30):
+            yield  # the saver writes here
+            seen_inside.append(await _latest(db_url))
+
+    await _put_fenced(saver, guard)
+    assert seen_inside == [0]
+    assert await _latest(db_url) == 1
+    assert await saver.aget_tuple(CONFIG) is not None
+
+
+@pytest.mark.parametrize("write", ["checkpoint", "pending writes"])
+async def test_a_write_of_an_attempt_recovered_before_its_commit_does_not_land(
+    stores: tuple[PostgresStore, PostgresStore],
+    saver: FencedPostgresSaver,
+    db_url: str,
+    clock: FakeClock,
+    write: str,
+) -> None:
+    """The worker stalls after LangGraph handed its write to the fence, past its lease: another
+    process recovers the run (a newer attempt may write the thread). The stale write must not
+    become the thread's state: the fence fails with LeaseLost, and the write, in the transaction
+    that checked the lease, is gone with it."""
+    worker, recoverer = stores
+    claimed = await _claimed(worker)
+    clock.advance(31)  # the lease has expired
+    recovered: list[Run] = []
+
+    @asynccontextmanager
+    async def stalling_guard() -> AsyncIterator[None]:
+        async with worker.hold_attempt("r1", claimed.attempt, max_seconds=0.2):
+            yield  # the saver writes here...
+            # ...then the worker stalls (at most `max_seconds` if its hold holds a session).
+            recovered.append(await recoverer.recover_run("r1", claimed.attempt, max_attempts=3))
+
+    with pytest.raises(LeaseLost):
+        await _put_fenced(saver, stalling_guard, write)
+    assert [(run.status, run.attempt) for run in recovered] == [("pending", claimed.attempt)]
+    assert await _latest(db_url) == 0
+
+
+async def test_a_write_after_the_attempt_was_recovered_fails_with_lease_lost(
+    stores: tuple[PostgresStore, PostgresStore], saver: FencedPostgresSaver, db_url: str, clock: FakeClock
+) -> None:
+    """The worker stalls inside the fence before its write, and the run is recovered meanwhile:
+    the write fails with LeaseLost (not a driver error), and nothing lands."""
+    worker, recoverer = stores
+    claimed = await _claimed(worker)
+    clock.advance(31)
+
+    @asynccontextmanager
+    async def stalling_guard() -> AsyncIterator[None]:
+        async with worker.hold_attempt("r1", claimed.attempt, max_seconds=0.2):
+            await recoverer.recover_run("r1", claimed.attempt, max_attempts=3)
+            yield  # the saver writes here
+
+    with pytest.raises(LeaseLost):
+        await _put_fenced(saver, stalling_guard)
+    assert await _latest(db_url) == 0
+
+
+@pytest.mark.parametrize("write", ["checkpoint", "pending writes"])
+async def test_a_stalled_writer_in_a_hold_that_checked_first_loses_it_and_writes_nothing(
+    stores: tuple[PostgresStore, PostgresStore],
+    saver: FencedPostgresSaver,
+    db_url: str,
+    clock: FakeClock,
+    write: str,
+) -> None:
+    """A hold entered by anything else than the saver's own fence checks the lease first and keeps
+    the run share-locked in an open transaction; a saver writing inside joins that transaction.
+    The writer then stalls: PostgreSQL ends the idle session after `max_seconds`, which releases
+    the run to the recoverer, blocked on the lock until then; the hold fails and nothing lands
+    (the write was in its transaction). Pending writes are several rows: the session must still
+    be idle in its transaction after them (a pipeline would leave its idle limit unarmed)."""
+    worker, recoverer = stores
+    claimed = await _claimed(worker)
+    clock.advance(31)
+    recovered: list[Run] = []
+
+    async def attempt() -> None:
+        async with worker.hold_attempt("r1", claimed.attempt, max_seconds=0.2):
+            if write == "checkpoint":  # LangGraph's own methods: not the fence's
+                await AsyncPostgresSaver.aput(saver, CONFIG, empty_checkpoint(), {"step": 1}, {})
+            else:
+                at: RunnableConfig = {"configurable": {**CONFIG["configurable"], "checkpoint_id": "c1"}}
+                await AsyncPostgresSaver.aput_writes(saver, at, [("a", 1), ("b", 2)], task_id="task")
+            recovered.append(await recoverer.recover_run("r1", claimed.attempt, max_attempts=3))
+
+    with pytest.raises(LeaseLost, match="lost its hold"):
+        await asyncio.create_task(attempt())
+    assert [(run.status, run.attempt) for run in recovered] == [("pending", claimed.attempt)]
+    assert await _latest(db_url) == 0
