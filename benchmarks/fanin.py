@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/fanin.py                       10,000 x 2 s on SQLite
     .venv/bin/python benchmarks/fanin.py --n 200 --database-url memory://
     .venv/bin/python benchmarks/fanin.py --url http://127.0.0.1:8123 --pid 4242   a running server
+    .venv/bin/python benchmarks/fanin.py --bare                the library alone: the floor
 
 agentbench's W6 (create thread, create run, join, read status: four SDK calls per run through one
 `httpx` pool of 100 connections) cannot drive 10,000 runs on a 2-core machine: against
@@ -31,7 +32,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from overhead import Server
+from overhead import BENCH_APP, Server
 
 
 def cpu_and_rss(pid: int) -> tuple[float, float]:
@@ -63,7 +64,11 @@ class PeakRss:
 
 
 async def fan_in(url: str, n: int, seconds: float, connections: int) -> dict[str, float]:
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    # Kept-alive connections expire on the client before the server's 5 s keep-alive timeout, so a
+    # request never races the server closing an idle connection under it.
+    limits = httpx.Limits(
+        max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=2.0
+    )
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=600) as client:
         gate = asyncio.Semaphore(connections)
         runs: list[tuple[str, str]] = []
@@ -91,6 +96,27 @@ async def fan_in(url: str, n: int, seconds: float, connections: int) -> dict[str
     return {"create_phase_s": created, "wall_s": wall, "ok": float(sum(joined))}
 
 
+async def bare(n: int, seconds: float, path: str) -> dict[str, float]:
+    """The floor: the reference app's `sleepy` graph, `n` invocations at once, in this process, with
+    LangGraph's own `AsyncSqliteSaver` (no server, no HTTP)."""
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    sys.path.insert(0, str(BENCH_APP))
+    from graphs import _sleepy  # type: ignore[import-not-found]
+
+    async with AsyncSqliteSaver.from_conn_string(path) as saver:
+        graph = _sleepy.compile(checkpointer=saver)
+        started = time.perf_counter()
+        results = await asyncio.gather(
+            *(
+                graph.ainvoke({"seconds": seconds}, {"configurable": {"thread_id": str(uuid.uuid4())}})
+                for _ in range(n)
+            )
+        )
+        wall = time.perf_counter() - started
+    return {"wall_s": wall, "ok": float(sum(r.get("slept") == seconds for r in results))}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -102,7 +128,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default=None, help="a running server instead (give --pid)")
     parser.add_argument("--pid", type=int, default=None)
     parser.add_argument("--python", default=sys.executable)
+    parser.add_argument("--bare", action="store_true", help="the library's floor instead: no server")
     args = parser.parse_args(argv)
+    if args.bare:
+        cpu_before = time.process_time()
+        floor = asyncio.run(bare(args.n, args.seconds, str(Path(tempfile.mkdtemp()) / "bare.db")))
+        cpu = time.process_time() - cpu_before
+        print(
+            f"{args.n} x {args.seconds:g} s, bare LangGraph + AsyncSqliteSaver in-process: all done at "
+            f"{floor['wall_s']:.2f} s ({int(floor['ok'])} ok); CPU {1000 * cpu / args.n:.2f} ms/run"
+        )
+        return 0 if int(floor["ok"]) == args.n else 1
     server = None
     if args.url is None:
         out = Path(tempfile.mkdtemp(prefix="runplane-fanin."))
