@@ -157,11 +157,13 @@ def test_two_processes_report_the_same_queue_and_their_own_counters(
         lambda: worker.value("runplane_sse_subscribers", process=worker_label) == 1, 20, "an SSE subscriber"
     )
     assert api_only.value("runplane_sse_subscribers", process=api_label) == 0
+    # The joined stream carries the run's steps (one every 0.1 s) before anything is cancelled.
+    wait_until(lambda: "values" in heard, 20, "a values event on the joined stream")
     # The pending ones first: the worker's only slot is taken, so none of them can start meanwhile.
     for run in sorted(runs, key=lambda r: r["run_id"] == running["run_id"]):
         near.runs.cancel(run["thread_id"], run["run_id"], wait=True, action="interrupt")
     listener.join(timeout=20)
-    assert not listener.is_alive() and "values" in heard
+    assert not listener.is_alive()
     wait_until(
         lambda: worker.value("runplane_sse_subscribers", process=worker_label) == 0, 20, "no subscriber"
     )
