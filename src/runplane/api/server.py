@@ -40,32 +40,29 @@ MAX_CONNECTIONS = 1000
 MAX_HEAD_BYTES = 64 * 1024
 
 
-class HeaderTimeoutH11Protocol(H11Protocol):
-    """h11 protocol that closes a connection whose request head (request line and headers) is not
-    complete `header_timeout` seconds after the connection opened or its previous response ended
-    and the client started the next request."""
+class _HeadTimeout:
+    """The header timeout both protocols share: armed when the connection opens, closing it if a
+    request head is still being read `header_timeout` seconds after the timer was armed. Each
+    protocol says when a head is being read (`_reading_head`) and re-arms it for the next one."""
 
     header_timeout = HEADER_TIMEOUT
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
         self._arm_head_timer()
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-            # Still reading a request head (perhaps the next one on a kept-alive connection).
-            self._arm_head_timer()
-        else:
-            self._disarm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def _reading_head(self) -> bool:
+        raise NotImplementedError
 
     def _arm_head_timer(self) -> None:
         if self._head_timer is None:
@@ -78,13 +75,30 @@ class HeaderTimeoutH11Protocol(H11Protocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+        if self._reading_head() and not self.transport.is_closing():
             self.transport.close()
+
+
+class HeaderTimeoutH11Protocol(_HeadTimeout, H11Protocol):
+    """h11 protocol that closes a connection whose request head (request line and headers) is not
+    complete `header_timeout` seconds after the connection opened or its previous response ended
+    and the client started the next request."""
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._reading_head() and not self.transport.is_closing():
+            # Still reading a request head (perhaps the next one on a kept-alive connection).
+            self._arm_head_timer()
+        else:
+            self._disarm_head_timer()
+
+    def _reading_head(self) -> bool:
+        return self.conn.their_state is h11.IDLE
 
 
 if HttpToolsProtocol is not None:
 
-    class HeaderTimeoutHttpToolsProtocol(HttpToolsProtocol):
+    class HeaderTimeoutHttpToolsProtocol(_HeadTimeout, HttpToolsProtocol):
         """httptools protocol with `HeaderTimeoutH11Protocol`'s header timeout, and a request head
         (request line and headers) bounded to `MAX_HEAD_BYTES` as h11 bounds it: 400, then close.
 
@@ -92,17 +106,10 @@ if HttpToolsProtocol is not None:
         request (`on_message_begin`), until the parser has every header (`on_headers_complete`).
         """
 
-        header_timeout = HEADER_TIMEOUT
-
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self._head_timer: asyncio.TimerHandle | None = None
             #: Bytes received since the current head began; None while no head is being read.
             self._head_bytes: int | None = 0
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._arm_head_timer()
 
         def data_received(self, data: bytes) -> None:
             if self._head_bytes is not None:
@@ -123,23 +130,8 @@ if HttpToolsProtocol is not None:
             self._disarm_head_timer()
             super().on_headers_complete()
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm_head_timer()
-            super().connection_lost(exc)
-
-        def _arm_head_timer(self) -> None:
-            if self._head_timer is None:
-                self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
-
-        def _disarm_head_timer(self) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
-
-        def _head_timed_out(self) -> None:
-            self._head_timer = None
-            if self._head_bytes is not None and not self.transport.is_closing():
-                self.transport.close()
+        def _reading_head(self) -> bool:
+            return self._head_bytes is not None
 
 
 def http_protocol(parser: str = "auto") -> type[Any]:
