@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,6 +14,7 @@ from runplane.core.models import Json
 ASSISTANT_NAMESPACE = uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
 
 
+@functools.lru_cache(maxsize=4096)  # every request naming a graph asks; a uuid5 is a SHA-1
 def default_assistant_id(graph_id: str) -> str:
     """The id of a graph's default assistant, stable across restarts and servers."""
     return str(uuid.uuid5(ASSISTANT_NAMESPACE, graph_id))

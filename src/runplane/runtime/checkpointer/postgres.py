@@ -7,11 +7,21 @@ from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    get_serializable_checkpoint_metadata,
+)
+from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from langgraph.checkpoint.serde.types import _DeltaSnapshot
 from psycopg import AsyncCursor
 from psycopg.abc import Params, Query
 from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from runplane.db.postgres import HoldTransaction, joinable_hold, writing_only_through_hold
@@ -23,7 +33,87 @@ from runplane.runtime.checkpointer.base import FencedWrites, Savepoint, resumed_
 POOL_SIZE = 8
 
 
-class FencedPostgresSaver(FencedWrites, AsyncPostgresSaver):
+class LoopSerializingPostgresSaver(AsyncPostgresSaver):
+    """`AsyncPostgresSaver` serializing on the event loop, as the SQLite saver does, rather than in a
+    thread of the default executor.
+
+    `aput`, `aput_writes` and `_load_checkpoint_tuple` are LangGraph's (langgraph-checkpoint-postgres
+    3.2, pinned) without their `asyncio.to_thread`: a run makes about ten of these calls, and each
+    hop cost more CPU than serializing a checkpoint's few values (about 60 us on an idle loop, more
+    when the thread waits for the GIL), and two wake-ups of latency.
+    """
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        configurable = config["configurable"]
+        thread_id = configurable["thread_id"]
+        checkpoint_ns = configurable["checkpoint_ns"]
+        copy = checkpoint.copy()
+        copy["channel_values"] = inline = copy["channel_values"].copy()
+        # Primitive values stay in the checkpoint's row; the others go to the blobs table.
+        blob_values: dict[str, Any] = {}
+        for channel, value in checkpoint["channel_values"].items():
+            if isinstance(value, _DeltaSnapshot):
+                blob_values[channel] = inline.pop(channel)
+                inline[channel] = True
+            elif value is None or isinstance(value, (str, int, float, bool)):
+                pass
+            else:
+                blob_values[channel] = inline.pop(channel)
+        async with self._cursor(pipeline=True) as cur:
+            if blob_versions := {k: v for k, v in new_versions.items() if k in blob_values}:
+                await cur.executemany(
+                    self.UPSERT_CHECKPOINT_BLOBS_SQL,
+                    self._dump_blobs(thread_id, checkpoint_ns, blob_values, blob_versions),
+                )
+            await cur.execute(
+                self.UPSERT_CHECKPOINTS_SQL,
+                (
+                    thread_id,
+                    checkpoint_ns,
+                    checkpoint["id"],
+                    configurable.get("checkpoint_id"),
+                    Jsonb(copy),
+                    Jsonb(get_serializable_checkpoint_metadata(config, metadata)),
+                ),
+            )
+        return {
+            "configurable": {
+                "thread_id": thread_id,
+                "checkpoint_ns": checkpoint_ns,
+                "checkpoint_id": checkpoint["id"],
+            }
+        }
+
+    async def aput_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        # LangGraph's rule: special channels (errors, interrupts...) replace, others keep the first.
+        special = all(channel in WRITES_IDX_MAP for channel, _ in writes)
+        query = self.UPSERT_CHECKPOINT_WRITES_SQL if special else self.INSERT_CHECKPOINT_WRITES_SQL
+        configurable = config["configurable"]
+        params = self._dump_writes(
+            configurable["thread_id"],
+            configurable["checkpoint_ns"],
+            configurable["checkpoint_id"],
+            task_id,
+            task_path,
+            writes,
+        )
+        async with self._cursor(pipeline=True) as cur:
+            await cur.executemany(query, params)
+
+    async def _load_checkpoint_tuple(self, value: DictRow) -> CheckpointTuple:
+        # The synchronous saver's, which is the asynchronous one's without the thread hop.
+        return PostgresSaver._load_checkpoint_tuple(cast(Any, self), value)
+
+
+class FencedPostgresSaver(FencedWrites, LoopSerializingPostgresSaver):
     """`AsyncPostgresSaver` whose writes run inside the running attempt's guard, in the guard's own
     transaction when the store offers it (`PostgresStore.hold_attempt`).
 
