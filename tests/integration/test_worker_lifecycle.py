@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,7 @@ from runplane.core.manager import ManagerSettings
 from runplane.core.models import Outcome, TokenUsage
 from runplane.demo.graphs import DEMO_MODEL_NAME
 from runplane.testing import FakeClock
+from runplane.worker import worker as worker_module
 from tests.integration._worker_support import GATE, STOPPED, decode, harness
 
 
@@ -225,7 +227,7 @@ async def test_lost_lease_stops_the_attempt_and_it_never_writes_again() -> None:
         other = await h.manager.store.claim_run("worker-b", h.manager.settings.lease_seconds)
         assert other is not None and other.attempt == 2
         # Any hint makes the stalled worker renew: it learns it lost the lease and stops.
-        await h.manager.bus.notify(cancel_channel(run.run_id), "interrupt")
+        await h.manager.bus.notify(cancel_channel(h.worker.worker_id), run.run_id)
         await GATE["stopped"].wait()  # the stalled attempt's graph was cancelled
         current = await h.manager.get_run(run.run_id)
         assert current.status == "running" and current.attempt == 2 and current.lease_owner == "worker-b"
@@ -251,3 +253,49 @@ async def test_temporary_thread_is_deleted_once_its_run_ended() -> None:
         assert await h.checkpoints(temporary.thread_id) == []
         assert (await h.manager.get_thread(kept.thread_id)).values == {"n": 1, "messages": []}
         assert h.worker.succeeded == 2
+
+
+async def test_a_worker_listens_for_cancels_once_not_once_per_run() -> None:
+    """One subscription per worker, entered before it claims: none per run (each was a round trip
+    to Redis or PostgreSQL before the run could start, and another after it)."""
+    async with harness(start=False) as h:
+        listen = h.manager.bus.listen
+        channels: list[str] = []
+
+        def counting(channel: str) -> Any:
+            channels.append(channel)
+            return listen(channel)
+
+        h.manager.bus.listen = counting  # type: ignore[method-assign]
+        await h.worker.start()
+        runs = [await h.run("echo", input={"messages": ["hi"]}) for _ in range(5)]
+        assert [getattr(await h.done(run), "status", None) for run in runs] == ["success"] * 5
+    assert [c for c in channels if c.startswith("runplane:cancel:")] == [cancel_channel(h.worker.worker_id)]
+
+
+async def test_a_cancel_hinted_before_the_run_executes_is_obeyed_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cancel whose hint comes between the claim and the execution (here: while the run's first
+    event is being published) is kept, and looked at as soon as the run executes, not at its first
+    lease renewal (an hour away here)."""
+    monkeypatch.setattr(worker_module, "FIRST_CHECK_SECONDS", 3600.0)
+    async with harness(start=False, heartbeat_seconds=3600) as h:
+        publishing, cancelled = asyncio.Event(), asyncio.Event()
+        enqueue = h.manager.bus.enqueue
+
+        async def held_metadata(run_id: str, event: str, data: bytes) -> None:
+            if event == "metadata":
+                publishing.set()
+                await cancelled.wait()
+            await enqueue(run_id, event, data)
+
+        monkeypatch.setattr(h.manager.bus, "enqueue", held_metadata)
+        await h.worker.start()
+        run = await h.run("blocker", input={})  # it never ends by itself
+        await publishing.wait()
+        requested = await h.manager.cancel_run(run.run_id)
+        assert requested is not None and requested.status == "running"
+        cancelled.set()
+        final = await h.done(run)
+    assert final is not None and final.status == "interrupted"

@@ -49,12 +49,12 @@ async def test_a_running_run_is_deleted_only_once_its_worker_stopped(manager: Ru
     with pytest.raises(Conflict):
         await manager.delete_run(run.run_id, thread_id=run.thread_id)
 
-    async with manager.listen(cancel_channel(run.run_id)) as cancels:
+    async with manager.listen(cancel_channel("w1")) as cancels:
 
         async def worker_obeys_the_cancel() -> None:
             # The worker hears the cancel and records the run interrupted, as `Worker` does.
             async with asyncio.timeout(2):
-                assert await anext(cancels) == "interrupt"
+                assert await anext(cancels) == run.run_id
             await manager.finish(run, Outcome("interrupted", "idle"))
 
         worker = asyncio.create_task(worker_obeys_the_cancel())

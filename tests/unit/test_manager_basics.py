@@ -128,9 +128,9 @@ async def test_rollback_a_pending_run_deletes_it(manager: RunManager) -> None:
 
 async def test_cancel_a_running_run_tells_its_worker(manager: RunManager) -> None:
     run = await _running(manager)
-    async with manager.bus.listen(cancel_channel(run.run_id)) as hints:
+    async with manager.bus.listen(cancel_channel("w1")) as hints:  # its worker's channel
         answered = await manager.cancel_run(run.run_id, action="rollback")
-        assert await _next(hints) == "rollback"
+        assert await _next(hints) == run.run_id
     assert answered is not None
     assert (answered.status, answered.cancel_action) == ("running", "rollback")
 
@@ -139,8 +139,8 @@ async def test_cancel_and_wait_returns_the_final_run(manager: RunManager) -> Non
     run = await _running(manager)
 
     async def worker() -> None:
-        async with manager.bus.listen(cancel_channel(run.run_id)) as hints:
-            assert await _next(hints) == "interrupt"
+        async with manager.bus.listen(cancel_channel("w1")) as hints:
+            assert await _next(hints) == run.run_id
             assert await manager.renew(run, "w1") == "interrupt"
             await manager.finish(run, Outcome("interrupted", "idle"))
 
@@ -240,11 +240,11 @@ async def test_create_run_with_interrupt_tells_the_running_worker(manager: RunMa
     running = await _running(manager)
     queued = await manager.create_run("t1", "agent")
     async with (
-        manager.bus.listen(cancel_channel(running.run_id)) as cancels,
+        manager.bus.listen(cancel_channel("w1")) as cancels,
         manager.bus.listen(done_channel(queued.run_id)) as queued_done,
     ):
         await manager.create_run("t1", "agent", multitask_strategy="interrupt")
-        assert await _next(cancels) == "interrupt"
+        assert await _next(cancels) == running.run_id
         assert await _next(queued_done) == queued.run_id
     assert (await manager.get_run(queued.run_id)).status == "interrupted"
 
@@ -315,9 +315,9 @@ async def test_thread_passthroughs(manager: RunManager) -> None:
 async def test_delete_thread_stops_its_running_run(manager: RunManager) -> None:
     run = await _running(manager)
     reader = asyncio.create_task(_collect(await manager.stream_run(run.run_id)))
-    async with manager.bus.listen(cancel_channel(run.run_id)) as cancels:
+    async with manager.bus.listen(cancel_channel("w1")) as cancels:
         await manager.delete_thread("t1")
-        assert await _next(cancels) == "interrupt"
+        assert await _next(cancels) == run.run_id
     assert await reader == []
 
 
@@ -392,7 +392,7 @@ async def test_delete_thread_ends_pending_runs_without_a_cancel_hint(manager: Ru
     created = await manager.create_run("t1", "agent", if_not_exists="create")
     waiter = asyncio.create_task(manager.wait_for_run(created.run_id))
     await asyncio.sleep(0)
-    async with manager.bus.listen(cancel_channel(created.run_id)) as cancels:
+    async with manager.bus.listen(cancel_channel("w1")) as cancels:
         await manager.delete_thread("t1")
         async with asyncio.timeout(1):
             assert await waiter is None

@@ -18,9 +18,11 @@ from typing import Protocol
 WAKEUP_CHANNEL = "runplane:wakeup"
 
 
-def cancel_channel(run_id: str) -> str:
-    """Channel on which the worker executing `run_id` hears a cancel request."""
-    return f"runplane:cancel:{run_id}"
+def cancel_channel(worker_id: str) -> str:
+    """Channel on which worker `worker_id` hears cancel requests for the runs it holds (the message
+    is the run's id). One per worker, subscribed before it claims anything: no subscription per
+    run, and no moment between a claim and a subscription in which a hint could be missed."""
+    return f"runplane:cancel:{worker_id}"
 
 
 def done_channel(run_id: str) -> str:

@@ -150,7 +150,7 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
         for run in active:
             await self._end(run.run_id)
             if run.status == "running":
-                await self.bus.notify(cancel_channel(run.run_id), "interrupt")
+                await self._hint_cancel(run)
 
     async def search_threads(
         self, owner: str = SINGLE_USER, filter: ThreadFilter | None = None
@@ -249,7 +249,7 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
         for cancelled in admission.cancelled_pending:
             await self._end(cancelled.run_id)
         for running in admission.cancel_requested:
-            await self.bus.notify(cancel_channel(running.run_id), running.cancel_action or "interrupt")
+            await self._hint_cancel(running)
         await self.bus.notify(WAKEUP_CHANNEL, admission.run.run_id)
         return admission.run
 
@@ -314,7 +314,7 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
             await self._hint_webhook(result.run)
             return None if result.deleted else result.run
         if result.run.status == "running":
-            await self.bus.notify(cancel_channel(run_id), action)
+            await self._hint_cancel(result.run)
         if not wait:
             return result.run
         return await self.wait_for_run(run_id, owner, thread_id=thread_id)
@@ -390,6 +390,11 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
     async def _end(self, run_id: str) -> None:
         await self.bus.end_stream(run_id)
         await self._announce_done(run_id)
+
+    async def _hint_cancel(self, run: Run) -> None:
+        """Tell the worker holding `run` (its lease owner) to look at its cancel request."""
+        if run.lease_owner is not None:
+            await self.bus.notify(cancel_channel(run.lease_owner), run.run_id)
 
     async def _announce_done(self, run_id: str) -> None:
         await self.bus.notify(done_channel(run_id), run_id)

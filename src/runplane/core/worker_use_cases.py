@@ -44,10 +44,11 @@ class WorkerUseCases:
         read the store, and poll now and then."""
         return self.bus.listen(WAKEUP_CHANNEL)
 
-    def cancel_hints(self, run: Run) -> AbstractAsyncContextManager[AsyncIterator[str]]:
-        """Hints that `run` got a cancel request (the action, `interrupt` or `rollback`). The
-        request itself is durable: a worker that missed the hint sees it at its next renewal."""
-        return self.bus.listen(cancel_channel(run.run_id))
+    def cancel_hints(self, worker_id: str) -> AbstractAsyncContextManager[AsyncIterator[str]]:
+        """Hints that a run worker `worker_id` holds got a cancel request (each hint: the run's
+        id). The request itself is durable: a worker that missed the hint sees it at its next
+        renewal."""
+        return self.bus.listen(cancel_channel(worker_id))
 
     async def claim(self, worker_id: str) -> Run | None:
         run = await self.store.claim_run(worker_id, self.settings.lease_seconds)

@@ -33,9 +33,13 @@ T = TypeVar("T")
 
 StopReason = Literal["interrupt", "rollback", "lease_lost", "shutdown"]
 
-#: How soon a run re-reads its durable cancel request after it starts: covers a cancel that landed
-#: between the claim and the moment the worker listened for its hint.
+#: How soon a run first renews its lease and re-reads its durable cancel request: soon, in case a
+#: cancel's hint was lost (the bus was down a moment); then every `heartbeat_seconds`.
 FIRST_CHECK_SECONDS = 0.5
+
+#: Cancel hints remembered for runs this worker has not started executing yet (bounded: a hint for a
+#: run that never starts here is dropped eventually; its request stays in the store).
+EARLY_CANCELS = 1024
 
 #: Pauses before claiming again when a wake-up hint came but the claim found nothing: the hinted
 #: run's thread may be held a moment longer by another transaction (PostgreSQL's claim skips locked
@@ -60,6 +64,8 @@ class _Attempt:
     #: Once the lease is lost nothing more is written for this attempt (fencing).
     fenced: bool = False
     watchers: list[asyncio.Task[Any]] = field(default_factory=list)
+    #: Executing, with watchers that a cancel hint may join (see `Worker._hinted_cancel`).
+    watched: bool = False
 
     def halt(self, reason: StopReason) -> None:
         """Stop the execution for `reason` (the first reason wins; losing the lease always fences)."""
@@ -122,6 +128,8 @@ class Worker:
         self._hinted = False
         self._slots = asyncio.Semaphore(concurrency)
         self._attempts: dict[str, _Attempt] = {}
+        #: Run ids whose cancel hint came before their execution started (an ordered set).
+        self._early_cancels: dict[str, None] = {}
         self._running: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
@@ -166,19 +174,46 @@ class Worker:
     async def run_until_idle(self) -> None:
         """Burst mode (tests, scripts): recover, then claim and execute until nothing is claimable
         and nothing runs. Runs not yet due (`after_seconds`) are left in the queue."""
-        await self._recover()
-        while True:
-            while not self._slots.locked() and await self._claim_one():
-                pass
-            if not self._running:
-                return
-            await asyncio.wait(set(self._running), return_when=asyncio.FIRST_COMPLETED)
+        async with self._listening_for_cancels():
+            await self._recover()
+            while True:
+                while not self._slots.locked() and await self._claim_one():
+                    pass
+                if not self._running:
+                    return
+                await asyncio.wait(set(self._running), return_when=asyncio.FIRST_COMPLETED)
+
+    @contextlib.asynccontextmanager
+    async def _listening_for_cancels(self) -> AsyncIterator[None]:
+        """Hear cancel hints for every run this worker holds, from before it claims one."""
+        async with self.manager.cancel_hints(self.worker_id) as hints:
+
+            async def pump() -> None:
+                async for run_id in hints:
+                    self._hinted_cancel(run_id)
+
+            pumping = asyncio.create_task(pump())
+            try:
+                yield
+            finally:
+                pumping.cancel()
+
+    def _hinted_cancel(self, run_id: str) -> None:
+        # The hint only says "look": the durable request in the store decides what to do.
+        attempt = self._attempts.get(run_id)
+        if attempt is not None and attempt.watched:
+            attempt.watchers.append(asyncio.create_task(self._check(attempt)))
+            return
+        # Claimed, and not executing yet: `_execute` looks once it watches the attempt.
+        self._early_cancels[run_id] = None
+        if len(self._early_cancels) > EARLY_CANCELS:
+            del self._early_cancels[next(iter(self._early_cancels))]
 
     # -- claiming ---------------------------------------------------------------------------------
 
     async def _claim_loop(self, listening: asyncio.Event) -> None:
         # Listen first, then look at the queue: a run created after this point always wakes us.
-        async with self.manager.new_run_hints() as hints:
+        async with self.manager.new_run_hints() as hints, self._listening_for_cancels():
             pump = asyncio.create_task(self._pump(hints))
             listening.set()
             try:
@@ -290,25 +325,24 @@ class Worker:
         attempt = _Attempt(run)
         self._attempts[run.run_id] = attempt
         try:
-            async with self.manager.cancel_hints(run) as hints:
 
-                def execution_of(retry: bool) -> Execution:
-                    return Execution(
-                        run,
-                        self.runtime,
-                        lambda event, payload: self._publish(attempt, event, payload),
-                        lambda model, usage: self._progress(attempt, model, usage),
-                        lambda: self._hold(attempt),
-                        default_timeout=self.default_timeout,
-                        retry=retry,
-                    )
+            def execution_of(retry: bool) -> Execution:
+                return Execution(
+                    run,
+                    self.runtime,
+                    lambda event, payload: self._publish(attempt, event, payload),
+                    lambda model, usage: self._progress(attempt, model, usage),
+                    lambda: self._hold(attempt),
+                    default_timeout=self.default_timeout,
+                    retry=retry,
+                )
 
-                if run.cancel_action is not None:
-                    # Claimed with a cancel already pending (its previous worker died or was
-                    # stopped before acting on it): perform the cancel, never execute.
-                    ended = await self._cancel(attempt, execution_of(False), run.cancel_action)
-                else:
-                    ended = await self._execute(attempt, execution_of, hints)
+            if run.cancel_action is not None:
+                # Claimed with a cancel already pending (its previous worker died or was stopped
+                # before acting on it): perform the cancel, never execute.
+                ended = await self._cancel(attempt, execution_of(False), run.cancel_action)
+            else:
+                ended = await self._execute(attempt, execution_of)
             if ended and run.kwargs.temporary:
                 await self._forget(run)
         except Exception:
@@ -317,10 +351,9 @@ class Worker:
             )
         finally:
             del self._attempts[run.run_id]
+            self._early_cancels.pop(run.run_id, None)
 
-    async def _execute(
-        self, attempt: _Attempt, execution_of: Callable[[bool], Execution], hints: AsyncIterator[str]
-    ) -> bool:
+    async def _execute(self, attempt: _Attempt, execution_of: Callable[[bool], Execution]) -> bool:
         """Execute the attempt while keeping its lease and listening for cancels; then settle it.
 
         An infrastructure fault does not end the attempt: it pauses, waits with backoff until the
@@ -330,10 +363,11 @@ class Worker:
         run = attempt.run
         execution = execution_of(False)
         await self._publish(attempt, "metadata", {"run_id": run.run_id, "attempt": run.attempt})
-        attempt.watchers = [
-            asyncio.create_task(self._heartbeat(attempt)),
-            asyncio.create_task(self._listen_cancel(attempt, hints)),
-        ]
+        attempt.watchers.append(asyncio.create_task(self._heartbeat(attempt)))
+        attempt.watched = True
+        if run.run_id in self._early_cancels:  # hinted before it was watched
+            del self._early_cancels[run.run_id]
+            attempt.watchers.append(asyncio.create_task(self._check(attempt)))
         outcome: Outcome | None = None
         try:
             while True:
@@ -364,6 +398,7 @@ class Worker:
                     )
                     execution = execution_of(True)
         finally:
+            attempt.watched = False
             for watcher in attempt.watchers:
                 watcher.cancel()
         return await self._settle(attempt, execution, outcome)
@@ -480,11 +515,6 @@ class Worker:
                 # The store did not answer: try again soon, so the lease is renewed within moments
                 # of its return, before other workers could take the run for abandoned.
                 delay = min(self.heartbeat_seconds, backoff.next())
-
-    async def _listen_cancel(self, attempt: _Attempt, hints: AsyncIterator[str]) -> None:
-        async for _ in hints:
-            # The hint only says "look": the durable request in the store decides what to do.
-            await self._check(attempt)
 
     async def _check(self, attempt: _Attempt, *, quiet: bool = True) -> bool:
         """Renew the lease; stop the execution if it is lost or a cancel was requested. False when
