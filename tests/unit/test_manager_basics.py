@@ -61,6 +61,46 @@ async def test_wait_for_run_wakes_on_finish_without_polling(manager: RunManager)
     assert joined is not None and joined.status == "success"
 
 
+async def test_wait_for_outcome_reads_the_ended_run_and_its_thread_together(manager: RunManager) -> None:
+    """Once the "done" hint comes, the run and its thread are read at once, not one after the
+    other: here the run's read cannot complete before the thread's has begun."""
+    run = await _running(manager)
+    thread_read = asyncio.Event()
+    get_run, get_thread = manager.store.get_run, manager.store.get_thread
+    waiting = False
+
+    async def run_after_thread(*args: object) -> Run:
+        if waiting:
+            await thread_read.wait()
+        return await get_run(*args)  # type: ignore[arg-type]
+
+    async def thread_read_too(*args: object) -> object:
+        thread_read.set()
+        return await get_thread(*args)  # type: ignore[arg-type]
+
+    manager.store.get_run = run_after_thread  # type: ignore[method-assign,assignment]
+    manager.store.get_thread = thread_read_too  # type: ignore[method-assign,assignment]
+    waiter = asyncio.create_task(manager.wait_for_outcome(run.run_id, "t1"))
+    await asyncio.sleep(0)
+    waiting = True
+    await manager.finish(run, Outcome("success", "idle", thread_values={"ok": True}))
+    async with asyncio.timeout(1):
+        ended, thread = await waiter
+    assert ended is not None and ended.status == "success"
+    assert thread is not None and thread.values == {"ok": True}
+
+
+async def test_wait_for_outcome_of_a_rolled_back_run_gives_the_restored_thread(manager: RunManager) -> None:
+    run = await _running(manager)
+    waiter = asyncio.create_task(manager.wait_for_outcome(run.run_id, "t1"))
+    await asyncio.sleep(0)
+    await manager.cancel_run(run.run_id, action="rollback")
+    await manager.discard(run)  # as the worker ends a rollback
+    async with asyncio.timeout(1):
+        ended, thread = await waiter
+    assert ended is None and thread is not None and thread.thread_id == "t1"
+
+
 async def test_wait_for_a_finished_run_returns_at_once(manager: RunManager) -> None:
     run = await _running(manager)
     finished = await manager.finish(run, Outcome("error", "error", error="boom"))

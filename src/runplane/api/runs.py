@@ -218,12 +218,7 @@ def _on_disconnect(call: Call, body: s.RunCreateBase) -> bool:
 
 
 async def _thread_output(call: Call, run_id: str, thread_id: str) -> Any:
-    run = await call.manager.wait_for_run(run_id, call.owner, thread_id=thread_id)
-    try:
-        thread = await call.manager.get_thread(thread_id, call.owner)
-    except NotFound:
-        thread = None
-    return final_output(run, thread)
+    return final_output(*await call.manager.wait_for_outcome(run_id, thread_id, call.owner))
 
 
 async def _stream_output(call: Call, created: Created, events: AsyncIterator[StreamEvent]) -> Any:

@@ -11,10 +11,10 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from runplane.core.clock import Clock, SystemClock
 from runplane.core.cron_use_cases import CronUseCases
@@ -58,6 +58,8 @@ from runplane.core.webhooks import WEBHOOKS_CHANNEL, UrlGuard
 from runplane.core.worker_use_cases import WorkerUseCases
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 __all__ = ["MAX_LIMIT", "ManagerSettings", "RunManager", "fingerprint", "new_id"]
 
@@ -336,19 +338,73 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
             NotFound: unknown run (at the first read).
             TimeoutError: `timeout` elapsed first.
         """
+
+        async def first() -> tuple[Run, None]:
+            return await self.store.get_run(run_id, owner, thread_id), None
+
+        async def after_hint() -> tuple[Run | None, None]:
+            try:
+                return await first()
+            except NotFound:
+                return None, None
+
+        run, _ = await self._wait_until_terminal(run_id, first, after_hint, timeout)
+        return run
+
+    async def wait_for_outcome(
+        self, run_id: str, thread_id: str, owner: str = SINGLE_USER, *, timeout: float | None = None
+    ) -> tuple[Run | None, Thread | None]:
+        """`wait_for_run`, and the run's thread as the run left it (None when it is gone).
+
+        Once a hint says the run ended, the run and its thread are read together (one hop on
+        SQLite, two connections at once on PostgreSQL), not one after the other."""
+
+        async def first() -> tuple[Run, Thread | None]:
+            run = await self.store.get_run(run_id, owner, thread_id)
+            return run, (await self._thread_or_none(thread_id, owner) if run.is_terminal else None)
+
+        async def after_hint() -> tuple[Run | None, Thread | None]:
+            run, thread = await asyncio.gather(
+                self.store.get_run(run_id, owner, thread_id),
+                self._thread_or_none(thread_id, owner),
+                return_exceptions=True,
+            )
+            if isinstance(thread, BaseException):
+                raise thread
+            if isinstance(run, NotFound):
+                return None, thread  # deleted (a rollback): the thread as it was restored
+            if isinstance(run, BaseException):
+                raise run
+            return run, thread
+
+        return await self._wait_until_terminal(run_id, first, after_hint, timeout)
+
+    async def _thread_or_none(self, thread_id: str, owner: str) -> Thread | None:
+        try:
+            return await self.store.get_thread(thread_id, owner)
+        except NotFound:
+            return None
+
+    async def _wait_until_terminal(
+        self,
+        run_id: str,
+        first: Callable[[], Awaitable[tuple[Run, T]]],
+        after_hint: Callable[[], Awaitable[tuple[Run | None, T]]],
+        timeout: float | None,
+    ) -> tuple[Run | None, T]:
+        """Read with `first` (its NotFound is raised), then with `after_hint` at each "done" hint
+        (or fallback period) until the run is terminal, or gone (None)."""
         async with asyncio.timeout(timeout):
             async with (
                 self.bus.listen(done_channel(run_id)) as hints,
                 contextlib.aclosing(HintWaiter(hints, self.settings.wait_fallback_seconds)) as hint,
             ):
-                run = await self.store.get_run(run_id, owner, thread_id)
-                while not run.is_terminal:
+                run: Run | None
+                run, extra = await first()
+                while run is not None and not run.is_terminal:
                     await hint.wait()
-                    try:
-                        run = await self.store.get_run(run_id, owner, thread_id)
-                    except NotFound:
-                        return None
-                return run
+                    run, extra = await after_hint()
+                return run, extra
 
     async def stream_run(
         self,
