@@ -345,6 +345,25 @@ async def test_listen_returns_only_once_redis_confirmed_the_subscription(
         assert [event.id for event in await reader] == [first]
 
 
+async def test_a_process_hears_its_own_hints_without_waiting_for_redis(
+    make_bus: MakeBus, admin: Redis
+) -> None:
+    """A worker and an API in one process: the hint reaches the local listener when it is sent,
+    while Redis still holds the PUBLISH (paused here); its copy from Redis is not heard again."""
+    bus = make_bus()
+    async with bus.listen("chan") as hints:
+        await admin.execute_command("CLIENT", "PAUSE", "10000", "WRITE")  # PUBLISH waits
+        try:
+            notifying = asyncio.create_task(bus.notify("chan", "now"))
+            assert await _next(hints) == "now"
+            assert not notifying.done()
+        finally:
+            await admin.execute_command("CLIENT", "UNPAUSE")
+        await notifying
+        await make_bus().notify("chan", "later")  # behind the copy of "now"
+        assert await _next(hints) == "later"
+
+
 async def _subscribed_to(admin: Redis, prefix: str, run_id: str) -> bool:
     result = await admin.pubsub_numsub(f"{prefix}:wake:{run_id}")
     return int(result[0][1]) > 0

@@ -37,6 +37,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from runplane.events._echoes import Echoes
+
 logger = logging.getLogger(__name__)
 
 #: PostgreSQL refuses a payload of 8000 bytes or more.
@@ -129,6 +131,8 @@ class NotifyHub:
         self._task: asyncio.Task[None] | None = None
         self._helpers: set[asyncio.Task[None]] = set()
         self._last_seen = time.monotonic()
+        #: Hints this process delivered at once (`deliver_locally`), whose notification is dropped.
+        self.echoes = Echoes()
         #: Completed (re)connections and returned barriers (pings included), for tests and `repr`.
         self.connections = 0
         self.barriers = 0
@@ -185,6 +189,23 @@ class NotifyHub:
                 sinks.discard(sink)
                 if not sinks:
                     del table[key]
+                    if exact:
+                        self.echoes.drop(key)
+
+    def deliver_locally(self, channel: str, message: str) -> bool:
+        """Hand a hint this process sends on `channel` to the local listeners now (see
+        `events._echoes`): every one registered so far, since the hint is sent after their
+        registration. True when its notification is expected back on this connection and will be
+        dropped; the caller `echoes.forget`s it if the send fails."""
+        sinks = self._hints.get(channel)
+        if not sinks:
+            return False
+        for sink in list(sinks):
+            sink.callback(message)
+        if not self._listening.is_set():
+            return False  # the notification may not come: heard twice if it does
+        self.echoes.expect(channel, message)
+        return True
 
     async def _join_round(self, sink: _Sink) -> None:
         round_ = self._collecting
@@ -257,6 +278,7 @@ class NotifyHub:
                 logger.exception("PostgreSQL LISTEN dispatcher failed", extra={"action": "bus_connect"})
             finally:
                 self._listening.clear()
+                self.echoes.drop()  # nothing sent before comes on the next connection
                 if conn is not None:
                     with contextlib.suppress(Exception):
                         await conn.close()
@@ -309,6 +331,8 @@ class NotifyHub:
             if not size.isdigit():
                 return
             channel, message = rest[: int(size)], rest[int(size) :]
+            if self.echoes.take(channel, message):
+                return  # this process heard it when it sent it
             for sink in list(self._hints.get(channel, ())):
                 if sink.active:
                     sink.callback(message)

@@ -19,6 +19,8 @@ from redis.asyncio import ConnectionPool
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
+from runplane.events._echoes import Echoes
+
 logger = logging.getLogger("runplane.events.redis")
 
 
@@ -67,6 +69,8 @@ class PubSubHub:
         self._attempted = asyncio.Event()
         self._reconcile_task: asyncio.Task[None] | None = None
         self._dirty = False
+        #: Hints this process delivered at once (`deliver_locally`), whose copy from Redis is dropped.
+        self.echoes = Echoes()
 
     @property
     def connected(self) -> bool:
@@ -107,6 +111,20 @@ class PubSubHub:
             if channel in self._channels and not state.sinks:
                 self._reconcile_soon()
 
+    def deliver_locally(self, channel: str, message: str) -> bool:
+        """Hand a hint this process publishes on `channel` to the local sinks now (see
+        `events._echoes`). True when its copy from Redis is expected (this connection is subscribed
+        to the channel) and will be dropped; the caller `echoes.forget`s it if the publish fails."""
+        state = self._channels.get(channel)
+        if state is None or not state.sinks:
+            return False
+        for sink in list(state.sinks):
+            sink(message)
+        if self._conn is None or channel not in self._subscribed or state.pending:
+            return False  # the copy may not come: heard twice if it does
+        self.echoes.expect(channel, message)
+        return True
+
     def _reconcile_soon(self) -> None:
         # Unsubscribing happens in a task rather than inline, so that leaving a listener is
         # synchronous (it runs in `finally` blocks of cancelled tasks). A request arriving while a
@@ -146,6 +164,7 @@ class PubSubHub:
             self._subscribed -= to_unsubscribe
             self._subscribed |= to_subscribe
             for name in to_unsubscribe:
+                self.echoes.drop(name)
                 self._forget_if_unused(name)
 
     def _forget_if_unused(self, name: str) -> None:
@@ -189,6 +208,7 @@ class PubSubHub:
             finally:
                 self._conn = None
                 self._subscribed = set()
+                self.echoes.drop()  # nothing published before comes on the next connection
                 for name, state in list(self._channels.items()):
                     state.pending = 0
                     state.ready.set()  # nobody waits for a confirmation that cannot come
@@ -221,6 +241,8 @@ class PubSubHub:
                 state = self._channels.get(name)
                 if state is not None:
                     message = bytes(response[2]).decode(errors="replace")
+                    if self.echoes.take(name, message):
+                        continue  # this process heard it when it sent it
                     for sink in list(state.sinks):
                         sink(message)
             elif kind == b"subscribe":

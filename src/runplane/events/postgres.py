@@ -427,9 +427,13 @@ class PostgresBus:
         payload = hint_payload(channel, message)
         if not payload_fits(payload):
             raise InvalidInput("hint too long for a PostgreSQL notification")
+        # This process's listeners hear it now; other processes' by way of the notification.
+        echo_expected = self._hub.deliver_locally(channel, message)
         try:
             await self._send(payload)
         except StoreUnavailable as exc:
+            if echo_expected:
+                self._hub.echoes.forget(channel, message)
             logger.warning(
                 "dropped hint on %s: %s", channel, exc, extra={"action": "bus_notify", "channel": channel}
             )

@@ -412,9 +412,14 @@ class RedisBus:
         """Publish a hint; Redis errors are logged and swallowed (every listener has a fallback)."""
         if self._closed:
             return
+        hint_channel = self._hint_channel(channel)
+        # This process's listeners hear it now; other processes' by way of Redis.
+        echo_expected = self._hub.deliver_locally(hint_channel, message)
         try:
-            await self._command(self._redis.publish(self._hint_channel(channel), message))
+            await self._command(self._redis.publish(hint_channel, message))
         except StoreUnavailable as exc:
+            if echo_expected:
+                self._hub.echoes.forget(hint_channel, message)
             logger.warning(
                 "dropped hint on %s: %s", channel, exc, extra={"action": "bus_notify", "channel": channel}
             )
