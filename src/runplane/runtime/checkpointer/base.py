@@ -90,6 +90,17 @@ class Savepoint:
     writes: dict[CheckpointKey, Any] = field(default_factory=dict)
 
 
+def saved_config(thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> RunnableConfig:
+    """What a saver's `aput` returns: the config of the checkpoint it saved."""
+    return {
+        "configurable": {
+            "thread_id": thread_id,
+            "checkpoint_ns": checkpoint_ns,
+            "checkpoint_id": checkpoint_id,
+        }
+    }
+
+
 def resumed_namespaces(namespaces: Iterable[str], task_ids: Iterable[str]) -> list[str]:
     """The subgraph namespaces under the root tasks `task_ids` (those with pending writes on the
     start checkpoint: the only ones a resume re-enters). LangGraph names a subgraph's namespace

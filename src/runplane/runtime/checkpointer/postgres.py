@@ -27,7 +27,7 @@ from psycopg_pool import AsyncConnectionPool
 from runplane.db.postgres import HoldTransaction, joinable_hold, writing_only_through_hold
 from runplane.runtime._databases import postgres_pool, setup_postgres_once
 from runplane.runtime.checkpointer._tables import EXPIRED_THREADS, Strategy, expire_statements
-from runplane.runtime.checkpointer.base import FencedWrites, Savepoint, resumed_namespaces
+from runplane.runtime.checkpointer.base import FencedWrites, Savepoint, resumed_namespaces, saved_config
 
 #: Connections of the saver's own pool (reads; writes outside a run's fence).
 POOL_SIZE = 8
@@ -82,13 +82,7 @@ class LoopSerializingPostgresSaver(AsyncPostgresSaver):
                     Jsonb(get_serializable_checkpoint_metadata(config, metadata)),
                 ),
             )
-        return {
-            "configurable": {
-                "thread_id": thread_id,
-                "checkpoint_ns": checkpoint_ns,
-                "checkpoint_id": checkpoint["id"],
-            }
-        }
+        return saved_config(thread_id, checkpoint_ns, checkpoint["id"])
 
     async def aput_writes(
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""

@@ -25,7 +25,7 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from runplane.db.sqlite_writer import GroupCommit, shared
 from runplane.runtime._databases import tune_sqlite
 from runplane.runtime.checkpointer._tables import EXPIRED_THREADS, Strategy, expire_statements
-from runplane.runtime.checkpointer.base import FencedWrites, Savepoint, resumed_namespaces
+from runplane.runtime.checkpointer.base import FencedWrites, Savepoint, resumed_namespaces, saved_config
 
 #: The columns of a pending write that a savepoint keeps, in LangGraph's `writes` table.
 _WRITE_COLUMNS = "task_id, task_path, idx, channel, type, value"
@@ -107,13 +107,7 @@ class GroupCommitSqliteSaver(AsyncSqliteSaver):
             serialized_metadata,
         )
         await self.writer.transact(lambda conn: conn.execute(_PUT_CHECKPOINT, params).close())
-        return {
-            "configurable": {
-                "thread_id": thread_id,
-                "checkpoint_ns": checkpoint_ns,
-                "checkpoint_id": checkpoint["id"],
-            }
-        }
+        return saved_config(thread_id, checkpoint_ns, checkpoint["id"])
 
     async def aput_writes(
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
