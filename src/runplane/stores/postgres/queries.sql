@@ -265,12 +265,17 @@ WITH claimed AS (
     UPDATE threads SET queue_seq = NULL, status = 'busy', updated_at = %(now)s
     WHERE thread_id = %(thread_id)s AND EXISTS (SELECT 1 FROM claimed)
 )
-SELECT claimed.*, EXISTS (
-    SELECT 1 FROM threads AS t
+SELECT claimed.*, (
+    -- Not EXISTS: its plan may drop the order and scan every thread; this one walks the queue
+    -- index, as claim_next_thread does, and stops at the first due head. The claimed thread's
+    -- own head is still in this statement's snapshot (`settled` is not): it is left out by hand.
+    SELECT t.queue_seq FROM threads AS t
     JOIN runs AS r ON r.seq = t.queue_seq
-    WHERE t.queue_seq IS NOT NULL AND t.thread_id <> %(thread_id)s
+    WHERE t.queue_seq IS NOT NULL AND r.thread_id <> %(thread_id)s
         AND (r.not_before IS NULL OR r.not_before <= %(now)s)
-) AS more
+    ORDER BY t.queue_seq
+    LIMIT 1
+) IS NOT NULL AS more
 FROM claimed
 
 -- name: renew_lease
