@@ -21,10 +21,11 @@ from runplane.core.events import EventBus
 from runplane.core.manager import RunManager
 from runplane.core.models import Claimed, Run
 from runplane.events.memory import InMemoryBus
+from runplane.events.postgres import PostgresBus
 from runplane.runtime.graphs import LangGraphRuntime
 from runplane.stores import open_store
-from runplane.worker import Worker
 from runplane.testing import FakeClock
+from runplane.worker import Worker
 from tests._services import drop_postgres_database, fresh_postgres_database, require_postgres_url
 from tests.integration._worker_support import GATE, GRAPHS, STOPPED, Harness, harness
 
@@ -197,8 +198,6 @@ async def _workers(kind: str, tmp_path: Path, count: int) -> AsyncIterator[list[
             if kind == "sqlite":
                 bus: EventBus = shared
             else:
-                from runplane.events.postgres import PostgresBus
-
                 bus = PostgresBus.from_url(url)
                 buses.append(bus)
             worker = Worker(
@@ -222,7 +221,7 @@ async def test_several_workers_run_queued_threads_without_the_poll(kind: str, tm
     async with _workers(kind, tmp_path, 2) as workers:
         manager = workers[0].manager
         runs: list[Run] = []
-        for t in range(4):
+        for _ in range(4):
             thread_id = (await manager.create_thread()).thread_id
             for i in range(3):  # queued behind each other: each starts when the one before ends
                 runs.append(
