@@ -268,8 +268,9 @@ class Worker:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
-        # The claim loop waits for this slot only when its last claim saw more to claim; a run
-        # this one's end made claimable wakes it (`_unblocked`), and hints wake it for the rest.
+        # A free slot alone is no reason to claim: a run this one's end made claimable wakes the
+        # claim loop (`_unblocked`), hints wake it for the rest, and a claim that saw more waits
+        # for this slot to claim it.
         self._slots.release()
 
     def _unblocked(self) -> None:
