@@ -36,6 +36,7 @@ from runplane.core.models import (
     MULTITASK_STRATEGIES,
     Admission,
     CancelAction,
+    Claimed,
     Json,
     NewRun,
     NewThread,
@@ -312,10 +313,11 @@ class StoreAgreement(RuleBasedStateMachine):
 
     @rule(worker_id=st.sampled_from(WORKERS), lease=st.sampled_from((10.0, 30.0)))
     def claim(self, worker_id: str, lease: float) -> None:
-        claimed = self.both(lambda s: s.claim_run(worker_id, lease), label="claim_run")
-        if isinstance(claimed, Run):
-            self.claims[claimed.run_id] = claimed.attempt
-            self.live.add(claimed.run_id)
+        # With what the claim saw of the rest of the queue (`Claimed.more`): the stores agree on it.
+        claimed = self.both(lambda s: s.claim_and_look(worker_id, lease), label="claim_and_look")
+        if isinstance(claimed, Claimed) and claimed.run is not None:
+            self.claims[claimed.run.run_id] = claimed.run.attempt
+            self.live.add(claimed.run.run_id)
 
     @rule(
         worker_id=st.sampled_from(WORKERS),
@@ -409,7 +411,8 @@ class StoreAgreement(RuleBasedStateMachine):
             model_name=model,
             usage=usage,
         )
-        result = self.both(lambda s: s.finish_run(run_id, attempt, outcome), label="finish_run")
+        # With whether the thread's next run became claimable (`Finished.next_claimable`).
+        result = self.both(lambda s: s.finish_and_look(run_id, attempt, outcome), label="finish_and_look")
         self._moved_on(result, run_id)
 
     @precondition(lambda self: self.claims)

@@ -21,7 +21,7 @@ from langgraph_sdk.client import LangGraphClient
 
 from runplane.api import ApiSettings, create_app
 from runplane.core.manager import RunManager
-from runplane.core.models import Admission, NewRun, Run
+from runplane.core.models import Admission, Claimed, NewRun
 from runplane.demo.graphs import echo
 from runplane.events.postgres import PostgresBus
 from runplane.runtime.graphs import LangGraphRuntime
@@ -50,15 +50,15 @@ class LockedAfterAdmission(PostgresStore):
         await self.held.execute("SELECT 1 FROM threads WHERE thread_id = %s FOR UPDATE", (new.thread_id,))
         return admission  # the manager wakes the workers now, with the thread still locked
 
-    async def claim_run(self, worker_id: str, lease_seconds: float) -> Run | None:
-        run = await super().claim_run(worker_id, lease_seconds)
+    async def claim_and_look(self, worker_id: str, lease_seconds: float) -> Claimed:
+        claimed = await super().claim_and_look(worker_id, lease_seconds)
         if self.held is not None:
             # The lock ends without a wake-up, as the metadata patch did.
             held, self.held = self.held, None
-            self.passed_over += run is None
+            self.passed_over += claimed.run is None
             await held.commit()
             await held.close()
-        return run
+        return claimed
 
 
 @pytest.fixture

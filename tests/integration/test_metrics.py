@@ -93,8 +93,8 @@ async def test_counters_and_histograms_after_real_runs(observed_world: Observed)
     assert world.value("runplane_events_published_total", event="metadata") == 4
     assert world.value("runplane_events_published_total", event="error") == 1
     assert world.value("runplane_store_operations_total", operation="create_run", outcome="ok") == 4
-    assert world.value("runplane_store_operations_total", operation="finish_run", outcome="ok") == 4
-    assert world.value("runplane_store_operation_duration_seconds_count", operation="claim_run") >= 4
+    assert world.value("runplane_store_operations_total", operation="finish_and_look", outcome="ok") == 4
+    assert world.value("runplane_store_operation_duration_seconds_count", operation="claim_and_look") >= 4
     await world.metrics.refresh(world.manager)
     assert world.gauge("runplane_queue_depth") == 0
 

@@ -226,6 +226,7 @@ _HOT_QUERIES: dict[str, dict[str, Any]] = {
         "interrupts": None,
         "set_error": True,
         "error": None,
+        "due_at": _NOW,
     },
     "settle_admitted": {"thread_id": "t", "now": _NOW, "config": None, "metadata": None},
     "lock_thread_of_run": {"run_id": "r"},
@@ -237,11 +238,18 @@ _HOT_QUERIES: dict[str, dict[str, Any]] = {
 }
 
 
+#: Partial indexes that hold the queue itself, walked in order to the first due head (a claim's
+#: plan, and the look at the rest of the queue in the same statement): bounded by the queue.
+_QUEUE_INDEXES = {"threads_queue"}
+
+
 def _unbounded_scans(node: dict[str, Any]) -> Iterator[str]:
     """Plan nodes that read a whole table or a whole index (no index condition bounds them)."""
     kind = node["Node Type"]
     if kind == "Seq Scan" or (
-        kind in ("Index Scan", "Index Only Scan", "Bitmap Index Scan") and "Index Cond" not in node
+        kind in ("Index Scan", "Index Only Scan", "Bitmap Index Scan")
+        and "Index Cond" not in node
+        and node.get("Index Name") not in _QUEUE_INDEXES
     ):
         yield f"{kind} on {node.get('Relation Name') or node.get('Index Name')}"
     for child in node.get("Plans", []):

@@ -125,15 +125,15 @@ async def test_usage_is_recorded_while_the_run_is_still_running() -> None:
 async def test_idle_worker_picks_up_a_new_run_within_milliseconds() -> None:
     async with harness(start=False) as h:
         claims: list[float] = []
-        claim = h.manager.claim
+        claim = h.manager.claim_and_look
 
         async def timed_claim(worker_id: str):
-            run = await claim(worker_id)
-            if run is not None:
+            claimed = await claim(worker_id)
+            if claimed.run is not None:
                 claims.append(time.perf_counter())
-            return run
+            return claimed
 
-        h.manager.claim = timed_claim  # type: ignore[method-assign]
+        h.manager.claim_and_look = timed_claim  # type: ignore[method-assign]
         await h.worker.start()
         thread_id = await h.thread()
         to_running, to_first_event = [], []

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from runplane.core.events import StreamEvent
 from runplane.core.manager import RunManager
-from runplane.core.models import Outcome, Run
+from runplane.core.models import Finished, Outcome
 from runplane.events.batching import StreamBatch
 from runplane.events.memory import InMemoryBus
 from runplane.events.resilient import ResilientBus
@@ -136,10 +136,10 @@ class JoinOnFinish(InMemoryStore):
     joiner: RunManager
     joined: list[StreamEvent]
 
-    async def finish_run(self, run_id: str, attempt: int, outcome: Outcome) -> Run:
-        run = await super().finish_run(run_id, attempt, outcome)
+    async def finish_and_look(self, run_id: str, attempt: int, outcome: Outcome) -> Finished:
+        finished = await super().finish_and_look(run_id, attempt, outcome)
         self.joined = await _collect(await self.joiner.stream_run(run_id))
-        return run
+        return finished
 
 
 async def test_a_joiner_after_the_terminal_status_gets_every_event() -> None:

@@ -134,6 +134,22 @@ def cancel_plan(status: RunStatus, current_action: CancelAction | None, action: 
     return CancelPlan("request", cancel_action=None if current_action == "rollback" else action)
 
 
+# --- claim ---------------------------------------------------------------------------------------
+
+
+def run_is_due(not_before: datetime | None, now: datetime) -> bool:
+    """Whether a run may start at `now` (`after_seconds`; `not_before` itself is due)."""
+    return not_before is None or not_before <= now
+
+
+def head_is_claimable(not_before: datetime | None, thread_has_running: bool, now: datetime) -> bool:
+    """Whether the oldest pending run of a thread (its queue head) may be claimed at `now`: no run of
+    its thread is running (one run at a time, FIFO per thread) and it is due. Every store's claim
+    applies it (in SQL on SQLite and PostgreSQL), and so does the look at the queue that a claim
+    (`Claimed.more`) and a finish (`Finished.next_claimable`) report in the same transaction."""
+    return not thread_has_running and run_is_due(not_before, now)
+
+
 # --- finish --------------------------------------------------------------------------------------
 
 

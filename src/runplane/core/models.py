@@ -201,6 +201,29 @@ class QueueStats:
 
 
 @dataclass(frozen=True, slots=True)
+class Claimed:
+    """What a claim took, and what it saw of the rest of the queue in the same transaction."""
+
+    #: The run now held (`running`, with a lease); None when nothing was claimable.
+    run: Run | None
+    #: Whether another run was claimable as this claim saw the queue (`lifecycle.head_is_claimable`).
+    #: False tells the worker to wait for a wake-up hint rather than claim again at once: a run
+    #: admitted or handed back after the claim's snapshot sends one, after its commit.
+    more: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A run a worker ended, and what its end did to its thread's queue in the same transaction."""
+
+    run: Run
+    #: Whether the thread's next run became claimable (`lifecycle.head_is_claimable`): it was
+    #: queued behind the run that ended (enqueue, interrupt or rollback strategies), and no hint
+    #: says so, so the worker that ended the run looks again at once.
+    next_claimable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """How a worker ends a run it holds."""
 

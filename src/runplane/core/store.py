@@ -21,10 +21,12 @@ from runplane.core.models import (
     AssistantPatch,
     CancelAction,
     CancelResult,
+    Claimed,
     Cron,
     CronChanges,
     CronFilter,
     CronFire,
+    Finished,
     Json,
     NewAssistant,
     NewCron,
@@ -176,7 +178,13 @@ class Store(Protocol):
 
     async def claim_run(self, worker_id: str, lease_seconds: float) -> Run | None:
         """Claim the oldest runnable run: pending, due, first pending of its thread, and its thread
-        has no running run. Sets it running with a lease and `attempt + 1`; the thread turns busy."""
+        has no running run (`lifecycle.head_is_claimable`). Sets it running with a lease and
+        `attempt + 1`; the thread turns busy. The run of `claim_and_look`."""
+        ...
+
+    async def claim_and_look(self, worker_id: str, lease_seconds: float) -> Claimed:
+        """`claim_run`, and in the same transaction whether another run is claimable now
+        (`Claimed.more`), so a worker claims again only when there is something to claim."""
         ...
 
     async def renew_lease(
@@ -221,6 +229,11 @@ class Store(Protocol):
             CancelRequested: a cancel was requested and `outcome.status` is not `interrupted`;
                 the worker must take the cancel path instead, so exactly one outcome is durable.
         """
+        ...
+
+    async def finish_and_look(self, run_id: str, attempt: int, outcome: Outcome) -> Finished:
+        """`finish_run`, and in the same transaction whether the thread's next run became claimable
+        (`Finished.next_claimable`). Raises as `finish_run`."""
         ...
 
     async def discard_run(self, run_id: str, attempt: int) -> Run:

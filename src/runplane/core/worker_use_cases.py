@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING
 
 from runplane.core.errors import LeaseLost, NotFound
 from runplane.core.events import WAKEUP_CHANNEL, EventBus, cancel_channel
-from runplane.core.models import CancelAction, Outcome, QueueStats, Run, TokenUsage, WebhookDelivery
+from runplane.core.models import (
+    CancelAction,
+    Claimed,
+    Finished,
+    Outcome,
+    QueueStats,
+    Run,
+    TokenUsage,
+    WebhookDelivery,
+)
 from runplane.core.observe import Observer
 
 if TYPE_CHECKING:
@@ -51,10 +60,15 @@ class WorkerUseCases:
         return self.bus.listen(cancel_channel(worker_id))
 
     async def claim(self, worker_id: str) -> Run | None:
-        run = await self.store.claim_run(worker_id, self.settings.lease_seconds)
-        if run is not None:
-            self.observer.run_started(run)
-        return run
+        return (await self.claim_and_look(worker_id)).run
+
+    async def claim_and_look(self, worker_id: str) -> Claimed:
+        """Claim the next claimable run, and say whether another one is claimable now
+        (`Claimed.more`): when not, the worker waits for a wake-up hint instead of claiming again."""
+        claimed = await self.store.claim_and_look(worker_id, self.settings.lease_seconds)
+        if claimed.run is not None:
+            self.observer.run_started(claimed.run)
+        return claimed
 
     async def renew(self, run: Run, worker_id: str) -> CancelAction | None:
         return await self.store.renew_lease(run.run_id, run.attempt, worker_id, self.settings.lease_seconds)
@@ -81,18 +95,23 @@ class WorkerUseCases:
         self.observer.event_published(run, event)
 
     async def finish(self, run: Run, outcome: Outcome) -> Run:
+        """`finish_and_look`, for the run only."""
+        return (await self.finish_and_look(run, outcome)).run
+
+    async def finish_and_look(self, run: Run, outcome: Outcome) -> Finished:
         """End a run the worker holds. The status is durable before the stream ends and joiners
-        are woken, so whoever reacts to either reads the final status.
+        are woken, so whoever reacts to either reads the final status. Says whether the thread's
+        next run became claimable (`Finished.next_claimable`): no hint announces it.
 
         Raises:
             LeaseLost, CancelRequested: see `Store.finish_run`.
         """
         # Every event before the status: a joiner that reads the status finds them on the bus.
         await self.bus.flush(run.run_id)
-        finished = await self.store.finish_run(run.run_id, run.attempt, outcome)
-        self.observer.run_finished(finished)
+        finished = await self.store.finish_and_look(run.run_id, run.attempt, outcome)
+        self.observer.run_finished(finished.run)
         await self._end(run.run_id)
-        await self._hint_webhook(finished)
+        await self._hint_webhook(finished.run)
         return finished
 
     async def discard(self, run: Run) -> None:
@@ -134,8 +153,9 @@ class WorkerUseCases:
             if settled.is_terminal:
                 await self._end(run.run_id)
                 await self._hint_webhook(settled)
-            else:
-                await self.bus.notify(WAKEUP_CHANNEL, run.run_id)
+            # Back in the queue, or ended and so no longer holding back its thread's next run:
+            # either may be claimable now, and no worker would look before its fallback poll.
+            await self.bus.notify(WAKEUP_CHANNEL, run.run_id)
         return recovered
 
     async def queue_stats(self) -> QueueStats:

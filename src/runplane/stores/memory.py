@@ -12,7 +12,7 @@ import copy
 import itertools
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import datetime
 from typing import Literal
@@ -26,6 +26,7 @@ from runplane.core.lifecycle import (
     cancel_plan,
     check_transition,
     finish_plan,
+    head_is_claimable,
     recovery_plan,
     thread_config_after_admission,
     thread_status_with_active,
@@ -37,7 +38,9 @@ from runplane.core.models import (
     Admission,
     CancelAction,
     CancelResult,
+    Claimed,
     Cron,
+    Finished,
     Json,
     NewRun,
     NewThread,
@@ -432,35 +435,48 @@ class InMemoryStore(MemoryCronsAndWebhooks, MemoryAssistants, MemoryThreadTtl, M
 
     # -- workers --------------------------------------------------------------------------------
 
+    def _claimable(self, now: datetime) -> Iterator[Run]:
+        """The claimable queue heads (`head_is_claimable`), oldest first."""
+        seen: set[str] = set()
+        for run_id in self._pending:
+            run = self._runs[run_id]
+            if run.thread_id in seen:
+                continue  # FIFO per thread: only the oldest pending run of a thread may start
+            seen.add(run.thread_id)
+            if head_is_claimable(run.not_before, run.thread_id in self._running_by_thread, now):
+                yield run
+
+    def _head_claimable(self, thread_id: str, now: datetime) -> bool:
+        """Whether the oldest pending run of `thread_id` may be claimed now."""
+        for run_id in self._thread_runs.get(thread_id, ()):  # oldest first, as the queue
+            run = self._runs[run_id]
+            if run.status == "pending":
+                return head_is_claimable(run.not_before, thread_id in self._running_by_thread, now)
+        return False
+
     async def claim_run(self, worker_id: str, lease_seconds: float) -> Run | None:
+        return (await self.claim_and_look(worker_id, lease_seconds)).run
+
+    async def claim_and_look(self, worker_id: str, lease_seconds: float) -> Claimed:
         async with self._lock:
             now = self._clock.now()
-            first_pending_seen: set[str] = set()
-            for run_id in self._pending:
-                run = self._runs[run_id]
-                thread_id = run.thread_id
-                if thread_id in first_pending_seen:
-                    continue  # FIFO per thread: only the oldest pending run of a thread may start
-                first_pending_seen.add(thread_id)
-                if thread_id in self._running_by_thread:
-                    continue
-                if run.not_before is not None and run.not_before > now:
-                    continue
-                check_transition(run_id, run.status, "running")
-                claimed = replace(
-                    run,
-                    status="running",
-                    attempt=run.attempt + 1,
-                    lease_owner=worker_id,
-                    lease_expires_at=lease_deadline(self._clock, lease_seconds),
-                    started_at=run.started_at or now,
-                    updated_at=now,
-                )
-                self._set_run(claimed)
-                thread = self._threads[thread_id]
-                self._threads[thread_id] = replace(thread, status="busy", updated_at=now)
-                return _copy_run(claimed)
-            return None
+            run = next(self._claimable(now), None)
+            if run is None:
+                return Claimed(None)
+            check_transition(run.run_id, run.status, "running")
+            claimed = replace(
+                run,
+                status="running",
+                attempt=run.attempt + 1,
+                lease_owner=worker_id,
+                lease_expires_at=lease_deadline(self._clock, lease_seconds),
+                started_at=run.started_at or now,
+                updated_at=now,
+            )
+            self._set_run(claimed)
+            thread = self._threads[run.thread_id]
+            self._threads[run.thread_id] = replace(thread, status="busy", updated_at=now)
+            return Claimed(_copy_run(claimed), more=next(self._claimable(now), None) is not None)
 
     async def renew_lease(
         self, run_id: str, attempt: int, worker_id: str, lease_seconds: float
@@ -493,6 +509,9 @@ class InMemoryStore(MemoryCronsAndWebhooks, MemoryAssistants, MemoryThreadTtl, M
             )
 
     async def finish_run(self, run_id: str, attempt: int, outcome: Outcome) -> Run:
+        return (await self.finish_and_look(run_id, attempt, outcome)).run
+
+    async def finish_and_look(self, run_id: str, attempt: int, outcome: Outcome) -> Finished:
         async with self._lock:
             run = self._held_run(run_id, attempt)
             settlement = finish_plan(run_id, run.status, run.cancel_action, outcome)
@@ -519,7 +538,7 @@ class InMemoryStore(MemoryCronsAndWebhooks, MemoryAssistants, MemoryThreadTtl, M
                 interrupts=copy.deepcopy(outcome.thread_interrupts),
             )
             self._enqueue_webhook(finished)
-            return _copy_run(finished)
+            return Finished(_copy_run(finished), self._head_claimable(run.thread_id, now))
 
     async def discard_run(self, run_id: str, attempt: int) -> Run:
         async with self._lock:

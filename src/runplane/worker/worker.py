@@ -177,7 +177,7 @@ class Worker:
         async with self._listening_for_cancels():
             await self._recover()
             while True:
-                while not self._slots.locked() and await self._claim_one():
+                while not self._slots.locked() and (await self._claim_one())[0]:
                     pass
                 if not self._running:
                     return
@@ -225,12 +225,24 @@ class Worker:
                     # Cleared before claiming: a hint that arrives during the claim wakes us again.
                     self._wake.clear()
                     hinted, self._hinted = self._hinted, False
-                    if await self._claim_one():
+                    claimed, more = await self._claim_one()
+                    if not claimed and hinted:
+                        claimed, more = await self._reclaim_after_hint()
+                    if claimed:
                         self.polled += polling
                         polling = False
-                        continue
-                    if hinted and await self._reclaim_after_hint():
-                        continue
+                        if more:
+                            # The claim saw another claimable run: claim again at once. Keep the
+                            # hint it consumed: it may be that run's, on a thread another
+                            # transaction holds, and then the next claim must look again shortly.
+                            self._hinted = self._hinted or hinted
+                            continue
+                    # Nothing (else) was claimable when the claim looked, in its own transaction.
+                    # What becomes claimable later wakes us: a run admitted or handed back after
+                    # that look commits after it and only then sends its hint, which the pump
+                    # (listening since before our first look) turns into `_wake`, cleared before
+                    # the claim began; a run that a finish of ours unblocked sets `_wake` itself
+                    # (`_unblocked`); a delayed run coming due waits for the poll.
                     polling = not await self._woken_within(self.poll_interval)
             finally:
                 pump.cancel()
@@ -247,48 +259,58 @@ class Worker:
                 return True
         return False
 
-    async def _reclaim_after_hint(self) -> bool:
+    async def _reclaim_after_hint(self) -> tuple[bool, bool]:
         """A hint came yet nothing was claimable: its run's thread may still be locked by another
         transaction, and no second hint comes when that one ends. Look again shortly a few times
-        (push, not poll: without this the run would wait for the fallback poll). True if claimed."""
+        (push, not poll: without this the run would wait for the fallback poll). Returns what the
+        claim that took a run said (`_claim_one`), or `(False, False)`."""
         for pause in self.claim_retry_seconds:
             if await self._woken_within(pause):
-                return False  # a new hint or a finished run: the main loop claims at once
-            if await self._claim_one():
-                return True
-        return False
+                return False, False  # a new hint or a finished run: the main loop claims at once
+            claimed, more = await self._claim_one()
+            if claimed:
+                return claimed, more
+        return False, False
 
-    async def _claim_one(self) -> bool:
-        """Claim one run and start executing it; False when nothing is claimable."""
+    async def _claim_one(self) -> tuple[bool, bool]:
+        """Claim one run and start executing it. Returns whether it claimed one, and whether
+        another run was claimable as that claim saw the queue (`Claimed.more`)."""
         await self._slots.acquire()
-        claim = asyncio.ensure_future(self.manager.claim(self.worker_id))
+        claim = asyncio.ensure_future(self.manager.claim_and_look(self.worker_id))
         try:
-            run = await asyncio.shield(claim)
+            claimed = await asyncio.shield(claim)
         except asyncio.CancelledError:
             # Stopped mid-claim: the store may have given us a run already. Hand it straight
             # back rather than leave it leased to nobody until the lease expires.
             self._slots.release()
             with contextlib.suppress(Exception):
-                if (claimed := await claim) is not None:
-                    await self.manager.release(claimed)
+                if (late := (await claim).run) is not None:
+                    await self.manager.release(late)
             raise
         except Exception as exc:
             self._slots.release()
             self._fault_seen(exc, "claim failed")
-            return False
+            return False, False
+        run = claimed.run
         if run is None:
             self._slots.release()
-            return False
+            return False, False
         self.claimed += 1
         task = asyncio.create_task(self._process(run), name=f"runplane-run-{run.run_id}")
         self._running.add(task)
         task.add_done_callback(self._done)
-        return True
+        return True, claimed.more
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
+        # A free slot alone is no reason to claim: a run this one's end made claimable wakes the
+        # claim loop (`_unblocked`), hints wake it for the rest, and a claim that saw more waits
+        # for this slot to claim it.
         self._slots.release()
-        # A finished run may unblock the next run of its thread (FIFO per thread): look again.
+
+    def _unblocked(self) -> None:
+        """A run's end made (or may have made) its thread's next run claimable: no hint says so,
+        so this worker's claim loop looks at once (FIFO per thread)."""
         self._wake.set()
 
     async def _recovery_loop(self) -> None:
@@ -349,6 +371,7 @@ class Worker:
             logger.exception(
                 "run %s: worker failure", run.run_id, extra={"action": "run", "run_id": run.run_id}
             )
+            self._unblocked()  # how the run ended is unknown: look rather than leave a run waiting
         finally:
             del self._attempts[run.run_id]
             self._early_cancels.pop(run.run_id, None)
@@ -460,7 +483,9 @@ class Worker:
         if outcome is None:
             return False  # stopped by a fault it could not ride out: the lease decides who resumes
         try:
-            await self._persist(attempt, "finishing", lambda: self.manager.finish(run, outcome))
+            finished = await self._persist(
+                attempt, "finishing", lambda: self.manager.finish_and_look(run, outcome)
+            )
         except CancelRequested as exc:
             # The cancel request was written before our outcome: it wins, we take its path.
             return await self._cancel(
@@ -469,6 +494,8 @@ class Worker:
         except (LeaseLost, NotFound):
             logger.warning("run %s: lease lost before finishing attempt %d", run.run_id, run.attempt)
             return False
+        if finished.next_claimable:
+            self._unblocked()
         if outcome.status == "success":
             self.succeeded += 1
         else:
@@ -488,9 +515,14 @@ class Worker:
             if action == "rollback":
                 await self._persist(attempt, "rolling back", execution.rollback)
                 await self._persist(attempt, "discarding", lambda: self.manager.discard(run))
+                self._unblocked()  # rare (a rollback): look rather than ask the store
             else:
                 interrupted = await execution.interrupted()
-                await self._persist(attempt, "finishing", lambda: self.manager.finish(run, interrupted))
+                finished = await self._persist(
+                    attempt, "finishing", lambda: self.manager.finish_and_look(run, interrupted)
+                )
+                if finished.next_claimable:
+                    self._unblocked()  # the run that interrupted this one (multitask `interrupt`)
         except (LeaseLost, NotFound):
             return False
         self.cancelled += 1

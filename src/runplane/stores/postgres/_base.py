@@ -250,15 +250,18 @@ class PostgresBase:
         values: Json | None = None,
         interrupts: Json | None = None,
         error: ThreadSettlement | None = None,
-    ) -> None:
+    ) -> AsyncCursor[DictRow]:
         """Recompute a locked thread's queue head; with an `outcome`, its status too (busy while a run
-        is active, else the outcome); with `error` a settlement that sets it, the thread's error."""
-        await execute(
+        is active, else the outcome); with `error` a settlement that sets it, the thread's error.
+        Its row (`head_claimable`) is read from the returned cursor, or not at all."""
+        now = self._clock.now()
+        return await send(
             conn,
             "settle_thread",
             thread_id=thread_id,
             outcome=outcome,
-            now=self._clock.now() if touch else None,
+            now=now if touch else None,
+            due_at=now,
             set_values=values is not None,
             values=Jsonb(values) if values is not None else None,
             interrupts=Jsonb(interrupts) if interrupts is not None else None,
@@ -274,9 +277,9 @@ class PostgresBase:
         *,
         values: Json | None = None,
         interrupts: Json | None = None,
-    ) -> None:
-        """Apply a lifecycle plan's `settlement` to a locked thread (one statement)."""
-        await self._settle(
+    ) -> AsyncCursor[DictRow]:
+        """Apply a lifecycle plan's `settlement` to a locked thread (one statement; see `_settle`)."""
+        return await self._settle(
             conn, thread_id, settlement.status, values=values, interrupts=interrupts, error=settlement
         )
 

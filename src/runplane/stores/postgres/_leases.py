@@ -15,7 +15,7 @@ from psycopg.rows import DictRow
 from runplane.core.clock import lease_deadline
 from runplane.core.errors import LeaseLost, StoreUnavailable
 from runplane.core.lifecycle import QUEUE_LEFT, finish_plan, recovery_plan
-from runplane.core.models import CancelAction, Outcome, QueueStats, Run, TokenUsage
+from runplane.core.models import CancelAction, Claimed, Finished, Outcome, QueueStats, Run, TokenUsage
 from runplane.db.postgres import HoldTransaction, hold_checks_at_commit, offer_hold, translate_errors
 from runplane.stores.postgres._base import (
     MAX_ATTEMPTS,
@@ -34,6 +34,9 @@ class PostgresLeases(PostgresBase):
     """The worker's methods; see `core.store.Store` for the contracts."""
 
     async def claim_run(self, worker_id: str, lease_seconds: float) -> Run | None:
+        return (await self.claim_and_look(worker_id, lease_seconds)).run
+
+    async def claim_and_look(self, worker_id: str, lease_seconds: float) -> Claimed:
         async def body(conn: Conn) -> AsyncCursor[DictRow] | None:
             now = self._clock.now()
             head = await one(conn, "claim_next_thread", now=now)
@@ -53,11 +56,11 @@ class PostgresLeases(PostgresBase):
         for _ in range(MAX_ATTEMPTS):
             rows = await self._transaction_then(body, _rows)
             if rows is None:
-                return None
+                return Claimed(None)
             if rows:
-                return run_from_row(rows[0])
+                return Claimed(run_from_row(rows[0]), more=rows[0]["more"])
             # The queue changed between the scan and the lock: look again.
-        return None
+        return Claimed(None)
 
     async def renew_lease(
         self, run_id: str, attempt: int, worker_id: str, lease_seconds: float
@@ -158,12 +161,15 @@ class PostgresLeases(PostgresBase):
             raise lease_lost(run_id, attempt)
 
     async def finish_run(self, run_id: str, attempt: int, outcome: Outcome) -> Run:
+        return (await self.finish_and_look(run_id, attempt, outcome)).run
+
+    async def finish_and_look(self, run_id: str, attempt: int, outcome: Outcome) -> Finished:
         # The transition is checked before any write; the cancel request, which only a transaction
         # holding the thread's lock changes, is read from the fenced update itself (one statement
         # fewer than reading the run first); the plan refusing it rolls the update back.
         finish_plan(run_id, "running", None, outcome)
 
-        async def body(conn: Conn) -> Run:
+        async def body(conn: Conn) -> tuple[Run, AsyncCursor[DictRow]]:
             # Sent together: the fenced update runs once the thread is locked (no row when the run
             # is gone or no longer held).
             await send(conn, "lock_thread_of_run", run_id=run_id)
@@ -181,7 +187,8 @@ class PostgresLeases(PostgresBase):
             if row is None:
                 raise lease_lost(run_id, attempt)
             settlement = finish_plan(run_id, "running", row["cancel_action"], outcome)
-            await self._settle_with(
+            # Its row (whether the thread's next run is claimable) comes back with the COMMIT.
+            settled = await self._settle_with(
                 conn,
                 row["thread_id"],
                 settlement,
@@ -190,9 +197,14 @@ class PostgresLeases(PostgresBase):
             )
             run = run_from_row(row)
             await self._enqueue_webhook(conn, run)
-            return run
+            return run, settled
 
-        return await self._transaction(body)
+        async def looked(ended: tuple[Run, AsyncCursor[DictRow]]) -> Finished:
+            run, settled = ended
+            head = await settled.fetchone()
+            return Finished(run, head is not None and bool(head["head_claimable"]))
+
+        return await self._transaction_then(body, looked)
 
     async def discard_run(self, run_id: str, attempt: int) -> Run:
         async def body(conn: Conn) -> Run:

@@ -70,6 +70,8 @@ RETURNING *
 
 -- name: settle_thread
 -- Recompute a locked thread's queue head and, when an outcome is given, its status (busy while a run is active).
+-- Returns whether that head is claimable at `due_at` (`lifecycle.head_is_claimable`: a head is
+-- only set while no run of the thread is running).
 UPDATE threads AS t SET
     queue_seq = CASE
         WHEN EXISTS (SELECT 1 FROM runs AS r WHERE r.thread_id = t.thread_id AND r.status = 'running') THEN NULL
@@ -87,6 +89,10 @@ UPDATE threads AS t SET
     interrupts = COALESCE(%(interrupts)s::jsonb, t.interrupts),
     error = CASE WHEN %(set_error)s::boolean THEN %(error)s::text ELSE t.error END
 WHERE t.thread_id = %(thread_id)s
+RETURNING EXISTS (
+    SELECT 1 FROM runs AS r
+    WHERE r.seq = t.queue_seq AND (r.not_before IS NULL OR r.not_before <= %(due_at)s)
+) AS head_claimable
 
 -- name: settle_admitted
 -- The locked thread of a run just admitted, in the statement that settles it: busy, its queue head
@@ -240,7 +246,8 @@ FOR UPDATE OF t SKIP LOCKED
 -- name: claim_run
 -- Start the queue head of a locked thread with a lease (the claim increments the fencing attempt),
 -- and settle the thread in the same statement: a run of it is running, so it is busy and has no
--- claimable head.
+-- claimable head. `more`: whether another thread's queue head is due (claimable) in this
+-- statement's snapshot, locked by another transaction or not.
 WITH claimed AS (
     UPDATE runs SET
         status = 'running',
@@ -258,7 +265,18 @@ WITH claimed AS (
     UPDATE threads SET queue_seq = NULL, status = 'busy', updated_at = %(now)s
     WHERE thread_id = %(thread_id)s AND EXISTS (SELECT 1 FROM claimed)
 )
-SELECT * FROM claimed
+SELECT claimed.*, (
+    -- Not EXISTS: its plan may drop the order and scan every thread; this one walks the queue
+    -- index, as claim_next_thread does, and stops at the first due head. The claimed thread's
+    -- own head is still in this statement's snapshot (`settled` is not): it is left out by hand.
+    SELECT t.queue_seq FROM threads AS t
+    JOIN runs AS r ON r.seq = t.queue_seq
+    WHERE t.queue_seq IS NOT NULL AND r.thread_id <> %(thread_id)s
+        AND (r.not_before IS NULL OR r.not_before <= %(now)s)
+    ORDER BY t.queue_seq
+    LIMIT 1
+) IS NOT NULL AS more
+FROM claimed
 
 -- name: renew_lease
 -- Extend the lease of the claim (fenced by attempt and worker); returns the requested cancel action.

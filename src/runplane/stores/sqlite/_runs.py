@@ -25,7 +25,9 @@ from runplane.core.models import (
     Admission,
     CancelAction,
     CancelResult,
+    Claimed,
     CronFire,
+    Finished,
     NewRun,
     Outcome,
     QueueStats,
@@ -235,9 +237,12 @@ class SqliteRuns(Transactions):
     # -- workers --------------------------------------------------------------------------------
 
     async def claim_run(self, worker_id: str, lease_seconds: float) -> Run | None:
+        return (await self.claim_and_look(worker_id, lease_seconds)).run
+
+    async def claim_and_look(self, worker_id: str, lease_seconds: float) -> Claimed:
         lease_expires_at = to_micros(lease_deadline(self._clock, lease_seconds))
 
-        def claim(conn: sqlite3.Connection) -> sqlite3.Row | None:
+        def claim(conn: sqlite3.Connection) -> tuple[sqlite3.Row, bool] | None:
             now = self._now()
             params = {"now": now, "worker_id": worker_id, "lease_expires_at": lease_expires_at}
             found = row(conn, "claim_run", params, _CLAIM_SQL)
@@ -245,9 +250,12 @@ class SqliteRuns(Transactions):
                 return None  # another connection took it between the look and the lock
             check_transition(found["run_id"], "pending", "running")
             rows(conn, "mark_thread_busy", {"thread_id": found["thread_id"], "now": now})
-            return found
+            # The rest of the queue as this write transaction sees it: a run admitted after it
+            # commits sends its wake-up hint after that, to a worker that already listens.
+            more = row(conn, "claimable_run", {"now": now}) is not None
+            return found, more
 
-        def look_then_claim(conn: sqlite3.Connection) -> sqlite3.Row | None:
+        def look_then_claim(conn: sqlite3.Connection) -> tuple[sqlite3.Row, bool] | None:
             # An idle worker polls often: look without the write lock first, so empty polls never
             # block writers. "Nothing claimable" seen then is a valid answer for this call.
             if row(conn, "claimable_run", {"now": self._now()}) is None:
@@ -256,10 +264,10 @@ class SqliteRuns(Transactions):
 
         claimed = await self._read(look_then_claim)
         if claimed is None:
-            return None
-        run = row_to_run(claimed)
+            return Claimed(None)
+        run = row_to_run(claimed[0])
         self._remember_lease(run.run_id, run.attempt, lease_expires_at, to_micros_span(lease_seconds))
-        return run
+        return Claimed(run, more=claimed[1])
 
     async def renew_lease(
         self, run_id: str, attempt: int, worker_id: str, lease_seconds: float
@@ -321,11 +329,14 @@ class SqliteRuns(Transactions):
             raise lease_lost(run_id, attempt)
 
     async def finish_run(self, run_id: str, attempt: int, outcome: Outcome) -> Run:
+        return (await self.finish_and_look(run_id, attempt, outcome)).run
+
+    async def finish_and_look(self, run_id: str, attempt: int, outcome: Outcome) -> Finished:
         self._forget_lease(run_id)  # the attempt's writes are over, or were never its to make
         values = opt_json(outcome.thread_values)
         interrupts = dump_json(outcome.thread_interrupts)
 
-        def finish(conn: sqlite3.Connection) -> sqlite3.Row:
+        def finish(conn: sqlite3.Connection) -> tuple[sqlite3.Row, bool]:
             now = self._now()
             found = None
             if can_transition("running", outcome.status):
@@ -358,9 +369,11 @@ class SqliteRuns(Transactions):
             }
             rows(conn, "finish_thread", params)
             self._enqueue_webhook_in(conn, row_to_run(found))
-            return found
+            head = row(conn, "thread_head_claimable", {"thread_id": found["thread_id"], "now": now})
+            return found, head is not None and bool(head["claimable"])
 
-        return row_to_run(await self._transact(finish))
+        found, next_claimable = await self._transact(finish)
+        return Finished(row_to_run(found), next_claimable)
 
     async def discard_run(self, run_id: str, attempt: int) -> Run:
         self._forget_lease(run_id)  # the attempt's writes are over, or were never its to make

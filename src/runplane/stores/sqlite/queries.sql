@@ -196,6 +196,17 @@ WHERE r.status = 'pending'
 ORDER BY r.seq
 LIMIT 1;
 
+-- name: thread_head_claimable
+-- Whether the oldest pending run of a thread may be claimed now (`lifecycle.head_is_claimable`): no
+-- run of the thread is running and it is due. No row: the thread has no pending run.
+SELECT (r.not_before IS NULL OR r.not_before <= :now)
+   AND NOT EXISTS (SELECT 1 FROM runs AS x WHERE x.thread_id = r.thread_id AND x.status = 'running')
+   AS claimable
+FROM runs AS r INDEXED BY runs_pending_thread
+WHERE r.thread_id = :thread_id AND r.status = 'pending'
+ORDER BY r.seq
+LIMIT 1;
+
 -- name: claim_run
 -- Take a lease on the run at `:seq` if it is still pending; the attempt becomes the fencing token.
 UPDATE runs
