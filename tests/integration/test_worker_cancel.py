@@ -48,8 +48,21 @@ async def test_rollback_restores_the_thread_and_deletes_the_run(saver: BaseCheck
         await h.done(await h.run("slow", thread_id, input={"steps": 2, "delay": 0}))
         before = await h.runtime.get_state("slow", thread_id)
         checkpoints_before = await h.checkpoints(thread_id)
+        # LangGraph saves a run's checkpoints in the background while its steps go on: wait for one
+        # of this run's to be written, so that the rollback has something to undo.
+        written = asyncio.Event()
+        aput = saver.aput
+
+        async def signalling_aput(*args: Any, **kwargs: Any) -> Any:
+            saved = await aput(*args, **kwargs)
+            written.set()
+            return saved
+
+        saver.aput = signalling_aput  # type: ignore[method-assign]
         run = await h.run("slow", thread_id, input={"steps": 4, "delay": 30}, stream_mode=["custom"])
-        await h.until(run, "custom", lambda c: c["step"] == 2)  # it wrote checkpoints by now
+        await h.until(run, "custom", lambda c: c["step"] == 2)  # its first step (the thread did 0, 1)
+        async with asyncio.timeout(5):
+            await written.wait()
         assert len(await h.checkpoints(thread_id)) > len(checkpoints_before)
         assert await h.manager.cancel_run(run.run_id, action="rollback", wait=True) is None
         with pytest.raises(NotFound):
