@@ -22,7 +22,6 @@ Semantics are exactly `InMemoryStore`'s; this module only decides how to get the
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sqlite3
 import uuid
@@ -46,6 +45,7 @@ from runplane.core.models import (
     TokenUsage,
 )
 from runplane.core.store import Store, SupportsCheckpointerUrl
+from runplane.db.sqlite_inline import ConnectionLock
 from runplane.db.sqlite_writer import GroupCommit, share, unshare
 from runplane.stores.sqlite._codec import (
     dump_json,
@@ -101,7 +101,7 @@ class SqliteStore(SqliteRuns, SqliteCronsAndWebhooks, SqliteResources, SqliteThr
         self._path = path
         self._clock = clock or SystemClock()
         self._busy_timeout_ms = int(busy_timeout_ms)
-        self._lock = asyncio.Lock()
+        self._lock = ConnectionLock()  # counted: the writer's proof the connection is idle
         self._db: aiosqlite.Connection | None = None
         self._writer = GroupCommit(lambda: self._db, self._lock)
         self._fresh_leases: dict[str, tuple[int, int]] = {}
