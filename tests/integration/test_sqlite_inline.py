@@ -219,6 +219,8 @@ async def test_inline_commits_are_checkpointed_off_the_loop(
         await store._transact(insert(f"item-{i}", bytes(4096)))
     assert writer.inline - inline > writes // 2
     assert checkpointed_on and threading.get_ident() not in checkpointed_on
+    # Never one inside a COMMIT, which may run on the loop: only the writer's, in a hop.
+    assert await store._read(lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) == 0
     # Each checkpoint let the WAL start over: it never held more than a fraction of the writes
     # (without checkpoints it would hold every page written, twice the bound).
     assert wal_bytes(store.path) < writes * 4096
