@@ -207,9 +207,9 @@ async def test_inline_commits_are_checkpointed_off_the_loop(
     checkpointed_on: list[int] = []
     checkpoint = sqlite_inline.checkpoint
 
-    def recorded(conn: sqlite3.Connection) -> None:
+    def recorded(conn: sqlite3.Connection) -> int | None:
         checkpointed_on.append(threading.get_ident())
-        checkpoint(conn)
+        return checkpoint(conn)
 
     monkeypatch.setattr(sqlite_inline, "checkpoint", recorded)
     writer = store._writer

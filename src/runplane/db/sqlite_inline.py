@@ -28,8 +28,8 @@ What keeps it as safe as the hop:
 - No WAL checkpoint on the loop: a COMMIT that crosses `wal_autocheckpoint` checkpoints inside the
   committing call (copying the WAL into the file, two fsyncs: measured 6 to 8 ms for the default
   1000 pages). The writer's connection has `wal_autocheckpoint = 0`, and the writer runs a
-  PASSIVE checkpoint in a hop of its own every `CHECKPOINT_EVERY` members (inline or not), which
-  keeps the WAL as bounded as SQLite's default did.
+  PASSIVE checkpoint in a hop of its own every so many members (inline or not), so many that the
+  WAL holds about SQLite's default 1000 pages at each (`next_checkpoint`).
 """
 
 from __future__ import annotations
@@ -44,9 +44,14 @@ import aiosqlite
 #: and run again off the loop (SQLite runs about 100 million a second here: about a millisecond).
 INLINE_BUDGET = 100_000
 
-#: A PASSIVE checkpoint after this many members (transactions and reads) of a writer: a few pages
-#: each, about SQLite's default of a checkpoint per 1000 pages.
-CHECKPOINT_EVERY = 256
+#: The WAL length, in pages, at which the writer checkpoints: SQLite's default `wal_autocheckpoint`.
+WAL_PAGES = 1000
+
+#: Members (transactions and reads) of a writer between two checkpoints, at first: a run's make
+#: about 2.5 pages each (measured). Each checkpoint rescales it from the WAL length it found, so
+#: that the WAL holds about `WAL_PAGES` pages whatever the rows' sizes.
+CHECKPOINT_EVERY = 400
+CHECKPOINT_EVERY_RANGE = (16, 4096)
 
 #: A batch gathered from this many callers at most still runs inline; a larger one hops (its SQLite
 #: work then runs off the loop, and the next batch gathers meanwhile).
@@ -88,13 +93,27 @@ def prepare(conn: sqlite3.Connection) -> int | None:
         return None
 
 
-def checkpoint(conn: sqlite3.Connection) -> None:
+def checkpoint(conn: sqlite3.Connection) -> int | None:
     """A PASSIVE checkpoint, on the connection's thread: copies what no reader still needs and
-    waits for nobody. Best effort: another connection's checkpoint or the next one does the rest."""
+    waits for nobody. Best effort: another connection's checkpoint or the next one does the rest.
+
+    Returns:
+        The WAL's length in pages it found; None when it failed or the database is not in WAL mode.
+    """
     try:
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        found = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     except sqlite3.Error:
-        pass
+        return None
+    return int(found[1]) if found is not None and found[1] >= 0 else None
+
+
+def next_checkpoint(members: int, pages: int | None) -> int:
+    """Members until the next checkpoint, after one that found `pages` in the WAL `members` after
+    the previous one."""
+    low, high = CHECKPOINT_EVERY_RANGE
+    if not pages:
+        return high  # nothing written, or no WAL: only a bound
+    return max(low, min(high, members * WAL_PAGES // pages))
 
 
 def _interrupt() -> int:

@@ -186,7 +186,9 @@ class GroupCommit:
         #: The task whose inline batches ran in this iteration of the loop, and how many.
         self._tick_task: asyncio.Task[Any] | None = None
         self._tick_batches = 0
+        #: Members since the last checkpoint, and how many the next one waits for.
         self._uncheckpointed = 0
+        self._checkpoint_every = CHECKPOINT_EVERY
         self._checkpointing: asyncio.Task[None] | None = None
         #: Transactions committed and batches run (`inline` of them on the loop's thread), for
         #: tests and the curious.
@@ -264,20 +266,24 @@ class GroupCommit:
         if self._counted is None:
             return  # SQLite's own auto-checkpoint still runs on this connection
         self._uncheckpointed += members
-        if self._uncheckpointed >= CHECKPOINT_EVERY and self._checkpointing is None:
+        if self._uncheckpointed >= self._checkpoint_every and self._checkpointing is None:
+            self._checkpointing = asyncio.get_running_loop().create_task(
+                self._checkpoint(self._uncheckpointed)
+            )
             self._uncheckpointed = 0
-            self._checkpointing = asyncio.get_running_loop().create_task(self._checkpoint())
 
-    async def _checkpoint(self) -> None:
-        """A PASSIVE checkpoint on the connection's thread, under the lock (no batch meanwhile)."""
+    async def _checkpoint(self, members: int) -> None:
+        """A PASSIVE checkpoint on the connection's thread, under the lock (no batch meanwhile),
+        `members` after the last one."""
         try:
             async with self._lock:
                 db = self._connection()
                 if db is None:
                     return
                 connection = cast(Any, db)
-                await connection._execute(sqlite_inline.checkpoint, connection._conn)
+                pages = await connection._execute(sqlite_inline.checkpoint, connection._conn)
                 self._idle()
+            self._checkpoint_every = sqlite_inline.next_checkpoint(members, pages)
         except Exception:  # a closed connection: the next writer's checkpoint does it
             logger.debug("sqlite: checkpoint skipped", exc_info=True)
         finally:
