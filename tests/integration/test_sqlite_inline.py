@@ -224,3 +224,13 @@ async def test_inline_commits_are_checkpointed_off_the_loop(
     # Each checkpoint let the WAL start over: it never held more than a fraction of the writes
     # (without checkpoints it would hold every page written, twice the bound).
     assert wal_bytes(store.path) < writes * 4096
+
+
+def test_the_checkpoint_interval_keeps_the_wal_near_sqlites_default() -> None:
+    every = sqlite_inline.CHECKPOINT_EVERY
+    low, high = sqlite_inline.CHECKPOINT_EVERY_RANGE
+    assert sqlite_inline.next_checkpoint(every, sqlite_inline.WAL_PAGES) == every
+    assert sqlite_inline.next_checkpoint(every, 2 * sqlite_inline.WAL_PAGES) == every // 2  # big rows
+    assert sqlite_inline.next_checkpoint(every, 10**7) == low
+    assert sqlite_inline.next_checkpoint(every, 1) == high
+    assert sqlite_inline.next_checkpoint(every, None) == high  # not in WAL mode, or it failed
