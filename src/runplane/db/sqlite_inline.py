@@ -5,9 +5,11 @@ A hop (a future, the drainer task, the lock, aiosqlite's queue, a thread wake-up
 `call_soon_threadsafe`, a loop wake-up) costs a few hundred microseconds of latency and of CPU on
 both threads, while the SQLite work of a batch (WAL mode, `synchronous = NORMAL`: no fsync at
 COMMIT) is tens of microseconds. When runs come one at a time nothing is gathered anyway, so every
-write paid a hop for a batch of one. Where several callers arrive at once the hop stays: the
-SQLite work then runs off the loop (the `sqlite3` module releases the GIL in it) while the next
-batch gathers.
+write paid a hop for a batch of one. So a caller finding the connection idle runs its body at once;
+but only the first caller of an iteration of the loop (or more of the same task, which is one
+caller going on): the others of that iteration are concurrent, and gather into one batch, run
+inline too while small (`INLINE_MAX_MEMBERS`); a larger one hops as before: its SQLite work then
+runs off the loop (the `sqlite3` module releases the GIL in it) while the next batch gathers.
 
 What keeps it as safe as the hop:
 
