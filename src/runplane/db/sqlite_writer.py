@@ -25,20 +25,29 @@ The batch holds the connection's `asyncio.Lock` while it runs, so code that uses
 statement by statement under that lock (migrations, searches, LangGraph's own methods on its
 connection) never interleaves with it. Other processes on the file see ordinary `BEGIN IMMEDIATE`
 transactions and wait for them with their busy timeout.
+
+When the connection is idle (no batch running or queued, the lock free) and no other caller wrote
+in this iteration of the loop, a caller's transaction or read runs at once on the event loop's
+thread instead, with the same semantics and no hop (`sqlite_inline`, which says how it stays safe).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import aiosqlite
 
 from runplane.core.errors import StoreUnavailable
+from runplane.db import sqlite_inline
+from runplane.db.sqlite_inline import CHECKPOINT_EVERY, INLINE_MAX_MEMBERS, INLINE_PER_TICK, ConnectionLock
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -159,7 +168,8 @@ class GroupCommit:
 
     Args:
         connection: the connection, or None once it is closed.
-        lock: held by every other user of the connection around its statements.
+        lock: held by every other user of the connection around its statements; a
+            `ConnectionLock` lets idle batches run inline (any other lock: always a hop).
     """
 
     def __init__(self, connection: Callable[[], aiosqlite.Connection | None], lock: asyncio.Lock) -> None:
@@ -167,9 +177,24 @@ class GroupCommit:
         self._lock = lock
         self._pending: list[_Member] = []
         self._drainer: asyncio.Task[None] | None = None
-        #: Transactions committed and batches run, for tests and the curious.
+        #: The lock, when its acquisitions tell whether the connection's thread is idle.
+        self._counted = lock if isinstance(lock, ConnectionLock) else None
+        #: `_counted.acquisitions` when this writer last left the connection's thread idle.
+        self._idle_at = -1
+        #: The connection `prepare` ran on, and its busy timeout (None: never inline).
+        self._prepared: tuple[sqlite3.Connection, int | None] | None = None
+        #: The task whose inline batches ran in this iteration of the loop, and how many.
+        self._tick_task: asyncio.Task[Any] | None = None
+        self._tick_batches = 0
+        #: Members since the last checkpoint, and how many the next one waits for.
+        self._uncheckpointed = 0
+        self._checkpoint_every = CHECKPOINT_EVERY
+        self._checkpointing: asyncio.Task[None] | None = None
+        #: Transactions committed and batches run (`inline` of them on the loop's thread), for
+        #: tests and the curious.
         self.batches = 0
         self.members = 0
+        self.inline = 0
 
     async def transact(self, body: Body[T]) -> T:
         """`body` in a write transaction, answered once it is committed; its exception (the
@@ -177,17 +202,98 @@ class GroupCommit:
         return await self._submit(body, batched=True)
 
     async def run(self, body: Body[T]) -> T:
-        """`body` outside any transaction (reads, a statement atomic on its own, or code that
-        opens its own transaction), in the next batch's hop."""
+        """`body` outside any transaction: reads, a statement atomic on its own, or code that
+        opens its own transaction; in the next batch's hop, or inline. At most one write (a
+        statement or a transaction): a body stopped inline by another connection's write lock
+        has then changed nothing, and runs again in the hop."""
         return await self._submit(body, batched=False)
 
     async def _submit(self, body: Body[T], *, batched: bool) -> T:
+        if self._counted is not None and self._drainer is None and not self._pending:
+            task = asyncio.current_task()
+            # Another caller wrote in this iteration of the loop: callers arrive together, so they
+            # gather (in the drainer, next iteration) rather than each commit alone.
+            if not self._tick_batches or (self._tick_task is task and self._tick_batches < INLINE_PER_TICK):
+                outcomes = self._inline([(body, batched)], task)
+                if outcomes is not None and not sqlite_inline.stopped(*outcomes[0]):
+                    self._ran(1, inline=True)
+                    ok, value = outcomes[0]
+                    if ok:
+                        return cast(T, value)
+                    raise value
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._pending.append(_Member(body, batched, future))
         if self._drainer is None:
             self._drainer = loop.create_task(self._drain())
         return await future  # the body's own exception: the store translates it at its edge
+
+    def _inline(
+        self, members: list[tuple[Body[Any], bool]], task: asyncio.Task[Any] | None
+    ) -> list[Outcome] | None:
+        """`run_batch` at once on this thread when the connection is idle; None when it is not
+        (the batch hops). A member `stopped` here hops too."""
+        lock = self._counted
+        if lock is None or lock.locked() or lock.acquisitions != self._idle_at:
+            return None  # a hop is running, or another user's statement may still be queued
+        db = self._connection()
+        conn = None if db is None else sqlite_inline.raw_connection(db)
+        prepared = self._prepared
+        if conn is None or prepared is None or prepared[0] is not conn or prepared[1] is None:
+            return None  # closed, or not yet prepared (the first batch on a connection hops)
+        if conn.in_transaction:
+            return None
+        if not sqlite_inline.enter(conn):
+            self._prepared = (conn, None)
+            return None
+        try:
+            outcomes = run_batch(conn, members)
+        finally:
+            sqlite_inline.leave(conn, prepared[1])
+        if not self._tick_batches:
+            asyncio.get_running_loop().call_soon(self._next_tick)
+        self._tick_task = task
+        self._tick_batches += 1
+        return outcomes
+
+    def _next_tick(self) -> None:
+        self._tick_task, self._tick_batches = None, 0
+
+    def _ran(self, members: int, *, inline: bool = False) -> None:
+        self.inline += inline
+        self.batches += 1
+        self.members += members
+        if self._counted is None:
+            return  # SQLite's own auto-checkpoint still runs on this connection
+        self._uncheckpointed += members
+        if self._uncheckpointed >= self._checkpoint_every and self._checkpointing is None:
+            self._checkpointing = asyncio.get_running_loop().create_task(
+                self._checkpoint(self._uncheckpointed)
+            )
+            self._uncheckpointed = 0
+
+    async def _checkpoint(self, members: int) -> None:
+        """A PASSIVE checkpoint on the connection's thread, under the lock (no batch meanwhile),
+        `members` after the last one."""
+        try:
+            async with self._lock:
+                db = self._connection()
+                if db is None:
+                    return
+                connection = cast(Any, db)
+                pages = await connection._execute(sqlite_inline.checkpoint, connection._conn)
+                self._idle()
+            self._checkpoint_every = sqlite_inline.next_checkpoint(members, pages)
+        except Exception:  # a closed connection: the next writer's checkpoint does it
+            logger.debug("sqlite: checkpoint skipped", exc_info=True)
+        finally:
+            self._checkpointing = None
+
+    def _idle(self) -> None:
+        """Called while holding the lock, right after a hop returned: everything queued on the
+        connection's thread before it has run, and nobody else could queue since."""
+        if self._counted is not None:
+            self._idle_at = self._counted.acquisitions
 
     async def _drain(self) -> None:
         try:
@@ -205,6 +311,19 @@ class GroupCommit:
             self._drainer = None
 
     async def _run(self, batch: list[_Member]) -> None:
+        batch = [member for member in batch if not member.future.done()]  # cancelled: dropped
+        if 0 < len(batch) <= INLINE_MAX_MEMBERS:  # a few callers at once: still no hop
+            outcomes = self._inline([(member.body, member.batched) for member in batch], None)
+            if outcomes is not None:
+                answered = [
+                    (m, o) for m, o in zip(batch, outcomes, strict=True) if not sqlite_inline.stopped(*o)
+                ]
+                if answered:
+                    self._ran(len(answered), inline=True)
+                    self._answer(answered)
+                batch = [m for m, o in zip(batch, outcomes, strict=True) if sqlite_inline.stopped(*o)]
+        if not batch:
+            return
         try:
             async with self._lock:
                 db = self._connection()
@@ -214,6 +333,7 @@ class GroupCommit:
                 if not batch:
                     return
                 outcomes = await self._outcomes(db, [(member.body, member.batched) for member in batch])
+                self._idle()
         except Exception as exc:
             for member in batch:
                 if not member.future.done():
@@ -224,9 +344,12 @@ class GroupCommit:
                 if not member.future.done():
                     member.future.set_exception(StoreUnavailable(f"sqlite: writer stopped ({exc!r})"))
             raise
-        self.batches += 1
-        self.members += len(batch)
-        for member, (ok, value) in zip(batch, outcomes, strict=True):
+        self._ran(len(batch))
+        self._answer(zip(batch, outcomes, strict=True))
+
+    @staticmethod
+    def _answer(answers: Iterable[tuple[_Member, Outcome]]) -> None:
+        for member, (ok, value) in answers:
             if member.future.done():  # its caller was cancelled meanwhile
                 continue
             if ok:
@@ -240,7 +363,10 @@ class GroupCommit:
         # aiosqlite's queue to its connection thread, and its sqlite3 connection (private, pinned
         # in pyproject).
         connection = cast(Any, db)
-        return cast(list[Outcome], await connection._execute(run_batch, connection._conn, members))
+        conn = connection._conn
+        if self._counted is not None and (self._prepared is None or self._prepared[0] is not conn):
+            self._prepared = (conn, await connection._execute(sqlite_inline.prepare, conn))
+        return cast(list[Outcome], await connection._execute(run_batch, conn, members))
 
 
 #: The open group commits by database file, so that a checkpointer on the store's file writes

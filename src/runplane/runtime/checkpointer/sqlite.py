@@ -22,6 +22,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+from runplane.db.sqlite_inline import ConnectionLock
 from runplane.db.sqlite_writer import GroupCommit, shared
 from runplane.runtime._databases import tune_sqlite
 from runplane.runtime.checkpointer._tables import EXPIRED_THREADS, Strategy, expire_statements
@@ -157,8 +158,11 @@ class SqliteAdapter:
     async def open(path: str) -> AsyncIterator[FencedSqliteSaver]:
         """The saver on SQLite file `path` (or `:memory:`), with its tables created: its own
         connection to the store's file (the one place to change should it share the store's)."""
-        async with aiosqlite.connect(path) as conn:  # as LangGraph's `from_conn_string` opens it
+        # As LangGraph's `from_conn_string` opens it; usable from the event loop's thread too, for
+        # the writer's inline batches (`runplane.db.sqlite_inline`).
+        async with aiosqlite.connect(path, check_same_thread=False) as conn:
             saver = FencedSqliteSaver(conn)
+            saver.lock = ConnectionLock()  # LangGraph takes it around its statements; counted
             await saver.setup()  # also turns WAL on
             await tune_sqlite(conn)
             columns = await conn.execute_fetchall("SELECT name FROM pragma_table_info('writes')")

@@ -51,7 +51,8 @@ async def connect(path: str, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> 
     """A connection in autocommit mode (we issue BEGIN IMMEDIATE ourselves), WAL, NORMAL sync."""
     if path != MEMORY:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    db = await aiosqlite.connect(path, isolation_level=None)
+    # Not only its own thread: the writer runs idle batches on the event loop's (`sqlite_inline`).
+    db = await aiosqlite.connect(path, isolation_level=None, check_same_thread=False)
     try:
         db.row_factory = sqlite3.Row
         # busy_timeout first: switching to WAL needs a lock another process may hold.

@@ -6,7 +6,9 @@ loop: a hop (a queue put, a thread wake-up, a `call_soon_threadsafe`) that cost 
 statement itself, and a run's admission made eight of them. Here a method's whole transaction
 (`BEGIN IMMEDIATE`, its statements, `COMMIT` or `ROLLBACK`) is one function queued on that same
 thread, so it costs one hop, and nothing else can run on the connection in its middle. The
-`GroupCommit` (`_writer`) then runs the transactions of concurrent callers in one hop and one COMMIT.
+`GroupCommit` (`_writer`) then runs the transactions of concurrent callers in one hop and one COMMIT,
+and a caller's transaction on the event loop's thread itself, with no hop, while the connection is
+idle (`runplane.db.sqlite_inline`).
 
 A caller cancelled before its batch left the event loop is dropped from it; one cancelled later does
 not interrupt its transaction: the function runs to its `COMMIT` (or its savepoint's rollback on

@@ -6,12 +6,14 @@ Semantics are exactly `InMemoryStore`'s; this module only decides how to get the
   lock up front, so two connections (or processes) on one file serialize instead of interleaving.
   A partial unique index on `runs(thread_id) WHERE status = 'running'` is the last guard of "one
   running run per thread" whatever the code above it does.
-- One aiosqlite connection (one thread) per store, guarded by an `asyncio.Lock`: without it two
-  coroutines would interleave their statements inside one transaction, and a read would see
-  another coroutine's uncommitted writes. The hot paths run each transaction as one function on
-  that thread (`_transactions`), and the transactions of concurrent callers in one hop and one
-  COMMIT (`runplane.db.sqlite_writer.GroupCommit`, shared with the checkpointer on this file):
-  each caller answered after the COMMIT that holds its writes.
+- One aiosqlite connection (one thread) per store, guarded by an `asyncio.Lock` (a counting
+  `ConnectionLock`): without it two coroutines would interleave their statements inside one
+  transaction, and a read would see another coroutine's uncommitted writes. The hot paths run
+  each transaction as one function on that thread (`_transactions`), and the transactions of
+  concurrent callers in one hop and one COMMIT (`runplane.db.sqlite_writer.GroupCommit`, shared
+  with the checkpointer on this file): each caller answered after the COMMIT that holds its
+  writes; while the connection is idle, on the event loop's own thread, without a hop
+  (`runplane.db.sqlite_inline`).
 - The parts: threads here, runs and the worker's side in `_runs`, crons and the webhook outbox
   in `_crons`, assistants and thread TTLs in `_resources`.
 - `synchronous = NORMAL` in WAL mode: a commit is in the OS's hands when it returns, so it survives
@@ -22,7 +24,6 @@ Semantics are exactly `InMemoryStore`'s; this module only decides how to get the
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sqlite3
 import uuid
@@ -46,6 +47,7 @@ from runplane.core.models import (
     TokenUsage,
 )
 from runplane.core.store import Store, SupportsCheckpointerUrl
+from runplane.db.sqlite_inline import ConnectionLock
 from runplane.db.sqlite_writer import GroupCommit, share, unshare
 from runplane.stores.sqlite._codec import (
     dump_json,
@@ -101,7 +103,7 @@ class SqliteStore(SqliteRuns, SqliteCronsAndWebhooks, SqliteResources, SqliteThr
         self._path = path
         self._clock = clock or SystemClock()
         self._busy_timeout_ms = int(busy_timeout_ms)
-        self._lock = asyncio.Lock()
+        self._lock = ConnectionLock()  # counted: the writer's proof the connection is idle
         self._db: aiosqlite.Connection | None = None
         self._writer = GroupCommit(lambda: self._db, self._lock)
         self._fresh_leases: dict[str, tuple[int, int]] = {}
