@@ -19,6 +19,7 @@ import pytest
 from runplane.core.errors import Conflict
 from runplane.db import sqlite_inline
 from runplane.stores.sqlite.store import SqliteStore
+from tests.integration.test_sqlite_group_commit import committed
 
 
 def insert(name: str, blob: bytes = b"") -> Any:
@@ -37,15 +38,6 @@ def insert_and_tell(name: str) -> Any:
         return thread_of(conn)
 
     return body
-
-
-def committed(path: str) -> set[str]:
-    """What another connection reads: only committed rows."""
-    other = sqlite3.connect(path)
-    try:
-        return {name for (name,) in other.execute("SELECT name FROM items")}
-    finally:
-        other.close()
 
 
 def wal_bytes(path: str) -> int:
