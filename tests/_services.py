@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -86,3 +88,13 @@ def drop_postgres_database(url: str) -> None:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         query = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
         conn.execute(query.format(sql.Identifier(name)))
+
+
+@contextlib.contextmanager
+def postgres_database(base_url: str | None = None) -> Iterator[str]:
+    """A fresh, empty database on the test server (or on `base_url`'s) for the block, dropped after."""
+    url = fresh_postgres_database(base_url or require_postgres_url())
+    try:
+        yield url
+    finally:
+        drop_postgres_database(url)

@@ -27,7 +27,7 @@ from runplane.events.postgres import PostgresBus
 from runplane.runtime.graphs import LangGraphRuntime
 from runplane.stores.postgres.store import PostgresStore
 from runplane.worker import Worker
-from tests._services import drop_postgres_database, fresh_postgres_database, require_postgres_url
+from tests._services import postgres_database
 from tests.api._support import serve
 
 RUNS = 40
@@ -63,11 +63,8 @@ class LockedAfterAdmission(PostgresStore):
 
 @pytest.fixture
 def db_url() -> Iterator[str]:
-    url = fresh_postgres_database(require_postgres_url())
-    try:
+    with postgres_database() as url:
         yield url
-    finally:
-        drop_postgres_database(url)
 
 
 async def _serve(store: PostgresStore, url: str) -> AsyncIterator[tuple[LangGraphClient, Worker]]:

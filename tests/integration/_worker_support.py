@@ -27,9 +27,7 @@ from runplane.runtime.graphs import LangGraphRuntime
 from runplane.testing import FakeClock, memory_manager
 from runplane.worker import Worker
 from tests._services import (
-    drop_postgres_database,
-    fresh_postgres_database,
-    require_postgres_url,
+    postgres_database,
 )
 
 # -- extra graphs ----------------------------------------------------------------------------------
@@ -238,12 +236,9 @@ async def open_saver(kind: str, tmp_path: Path) -> AsyncIterator[BaseCheckpointS
         async with open_checkpointer(f"sqlite:///{tmp_path / 'checkpoints.db'}") as saver:
             yield saver
     else:
-        url = fresh_postgres_database(require_postgres_url())
-        try:
+        with postgres_database() as url:
             async with open_checkpointer(url) as saver:
                 yield saver
-        finally:
-            drop_postgres_database(url)
 
 
 def decode(event: StreamEvent) -> Any:

@@ -23,7 +23,7 @@ from runplane.runtime.checkpointer import Guard, fence_writes, open_checkpointer
 from runplane.runtime.checkpointer.postgres import FencedPostgresSaver
 from runplane.stores.postgres.store import PostgresStore
 from runplane.testing import FakeClock
-from tests._services import drop_postgres_database, fresh_postgres_database, require_postgres_url
+from tests._services import postgres_database
 
 pytestmark = pytest.mark.postgres
 
@@ -32,11 +32,8 @@ CONFIG: RunnableConfig = {"configurable": {"thread_id": "t1", "checkpoint_ns": "
 
 @pytest.fixture
 def db_url() -> Iterator[str]:
-    url = fresh_postgres_database(require_postgres_url())
-    try:
+    with postgres_database() as url:
         yield url
-    finally:
-        drop_postgres_database(url)
 
 
 @pytest.fixture

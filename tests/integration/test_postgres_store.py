@@ -26,6 +26,7 @@ from runplane.testing import FakeClock
 from tests._services import (
     drop_postgres_database,
     fresh_postgres_database,
+    postgres_database,
     require_postgres_url,
 )
 
@@ -60,11 +61,8 @@ def base_url() -> str:
 
 @pytest.fixture
 def db_url(base_url: str) -> Iterator[str]:
-    url = fresh_postgres_database(base_url)
-    try:
+    with postgres_database(base_url) as url:
         yield url
-    finally:
-        drop_postgres_database(url)
 
 
 @pytest.fixture
