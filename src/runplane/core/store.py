@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from runplane.core.graphs import Assistant
 from runplane.core.models import (
@@ -327,6 +327,23 @@ class Store(Protocol):
     async def list_webhooks(self, limit: int = 100) -> list[WebhookDelivery]:
         """Pending and failed deliveries, oldest first (for operators and tests)."""
         ...
+
+
+class RunOnlyCalls:
+    """`Store.claim_run` and `Store.finish_run`, the run alone, for a store that implements
+    `claim_and_look` and `finish_and_look`: written once for every store."""
+
+    if TYPE_CHECKING:  # the store's own
+
+        async def claim_and_look(self, worker_id: str, lease_seconds: float) -> Claimed: ...
+
+        async def finish_and_look(self, run_id: str, attempt: int, outcome: Outcome) -> Finished: ...
+
+    async def claim_run(self, worker_id: str, lease_seconds: float) -> Run | None:
+        return (await self.claim_and_look(worker_id, lease_seconds)).run
+
+    async def finish_run(self, run_id: str, attempt: int, outcome: Outcome) -> Run:
+        return (await self.finish_and_look(run_id, attempt, outcome)).run
 
 
 @runtime_checkable

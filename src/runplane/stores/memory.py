@@ -56,6 +56,7 @@ from runplane.core.models import (
     metadata_after_admission,
 )
 from runplane.core.run_kwargs import RunKwargs
+from runplane.core.store import RunOnlyCalls
 from runplane.stores._memory_crons import MemoryCronsAndWebhooks, metadata_matches
 from runplane.stores._memory_resources import MemoryAssistants, MemoryThreadTtl
 from runplane.stores._memory_thread_state import MemoryThreadState
@@ -75,7 +76,9 @@ def _copy_thread(thread: Thread) -> Thread:
     )
 
 
-class InMemoryStore(MemoryCronsAndWebhooks, MemoryAssistants, MemoryThreadTtl, MemoryThreadState):
+class InMemoryStore(
+    RunOnlyCalls, MemoryCronsAndWebhooks, MemoryAssistants, MemoryThreadTtl, MemoryThreadState
+):
     """Threads and runs in dicts. Lost when the process exits; use SQLite to keep them."""
 
     def __init__(self, *, clock: Clock | None = None) -> None:
@@ -454,9 +457,6 @@ class InMemoryStore(MemoryCronsAndWebhooks, MemoryAssistants, MemoryThreadTtl, M
                 return head_is_claimable(run.not_before, thread_id in self._running_by_thread, now)
         return False
 
-    async def claim_run(self, worker_id: str, lease_seconds: float) -> Run | None:
-        return (await self.claim_and_look(worker_id, lease_seconds)).run
-
     async def claim_and_look(self, worker_id: str, lease_seconds: float) -> Claimed:
         async with self._lock:
             now = self._clock.now()
@@ -507,9 +507,6 @@ class InMemoryStore(MemoryCronsAndWebhooks, MemoryAssistants, MemoryThreadTtl, M
                     updated_at=self._clock.now(),
                 )
             )
-
-    async def finish_run(self, run_id: str, attempt: int, outcome: Outcome) -> Run:
-        return (await self.finish_and_look(run_id, attempt, outcome)).run
 
     async def finish_and_look(self, run_id: str, attempt: int, outcome: Outcome) -> Finished:
         async with self._lock:

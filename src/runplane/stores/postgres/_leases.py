@@ -16,6 +16,7 @@ from runplane.core.clock import lease_deadline
 from runplane.core.errors import LeaseLost, StoreUnavailable
 from runplane.core.lifecycle import QUEUE_LEFT, finish_plan, recovery_plan
 from runplane.core.models import CancelAction, Claimed, Finished, Outcome, QueueStats, Run, TokenUsage
+from runplane.core.store import RunOnlyCalls
 from runplane.db.postgres import HoldTransaction, hold_checks_at_commit, offer_hold, translate_errors
 from runplane.stores.postgres._base import (
     MAX_ATTEMPTS,
@@ -30,11 +31,8 @@ from runplane.stores.postgres._base import (
 from runplane.stores.postgres._rows import Conn, held_row, lease_lost, run_from_row, usage_params
 
 
-class PostgresLeases(PostgresBase):
+class PostgresLeases(RunOnlyCalls, PostgresBase):
     """The worker's methods; see `core.store.Store` for the contracts."""
-
-    async def claim_run(self, worker_id: str, lease_seconds: float) -> Run | None:
-        return (await self.claim_and_look(worker_id, lease_seconds)).run
 
     async def claim_and_look(self, worker_id: str, lease_seconds: float) -> Claimed:
         async def body(conn: Conn) -> AsyncCursor[DictRow] | None:
@@ -159,9 +157,6 @@ class PostgresLeases(PostgresBase):
             )
         if row is None:
             raise lease_lost(run_id, attempt)
-
-    async def finish_run(self, run_id: str, attempt: int, outcome: Outcome) -> Run:
-        return (await self.finish_and_look(run_id, attempt, outcome)).run
 
     async def finish_and_look(self, run_id: str, attempt: int, outcome: Outcome) -> Finished:
         # The transition is checked before any write; the cancel request, which only a transaction

@@ -36,6 +36,7 @@ from runplane.core.models import (
     TokenUsage,
     metadata_after_admission,
 )
+from runplane.core.store import RunOnlyCalls
 from runplane.stores.sqlite._codec import (
     dump_json,
     from_micros,
@@ -68,7 +69,7 @@ def to_micros_span(seconds: float) -> int:
 _CLAIM_SQL = QUERIES["claim_run"].replace(":seq", "(" + QUERIES["claimable_run"].rstrip(";") + ")")
 
 
-class SqliteRuns(Transactions):
+class SqliteRuns(RunOnlyCalls, Transactions):
     """The run and worker methods of `SqliteStore`; see `core.store.Store` for their contracts."""
 
     #: run_id -> (attempt, until when its lease is fresh): leases this store took or renewed.
@@ -236,9 +237,6 @@ class SqliteRuns(Transactions):
 
     # -- workers --------------------------------------------------------------------------------
 
-    async def claim_run(self, worker_id: str, lease_seconds: float) -> Run | None:
-        return (await self.claim_and_look(worker_id, lease_seconds)).run
-
     async def claim_and_look(self, worker_id: str, lease_seconds: float) -> Claimed:
         lease_expires_at = to_micros(lease_deadline(self._clock, lease_seconds))
 
@@ -327,9 +325,6 @@ class SqliteRuns(Transactions):
             is None
         ):
             raise lease_lost(run_id, attempt)
-
-    async def finish_run(self, run_id: str, attempt: int, outcome: Outcome) -> Run:
-        return (await self.finish_and_look(run_id, attempt, outcome)).run
 
     async def finish_and_look(self, run_id: str, attempt: int, outcome: Outcome) -> Finished:
         self._forget_lease(run_id)  # the attempt's writes are over, or were never its to make
