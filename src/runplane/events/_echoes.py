@@ -52,6 +52,3 @@ class Echoes:
             self._expected.clear()
         else:
             self._expected.pop(channel, None)
-
-    def __len__(self) -> int:
-        return sum(counts.total() for counts in self._expected.values())
