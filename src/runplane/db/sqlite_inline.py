@@ -2,14 +2,15 @@
 connection is idle, instead of a hop through aiosqlite's connection thread.
 
 A hop (a future, the drainer task, the lock, aiosqlite's queue, a thread wake-up, a
-`call_soon_threadsafe`, a loop wake-up) costs a few hundred microseconds of latency and of CPU on
-both threads, while the SQLite work of a batch (WAL mode, `synchronous = NORMAL`: no fsync at
-COMMIT) is tens of microseconds. When runs come one at a time nothing is gathered anyway, so every
-write paid a hop for a batch of one. So a caller finding the connection idle runs its body at once;
-but only the first caller of an iteration of the loop (or more of the same task, which is one
-caller going on): the others of that iteration are concurrent, and gather into one batch, run
-inline too while small (`INLINE_MAX_MEMBERS`); a larger one hops as before: its SQLite work then
-runs off the loop (the `sqlite3` module releases the GIL in it) while the next batch gathers.
+`call_soon_threadsafe`, a loop wake-up) costs 30-50 microseconds of latency and of CPU on both
+threads on a calm machine, more when the two threads contend for the GIL, while the SQLite work of a
+batch (WAL mode, `synchronous = NORMAL`: no fsync at COMMIT) is tens of microseconds. When runs come
+one at a time nothing is gathered anyway, so every write paid a hop for a batch of one. So a caller
+finding the connection idle runs its body at once; but only the first caller of an iteration of the
+loop (or more of the same task, which is one caller going on): the others of that iteration are
+concurrent, and gather into one batch, run inline too while small (`INLINE_MAX_MEMBERS`); a larger
+one hops as before: its SQLite work then runs off the loop (the `sqlite3` module releases the GIL in
+it) while the next batch gathers.
 
 What keeps it as safe as the hop:
 
@@ -38,9 +39,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from typing import Any, Literal, cast
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar, cast
 
 import aiosqlite
+
+T = TypeVar("T")
 
 #: Virtual-machine instructions one statement of an inline batch may run before it is interrupted
 #: and run again off the loop (SQLite runs about 100 million a second here: about a millisecond).
@@ -83,6 +87,13 @@ def raw_connection(db: aiosqlite.Connection) -> sqlite3.Connection | None:
     connection = cast(Any, db)
     raw = connection._connection if connection._running else None
     return cast(sqlite3.Connection | None, raw)
+
+
+async def on_its_thread(db: aiosqlite.Connection, function: Callable[..., T], *args: Any) -> T:
+    """`function(conn, *args)` on aiosqlite's connection thread, `conn` its `sqlite3` connection:
+    aiosqlite's private queue (pinned in pyproject), used here only."""
+    connection = cast(Any, db)
+    return cast(T, await connection._execute(function, connection._conn, *args))
 
 
 def prepare(conn: sqlite3.Connection) -> int | None:

@@ -280,8 +280,7 @@ class GroupCommit:
                 db = self._connection()
                 if db is None:
                     return
-                connection = cast(Any, db)
-                pages = await connection._execute(sqlite_inline.checkpoint, connection._conn)
+                pages = await sqlite_inline.on_its_thread(db, sqlite_inline.checkpoint)
                 self._idle()
             self._checkpoint_every = sqlite_inline.next_checkpoint(members, pages)
         except Exception:  # a closed connection: the next writer's checkpoint does it
@@ -360,13 +359,14 @@ class GroupCommit:
     async def _outcomes(
         self, db: aiosqlite.Connection, members: list[tuple[Body[Any], bool]]
     ) -> list[Outcome]:
-        # aiosqlite's queue to its connection thread, and its sqlite3 connection (private, pinned
-        # in pyproject).
-        connection = cast(Any, db)
-        conn = connection._conn
-        if self._counted is not None and (self._prepared is None or self._prepared[0] is not conn):
-            self._prepared = (conn, await connection._execute(sqlite_inline.prepare, conn))
-        return cast(list[Outcome], await connection._execute(run_batch, conn, members))
+        conn = sqlite_inline.raw_connection(db)
+        if (
+            self._counted is not None
+            and conn is not None
+            and (self._prepared is None or self._prepared[0] is not conn)
+        ):
+            self._prepared = (conn, await sqlite_inline.on_its_thread(db, sqlite_inline.prepare))
+        return await sqlite_inline.on_its_thread(db, run_batch, members)
 
 
 #: The open group commits by database file, so that a checkpointer on the store's file writes

@@ -6,7 +6,7 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import Any
 from weakref import WeakKeyDictionary
 
 import aiosqlite
@@ -22,7 +22,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-from runplane.db.sqlite_inline import ConnectionLock
+from runplane.db.sqlite_inline import ConnectionLock, on_its_thread
 from runplane.db.sqlite_writer import GroupCommit, shared
 from runplane.runtime._databases import tune_sqlite
 from runplane.runtime.checkpointer._tables import EXPIRED_THREADS, Strategy, expire_statements
@@ -211,10 +211,7 @@ class SqliteAdapter:
             return await writer.run(lambda conn: self._read_savepoint(conn, thread_id, checkpoint_id))
         await saver.setup()
         async with saver.lock:
-            connection = cast(Any, saver.conn)  # aiosqlite's private queue, as the store's
-            point: Savepoint = await connection._execute(
-                self._read_savepoint, connection._conn, thread_id, checkpoint_id
-            )
+            point: Savepoint = await on_its_thread(saver.conn, self._read_savepoint, thread_id, checkpoint_id)
         return point
 
     def _read_savepoint(
