@@ -258,6 +258,31 @@ async def test_admitted_run_leaves_its_config_on_the_thread(store: Store) -> Non
     assert (await store.get_thread("t2", OWNER)).config == {"tags": ["c"], "configurable": {}}
 
 
+async def test_config_merges_into_an_idle_threads_own(store: Store) -> None:
+    """The same merge when each run is admitted on an idle thread (PostgreSQL admits those in one
+    statement, which merges in SQL), with `configurable` absent, empty or not an object."""
+    await make_thread(store, "t1")
+    configs: list[dict[str, Any]] = [
+        {"tags": ["a"], "recursion_limit": 7, "configurable": {"model": "default", "n": [1]}},
+        {"tags": ["b"], "configurable": {"model": "other", "extra": 1}},
+        {"recursion_limit": 3},
+        {"configurable": None},
+        {"configurable": {}},
+    ]
+    expected: dict[str, Any] = {}
+    for i, config in enumerate(configs):
+        await add_run(store, f"r{i}", "t1", thread_config=config)
+        expected = {
+            **expected,
+            **config,
+            "configurable": {**(config.get("configurable") or {}), **(expected.get("configurable") or {})},
+        }
+        assert (await store.get_thread("t1", OWNER)).config == expected, i
+        run = await claim(store)
+        await store.finish_run(run.run_id, run.attempt, outcome())
+    assert expected["configurable"] == {"model": "default", "n": [1], "extra": 1}
+
+
 async def test_thread_error_is_its_last_runs_error(store: Store) -> None:
     run = await running_run(store, "r1")
     await store.finish_run(run.run_id, run.attempt, outcome("error", "error", error="ValueError: boom"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import json
 import signal
 import sys
 import textwrap
@@ -16,6 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from psycopg.types.json import Jsonb
 
 from runplane.core.errors import InvalidInput, LeaseLost, StoreUnavailable, ThreadBusy
 from runplane.core.models import NewRun, NewThread, Outcome, Run, RunFilter
@@ -213,8 +215,6 @@ _HOT_QUERIES: dict[str, dict[str, Any]] = {
     "admission_probe": {"run_id": "r", "owner": "", "idempotency_key": "k"},
     "lock_thread": {"thread_id": "t"},
     "active_runs": {"thread_id": "t"},
-    "claim_next_thread": {"now": _NOW},
-    "claim_run": {"thread_id": "t", "worker_id": "w", "lease_expires_at": _NOW, "now": _NOW},
     "settle_thread": {
         "thread_id": "t",
         "outcome": "idle",
@@ -233,6 +233,54 @@ _HOT_QUERIES: dict[str, dict[str, Any]] = {
     "expired_runs": {"now": _NOW, "limit": 10},
     "list_runs": {"thread_id": "t", "status": None, "limit": 10, "offset": 0},
     "get_run": {"run_id": "r", "owner": "", "thread_id": None},
+}
+
+#: The worker's statements that call a function (migration 0017), with sample parameters that make
+#: each statement of the function run (a due queue head; a run held at attempt 0), and how many
+#: statements that is: their plans are read from `auto_explain`.
+_HOT_FUNCTIONS: dict[str, tuple[dict[str, Any], int]] = {
+    "admit": (
+        {
+            "run_id": "new",
+            "thread_id": "fresh",
+            "assistant_id": "agent",
+            "owner": "",
+            "multitask_strategy": "reject",
+            "now": _NOW,
+            "metadata": Jsonb({}),
+            "kwargs": Jsonb({}),
+            "not_before": None,
+            "idempotency_key": "k",
+            "fingerprint": None,
+            "creates": True,
+            "thread_metadata": Jsonb({}),
+            "thread_config": Jsonb({"configurable": {}}),
+            "thread_metadata_update": Jsonb({"graph_id": "g"}),
+        },
+        8,  # with the foreign key's check of the thread
+    ),
+    "claim": ({"worker_id": "w", "lease_expires_at": _NOW, "now": _NOW}, 2),
+    "finish": (
+        {
+            "run_id": "r15001",
+            "attempt": 0,
+            "now": _NOW,
+            "status": "success",
+            "error": None,
+            "model_name": None,
+            "input_tokens": None,
+            "output_tokens": None,
+            "total_tokens": None,
+            "yields_to_cancel": True,
+            "thread_status": "idle",
+            "sets_error": True,
+            "thread_error": None,
+            "set_values": False,
+            "values": None,
+            "interrupts": None,
+        },
+        4,
+    ),
 }
 
 
@@ -288,6 +336,32 @@ async def test_hot_queries_are_bounded_by_an_index(db_url: str) -> None:
             assert list(_unbounded_scans(plan)) == [], (name, plan)
             # Index lookups cost under 50 here; reading all 20k runs costs several hundred.
             assert plan["Total Cost"] < 100, (name, plan)
+        for name, (params, statements) in _HOT_FUNCTIONS.items():
+            plans = _nested_plans(conn, QUERIES[name], params)
+            assert len(plans) == statements, (name, plans)
+            for plan in plans:
+                assert list(_unbounded_scans(plan)) == [], (name, plan)
+                assert plan["Total Cost"] < 100, (name, plan)
+
+
+def _nested_plans(conn: psycopg.Connection[Any], query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The plans of the statements a function runs when `query` calls it (rolled back), as
+    `auto_explain` reports them to the client."""
+    reports: list[str] = []
+    conn.add_notice_handler(lambda diag: reports.append(diag.message_primary or ""))
+    conn.execute("BEGIN")
+    # SET is not planned, so auto_explain reports nothing of its own before the query's.
+    conn.execute("LOAD 'auto_explain'")
+    conn.execute("SET LOCAL auto_explain.log_min_duration = 0")
+    conn.execute("SET LOCAL auto_explain.log_nested_statements = on")
+    conn.execute("SET LOCAL auto_explain.log_format = json")
+    conn.execute("SET LOCAL client_min_messages = log")
+    conn.execute(query, params).fetchall()
+    conn.execute("ROLLBACK")
+    plans = [json.loads(report.partition("plan:")[2])["Plan"] for report in reports if "plan:" in report]
+    # The last report is the calling statement's own plan (a function scan).
+    assert plans and plans[-1]["Node Type"] == "Function Scan", plans
+    return plans[:-1]
 
 
 # -- several processes on one database ------------------------------------------------------------

@@ -153,6 +153,12 @@ def head_is_claimable(not_before: datetime | None, thread_has_running: bool, now
 # --- finish --------------------------------------------------------------------------------------
 
 
+def yields_to_cancel(outcome: Outcome) -> bool:
+    """Whether a cancel request on the run wins over ending it with `outcome`: it does, unless the
+    run ends interrupted (which is how the cancel path itself ends it)."""
+    return outcome.status != "interrupted"
+
+
 def finish_plan(
     run_id: str, status: RunStatus, current_action: CancelAction | None, outcome: Outcome
 ) -> ThreadSettlement:
@@ -163,7 +169,7 @@ def finish_plan(
         CancelRequested: a cancel request must win: the worker takes the cancel path instead.
         InvalidTransition: `status -> outcome.status` is not allowed.
     """
-    if current_action is not None and outcome.status != "interrupted":
+    if current_action is not None and yields_to_cancel(outcome):
         raise CancelRequested(current_action)
     check_transition(run_id, status, outcome.status)
     return _ended(outcome.thread_status, outcome.error)

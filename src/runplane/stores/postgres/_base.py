@@ -194,6 +194,23 @@ class PostgresBase:
             async with self._pool.connection() as conn:
                 yield conn
 
+    async def _statement(self, name: str, /, **params: Any) -> list[DictRow]:
+        """Every row of the named statement, run alone: autocommitted, its own transaction, and
+        again after a deadlock or a lost insert race, as `_transaction` runs a body. One round
+        trip: the cheapest transaction there is (see migration 0017's functions)."""
+        if self._pool is None:
+            raise StoreUnavailable("the PostgreSQL store is not open")
+        with translate_errors():
+            for attempt in itertools.count(1):
+                try:
+                    async with self._pool.connection() as conn:
+                        return await every(conn, name, **params)
+                except psycopg.Error as exc:
+                    if attempt >= MAX_ATTEMPTS or not retryable(exc):
+                        raise
+                    logger.debug("retrying a statement after %s", type(exc).__name__)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     async def _transaction(self, body: Callable[[Conn], Awaitable[T]], *, pipeline: bool = True) -> T:
         """Run `body` in one transaction, again after a deadlock or a lost insert race.
 

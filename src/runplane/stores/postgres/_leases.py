@@ -11,15 +11,15 @@ import psycopg
 from psycopg import AsyncClientCursor, AsyncCursor, pq
 from psycopg import errors as pg_errors
 from psycopg.rows import DictRow
+from psycopg.types.json import Jsonb
 
 from runplane.core.clock import lease_deadline
-from runplane.core.errors import LeaseLost, StoreUnavailable
-from runplane.core.lifecycle import QUEUE_LEFT, finish_plan, recovery_plan
+from runplane.core.errors import CancelRequested, LeaseLost, StoreUnavailable
+from runplane.core.lifecycle import QUEUE_LEFT, ThreadSettlement, finish_plan, recovery_plan, yields_to_cancel
 from runplane.core.models import CancelAction, Claimed, Finished, Outcome, QueueStats, Run, TokenUsage
 from runplane.core.store import RunOnlyCalls
 from runplane.db.postgres import HoldTransaction, hold_checks_at_commit, offer_hold, translate_errors
 from runplane.stores.postgres._base import (
-    MAX_ATTEMPTS,
     QUERIES,
     PostgresBase,
     every,
@@ -35,30 +35,15 @@ class PostgresLeases(RunOnlyCalls, PostgresBase):
     """The worker's methods; see `core.store.Store` for the contracts."""
 
     async def claim_and_look(self, worker_id: str, lease_seconds: float) -> Claimed:
-        async def body(conn: Conn) -> AsyncCursor[DictRow] | None:
-            now = self._clock.now()
-            head = await one(conn, "claim_next_thread", now=now)
-            if head is None:
-                return None
-            # A new statement, so it reads the queue head as committed before we locked the thread.
-            # Its row comes back with the COMMIT (the thread is settled by the same statement).
-            return await send(
-                conn,
-                "claim_run",
-                thread_id=head["thread_id"],
-                worker_id=worker_id,
-                lease_expires_at=lease_deadline(self._clock, lease_seconds),
-                now=now,
-            )
-
-        for _ in range(MAX_ATTEMPTS):
-            rows = await self._transaction_then(body, _rows)
-            if rows is None:
-                return Claimed(None)
-            if rows:
-                return Claimed(run_from_row(rows[0]), more=rows[0]["more"])
-            # The queue changed between the scan and the lock: look again.
-        return Claimed(None)
+        rows = await self._statement(
+            "claim",
+            worker_id=worker_id,
+            lease_expires_at=lease_deadline(self._clock, lease_seconds),
+            now=self._clock.now(),
+        )
+        if not rows:
+            return Claimed(None)
+        return Claimed(run_from_row(rows[0]), more=rows[0]["more"])
 
     async def renew_lease(
         self, run_id: str, attempt: int, worker_id: str, lease_seconds: float
@@ -159,14 +144,38 @@ class PostgresLeases(RunOnlyCalls, PostgresBase):
             raise lease_lost(run_id, attempt)
 
     async def finish_and_look(self, run_id: str, attempt: int, outcome: Outcome) -> Finished:
-        # The transition is checked before any write; the cancel request, which only a transaction
-        # holding the thread's lock changes, is read from the fenced update itself (one statement
-        # fewer than reading the run first); the plan refusing it rolls the update back.
-        finish_plan(run_id, "running", None, outcome)
+        # The transition is checked before any write. What the finish does to the thread does not
+        # depend on a cancel request (only whether the finish yields to it does), so the plan is
+        # made here and the statement applies it: one round trip.
+        settlement = finish_plan(run_id, "running", None, outcome)
+        rows = await self._statement(
+            "finish",
+            run_id=run_id,
+            attempt=attempt,
+            now=self._clock.now(),
+            status=outcome.status,
+            error=outcome.error,
+            model_name=outcome.model_name,
+            **usage_params(outcome.usage),
+            yields_to_cancel=yields_to_cancel(outcome),
+            **_settlement_params(settlement, outcome),
+        )
+        if not rows:
+            raise lease_lost(run_id, attempt)
+        row = rows[0]
+        if row["refused_for"] is not None:
+            raise CancelRequested(row["refused_for"])  # the statement wrote nothing
+        if row["has_webhook"]:
+            # Its outbox row is built here (`webhook_payload`): the transaction of several
+            # statements, which the statement left to us (it wrote nothing).
+            return await self._finish_with_webhook(run_id, attempt, outcome)
+        return Finished(run_from_row(row), bool(row["head_claimable"]))
 
+    async def _finish_with_webhook(self, run_id: str, attempt: int, outcome: Outcome) -> Finished:
         async def body(conn: Conn) -> tuple[Run, AsyncCursor[DictRow]]:
             # Sent together: the fenced update runs once the thread is locked (no row when the run
-            # is gone or no longer held).
+            # is gone or no longer held). The cancel request, which only a transaction holding the
+            # thread's lock changes, is read from the update; the plan refusing it rolls it back.
             await send(conn, "lock_thread_of_run", run_id=run_id)
             row = await one(
                 conn,
@@ -264,8 +273,16 @@ class PostgresLeases(RunOnlyCalls, PostgresBase):
         return await self._transaction(body)
 
 
-async def _rows(cursor: AsyncCursor[DictRow] | None) -> list[DictRow] | None:
-    return None if cursor is None else await cursor.fetchall()
+def _settlement_params(settlement: ThreadSettlement, outcome: Outcome) -> dict[str, Any]:
+    """Bind values for `runplane_finish`'s thread settlement, as `PostgresBase._settle` binds them."""
+    return {
+        "thread_status": settlement.status,
+        "sets_error": settlement.sets_error,
+        "thread_error": settlement.error,
+        "set_values": outcome.thread_values is not None,
+        "values": Jsonb(outcome.thread_values) if outcome.thread_values is not None else None,
+        "interrupts": Jsonb(outcome.thread_interrupts) if outcome.thread_interrupts is not None else None,
+    }
 
 
 async def _begin_hold(conn: Conn, run_id: str, attempt: int, timeout_ms: str) -> DictRow | None:

@@ -29,9 +29,44 @@ class PostgresRuns(PostgresBase):
     """Admission, reads, cancel and delete of runs; see `core.store.Store` for the contracts."""
 
     async def create_run(self, new: NewRun) -> Admission:
+        if new.cron is None:
+            # The common case in one statement: a thread with no active run, no hold, no replay.
+            admitted = await self._admit_alone(new)
+            if admitted is not None:
+                return admitted
         # A lost race on the idempotency key or the thread insert is retried by `_transaction`:
         # the next attempt sees the winner and replays or conflicts like the reference.
         return await self._transaction_then(lambda conn: self._admit_fired(conn, new), _admitted)
+
+    async def _admit_alone(self, new: NewRun) -> Admission | None:
+        """Admit `new` in one statement (`runplane_admit`), or None when there is a multitask
+        strategy to apply, a replay or conflict to tell, or a hold to wait for: then nothing was
+        written, and the admission transaction decides. A lost race on the run's id is retried by
+        `_statement`: the next attempt finds the id used, and leaves it to the transaction."""
+        rows = await self._statement(
+            "admit",
+            run_id=new.run_id,
+            thread_id=new.thread_id,
+            assistant_id=new.assistant_id,
+            owner=new.owner,
+            multitask_strategy=new.multitask_strategy,
+            now=self._clock.now(),
+            metadata=Jsonb(new.metadata),
+            kwargs=Jsonb(new.kwargs),
+            not_before=new.not_before,
+            idempotency_key=new.idempotency_key,
+            fingerprint=new.fingerprint,
+            creates=new.if_not_exists == "create",
+            thread_metadata=Jsonb(new.thread_metadata),
+            thread_config=Jsonb(new.thread_config) if new.thread_config is not None else None,
+            thread_metadata_update=Jsonb(new.thread_metadata_update),
+        )
+        row = rows[0]
+        if row["outcome"] == "not_found":
+            raise NotFound(f"thread {new.thread_id} not found")
+        if row["outcome"] == "admitted":
+            return Admission(run_from_row(row))
+        return None
 
     async def _admit_fired(self, conn: Conn, new: NewRun) -> Admission | _Inserted:
         if new.cron is not None and not await lock_cron_slot(conn, new.cron, self._clock.now()):

@@ -234,49 +234,35 @@ SELECT * FROM runs WHERE run_id = ANY(%(run_ids)s::text[])
 -- Delete runs by id, returning them as they were.
 DELETE FROM runs WHERE run_id = ANY(%(run_ids)s::text[]) RETURNING *
 
--- name: claim_next_thread
--- The thread whose queue head is the oldest due run, locked; threads another claimer or admission holds are skipped.
-SELECT t.thread_id FROM threads AS t
-JOIN runs AS r ON r.seq = t.queue_seq
-WHERE t.queue_seq IS NOT NULL AND (r.not_before IS NULL OR r.not_before <= %(now)s)
-ORDER BY t.queue_seq
-LIMIT 1
-FOR UPDATE OF t SKIP LOCKED
+-- name: admit
+-- Admit a run on a thread with no active run and no hold, in one statement (`runplane_admit`,
+-- migration 0017); `outcome` 'decide' leaves the admission to the store's transaction.
+SELECT (a.admitted_run).*, a.outcome
+FROM runplane_admit(
+    %(run_id)s, %(thread_id)s, %(assistant_id)s, %(owner)s, %(multitask_strategy)s,
+    %(now)s, %(metadata)s, %(kwargs)s, %(not_before)s,
+    %(idempotency_key)s, %(fingerprint)s,
+    %(creates)s, %(thread_metadata)s, %(thread_config)s, %(thread_metadata_update)s
+) AS a
 
--- name: claim_run
--- Start the queue head of a locked thread with a lease (the claim increments the fencing attempt),
--- and settle the thread in the same statement: a run of it is running, so it is busy and has no
--- claimable head. `more`: whether another thread's queue head is due (claimable) in this
--- statement's snapshot, locked by another transaction or not.
-WITH claimed AS (
-    UPDATE runs SET
-        status = 'running',
-        attempt = attempt + 1,
-        lease_owner = %(worker_id)s,
-        lease_expires_at = %(lease_expires_at)s,
-        claim_seq = nextval('runs_claim_seq'),
-        started_at = COALESCE(started_at, %(now)s),
-        updated_at = %(now)s
-    WHERE seq = (SELECT queue_seq FROM threads WHERE thread_id = %(thread_id)s)
-        AND status = 'pending'
-        AND (not_before IS NULL OR not_before <= %(now)s)
-    RETURNING *
-), settled AS (
-    UPDATE threads SET queue_seq = NULL, status = 'busy', updated_at = %(now)s
-    WHERE thread_id = %(thread_id)s AND EXISTS (SELECT 1 FROM claimed)
-)
-SELECT claimed.*, (
-    -- Not EXISTS: its plan may drop the order and scan every thread; this one walks the queue
-    -- index, as claim_next_thread does, and stops at the first due head. The claimed thread's
-    -- own head is still in this statement's snapshot (`settled` is not): it is left out by hand.
-    SELECT t.queue_seq FROM threads AS t
-    JOIN runs AS r ON r.seq = t.queue_seq
-    WHERE t.queue_seq IS NOT NULL AND r.thread_id <> %(thread_id)s
-        AND (r.not_before IS NULL OR r.not_before <= %(now)s)
-    ORDER BY t.queue_seq
-    LIMIT 1
-) IS NOT NULL AS more
-FROM claimed
+-- name: claim
+-- Claim the oldest due queue head with a lease and settle its thread, in one statement
+-- (`runplane_claim`, migration 0017); `more`: whether another thread's queue head is due.
+SELECT (c.claimed_run).*, c.more
+FROM runplane_claim(%(worker_id)s, %(lease_expires_at)s, %(now)s) AS c
+
+-- name: finish
+-- End a held run and settle its thread with the settlement given, in one statement
+-- (`runplane_finish`, migration 0017). No row: the lease is lost.
+SELECT (f.ended_run).*, f.head_claimable, f.refused_for, f.has_webhook
+FROM runplane_finish(
+    %(run_id)s, %(attempt)s, %(now)s,
+    %(status)s, %(error)s, %(model_name)s,
+    %(input_tokens)s, %(output_tokens)s, %(total_tokens)s,
+    %(yields_to_cancel)s,
+    %(thread_status)s, %(sets_error)s, %(thread_error)s,
+    %(set_values)s, %(values)s, %(interrupts)s
+) AS f
 
 -- name: renew_lease
 -- Extend the lease of the claim (fenced by attempt and worker); returns the requested cancel action.

@@ -12,6 +12,9 @@ The in-memory reference gets its atomicity from one lock; here the database prov
   threads another claimer or admission holds (`FOR UPDATE SKIP LOCKED`), however many runs wait
   behind running ones.
 - Worker writes are fenced in SQL by `status = 'running' AND attempt = %s`.
+- A run's admission (in the common case), claim and end are each one call of a plpgsql function
+  (migration 0017): one round trip, the same locks in the same order, and the rules still decided
+  in Python (`lifecycle`), which hands the function its plan.
 - Times come from the injected clock as parameters, never from `now()`.
 
 The store is assembled from one mixin per concept over `PostgresBase` (`_base.py`: pool, migrations,
