@@ -155,7 +155,7 @@ END
 $$;
 
 -- A JSON value as an object: `{}` unless it is one (Python's `value or {}` on a mapping).
-CREATE FUNCTION _runplane_object(value jsonb) RETURNS jsonb
+CREATE FUNCTION runplane_object_or_empty(value jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN jsonb_typeof(value) = 'object' THEN value ELSE '{}'::jsonb END
 $$;
@@ -209,7 +209,8 @@ BEGIN
         -- The run's keys over the thread's, except `configurable`, where the thread's own win.
         v_config := v_thread.config || p_thread_config || jsonb_build_object(
             'configurable',
-            _runplane_object(p_thread_config -> 'configurable') || _runplane_object(v_thread.config -> 'configurable')
+            runplane_object_or_empty(p_thread_config -> 'configurable')
+                || runplane_object_or_empty(v_thread.config -> 'configurable')
         );
     END IF;
     -- Written (and the thread's metadata bumped) only when a key changes.
