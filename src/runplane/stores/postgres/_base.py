@@ -195,21 +195,14 @@ class PostgresBase:
                 yield conn
 
     async def _statement(self, name: str, /, **params: Any) -> list[DictRow]:
-        """Every row of the named statement, run alone: autocommitted, its own transaction, and
-        again after a deadlock or a lost insert race, as `_transaction` runs a body. One round
-        trip: the cheapest transaction there is (see migration 0017's functions)."""
-        if self._pool is None:
-            raise StoreUnavailable("the PostgreSQL store is not open")
-        with translate_errors():
-            for attempt in itertools.count(1):
-                try:
-                    async with self._pool.connection() as conn:
-                        return await every(conn, name, **params)
-                except psycopg.Error as exc:
-                    if attempt >= MAX_ATTEMPTS or not retryable(exc):
-                        raise
-                    logger.debug("retrying a statement after %s", type(exc).__name__)
-        raise AssertionError("unreachable")  # pragma: no cover
+        """Every row of the named statement, run alone: autocommitted, its own transaction (one
+        round trip, the cheapest transaction there is: see migration 0017's functions)."""
+
+        async def once(conn: Conn) -> list[DictRow]:
+            return await every(conn, name, **params)
+
+        result: list[DictRow] = await self._retrying(once)
+        return result
 
     async def _transaction(self, body: Callable[[Conn], Awaitable[T]], *, pipeline: bool = True) -> T:
         """Run `body` in one transaction, again after a deadlock or a lost insert race.
@@ -237,24 +230,32 @@ class PostgresBase:
         pipeline: bool,
         after_commit: Callable[[Any], Awaitable[Any]] | None = None,
     ) -> Any:
+        async def once(conn: Conn) -> Any:
+            # Pipelined: BEGIN goes with the first statement, and the statements whose rows are not
+            # read go with the next one, or with COMMIT.
+            async with contextlib.AsyncExitStack() as stack:
+                if pipeline:
+                    await stack.enter_async_context(conn.pipeline())
+                await stack.enter_async_context(conn.transaction())
+                result = await body(conn)
+            return result if after_commit is None else await after_commit(result)
+
+        return await self._retrying(once)
+
+    async def _retrying(self, once: Callable[[Conn], Awaitable[T]]) -> T:
+        """`once` on a pooled connection, again (on another checkout) after a deadlock, a
+        serialization failure or a lost insert race; errors are translated."""
         if self._pool is None:
             raise StoreUnavailable("the PostgreSQL store is not open")
         with translate_errors():
             for attempt in itertools.count(1):
                 try:
                     async with self._pool.connection() as conn:
-                        # Pipelined: BEGIN goes with the first statement, and the statements whose
-                        # rows are not read go with the next one, or with COMMIT.
-                        async with contextlib.AsyncExitStack() as stack:
-                            if pipeline:
-                                await stack.enter_async_context(conn.pipeline())
-                            await stack.enter_async_context(conn.transaction())
-                            result = await body(conn)
-                        return result if after_commit is None else await after_commit(result)
+                        return await once(conn)
                 except psycopg.Error as exc:
                     if attempt >= MAX_ATTEMPTS or not retryable(exc):
                         raise
-                    logger.debug("retrying a transaction after %s", type(exc).__name__)
+                    logger.debug("retrying after %s", type(exc).__name__)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _settle(
