@@ -26,8 +26,6 @@ from runplane.stores import open_store
 from runplane.stores.postgres.store import MIGRATIONS, QUERIES, PostgresStore
 from runplane.testing import FakeClock
 from tests._services import (
-    drop_postgres_database,
-    fresh_postgres_database,
     postgres_database,
     require_postgres_url,
 )
@@ -48,6 +46,10 @@ _SCHEMA_QUERIES = {
     """,
     "sequences": "SELECT sequencename, data_type FROM pg_sequences WHERE schemaname = 'public' ORDER BY 1",
     "versions": "SELECT version, name FROM runplane_migrations ORDER BY version",
+    "functions": """
+        SELECT p.proname, pg_get_function_identity_arguments(p.oid), md5(p.prosrc)
+        FROM pg_proc AS p WHERE p.pronamespace = 'public'::regnamespace ORDER BY 1, 2
+    """,
 }
 
 
@@ -165,8 +167,7 @@ async def test_langgraph_checkpointer_shares_the_database(db_url: str, clock: Fa
 
 
 async def test_migrating_step_by_step_equals_migrating_at_once(base_url: str, db_url: str) -> None:
-    stepwise = fresh_postgres_database(base_url)
-    try:
+    with postgres_database(base_url) as stepwise:
         store = PostgresStore.from_url(stepwise)
         await store.open(migrate=False)
         try:
@@ -181,8 +182,8 @@ async def test_migrating_step_by_step_equals_migrating_at_once(base_url: str, db
         async with PostgresStore.from_url(db_url):
             pass
         assert _schema(stepwise) == _schema(db_url)
-    finally:
-        drop_postgres_database(stepwise)
+        functions = {row[0] for row in _schema(db_url)["functions"]}
+        assert {"runplane_admit", "runplane_claim", "runplane_finish"} <= functions
 
 
 async def test_migrating_twice_is_a_noop(db_url: str) -> None:
