@@ -20,7 +20,7 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from psycopg.types.json import Jsonb
 
 from runplane.core.errors import InvalidInput, LeaseLost, StoreUnavailable, ThreadBusy
-from runplane.core.models import NewRun, NewThread, Outcome, Run, RunFilter
+from runplane.core.models import Claimed, NewRun, NewThread, Outcome, Run, RunFilter
 from runplane.db.postgres import parse_url
 from runplane.stores import open_store
 from runplane.stores.postgres.store import MIGRATIONS, QUERIES, PostgresStore
@@ -161,6 +161,21 @@ async def test_langgraph_checkpointer_shares_the_database(db_url: str, clock: Fa
             await saver.setup()
         await store.create_run(_new_run("r1", "t1", if_not_exists="create"))
         assert await store.migrate() == []
+
+
+async def test_a_claim_says_whether_it_passed_a_due_run_over(db_url: str, clock: FakeClock) -> None:
+    """`Claimed.contended`: only a due run whose thread another transaction holds makes a claim
+    that took nothing worth repeating shortly (the worker's looks after a hint)."""
+    async with PostgresStore.from_url(db_url, clock=clock) as store:
+        assert await store.claim_and_look("w", 30) == Claimed(None)  # nothing is due
+        await store.create_run(_new_run("r1", "t1", if_not_exists="create"))
+        async with await psycopg.AsyncConnection.connect(db_url) as other:
+            await other.execute("SELECT 1 FROM threads WHERE thread_id = 't1' FOR UPDATE")
+            assert await store.claim_and_look("w", 30) == Claimed(None, contended=True)
+        won = await store.claim_and_look("w", 30)  # the lock is gone
+        assert won.run is not None and won.run.run_id == "r1" and not won.contended
+        # Lost to that claim: nothing due is left, so nothing to look for again.
+        assert await store.claim_and_look("w2", 30) == Claimed(None)
 
 
 # -- migrations -----------------------------------------------------------------------------------

@@ -105,6 +105,35 @@ async def test_a_backlog_is_claimed_without_an_empty_claim_between() -> None:
         assert h.worker.polled == 0
 
 
+async def test_a_hinted_run_another_worker_took_is_not_looked_for_again() -> None:
+    """Every worker hears a run's wake-up; the ones that lose it to another's claim used to look
+    again four times (`claim_retry_seconds`) for a run that was gone. The claim now says whether it
+    passed a due run over (`Claimed.contended`): it did not, so the loser waits for the next hint."""
+    async with harness(start=False, poll_interval=NO_POLL, claim_retry_seconds=(0.01, 0.01, 0.01)) as h:
+        claims = Claims(h)
+        rival: list[Claimed] = []
+        claim = claims._claim
+
+        async def losing(worker_id: str) -> Claimed:
+            if claims.seen:  # after the first look at the empty queue: another worker wins first
+                rival.append(await h.manager.store.claim_and_look("rival", 30))
+            return await claim(worker_id)
+
+        claims._claim = losing
+        await h.worker.start()
+        await claims.made.wait()  # its first look, at the empty queue
+        claims.made.clear()
+        taken = await h.run("echo", input={"n": 1})  # its hint wakes the worker
+        await claims.made.wait()
+        assert [c.run.run_id if c.run else None for c in rival] == [taken.run_id]
+        assert claims.seen[-1] == Claimed(None)  # nothing due was passed over
+        claims.made.clear()
+        # The looks again would come within 30 ms; none does (the poll is an hour away).
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(claims.made.wait(), timeout=0.5)
+        assert claims.empty == 2 and h.worker.claimed == 0
+
+
 # -- still pushed ---------------------------------------------------------------------------------
 
 

@@ -210,6 +210,11 @@ class Claimed:
     #: False tells the worker to wait for a wake-up hint rather than claim again at once: a run
     #: admitted or handed back after the claim's snapshot sends one, after its commit.
     more: bool = False
+    #: Nothing was claimed, yet a due queue head was passed over because another transaction held
+    #: its thread (PostgreSQL's SKIP LOCKED): when that transaction ends no hint may come, so the
+    #: worker looks again shortly (`Worker.claim_retry_seconds`). False when nothing was due (or
+    #: the run was claimed): a claim that lost a hinted run to another worker need not look again.
+    contended: bool = False
 
 
 @dataclass(frozen=True, slots=True)

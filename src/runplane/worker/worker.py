@@ -21,7 +21,7 @@ from typing import Any, Literal, TypeVar
 
 from runplane.core.errors import CancelRequested, InfrastructureFault, LeaseLost, NotFound
 from runplane.core.manager import RunManager
-from runplane.core.models import CancelAction, Outcome, Run, TokenUsage
+from runplane.core.models import CancelAction, Claimed, Outcome, Run, TokenUsage
 from runplane.core.observe import bind_run
 from runplane.runtime.serde import dumpb
 from runplane.worker import faults
@@ -177,7 +177,7 @@ class Worker:
         async with self._listening_for_cancels():
             await self._recover()
             while True:
-                while not self._slots.locked() and (await self._claim_one())[0]:
+                while not self._slots.locked() and (await self._claim_one()).run is not None:
                     pass
                 if not self._running:
                     return
@@ -225,13 +225,13 @@ class Worker:
                     # Cleared before claiming: a hint that arrives during the claim wakes us again.
                     self._wake.clear()
                     hinted, self._hinted = self._hinted, False
-                    claimed, more = await self._claim_one()
-                    if not claimed and hinted:
-                        claimed, more = await self._reclaim_after_hint()
-                    if claimed:
+                    claim = await self._claim_one()
+                    if claim.run is None and hinted and claim.contended:
+                        claim = await self._reclaim_after_hint()
+                    if claim.run is not None:
                         self.polled += polling
                         polling = False
-                        if more:
+                        if claim.more:
                             # The claim saw another claimable run: claim again at once. Keep the
                             # hint it consumed: it may be that run's, on a thread another
                             # transaction holds, and then the next claim must look again shortly.
@@ -259,22 +259,23 @@ class Worker:
                 return True
         return False
 
-    async def _reclaim_after_hint(self) -> tuple[bool, bool]:
-        """A hint came yet nothing was claimable: its run's thread may still be locked by another
+    async def _reclaim_after_hint(self) -> Claimed:
+        """A hint came, and the claim passed a due run over: its thread was locked by another
         transaction, and no second hint comes when that one ends. Look again shortly a few times
-        (push, not poll: without this the run would wait for the fallback poll). Returns what the
-        claim that took a run said (`_claim_one`), or `(False, False)`."""
+        (push, not poll: without this the run would wait for the fallback poll), as long as the
+        claims find a due run passed over; a claim that finds none has nothing left to wait for
+        (another worker took the run). Returns the claim that took a run, or one that took none."""
         for pause in self.claim_retry_seconds:
             if await self._woken_within(pause):
-                return False, False  # a new hint or a finished run: the main loop claims at once
-            claimed, more = await self._claim_one()
-            if claimed:
-                return claimed, more
-        return False, False
+                return Claimed(None)  # a new hint or a finished run: the main loop claims at once
+            claim = await self._claim_one()
+            if claim.run is not None or not claim.contended:
+                return claim
+        return Claimed(None)
 
-    async def _claim_one(self) -> tuple[bool, bool]:
-        """Claim one run and start executing it. Returns whether it claimed one, and whether
-        another run was claimable as that claim saw the queue (`Claimed.more`)."""
+    async def _claim_one(self) -> Claimed:
+        """Claim one run and start executing it. Returns the claim (`Claimed.more`: whether another
+        run was claimable as it saw the queue)."""
         await self._slots.acquire()
         claim = asyncio.ensure_future(self.manager.claim_and_look(self.worker_id))
         try:
@@ -290,16 +291,18 @@ class Worker:
         except Exception as exc:
             self._slots.release()
             self._fault_seen(exc, "claim failed")
-            return False, False
+            # It saw nothing of the queue: after a hint, look again shortly, as after a run
+            # passed over.
+            return Claimed(None, contended=True)
         run = claimed.run
         if run is None:
             self._slots.release()
-            return False, False
+            return claimed
         self.claimed += 1
         task = asyncio.create_task(self._process(run), name=f"runplane-run-{run.run_id}")
         self._running.add(task)
         task.add_done_callback(self._done)
-        return True, claimed.more
+        return claimed
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)

@@ -41,9 +41,10 @@ class PostgresLeases(RunOnlyCalls, PostgresBase):
             lease_expires_at=lease_deadline(self._clock, lease_seconds),
             now=self._clock.now(),
         )
-        if not rows:
-            return Claimed(None)
-        return Claimed(run_from_row(rows[0]), more=rows[0]["more"])
+        row = rows[0]
+        if row["run_id"] is None:
+            return Claimed(None, contended=row["contended"])
+        return Claimed(run_from_row(row), more=row["more"])
 
     async def renew_lease(
         self, run_id: str, attempt: int, worker_id: str, lease_seconds: float

@@ -247,8 +247,10 @@ FROM runplane_admit(
 
 -- name: claim
 -- Claim the oldest due queue head with a lease and settle its thread, in one statement
--- (`runplane_claim`, migration 0017); `more`: whether another thread's queue head is due.
-SELECT (c.claimed_run).*, c.more
+-- (`runplane_claim`, migration 0017); `more`: whether another thread's queue head is due;
+-- `contended`, with no run: whether a due head was passed over, its thread held by another
+-- transaction.
+SELECT (c.claimed_run).*, c.more, c.contended
 FROM runplane_claim(%(worker_id)s, %(lease_expires_at)s, %(now)s) AS c
 
 -- name: finish

@@ -9,9 +9,10 @@
 
 -- `PostgresStore.claim_and_look`: claim the oldest due queue head with a lease (the claim
 -- increments the fencing attempt) and settle its thread; `more`: whether another thread's head
--- is due. No row: nothing is claimable.
+-- is due. No run claimed: `contended`, whether a due head was there, passed over because another
+-- transaction held its thread (`Claimed.contended`).
 CREATE FUNCTION runplane_claim(p_worker_id text, p_lease_expires_at timestamptz, p_now timestamptz)
-RETURNS TABLE (claimed_run runs, more boolean)
+RETURNS TABLE (claimed_run runs, more boolean, contended boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_thread_id text;
@@ -27,6 +28,13 @@ BEGIN
         LIMIT 1
         FOR UPDATE OF t SKIP LOCKED;
         IF NOT FOUND THEN
+            -- A new snapshot: a head another claim took is gone from it once that claim committed,
+            -- and a head still there is held by a transaction in progress.
+            RETURN QUERY SELECT NULL::runs, false, EXISTS (
+                SELECT 1 FROM threads AS t
+                JOIN runs AS r ON r.seq = t.queue_seq
+                WHERE t.queue_seq IS NOT NULL AND (r.not_before IS NULL OR r.not_before <= p_now)
+            );
             RETURN;
         END IF;
         -- A new statement, so it reads the queue head as committed before the thread was locked.
@@ -60,12 +68,14 @@ BEGIN
                 AND (r.not_before IS NULL OR r.not_before <= p_now)
             ORDER BY t.queue_seq
             LIMIT 1
-        ) IS NOT NULL
+        ) IS NOT NULL, false
         FROM claimed;
         IF FOUND THEN
             RETURN;
         END IF;
     END LOOP;
+    -- The queue kept changing under the scans: look again shortly.
+    RETURN QUERY SELECT NULL::runs, false, true;
 END
 $$;
 
