@@ -10,6 +10,7 @@ rest. Every worker here polls once an hour, so a run the push missed would never
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,7 +27,7 @@ from runplane.runtime.graphs import LangGraphRuntime
 from runplane.stores import open_store
 from runplane.testing import FakeClock
 from runplane.worker import Worker
-from tests._services import drop_postgres_database, fresh_postgres_database, require_postgres_url
+from tests._services import postgres_database
 from tests.integration._worker_support import GATE, GRAPHS, STOPPED, Harness, harness
 
 #: Far beyond anything a test waits: a run left to the poll does not start within the test.
@@ -211,38 +212,37 @@ async def _workers(kind: str, tmp_path: Path, count: int) -> AsyncIterator[list[
     """`count` workers, each with its own store instance and manager on one database, as
     separate processes have; they share the bus (an in-process one for SQLite, as Redis would be
     shared; one PostgreSQL bus each on PostgreSQL)."""
-    url = (
-        f"sqlite:///{tmp_path / 'runplane.db'}"
-        if kind == "sqlite"
-        else fresh_postgres_database(require_postgres_url())
-    )
-    shared = InMemoryBus()
-    buses: list[EventBus] = []
-    workers: list[Worker] = []
-    runtime = LangGraphRuntime(GRAPHS, InMemorySaver())
-    try:
-        for _ in range(count):
-            store = open_store(url)
-            await store.open()
-            if kind == "sqlite":
-                bus: EventBus = shared
-            else:
-                bus = PostgresBus.from_url(url)
-                buses.append(bus)
-            worker = Worker(
-                RunManager(store, bus), runtime, concurrency=2, shutdown_grace=0.5, poll_interval=NO_POLL
-            )
-            await worker.start()
-            workers.append(worker)
-        yield workers
-    finally:
-        for worker in workers:
-            await worker.stop()
-            await worker.manager.store.close()
-        for bus in buses:
-            await bus.close()
-        if kind == "postgres":
-            drop_postgres_database(url)
+    with contextlib.ExitStack() as databases:
+        url = (
+            f"sqlite:///{tmp_path / 'runplane.db'}"
+            if kind == "sqlite"
+            else databases.enter_context(postgres_database())
+        )
+        shared = InMemoryBus()
+        buses: list[EventBus] = []
+        workers: list[Worker] = []
+        runtime = LangGraphRuntime(GRAPHS, InMemorySaver())
+        try:
+            for _ in range(count):
+                store = open_store(url)
+                await store.open()
+                if kind == "sqlite":
+                    bus: EventBus = shared
+                else:
+                    bus = PostgresBus.from_url(url)
+                    buses.append(bus)
+                worker = Worker(
+                    RunManager(store, bus), runtime, concurrency=2, shutdown_grace=0.5, poll_interval=NO_POLL
+                )
+                await worker.start()
+                workers.append(worker)
+            yield workers
+        finally:
+            for worker in workers:
+                await worker.stop()
+                await worker.manager.store.close()
+            for bus in buses:
+                await bus.close()
 
 
 @pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
