@@ -20,7 +20,7 @@ from langgraph.graph import START, StateGraph
 import runplane
 from runplane import sync as runplane_sync
 from runplane.testing import FakeClock, memory_runtime
-from tests._services import drop_postgres_database, fresh_postgres_database, require_postgres_url
+from tests._services import postgres_database
 from tests.embedding._support import EXAMPLE, until
 
 
@@ -104,11 +104,8 @@ async def test_admission_is_decided_by_the_database_for_two_runtimes_at_once(
     tmp_path: Path, backend: str
 ) -> None:
     if backend == "postgres":
-        url = fresh_postgres_database(require_postgres_url())
-        try:
+        with postgres_database() as url:
             await _race_two_runtimes(url)
-        finally:
-            drop_postgres_database(url)
     else:
         await _race_two_runtimes(sqlite(tmp_path))
 

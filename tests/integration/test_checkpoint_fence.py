@@ -10,6 +10,7 @@ with the saver it is deployed with.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import operator
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,7 +31,7 @@ from runplane.runtime.graphs import LangGraphRuntime
 from runplane.stores import open_store
 from runplane.testing import FakeClock
 from runplane.worker.executor import Execution
-from tests._services import drop_postgres_database, fresh_postgres_database, require_postgres_url
+from tests._services import postgres_database
 
 
 class LogState(TypedDict, total=False):
@@ -75,21 +76,20 @@ stalling = _builder.compile(name="stalling")
 @asynccontextmanager
 async def deployment(kind: str, tmp_path: Path, clock: FakeClock) -> AsyncIterator[tuple[RunManager, Any]]:
     """A manager on store `kind` and a runtime on that database's own LangGraph saver."""
-    url = {"memory": "memory:", "sqlite": f"sqlite:///{tmp_path / 'runplane.db'}"}.get(kind)
-    if url is None:
-        url = fresh_postgres_database(require_postgres_url())
-    store = open_store(url, clock=clock)
-    await store.open()
-    try:
-        async with open_checkpointer(url) as saver:
-            yield (
-                RunManager(store, InMemoryBus(), clock=clock),
-                LangGraphRuntime({"stalling": stalling}, saver),
-            )
-    finally:
-        await store.close()
-        if kind == "postgres":
-            drop_postgres_database(url)
+    with contextlib.ExitStack() as databases:
+        url = {"memory": "memory:", "sqlite": f"sqlite:///{tmp_path / 'runplane.db'}"}.get(kind)
+        if url is None:
+            url = databases.enter_context(postgres_database())
+        store = open_store(url, clock=clock)
+        await store.open()
+        try:
+            async with open_checkpointer(url) as saver:
+                yield (
+                    RunManager(store, InMemoryBus(), clock=clock),
+                    LangGraphRuntime({"stalling": stalling}, saver),
+                )
+        finally:
+            await store.close()
 
 
 def execution(manager: RunManager, runtime: Any, run: Run) -> Execution:

@@ -4,6 +4,7 @@ threads and threads written since are kept. Time is moved by the sweep's `now`, 
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import time
 from collections.abc import AsyncIterator
@@ -28,7 +29,7 @@ from runplane.runtime.checkpoint_ttl import (
     sweep,
 )
 from runplane.runtime.checkpointer import open_checkpointer
-from tests._services import drop_postgres_database, fresh_postgres_database, require_postgres_url
+from tests._services import postgres_database
 
 
 class State(TypedDict, total=False):
@@ -48,18 +49,15 @@ def _graph(saver: BaseCheckpointSaver[Any]) -> Pregel[Any, Any, Any, Any]:
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def saver(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BaseCheckpointSaver[Any]]:
-    if request.param == "memory":
-        url = "memory://"
-    elif request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'cp.db'}"
-    else:
-        url = fresh_postgres_database(require_postgres_url())
-    try:
+    with contextlib.ExitStack() as databases:
+        if request.param == "memory":
+            url = "memory://"
+        elif request.param == "sqlite":
+            url = f"sqlite:///{tmp_path / 'cp.db'}"
+        else:
+            url = databases.enter_context(postgres_database())
         async with open_checkpointer(url) as opened:
             yield opened
-    finally:
-        if request.param == "postgres":
-            drop_postgres_database(url)
 
 
 async def _runs(graph: Pregel[Any, Any, Any, Any], thread_id: str, count: int) -> None:

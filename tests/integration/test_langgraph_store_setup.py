@@ -8,7 +8,7 @@ from pathlib import Path
 
 from runplane.runtime.checkpointer import open_checkpointer
 from runplane.runtime.langgraph_store import open_langgraph_store
-from tests._services import drop_postgres_database, fresh_postgres_database, require_postgres_url
+from tests._services import postgres_database
 
 
 async def test_sqlite_store_set_up_by_several_connections_at_once(tmp_path: Path) -> None:
@@ -29,13 +29,10 @@ async def test_sqlite_store_set_up_by_several_connections_at_once(tmp_path: Path
 async def test_pool_parameters_of_the_database_url_are_runplanes_not_libpqs() -> None:
     """`?pool_max_size=` sizes the store's pool; LangGraph's checkpointer and store, opened on the
     same URL, must not hand it to libpq (which refuses unknown parameters)."""
-    url = fresh_postgres_database(require_postgres_url())
-    try:
+    with postgres_database() as url:
         sized = f"{url}?pool_max_size=3&pool_timeout=5"
         async with open_checkpointer(sized) as saver, open_langgraph_store(sized) as store:
             await store.aput(("ns",), "k", {"v": 1})
             assert await saver.aget_tuple({"configurable": {"thread_id": "t"}}) is None
             item = await store.aget(("ns",), "k")
             assert item is not None and item.value == {"v": 1}
-    finally:
-        drop_postgres_database(url)

@@ -24,7 +24,7 @@ from runplane.events import open_bus
 from runplane.events.postgres import PostgresBus
 from runplane.events.resilient import ResilientBus
 from runplane.stores.postgres.store import PostgresStore
-from tests._services import drop_postgres_database, fresh_postgres_database, require_postgres_url
+from tests._services import postgres_database, require_postgres_url
 
 pytestmark = pytest.mark.postgres
 
@@ -39,11 +39,8 @@ def base_url() -> str:
 @pytest.fixture
 def blank_url(base_url: str) -> Iterator[str]:
     """A fresh database, not migrated."""
-    url = fresh_postgres_database(base_url)
-    try:
+    with postgres_database(base_url) as url:
         yield url
-    finally:
-        drop_postgres_database(url)
 
 
 @pytest.fixture

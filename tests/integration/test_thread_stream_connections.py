@@ -16,7 +16,7 @@ from runplane.core.manager import ManagerSettings, RunManager
 from runplane.core.models import Outcome
 from runplane.events.memory import InMemoryBus
 from runplane.stores import open_store
-from tests._services import drop_postgres_database, fresh_postgres_database, require_postgres_url
+from tests._services import postgres_database
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -24,12 +24,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'runplane.db'}"
         return
-    url = fresh_postgres_database(require_postgres_url())
-    try:
+    with postgres_database() as url:
         # One connection: a stream that kept it while waiting would starve every other call.
         yield f"{url}?pool_min_size=1&pool_max_size=1&pool_timeout=5"
-    finally:
-        drop_postgres_database(url)
 
 
 async def _until_done(events: AsyncIterator[StreamEvent], runs: int) -> list[StreamEvent]:
