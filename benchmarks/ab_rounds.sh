@@ -29,11 +29,7 @@ PY="$ROOT/.venv/bin/python"
 OUT="$(mktemp -d /tmp/runplane-ab.XXXXXX)"
 SERVER_PID=""
 
-cleanup() {
-    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
-    [ -n "${RP_DIR:-}" ] && rp_services_stop "$RP_DIR"
-}
-trap cleanup EXIT
+trap rp_bench_cleanup EXIT
 trap 'exit 130' INT TERM
 
 case "$MODE" in
@@ -44,10 +40,7 @@ if [ "$MODE" != sqlite ]; then
     rp_services_init
     rp_start_postgres
     if [ "$MODE" = pg+redis ]; then rp_ensure_redis_server; rp_start_redis; fi
-    # Durable, as a user runs it (the test services start it with fsync off).
-    rp_as_pg_user "$RP_PG_CTL" -D "$RP_DIR/pg/data" -l "$RP_DIR/pg/postgres.log" -w -t 60 \
-        -o "-c listen_addresses=127.0.0.1 -p $RP_PG_PORT -c unix_socket_directories='$RP_DIR/pg/sock' -c max_connections=300" \
-        restart >"$OUT/pg_restart.log" 2>&1 || { cat "$OUT/pg_restart.log" >&2; rp_die "could not restart PostgreSQL"; }
+    rp_restart_postgres_durable "$OUT/pg_restart.log"
 fi
 
 database_url() {  # database_url NAME: a fresh database (or SQLite file) for one side of one round

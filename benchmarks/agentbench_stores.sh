@@ -33,22 +33,14 @@ PY="$ROOT/.venv/bin/python"
 OUT="$(mktemp -d /tmp/runplane-agentbench.XXXXXX)"
 SERVER_PID=""
 
-cleanup() {
-    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
-    [ -n "${RP_DIR:-}" ] && rp_services_stop "$RP_DIR"
-}
-trap cleanup EXIT
+trap rp_bench_cleanup EXIT
 trap 'exit 130' INT TERM
 
 rp_ensure_redis_server
 rp_services_init
 rp_start_postgres
 rp_start_redis
-# Durable PostgreSQL, as in production: the test services start it with fsync, synchronous_commit
-# and full_page_writes off on its command line, so restart it with the defaults.
-rp_as_pg_user "$RP_PG_CTL" -D "$RP_DIR/pg/data" -l "$RP_DIR/pg/postgres.log" -w -t 60 \
-    -o "-c listen_addresses=127.0.0.1 -p $RP_PG_PORT -c unix_socket_directories='$RP_DIR/pg/sock' -c max_connections=300" \
-    restart >"$OUT/pg_restart.log" 2>&1 || { cat "$OUT/pg_restart.log" >&2; rp_die "could not restart PostgreSQL"; }
+rp_restart_postgres_durable "$OUT/pg_restart.log"
 "$PY" -c "import sys, psycopg; print('[runplane-services] PostgreSQL fsync =', psycopg.connect(sys.argv[1]).execute('SHOW fsync').fetchone()[0])" "$RP_PG_URL" >&2
 
 new_database() {

@@ -26,20 +26,15 @@ PY="$ROOT/.venv/bin/python"
 OUT="$(mktemp -d /tmp/runplane-pgtrace.XXXXXX)"
 SERVER_PID=""
 
-cleanup() {
-    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
-    [ -n "${RP_DIR:-}" ] && rp_services_stop "$RP_DIR"
-}
-trap cleanup EXIT
+trap rp_bench_cleanup EXIT
 trap 'exit 130' INT TERM
 
 rp_services_init
 rp_start_postgres
 redis_args=()
 if [ -n "$REDIS" ]; then rp_ensure_redis_server; rp_start_redis; redis_args=(--redis-url "$RP_REDIS_URL"); fi
-rp_as_pg_user "$RP_PG_CTL" -D "$RP_DIR/pg/data" -l "$RP_DIR/pg/postgres.log" -w -t 60 \
-    -o "-c listen_addresses=127.0.0.1 -p $RP_PG_PORT -c unix_socket_directories='$RP_DIR/pg/sock' -c max_connections=300 -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all -c pg_stat_statements.max=5000" \
-    restart >"$OUT/pg_restart.log" 2>&1 || { cat "$OUT/pg_restart.log" >&2; rp_die "could not restart PostgreSQL"; }
+rp_restart_postgres_durable "$OUT/pg_restart.log" \
+    -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all -c pg_stat_statements.max=5000
 "$PY" -c "import sys, psycopg; c = psycopg.connect(sys.argv[1], autocommit=True); c.execute('CREATE DATABASE trace'); psycopg.connect(sys.argv[1].rsplit('/', 1)[0] + '/trace', autocommit=True).execute('CREATE EXTENSION pg_stat_statements')" "$RP_PG_URL"
 DB_URL="${RP_PG_URL%/postgres}/trace"
 

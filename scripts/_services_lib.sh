@@ -330,3 +330,27 @@ rp_services_stop() {
     rp_pg_stop "$dir" || true
     rm -rf "$dir" || true
 }
+
+# -- benchmarks -------------------------------------------------------------------------------------
+
+# For a benchmark's `trap ... EXIT`: stop the server it started ($SERVER_PID, if any), then the
+# services of this run ($RP_DIR). Never fails.
+rp_bench_cleanup() {
+    if [ -n "${SERVER_PID:-}" ]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    [ -n "${RP_DIR:-}" ] && rp_services_stop "$RP_DIR"
+    return 0
+}
+
+# Restart the PostgreSQL of this run durable, as a user runs it (the test services start it with
+# fsync, synchronous_commit and full_page_writes off on its command line). LOG: where pg_ctl's
+# output goes. Further arguments: more `-c name=value` settings.
+rp_restart_postgres_durable() {
+    local log="$1"
+    shift
+    rp_as_pg_user "$RP_PG_CTL" -D "$RP_DIR/pg/data" -l "$RP_DIR/pg/postgres.log" -w -t 60 \
+        -o "-c listen_addresses=127.0.0.1 -p $RP_PG_PORT -c unix_socket_directories='$RP_DIR/pg/sock' -c max_connections=300 $*" \
+        restart >"$log" 2>&1 || { cat "$log" >&2; rp_die "could not restart PostgreSQL"; }
+}
