@@ -231,18 +231,6 @@ _HOT_QUERIES: dict[str, dict[str, Any]] = {
     "admission_probe": {"run_id": "r", "owner": "", "idempotency_key": "k"},
     "lock_thread": {"thread_id": "t"},
     "active_runs": {"thread_id": "t"},
-    "settle_thread": {
-        "thread_id": "t",
-        "outcome": "idle",
-        "now": _NOW,
-        "set_values": False,
-        "values": None,
-        "interrupts": None,
-        "set_error": True,
-        "error": None,
-        "due_at": _NOW,
-    },
-    "settle_admitted": {"thread_id": "t", "now": _NOW, "config": None, "metadata": None},
     "lock_thread_of_run": {"run_id": "r"},
     "get_run_for_update": {"run_id": "r"},
     "renew_lease": {"run_id": "r", "attempt": 1, "worker_id": "w", "lease_expires_at": _NOW},
@@ -251,9 +239,10 @@ _HOT_QUERIES: dict[str, dict[str, Any]] = {
     "get_run": {"run_id": "r", "owner": "", "thread_id": None},
 }
 
-#: The worker's statements that call a function (migration 0017), with sample parameters that make
-#: each statement of the function run (a due queue head; a run held at attempt 0), and how many
-#: statements that is: their plans are read from `auto_explain`.
+#: The statements that call a function (migration 0017), with sample parameters that make each
+#: statement of the function run (a due queue head; a run held at attempt 0), and how many
+#: statements that is, the calls of nested functions included: their plans are read from
+#: `auto_explain`.
 _HOT_FUNCTIONS: dict[str, tuple[dict[str, Any], int]] = {
     "admit": (
         {
@@ -273,8 +262,23 @@ _HOT_FUNCTIONS: dict[str, tuple[dict[str, Any], int]] = {
             "thread_config": Jsonb({"configurable": {}}),
             "thread_metadata_update": Jsonb({"graph_id": "g"}),
         },
-        8,  # with the foreign key's check of the thread
+        9,  # with the foreign key's check of the thread, and the call of runplane_settle_admitted
     ),
+    "settle_thread": (
+        {
+            "thread_id": "t1",
+            "outcome": "idle",
+            "now": _NOW,
+            "set_values": False,
+            "values": None,
+            "interrupts": None,
+            "set_error": True,
+            "error": None,
+            "due_at": _NOW,
+        },
+        1,
+    ),
+    "settle_admitted": ({"thread_id": "t1", "now": _NOW, "config": None, "metadata": None}, 1),
     "claim": ({"worker_id": "w", "lease_expires_at": _NOW, "now": _NOW}, 2),
     "finish": (
         {
@@ -295,7 +299,7 @@ _HOT_FUNCTIONS: dict[str, tuple[dict[str, Any], int]] = {
             "values": None,
             "interrupts": None,
         },
-        4,
+        5,  # with the call of runplane_settle_thread
     ),
 }
 

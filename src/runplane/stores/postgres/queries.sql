@@ -69,44 +69,20 @@ WHERE t.thread_id = %(thread_id)s
 RETURNING *
 
 -- name: settle_thread
--- Recompute a locked thread's queue head and, when an outcome is given, its status (busy while a run is active).
--- Returns whether that head is claimable at `due_at` (`lifecycle.head_is_claimable`: a head is
--- only set while no run of the thread is running).
-UPDATE threads AS t SET
-    queue_seq = CASE
-        WHEN EXISTS (SELECT 1 FROM runs AS r WHERE r.thread_id = t.thread_id AND r.status = 'running') THEN NULL
-        ELSE (SELECT min(r.seq) FROM runs AS r WHERE r.thread_id = t.thread_id AND r.status = 'pending')
-    END,
-    status = CASE
-        WHEN %(outcome)s::text IS NULL THEN t.status
-        WHEN EXISTS (
-            SELECT 1 FROM runs AS r WHERE r.thread_id = t.thread_id AND r.status IN ('pending', 'running')
-        ) THEN 'busy'
-        ELSE %(outcome)s::text
-    END,
-    updated_at = COALESCE(%(now)s::timestamptz, t.updated_at),
-    state_values = CASE WHEN %(set_values)s::boolean THEN %(values)s::jsonb ELSE t.state_values END,
-    interrupts = COALESCE(%(interrupts)s::jsonb, t.interrupts),
-    error = CASE WHEN %(set_error)s::boolean THEN %(error)s::text ELSE t.error END
-WHERE t.thread_id = %(thread_id)s
-RETURNING EXISTS (
-    SELECT 1 FROM runs AS r
-    WHERE r.seq = t.queue_seq AND (r.not_before IS NULL OR r.not_before <= %(due_at)s)
-) AS head_claimable
+-- Recompute a locked thread's queue head and, when an outcome is given, its status (busy while a
+-- run is active), in one statement (`runplane_settle_thread`, migration 0017). Returns whether that
+-- head is claimable at `due_at` (`lifecycle.head_is_claimable`).
+SELECT s.head_claimable
+FROM runplane_settle_thread(
+    %(thread_id)s, %(outcome)s, %(now)s, %(due_at)s,
+    %(set_values)s, %(values)s, %(interrupts)s, %(set_error)s, %(error)s
+) AS s(head_claimable)
 
 -- name: settle_admitted
--- The locked thread of a run just admitted, in the statement that settles it: busy, its queue head
--- recomputed, and the config (merged by the caller) and metadata (merged here) the admission leaves.
-UPDATE threads AS t SET
-    queue_seq = CASE
-        WHEN EXISTS (SELECT 1 FROM runs AS r WHERE r.thread_id = t.thread_id AND r.status = 'running') THEN NULL
-        ELSE (SELECT min(r.seq) FROM runs AS r WHERE r.thread_id = t.thread_id AND r.status = 'pending')
-    END,
-    status = 'busy',
-    updated_at = %(now)s,
-    config = COALESCE(%(config)s::jsonb, t.config),
-    metadata = CASE WHEN %(metadata)s::jsonb IS NULL THEN t.metadata ELSE t.metadata || %(metadata)s::jsonb END
-WHERE t.thread_id = %(thread_id)s
+-- The locked thread of a run just admitted: busy, its queue head recomputed, and the config (merged
+-- by the caller) and metadata (merged here) the admission leaves (`runplane_settle_admitted`,
+-- migration 0017).
+SELECT * FROM runplane_settle_admitted(%(thread_id)s, %(now)s, %(config)s, %(metadata)s)
 
 -- name: delete_thread_runs
 -- Delete every run of a thread, returning them.

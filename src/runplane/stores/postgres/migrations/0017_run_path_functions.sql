@@ -7,6 +7,70 @@
 -- Each statement of a plpgsql function takes a new snapshot (READ COMMITTED), as each statement of
 -- the transactions they replace did.
 
+-- Recompute a locked thread's queue head and, when an outcome is given, its status (busy while a
+-- run is active, else the outcome), with the values, interrupts and error a settlement leaves; the
+-- time is left as it was when `p_now` is NULL. Returns whether that head is claimable at
+-- `p_due_at` (`lifecycle.head_is_claimable`: a head is only set while no run of the thread is
+-- running); NULL when there is no such thread. The store's `settle_thread` statement and
+-- `runplane_finish` both settle through it.
+CREATE FUNCTION runplane_settle_thread(
+    p_thread_id text, p_outcome text, p_now timestamptz, p_due_at timestamptz,
+    p_set_values boolean, p_values jsonb, p_interrupts jsonb, p_set_error boolean, p_error text
+)
+RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_claimable boolean;
+BEGIN
+    UPDATE threads AS t SET
+        queue_seq = CASE
+            WHEN EXISTS (SELECT 1 FROM runs AS r WHERE r.thread_id = t.thread_id AND r.status = 'running')
+                THEN NULL
+            ELSE (SELECT min(r.seq) FROM runs AS r WHERE r.thread_id = t.thread_id AND r.status = 'pending')
+        END,
+        status = CASE
+            WHEN p_outcome IS NULL THEN t.status
+            WHEN EXISTS (
+                SELECT 1 FROM runs AS r WHERE r.thread_id = t.thread_id AND r.status IN ('pending', 'running')
+            ) THEN 'busy'
+            ELSE p_outcome
+        END,
+        updated_at = COALESCE(p_now, t.updated_at),
+        state_values = CASE WHEN p_set_values THEN p_values ELSE t.state_values END,
+        interrupts = COALESCE(p_interrupts, t.interrupts),
+        error = CASE WHEN p_set_error THEN p_error ELSE t.error END
+    WHERE t.thread_id = p_thread_id
+    RETURNING EXISTS (
+        SELECT 1 FROM runs AS r
+        WHERE r.seq = t.queue_seq AND (r.not_before IS NULL OR r.not_before <= p_due_at)
+    ) INTO v_claimable;
+    RETURN v_claimable;
+END
+$$;
+
+-- The locked thread of a run just admitted: busy, its queue head recomputed, and the config
+-- (merged by the caller, NULL: unchanged) and metadata keys (merged here, NULL: none) the
+-- admission leaves. The store's `settle_admitted` statement and `runplane_admit` both call it.
+CREATE FUNCTION runplane_settle_admitted(
+    p_thread_id text, p_now timestamptz, p_config jsonb, p_metadata jsonb
+)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE threads AS t SET
+        queue_seq = CASE
+            WHEN EXISTS (SELECT 1 FROM runs AS r WHERE r.thread_id = t.thread_id AND r.status = 'running')
+                THEN NULL
+            ELSE (SELECT min(r.seq) FROM runs AS r WHERE r.thread_id = t.thread_id AND r.status = 'pending')
+        END,
+        status = 'busy',
+        updated_at = p_now,
+        config = COALESCE(p_config, t.config),
+        metadata = CASE WHEN p_metadata IS NULL THEN t.metadata ELSE t.metadata || p_metadata END
+    WHERE t.thread_id = p_thread_id;
+END
+$$;
+
 -- `PostgresStore.claim_and_look`: claim the oldest due queue head with a lease (the claim
 -- increments the fencing attempt) and settle its thread; `more`: whether another thread's head
 -- is due. No run claimed: `contended`, whether a due head was there, passed over because another
@@ -137,29 +201,9 @@ BEGIN
     IF NOT FOUND THEN
         RETURN;
     END IF;
-    -- The queue head recomputed and the status settled (busy while a run is active), as the
-    -- store's `settle_thread` statement does.
-    RETURN QUERY
-    UPDATE threads AS t SET
-        queue_seq = CASE
-            WHEN EXISTS (SELECT 1 FROM runs AS r WHERE r.thread_id = t.thread_id AND r.status = 'running')
-                THEN NULL
-            ELSE (SELECT min(r.seq) FROM runs AS r WHERE r.thread_id = t.thread_id AND r.status = 'pending')
-        END,
-        status = CASE
-            WHEN EXISTS (
-                SELECT 1 FROM runs AS r WHERE r.thread_id = t.thread_id AND r.status IN ('pending', 'running')
-            ) THEN 'busy'
-            ELSE p_thread_status
-        END,
-        updated_at = p_now,
-        state_values = CASE WHEN p_set_values THEN p_values ELSE t.state_values END,
-        interrupts = COALESCE(p_interrupts, t.interrupts),
-        error = CASE WHEN p_sets_error THEN p_thread_error ELSE t.error END
-    WHERE t.thread_id = v_thread_id
-    RETURNING v_run, EXISTS (
-        SELECT 1 FROM runs AS r
-        WHERE r.seq = t.queue_seq AND (r.not_before IS NULL OR r.not_before <= p_now)
+    RETURN QUERY SELECT v_run, runplane_settle_thread(
+        v_thread_id, p_thread_status, p_now, p_now,
+        p_set_values, p_values, p_interrupts, p_sets_error, p_thread_error
     ), NULL::text, false;
 END
 $$;
@@ -245,12 +289,6 @@ BEGIN
     SELECT admitted::runs, 'admitted'::text FROM admitted;
     -- A new statement, so it sees the run just inserted: the thread is busy, and its queue head
     -- is that run (no other is active).
-    UPDATE threads AS t SET
-        queue_seq = (SELECT min(r.seq) FROM runs AS r WHERE r.thread_id = t.thread_id AND r.status = 'pending'),
-        status = 'busy',
-        updated_at = p_now,
-        config = COALESCE(v_config, t.config),
-        metadata = CASE WHEN v_metadata IS NULL THEN t.metadata ELSE t.metadata || v_metadata END
-    WHERE t.thread_id = p_thread_id;
+    PERFORM runplane_settle_admitted(p_thread_id, p_now, v_config, v_metadata);
 END
 $$;
