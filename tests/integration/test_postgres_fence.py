@@ -195,3 +195,63 @@ async def test_a_stalled_writer_in_a_hold_that_checked_first_loses_it_and_writes
         await asyncio.create_task(attempt())
     assert [(run.status, run.attempt) for run in recovered] == [("pending", claimed.attempt)]
     assert await _latest(db_url) == 0
+
+
+async def test_writes_of_one_attempt_in_flight_together_commit_together(
+    stores: tuple[PostgresStore, PostgresStore], saver: FencedPostgresSaver, db_url: str
+) -> None:
+    """LangGraph writes a step's pending writes and the next checkpoint from background tasks, so
+    they overlap: those handed over while one of the attempt's commits is in flight share the next
+    transaction (one lease check, one COMMIT), and every one of them is committed when its call
+    returns. Observed through the transaction ids of the rows."""
+    worker, _ = stores
+    claimed = await _claimed(worker)
+
+    @asynccontextmanager
+    async def guard() -> AsyncIterator[None]:
+        async with worker.hold_attempt("r1", claimed.attempt, 30):
+            yield
+
+    async def write(task_id: str) -> None:
+        fence_writes(guard)
+        at: RunnableConfig = {"configurable": {**CONFIG["configurable"], "checkpoint_id": "c1"}}
+        await saver.aput_writes(at, [("a", task_id)], task_id=task_id)
+        assert await _task_committed(db_url, task_id)  # durable once the call returned
+
+    await asyncio.gather(*(asyncio.create_task(write(f"task{i}")) for i in range(6)))
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT count(*), count(DISTINCT xmin::text) FROM checkpoint_writes WHERE thread_id = 't1'"
+        )
+        rows, transactions = await cursor.fetchone() or (0, 0)
+    assert rows == 6
+    assert transactions == 2  # the first alone; the five handed over meanwhile, together
+
+
+async def test_a_stale_attempts_batched_writes_all_fail_and_none_lands(
+    stores: tuple[PostgresStore, PostgresStore], saver: FencedPostgresSaver, db_url: str, clock: FakeClock
+) -> None:
+    worker, recoverer = stores
+    claimed = await _claimed(worker)
+    clock.advance(31)
+    await recoverer.recover_run("r1", claimed.attempt, max_attempts=3)
+
+    @asynccontextmanager
+    async def guard() -> AsyncIterator[None]:
+        async with worker.hold_attempt("r1", claimed.attempt, 30):
+            yield
+
+    async def write(task_id: str) -> None:
+        fence_writes(guard)
+        at: RunnableConfig = {"configurable": {**CONFIG["configurable"], "checkpoint_id": "c1"}}
+        await saver.aput_writes(at, [("a", task_id)], task_id=task_id)
+
+    results = await asyncio.gather(*(write(f"task{i}") for i in range(4)), return_exceptions=True)
+    assert [type(result) for result in results] == [LeaseLost] * 4
+    assert await _latest(db_url) == 0
+
+
+async def _task_committed(db_url: str, task_id: str) -> bool:
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        cursor = await conn.execute("SELECT 1 FROM checkpoint_writes WHERE task_id = %s", (task_id,))
+        return await cursor.fetchone() is not None

@@ -18,7 +18,8 @@ from runplane.core.errors import CancelRequested, LeaseLost, StoreUnavailable
 from runplane.core.lifecycle import QUEUE_LEFT, ThreadSettlement, finish_plan, recovery_plan, yields_to_cancel
 from runplane.core.models import CancelAction, Claimed, Finished, Outcome, QueueStats, Run, TokenUsage
 from runplane.core.store import RunOnlyCalls
-from runplane.db.postgres import HoldTransaction, hold_checks_at_commit, offer_hold, translate_errors
+from runplane.db.postgres import hold_checks_at_commit, offer_hold, translate_errors
+from runplane.stores.postgres._attempt_commits import AttemptCommits, Statements
 from runplane.stores.postgres._base import (
     QUERIES,
     PostgresBase,
@@ -33,6 +34,10 @@ from runplane.stores.postgres._rows import Conn, held_row, lease_lost, run_from_
 
 class PostgresLeases(RunOnlyCalls, PostgresBase):
     """The worker's methods; see `core.store.Store` for the contracts."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._attempt_commits = AttemptCommits(self._commit_checked)
 
     async def claim_and_look(self, worker_id: str, lease_seconds: float) -> Claimed:
         rows = await self._statement(
@@ -77,7 +82,8 @@ class PostgresLeases(RunOnlyCalls, PostgresBase):
             with offer_hold(self._conninfo) as hold:
                 yield
             if hold.deferred:
-                await self._commit_hold(run_id, attempt, hold, check=True)
+                # With the attempt's other writes in flight, if any (`AttemptCommits`).
+                await self._attempt_commits.commit(run_id, attempt, hold.deferred)
             return
         timeout_ms = str(max(1, round(max_seconds * 1000)))
         async with contextlib.AsyncExitStack() as stack:
@@ -94,10 +100,13 @@ class PostgresLeases(RunOnlyCalls, PostgresBase):
             except BaseException:
                 await _rollback(conn)
                 raise
-            await self._commit_hold(run_id, attempt, hold, check=False, conn=conn)
+            await self._commit_hold(run_id, attempt, hold.deferred, check=False, conn=conn)
+
+    async def _commit_checked(self, run_id: str, attempt: int, statements: Statements) -> None:
+        await self._commit_hold(run_id, attempt, statements, check=True)
 
     async def _commit_hold(
-        self, run_id: str, attempt: int, hold: HoldTransaction, *, check: bool, conn: Conn | None = None
+        self, run_id: str, attempt: int, statements: Statements, *, check: bool, conn: Conn | None = None
     ) -> None:
         """Run the statements deferred to the hold and commit, in one round trip (one simple query,
         parameters bound client side); with `check`, begin the transaction and check the lease
@@ -107,7 +116,7 @@ class PostgresLeases(RunOnlyCalls, PostgresBase):
                 conn = await stack.enter_async_context(self._connection())
             binder = AsyncClientCursor(conn)
             encoding = conn.info.encoding
-            script = [binder.mogrify(query, params).encode(encoding) for query, params in hold.deferred]
+            script = [binder.mogrify(query, params).encode(encoding) for query, params in statements]
             if check:
                 params = {"run_id": run_id, "attempt": attempt}
                 script[:0] = [b"BEGIN", binder.mogrify(QUERIES["check_hold"], params).encode(encoding)]

@@ -1,0 +1,103 @@
+"""Group commit of one attempt's fenced checkpoint writes (PostgreSQL).
+
+LangGraph writes a run's checkpoints and pending writes from background tasks (`durability="async"`):
+a step's `aput_writes` and the next checkpoint's `aput` are often in flight together. Each is fenced
+(`PostgresLeases.hold_attempt`): its statements commit with a check of the attempt's lease, in one
+round trip. Committed one by one, a run of the echo graph made five such round trips, each with its
+own COMMIT and WAL flush, and about three of every four started while the previous one of the same
+run was still in flight.
+
+`AttemptCommits` commits one attempt's writes one batch at a time: the writes that arrive while a
+batch of the same attempt is in flight go together in the next one, with one lease check and one
+COMMIT. The first write waits for nobody, so nothing is delayed to form a batch. What does not
+change:
+
+- a write returns only once it has committed, with its attempt's lease checked in its transaction;
+- a batch commits whole or not at all, so a lost lease refuses every write in it (a write of a
+  newer attempt is never in it: batches are per attempt);
+- one attempt's writes commit in the order they were handed over (they used to race each other on
+  separate connections).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from psycopg.abc import Params, Query
+
+Statements = list[tuple[Query, Params | None]]
+
+#: Commits `statements` in one transaction that checks the attempt's lease (`run_id`, `attempt`).
+CommitChecked = Callable[[str, int, Statements], Awaitable[None]]
+
+
+@dataclass(eq=False, slots=True)
+class _Write:
+    statements: Statements
+    committed: asyncio.Future[None]
+
+
+@dataclass(eq=False, slots=True)
+class _Lane:
+    """One attempt's writes: the one committing batch (under `lock`) and those waiting for the next."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    waiting: list[_Write] = field(default_factory=list)
+    users: int = 0
+
+
+class AttemptCommits:
+    """Commits each attempt's fenced writes in batches (see the module doc)."""
+
+    def __init__(self, commit_checked: CommitChecked) -> None:
+        self._commit_checked = commit_checked
+        self._lanes: dict[tuple[str, int], _Lane] = {}
+
+    async def commit(self, run_id: str, attempt: int, statements: Statements) -> None:
+        """Commit `statements` with a check of the lease of (`run_id`, `attempt`), together with
+        the attempt's other writes waiting at that moment; return once they have committed.
+
+        Raises what the batch's commit raised (`LeaseLost`, `StoreUnavailable`, ...).
+        """
+        key = (run_id, attempt)
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane()
+        write = _Write(statements, asyncio.get_running_loop().create_future())
+        lane.waiting.append(write)
+        lane.users += 1
+        try:
+            async with lane.lock:
+                if not write.committed.done():  # else an earlier write's batch took it
+                    await self._commit_batch(lane, run_id, attempt, write)
+            return write.committed.result()
+        except asyncio.CancelledError:
+            if write in lane.waiting:  # not taken by any batch: it never will be
+                lane.waiting.remove(write)
+            write.committed.cancel()  # a batch that took it no longer reports to it
+            raise
+        finally:
+            lane.users -= 1
+            if lane.users == 0:
+                del self._lanes[key]
+
+    async def _commit_batch(self, lane: _Lane, run_id: str, attempt: int, leader: _Write) -> None:
+        """Commit every waiting write and settle each one's future (the leader's too)."""
+        batch, lane.waiting = lane.waiting, []
+        try:
+            await self._commit_checked(run_id, attempt, [s for write in batch for s in write.statements])
+        except asyncio.CancelledError:
+            # The leader's task was cancelled, not the others': whether the batch committed is
+            # unknown, and writes are upserts, so the next of them commits them again.
+            lane.waiting[:0] = [write for write in batch if write is not leader]
+            raise
+        except Exception as exc:
+            for write in batch:
+                if not write.committed.done():
+                    write.committed.set_exception(exc)
+            return
+        for write in batch:
+            if not write.committed.done():
+                write.committed.set_result(None)
