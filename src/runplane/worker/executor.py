@@ -298,6 +298,8 @@ class Execution:
         self.savepoint = await checkpoints.savepoint(
             saver, self.run.thread_id, config["configurable"].get("checkpoint_id")
         )
+        if self.savepoint.new_thread:
+            checkpoints.no_checkpoint_yet(self.run.thread_id)  # the graph's first read, answered
         return graph_input, config
 
     # -- running ----------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from runplane.runtime.checkpointer.base import (
     Savepoint,
     SaverAdapter,
     fence_writes,
+    no_checkpoint_yet,
 )
 from runplane.runtime.checkpointer.memory import FencedMemorySaver, MemoryAdapter
 
@@ -50,6 +51,7 @@ __all__ = [
     "copy_thread",
     "delete_thread",
     "fence_writes",
+    "no_checkpoint_yet",
     "open_checkpointer",
     "rollback",
     "savepoint",

@@ -26,7 +26,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import BaseCheckpointSaver, ChannelVersions, Checkpoint, CheckpointMetadata
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+)
 
 from runplane.core.errors import InvalidInput
 from runplane.runtime.checkpointer._tables import Strategy
@@ -50,12 +56,63 @@ def _fence() -> AbstractAsyncContextManager[None]:
     return guard() if guard is not None else nullcontext()
 
 
+@dataclass(eq=False, slots=True)
+class _NoCheckpointYet:
+    thread_id: str
+    #: Until the first read or write of the saver in the run's tasks (shared by the tasks LangGraph
+    #: starts, which copy the context, not the object).
+    holds: bool = True
+
+
+_no_checkpoint_yet: ContextVar[_NoCheckpointYet | None] = ContextVar(
+    "runplane_no_checkpoint_yet", default=None
+)
+
+
+def no_checkpoint_yet(thread_id: str) -> None:
+    """Tell the saver that `thread_id` has no checkpoint yet, as a savepoint of the current task
+    just found (`Savepoint.new_thread`).
+
+    The graph's first read, LangGraph's `aget_tuple` of the thread's latest root checkpoint as it
+    starts, is then answered "none" without asking the database: a round trip saved on the first
+    run of every thread. Nothing else writes a thread while one of its runs runs: one run per
+    thread, and state updates are refused meanwhile (`core.state_updates`). The first read or
+    write of the saver in the task ends it.
+    """
+    _no_checkpoint_yet.set(_NoCheckpointYet(thread_id))
+
+
+def _answered_empty(config: RunnableConfig) -> bool:
+    known = _no_checkpoint_yet.get()
+    if known is None or not known.holds:
+        return False
+    known.holds = False
+    configurable = config.get("configurable", {})
+    return (
+        configurable.get("thread_id") == known.thread_id
+        and not configurable.get("checkpoint_ns")
+        and not configurable.get("checkpoint_id")
+    )
+
+
+def _wrote() -> None:
+    known = _no_checkpoint_yet.get()
+    if known is not None:
+        known.holds = False
+
+
 class FencedWrites(BaseCheckpointSaver[Any]):
-    """Mixed into a saver: its writes run inside the current attempt's guard, if any.
+    """Mixed into a saver: its writes run inside the current attempt's guard, if any, and a new
+    thread's first read is answered from its savepoint (`no_checkpoint_yet`).
 
     Overrides LangGraph's public `aput` / `aput_writes`, the two methods a running graph writes
-    through (langgraph 1.0 to 1.2); reads, deletes and copies are not fenced.
+    through (langgraph 1.0 to 1.2), and `aget_tuple`; deletes and copies are not fenced.
     """
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        if _answered_empty(config):
+            return None
+        return await super().aget_tuple(config)
 
     async def aput(
         self,
@@ -64,12 +121,14 @@ class FencedWrites(BaseCheckpointSaver[Any]):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
+        _wrote()
         async with _fence():
             return await super().aput(config, checkpoint, metadata, new_versions)
 
     async def aput_writes(
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
     ) -> None:
+        _wrote()
         async with _fence():
             await super().aput_writes(config, writes, task_id, task_path)
 
@@ -88,6 +147,8 @@ class Savepoint:
     thread_id: str
     checkpoint_id: str | None
     writes: dict[CheckpointKey, Any] = field(default_factory=dict)
+    #: The adapter found no root checkpoint on the thread: it has none yet (`no_checkpoint_yet`).
+    new_thread: bool = False
 
 
 def saved_config(thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> RunnableConfig:

@@ -31,7 +31,7 @@ class MemoryAdapter:
         root = namespaces.get("", {})
         checkpoint_id = checkpoint_id or (max(root) if root else None)
         if checkpoint_id is None:
-            return Savepoint(thread_id, None)
+            return Savepoint(thread_id, None, new_thread=True)
         start = ("", checkpoint_id)
         writes = {start: dict(self.saver.writes.get((thread_id, *start), {}))}
         for ns in resumed_namespaces(namespaces, (task_id for task_id, _ in writes[start])):

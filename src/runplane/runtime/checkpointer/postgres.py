@@ -238,7 +238,7 @@ class PostgresAdapter:
             rows = await cur.fetchall()
         if not rows:
             if checkpoint_id is None:
-                return Savepoint(thread_id, None)  # no checkpoint yet
+                return Savepoint(thread_id, None, new_thread=True)
             return Savepoint(thread_id, checkpoint_id, {("", checkpoint_id): []})
         checkpoint_id = str(rows[0]["checkpoint_id"])
         root = [tuple(row[column] for column in _WRITE_COLUMNS) for row in rows if row["task_id"] is not None]

@@ -231,7 +231,7 @@ class SqliteAdapter:
                 (thread_id,),
             ).fetchone()
             if row is None:
-                return Savepoint(thread_id, None)
+                return Savepoint(thread_id, None, new_thread=True)
             checkpoint_id = str(row[0])
         writes = {("", checkpoint_id): self._writes(conn, thread_id, "", checkpoint_id)}
         task_ids = {str(w[0]) for w in writes["", checkpoint_id]}
