@@ -10,7 +10,7 @@ import pytest
 from runplane.core.errors import Conflict, InvalidInput, NotFound, ThreadBusy
 from runplane.core.events import WAKEUP_CHANNEL, StreamEvent, cancel_channel, done_channel
 from runplane.core.manager import MAX_LIMIT, ManagerSettings, RunManager, fingerprint
-from runplane.core.models import Outcome, Run, RunFilter, ThreadFilter, TokenUsage
+from runplane.core.models import Outcome, Run, RunFilter, ThreadFilter, ThreadOutput, TokenUsage
 from runplane.core.run_kwargs import RunKwargs
 from runplane.events.memory import InMemoryBus
 from runplane.stores.memory import InMemoryStore
@@ -62,9 +62,11 @@ async def test_wait_for_run_wakes_on_finish_without_polling(manager: RunManager)
 
 
 async def test_wait_for_outcome_reads_the_ended_run_and_its_thread_together(manager: RunManager) -> None:
-    """Once the "done" hint comes, the run and its thread are read at once, not one after the
-    other: here the run's read cannot complete before the thread's has begun."""
+    """Once the "done" hint of a run another process ended comes, the run and its thread are read
+    at once, not one after the other: here the run's read cannot complete before the thread's has
+    begun."""
     run = await _running(manager)
+    elsewhere = RunManager(manager.store, manager.bus, settings=NO_POLLING)
     thread_read = asyncio.Event()
     get_run, get_thread = manager.store.get_run, manager.store.get_thread
     waiting = False
@@ -83,11 +85,70 @@ async def test_wait_for_outcome_reads_the_ended_run_and_its_thread_together(mana
     waiter = asyncio.create_task(manager.wait_for_outcome(run.run_id, "t1"))
     await asyncio.sleep(0)
     waiting = True
-    await manager.finish(run, Outcome("success", "idle", thread_values={"ok": True}))
+    await elsewhere.finish(run, Outcome("success", "idle", thread_values={"ok": True}))
     async with asyncio.timeout(1):
         ended, thread = await waiter
     assert ended is not None and ended.status == "success"
     assert thread is not None and thread.values == {"ok": True}
+    assert thread_read.is_set()
+
+
+@pytest.mark.parametrize("reader", ["wait_for_outcome", "wait_for_run"])
+async def test_a_run_ended_by_a_worker_here_is_handed_to_its_waiter_without_reads(
+    manager: RunManager, reader: str
+) -> None:
+    """The worker ended the run in this process: its waiter takes the ended run and the values
+    the worker wrote onto the thread, and reads neither back."""
+    run = await _running(manager)
+    reads: list[str] = []
+    get_run, get_thread = manager.store.get_run, manager.store.get_thread
+
+    async def counted_run(*args: object) -> Run:
+        reads.append("run")
+        return await get_run(*args)  # type: ignore[arg-type]
+
+    async def counted_thread(*args: object) -> object:
+        reads.append("thread")
+        return await get_thread(*args)  # type: ignore[arg-type]
+
+    manager.store.get_run = counted_run  # type: ignore[method-assign,assignment]
+    manager.store.get_thread = counted_thread  # type: ignore[method-assign,assignment]
+    if reader == "wait_for_outcome":
+        waiter: asyncio.Task[object] = asyncio.create_task(manager.wait_for_outcome(run.run_id, "t1"))
+    else:
+        waiter = asyncio.create_task(manager.wait_for_run(run.run_id))
+    await asyncio.sleep(0)
+    assert reads == ["run"]  # the first read: the run is still running
+    finished = await manager.finish(
+        run, Outcome("success", "interrupted", thread_values={"ok": 1}, thread_interrupts={"t": [{"v": 1}]})
+    )
+    async with asyncio.timeout(1):
+        result = await waiter
+    assert reads == ["run"]
+    if reader == "wait_for_outcome":
+        assert isinstance(result, tuple)
+        ended, thread = result
+        assert ended == finished
+        assert thread == ThreadOutput({"ok": 1}, {"t": [{"v": 1}]})
+        stored = await get_thread("t1", "")
+        assert (stored.values, stored.interrupts) == (thread.values, thread.interrupts)
+    else:
+        assert result == finished
+    assert manager.ended_here.get(run.run_id) is None  # nothing kept once nobody waits
+
+
+async def test_a_waiter_reads_the_thread_when_the_worker_could_not_read_its_final_state(
+    manager: RunManager,
+) -> None:
+    await manager.finish(await _running(manager), Outcome("success", "idle", thread_values={"kept": 1}))
+    run = await _running(manager)
+    waiter = asyncio.create_task(manager.wait_for_outcome(run.run_id, "t1"))
+    await asyncio.sleep(0)
+    await manager.finish(run, Outcome("success", "idle", thread_values=None))
+    async with asyncio.timeout(1):
+        ended, thread = await waiter
+    assert ended is not None and ended.status == "success"
+    assert thread == ThreadOutput({"kept": 1}, {})
 
 
 async def test_wait_for_outcome_of_a_rolled_back_run_gives_the_restored_thread(manager: RunManager) -> None:
@@ -98,7 +159,7 @@ async def test_wait_for_outcome_of_a_rolled_back_run_gives_the_restored_thread(m
     await manager.discard(run)  # as the worker ends a rollback
     async with asyncio.timeout(1):
         ended, thread = await waiter
-    assert ended is None and thread is not None and thread.thread_id == "t1"
+    assert ended is None and thread is not None
 
 
 async def test_wait_for_a_finished_run_returns_at_once(manager: RunManager) -> None:

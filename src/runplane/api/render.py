@@ -12,7 +12,7 @@ import orjson
 from starlette.responses import Response
 
 from runplane.core.graphs import Assistant
-from runplane.core.models import Json, Run, Thread
+from runplane.core.models import Json, Run, Thread, ThreadOutput
 from runplane.core.run_kwargs import RunKwargs
 
 #: Run kwargs the reference server always shows, with its defaults; ours are merged over them.
@@ -166,7 +166,7 @@ def flat_interrupts(interrupts: Json) -> list[Any]:
     return flat
 
 
-def final_output(run: Run | None, thread: Thread | None) -> Any:
+def final_output(run: Run | None, thread: Thread | ThreadOutput | None) -> Any:
     """The body of `wait` and `join`: the thread's values after the run, `__interrupt__` when the
     graph stopped at `interrupt()`, or `__error__` when the run failed."""
     if run is not None and run.status in ("error", "timeout"):

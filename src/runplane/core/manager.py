@@ -1,7 +1,8 @@
 """`RunManager`: the use-cases. The API and the workers call these and nothing below them.
 
 The manager holds no per-run state: the store has the truth, the bus carries the hints. Whatever a
-process remembers about a run (a stream subscription, a join) lives only as long as that call.
+process remembers about a run (a stream subscription, a join, the outcome a worker here handed to a
+waiter here: `EndedHere`) lives only as long as that call.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Literal, TypeVar
 
 from runplane.core.clock import Clock, SystemClock
 from runplane.core.cron_use_cases import CronUseCases
+from runplane.core.ended_here import EndedHere
 from runplane.core.errors import Conflict, InvalidInput, NotFound
 from runplane.core.events import (
     WAKEUP_CHANNEL,
@@ -39,10 +41,12 @@ from runplane.core.models import (
     MultitaskStrategy,
     NewRun,
     NewThread,
+    Outcome,
     Run,
     RunFilter,
     Thread,
     ThreadFilter,
+    ThreadOutput,
     ThreadStatus,
     TokenUsage,
 )
@@ -115,6 +119,7 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
         self.observer: Observer = observer or NullObserver()
         self.schedule = schedule
         self.url_guard = url_guard
+        self.ended_here = EndedHere()
 
     # -- threads --------------------------------------------------------------------------------
 
@@ -348,25 +353,29 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
             except NotFound:
                 return None, None
 
-        run, _ = await self._wait_until_terminal(run_id, first, after_hint, timeout)
+        def from_ended(run: Run, outcome: Outcome) -> tuple[Run, None]:
+            return run, None
+
+        run, _ = await self._wait_until_terminal(run_id, first, after_hint, from_ended, timeout)
         return run
 
     async def wait_for_outcome(
         self, run_id: str, thread_id: str, owner: str = SINGLE_USER, *, timeout: float | None = None
-    ) -> tuple[Run | None, Thread | None]:
-        """`wait_for_run`, and the run's thread as the run left it (None when it is gone).
+    ) -> tuple[Run | None, ThreadOutput | None]:
+        """`wait_for_run`, and what the run left on its thread (None when the thread is gone).
 
         Once a hint says the run ended, the run and its thread are read together (one hop on
-        SQLite, two connections at once on PostgreSQL), not one after the other."""
+        SQLite, two connections at once on PostgreSQL), not one after the other; or not at all
+        when a worker of this process ended it (`EndedHere`)."""
 
-        async def first() -> tuple[Run, Thread | None]:
+        async def first() -> tuple[Run, ThreadOutput | None]:
             run = await self.store.get_run(run_id, owner, thread_id)
-            return run, (await self._thread_or_none(thread_id, owner) if run.is_terminal else None)
+            return run, (await self._thread_output(thread_id, owner) if run.is_terminal else None)
 
-        async def after_hint() -> tuple[Run | None, Thread | None]:
+        async def after_hint() -> tuple[Run | None, ThreadOutput | None]:
             run, thread = await asyncio.gather(
                 self.store.get_run(run_id, owner, thread_id),
-                self._thread_or_none(thread_id, owner),
+                self._thread_output(thread_id, owner),
                 return_exceptions=True,
             )
             if isinstance(thread, BaseException):
@@ -377,34 +386,45 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
                 raise run
             return run, thread
 
-        return await self._wait_until_terminal(run_id, first, after_hint, timeout)
+        def from_ended(run: Run, outcome: Outcome) -> tuple[Run, ThreadOutput] | None:
+            if outcome.thread_values is None and run.status not in ("error", "timeout"):
+                return None  # the worker could not read the final state: the thread keeps its own
+            return run, ThreadOutput(outcome.thread_values, outcome.thread_interrupts)
 
-    async def _thread_or_none(self, thread_id: str, owner: str) -> Thread | None:
+        return await self._wait_until_terminal(run_id, first, after_hint, from_ended, timeout)
+
+    async def _thread_output(self, thread_id: str, owner: str) -> ThreadOutput | None:
         try:
-            return await self.store.get_thread(thread_id, owner)
+            thread = await self.store.get_thread(thread_id, owner)
         except NotFound:
             return None
+        return ThreadOutput(thread.values, thread.interrupts)
 
     async def _wait_until_terminal(
         self,
         run_id: str,
         first: Callable[[], Awaitable[tuple[Run, T]]],
         after_hint: Callable[[], Awaitable[tuple[Run | None, T]]],
+        from_ended: Callable[[Run, Outcome], tuple[Run, T] | None],
         timeout: float | None,
     ) -> tuple[Run | None, T]:
-        """Read with `first` (its NotFound is raised), then with `after_hint` at each "done" hint
-        (or fallback period) until the run is terminal, or gone (None)."""
+        """Read with `first` (its NotFound is raised), then at each "done" hint (or fallback
+        period) until the run is terminal, or gone (None): with `from_ended` when a worker of this
+        process ended it (`EndedHere`) and that is enough, else with `after_hint`."""
         async with asyncio.timeout(timeout):
             async with (
                 self.bus.listen(done_channel(run_id)) as hints,
                 contextlib.aclosing(HintWaiter(hints, self.settings.wait_fallback_seconds)) as hint,
             ):
-                run: Run | None
-                run, extra = await first()
-                while run is not None and not run.is_terminal:
-                    await hint.wait()
-                    run, extra = await after_hint()
-                return run, extra
+                with self.ended_here.waiting(run_id):
+                    run: Run | None
+                    run, extra = await first()
+                    while run is not None and not run.is_terminal:
+                        await hint.wait()
+                        ended = self.ended_here.get(run_id)
+                        handed = from_ended(*ended) if ended is not None else None
+                        run, extra = handed if handed is not None else await after_hint()
+                    return run, extra
 
     async def stream_run(
         self,

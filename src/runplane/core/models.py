@@ -242,6 +242,15 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
+class ThreadOutput:
+    """What a run left on its thread for whoever waited for it: the thread's values and pending
+    interrupts as the run ended (`Thread` has the same two attributes)."""
+
+    values: Json | None
+    interrupts: Json
+
+
+@dataclass(frozen=True, slots=True)
 class ThreadStateWrite:
     """The graph state a state update leaves on its thread record (see `Store.release_thread`)."""
 

@@ -28,6 +28,7 @@ from runplane.core.models import (
 from runplane.core.observe import Observer
 
 if TYPE_CHECKING:
+    from runplane.core.ended_here import EndedHere
     from runplane.core.manager import ManagerSettings
     from runplane.core.store import Store
 
@@ -42,6 +43,7 @@ class WorkerUseCases:
         bus: EventBus
         settings: ManagerSettings
         observer: Observer
+        ended_here: EndedHere
 
         async def _end(self, run_id: str) -> None: ...
 
@@ -110,6 +112,7 @@ class WorkerUseCases:
         await self.bus.flush(run.run_id)
         finished = await self.store.finish_and_look(run.run_id, run.attempt, outcome)
         self.observer.run_finished(finished.run)
+        self.ended_here.ended(finished.run, outcome)  # before the "done" hint its waiters hear
         await self._end(run.run_id)
         await self._hint_webhook(finished.run)
         return finished
