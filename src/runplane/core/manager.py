@@ -464,8 +464,12 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
         await self.url_guard.check(url)
 
     async def _end(self, run_id: str) -> None:
-        await self.bus.end_stream(run_id)
+        # The "done" hint first: a waiter in this process hears it at once (a local delivery) and
+        # answers, instead of after the end mark's round trip to a shared bus. Stream readers lose
+        # nothing: the run's events were on the bus before its status changed, and a reader that
+        # finds the run over before the end mark puts one itself (`stream_run`).
         await self._announce_done(run_id)
+        await self.bus.end_stream(run_id)
 
     async def _hint_cancel(self, run: Run) -> None:
         """Tell the worker holding `run` (its lease owner) to look at its cancel request."""
