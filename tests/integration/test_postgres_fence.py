@@ -207,15 +207,8 @@ async def test_writes_of_one_attempt_in_flight_together_commit_together(
     worker, _ = stores
     claimed = await _claimed(worker)
 
-    @asynccontextmanager
-    async def guard() -> AsyncIterator[None]:
-        async with worker.hold_attempt("r1", claimed.attempt, 30):
-            yield
-
     async def write(task_id: str) -> None:
-        fence_writes(guard)
-        at: RunnableConfig = {"configurable": {**CONFIG["configurable"], "checkpoint_id": "c1"}}
-        await saver.aput_writes(at, [("a", task_id)], task_id=task_id)
+        await _write_in_hold(worker, saver, claimed.attempt, task_id)
         assert await _task_committed(db_url, task_id)  # durable once the call returned
 
     await asyncio.gather(*(asyncio.create_task(write(f"task{i}")) for i in range(6)))
@@ -235,20 +228,28 @@ async def test_a_stale_attempts_batched_writes_all_fail_and_none_lands(
     claimed = await _claimed(worker)
     clock.advance(31)
     await recoverer.recover_run("r1", claimed.attempt, max_attempts=3)
+    writes = (_write_in_hold(worker, saver, claimed.attempt, f"task{i}") for i in range(4))
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    assert [type(result) for result in results] == [LeaseLost] * 4
+    assert await _latest(db_url) == 0
+
+
+async def _write_in_hold(
+    worker: PostgresStore, saver: FencedPostgresSaver, attempt: int, task_id: str
+) -> None:
+    """One pending write of run r1's `attempt`, in a task of its own, fenced by the worker's hold."""
 
     @asynccontextmanager
     async def guard() -> AsyncIterator[None]:
-        async with worker.hold_attempt("r1", claimed.attempt, 30):
+        async with worker.hold_attempt("r1", attempt, 30):
             yield
 
-    async def write(task_id: str) -> None:
+    async def write() -> None:
         fence_writes(guard)
         at: RunnableConfig = {"configurable": {**CONFIG["configurable"], "checkpoint_id": "c1"}}
         await saver.aput_writes(at, [("a", task_id)], task_id=task_id)
 
-    results = await asyncio.gather(*(write(f"task{i}") for i in range(4)), return_exceptions=True)
-    assert [type(result) for result in results] == [LeaseLost] * 4
-    assert await _latest(db_url) == 0
+    await asyncio.create_task(write())
 
 
 async def _task_committed(db_url: str, task_id: str) -> bool:
