@@ -66,13 +66,14 @@ async def deployment(kind: str, tmp_path: Path) -> AsyncIterator[tuple[RunManage
 def reads_reaching_the_saver(saver: BaseCheckpointSaver[Any]) -> Iterator[list[RunnableConfig]]:
     """The `aget_tuple` calls that `FencedWrites` passes on to the saver's own class."""
     mro = type(saver).__mro__
-    inner = mro[mro.index(FencedWrites) + 1]
+    inner: Any = mro[mro.index(FencedWrites) + 1]
     original = inner.aget_tuple
     reads: list[RunnableConfig] = []
 
     async def counted(self: Any, config: RunnableConfig) -> CheckpointTuple | None:
         reads.append(config)
-        return await original(self, config)
+        found: CheckpointTuple | None = await original(self, config)
+        return found
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(inner, "aget_tuple", counted)
