@@ -54,27 +54,14 @@ database_url() {  # database_url NAME: a fresh database (or SQLite file) for one
 }
 
 run_side() {  # run_side LABEL ROUND SRC (empty: this checkout)
-    local label="$1" round="$2" src="$3" port url redis=()
+    local label="$1" round="$2" src="$3" url redis=""
     url="$(database_url "${label}_$round")"
-    [ "$MODE" = pg+redis ] && redis=(--redis-url "$RP_REDIS_URL")
-    port="$(rp_free_port)"
-    (
-        cd "$BENCH_APP"
-        PYTHONPATH="$src" exec "$PY" -c 'import sys; from runplane.cli import main; sys.argv[0] = "runplane"; main()' \
-            serve --database-url "$url" "${redis[@]}" --port "$port" --workers 256 \
-            --config langgraph.json --log-level WARNING
-    ) >"$OUT/$label.$round.serve.log" 2>&1 &
-    SERVER_PID=$!
-    for _ in $(seq 1 120); do
-        curl -fs "http://127.0.0.1:$port/ok" >/dev/null 2>&1 && break
-        sleep 0.5
-    done
-    "$PY" "$BENCH_DIR/agentbench.py" --url "http://127.0.0.1:$port" --only "$ONLY" --w1-n 200 --w2-n 500 \
+    [ "$MODE" = pg+redis ] && redis="$RP_REDIS_URL"
+    rp_bench_serve "$OUT/$label.$round.serve.log" "$src" "$url" "$redis"
+    "$PY" "$BENCH_DIR/agentbench.py" --url "$BENCH_URL" --only "$ONLY" --w1-n 200 --w2-n 500 \
         --pid "$SERVER_PID" --json "$OUT/$label.$round.json" >"$OUT/$label.$round.out" 2>&1 \
         || rp_die "agentbench failed: $OUT/$label.$round.out"
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
+    rp_bench_stop_server
 }
 
 for round in $(seq 1 "$ROUNDS"); do

@@ -49,25 +49,9 @@ new_database() {
     printf '%s\n' "${RP_PG_URL%/postgres}/$1"
 }
 
-serve() {  # serve SRC DATABASE_URL [REDIS_URL]: start runplane from SRC (empty: this one), set SERVER_PID and URL
-    local src="$1" port redis=()
-    shift
-    port="$(rp_free_port)"
-    [ -n "${2:-}" ] && redis=(--redis-url "$2")
-    (
-        cd "$BENCH_APP"
-        PYTHONPATH="$src" exec "$PY" -c 'import sys; from runplane.cli import main; sys.argv[0] = "runplane"; main()' \
-            serve --database-url "$1" "${redis[@]}" --port "$port" --workers "$BENCH_WORKERS" \
-            --config langgraph.json --log-level WARNING
-    ) >"$OUT/serve.log" 2>&1 &
-    SERVER_PID=$!
-    URL="http://127.0.0.1:$port"
-    for _ in $(seq 1 120); do
-        curl -fs "$URL/ok" >/dev/null 2>&1 && return 0
-        sleep 0.5
-    done
-    cat "$OUT/serve.log" >&2
-    rp_die "runplane serve did not come up"
+serve() {  # serve SRC DATABASE_URL [REDIS_URL]: runplane from SRC (empty: this one); sets SERVER_PID and URL
+    rp_bench_serve "$OUT/serve.log" "$@"
+    URL="$BENCH_URL"
 }
 
 results=()
@@ -96,7 +80,7 @@ run_mode() {  # run_mode MODE SRC LABEL [agentbench args]
     "$PY" "$BENCH_DIR/agentbench.py" --url "$URL" --pid "$SERVER_PID" --label "runplane $label" \
         --json "$file.json" "$@" >"$file.out" 2>&1 || { cat "$file.out" >&2; rp_die "agentbench failed on $label"; }
     if [ -n "$profiler" ]; then kill -INT "$profiler" 2>/dev/null || true; wait "$profiler" 2>/dev/null || true; fi
-    kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
+    rp_bench_stop_server
     results+=("$file.json")
 }
 

@@ -53,42 +53,29 @@ postgres_pids() {  # the postmaster of this run's cluster and its children (back
 }
 
 for mode in $MODES; do
-    redis=()
+    redis=""
     if [ "$mode" = sqlite ]; then
         url="sqlite:///$OUT/budget.db"
     else
         "$PY" -c "import sys, psycopg; psycopg.connect(sys.argv[1], autocommit=True).execute('CREATE DATABASE budget_' + sys.argv[2])" \
             "$RP_PG_URL" "${mode//+/_}"
         url="${RP_PG_URL%/postgres}/budget_${mode//+/_}"
-        [ "$mode" = pg+redis ] && redis=(--redis-url "$RP_REDIS_URL")
+        [ "$mode" = pg+redis ] && redis="$RP_REDIS_URL"
     fi
-    port="$(rp_free_port)"
-    (
-        cd "$BENCH_APP"
-        exec "$PY" -c 'import sys; from runplane.cli import main; sys.argv[0] = "runplane"; main()' \
-            serve --database-url "$url" "${redis[@]}" --port "$port" --workers 256 \
-            --config langgraph.json --log-level WARNING
-    ) >"$OUT/$mode.serve.log" 2>&1 &
-    SERVER_PID=$!
-    for _ in $(seq 1 120); do
-        curl -fs "http://127.0.0.1:$port/ok" >/dev/null 2>&1 && break
-        sleep 0.5
-    done
-    "$PY" "$BENCH_DIR/agentbench.py" --url "http://127.0.0.1:$port" --only W2 --w2-n 200 --no-warmup \
+    rp_bench_serve "$OUT/$mode.serve.log" "" "$url" "$redis"
+    "$PY" "$BENCH_DIR/agentbench.py" --url "$BENCH_URL" --only W2 --w2-n 200 --no-warmup \
         >"$OUT/$mode.warmup.out" 2>&1 || rp_die "agentbench failed: $OUT/$mode.warmup.out"
 
     pg=(); redis_pids=()
     [ "$mode" != sqlite ] && read -r -a pg <<<"$(postgres_pids)"
     [ "$mode" = pg+redis ] && redis_pids=("$(cat "$RP_DIR/redis/redis.pid")")
     before=("$(ticks "${pg[@]}")" "$(ticks "${redis_pids[@]}")")
-    "$PY" "$BENCH_DIR/agentbench.py" --url "http://127.0.0.1:$port" --only W2 --w2-n "$RUNS" --no-warmup \
+    "$PY" "$BENCH_DIR/agentbench.py" --url "$BENCH_URL" --only W2 --w2-n "$RUNS" --no-warmup \
         --pid "$SERVER_PID" --json "$OUT/$mode.json" >"$OUT/$mode.out" 2>&1 \
         || rp_die "agentbench failed: $OUT/$mode.out"
     [ "$mode" != sqlite ] && read -r -a pg <<<"$(postgres_pids)"  # backends opened meanwhile count too
     echo "$mode $(( $(ticks "${pg[@]}") - before[0] )) $(( $(ticks "${redis_pids[@]}") - before[1] ))" >>"$OUT/ticks"
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
+    rp_bench_stop_server
 done
 
 "$PY" - "$OUT" "$(getconf CLK_TCK)" "$(nproc)" <<'PY'

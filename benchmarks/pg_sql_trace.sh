@@ -31,23 +31,15 @@ trap 'exit 130' INT TERM
 
 rp_services_init
 rp_start_postgres
-redis_args=()
-if [ -n "$REDIS" ]; then rp_ensure_redis_server; rp_start_redis; redis_args=(--redis-url "$RP_REDIS_URL"); fi
+redis_url=""
+if [ -n "$REDIS" ]; then rp_ensure_redis_server; rp_start_redis; redis_url="$RP_REDIS_URL"; fi
 rp_restart_postgres_durable "$OUT/pg_restart.log" \
     -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all -c pg_stat_statements.max=5000
 "$PY" -c "import sys, psycopg; c = psycopg.connect(sys.argv[1], autocommit=True); c.execute('CREATE DATABASE trace'); psycopg.connect(sys.argv[1].rsplit('/', 1)[0] + '/trace', autocommit=True).execute('CREATE EXTENSION pg_stat_statements')" "$RP_PG_URL"
 DB_URL="${RP_PG_URL%/postgres}/trace"
 
-port="$(rp_free_port)"
-(
-    cd "$BENCH_APP"
-    PYTHONPATH="${BENCH_SRC:-}" exec "$PY" -c 'import sys; from runplane.cli import main; sys.argv[0] = "runplane"; main()' \
-        serve --database-url "$DB_URL" "${redis_args[@]}" --port "$port" --workers 256 --config langgraph.json --log-level WARNING
-) >"$OUT/serve.log" 2>&1 &
-SERVER_PID=$!
-URL="http://127.0.0.1:$port"
-for _ in $(seq 1 120); do curl -fs "$URL/ok" >/dev/null 2>&1 && break; sleep 0.5; done
-curl -fs "$URL/ok" >/dev/null || { cat "$OUT/serve.log" >&2; rp_die "runplane serve did not come up"; }
+rp_bench_serve "$OUT/serve.log" "${BENCH_SRC:-}" "$DB_URL" "$redis_url"
+URL="$BENCH_URL"
 
 "$PY" - "$URL" "$DB_URL" "$SERVER_PID" "$TRACE_RUNS" "$TRACE_CLIENTS" <<'PYEOF'
 import asyncio, os, sys, time

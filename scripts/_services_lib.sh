@@ -333,13 +333,43 @@ rp_services_stop() {
 
 # -- benchmarks -------------------------------------------------------------------------------------
 
-# For a benchmark's `trap ... EXIT`: stop the server it started ($SERVER_PID, if any), then the
-# services of this run ($RP_DIR). Never fails.
-rp_bench_cleanup() {
+# Serve $BENCH_APP with `runplane serve --workers ${BENCH_WORKERS:-256}` (runplane from SRC, empty:
+# this checkout; the Python is $PY) on DATABASE_URL, with Redis when REDIS_URL is given, its output
+# in LOG; wait until it answers. Sets SERVER_PID and BENCH_URL.
+#   rp_bench_serve LOG SRC DATABASE_URL [REDIS_URL]
+rp_bench_serve() {
+    local log="$1" src="$2" database_url="$3" redis=() port
+    [ -n "${4:-}" ] && redis=(--redis-url "$4")
+    port="$(rp_free_port)" || exit 1
+    (
+        cd "$BENCH_APP"
+        PYTHONPATH="$src" exec "$PY" -c 'import sys; from runplane.cli import main; sys.argv[0] = "runplane"; main()' \
+            serve --database-url "$database_url" "${redis[@]}" --port "$port" --workers "${BENCH_WORKERS:-256}" \
+            --config langgraph.json --log-level WARNING
+    ) >"$log" 2>&1 &
+    SERVER_PID=$!
+    BENCH_URL="http://127.0.0.1:$port"
+    for _ in $(seq 1 120); do
+        curl -fs "$BENCH_URL/ok" >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    cat "$log" >&2
+    rp_die "runplane serve did not come up"
+}
+
+# Stop the server `rp_bench_serve` started.
+rp_bench_stop_server() {
     if [ -n "${SERVER_PID:-}" ]; then
         kill "$SERVER_PID" 2>/dev/null || true
         wait "$SERVER_PID" 2>/dev/null || true
     fi
+    SERVER_PID=""
+}
+
+# For a benchmark's `trap ... EXIT`: stop the server it started ($SERVER_PID, if any), then the
+# services of this run ($RP_DIR). Never fails.
+rp_bench_cleanup() {
+    rp_bench_stop_server
     [ -n "${RP_DIR:-}" ] && rp_services_stop "$RP_DIR"
     return 0
 }
