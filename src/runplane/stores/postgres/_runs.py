@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from psycopg import AsyncCursor
 from psycopg.rows import DictRow
@@ -45,17 +47,7 @@ class PostgresRuns(PostgresBase):
         `_statement`: the next attempt finds the id used, and leaves it to the transaction."""
         rows = await self._statement(
             "admit",
-            run_id=new.run_id,
-            thread_id=new.thread_id,
-            assistant_id=new.assistant_id,
-            owner=new.owner,
-            multitask_strategy=new.multitask_strategy,
-            now=self._clock.now(),
-            metadata=Jsonb(new.metadata),
-            kwargs=Jsonb(new.kwargs),
-            not_before=new.not_before,
-            idempotency_key=new.idempotency_key,
-            fingerprint=new.fingerprint,
+            **_run_row(new, self._clock.now()),
             creates=new.if_not_exists == "create",
             thread_metadata=Jsonb(new.thread_metadata),
             thread_config=Jsonb(new.thread_config) if new.thread_config is not None else None,
@@ -140,21 +132,7 @@ class PostgresRuns(PostgresBase):
             # Under the thread lock already held: a second lock after the wake-up would make the
             # claim's SKIP LOCKED pass this thread over (issue 18).
             metadata_update = Jsonb(new.thread_metadata_update)
-        inserted_row = await send(
-            conn,
-            "insert_run",
-            run_id=new.run_id,
-            thread_id=new.thread_id,
-            assistant_id=new.assistant_id,
-            owner=new.owner,
-            multitask_strategy=new.multitask_strategy,
-            now=now,
-            metadata=Jsonb(new.metadata),
-            kwargs=Jsonb(new.kwargs),
-            not_before=new.not_before,
-            idempotency_key=new.idempotency_key,
-            fingerprint=new.fingerprint,
-        )
+        inserted_row = await send(conn, "insert_run", **_run_row(new, now))
         # Sent with the insert, and both with the COMMIT: one round trip; the run is read once
         # committed (`_admitted`).
         await send(
@@ -242,3 +220,20 @@ async def _admitted(result: Admission | _Inserted) -> Admission:
     inserted = await result.row.fetchone()
     assert inserted is not None
     return Admission(run_from_row(inserted), result.requested, result.cancelled)
+
+
+def _run_row(new: NewRun, now: datetime) -> dict[str, Any]:
+    """Bind values for the new run's row, as `insert_run` and `runplane_admit` insert it."""
+    return {
+        "run_id": new.run_id,
+        "thread_id": new.thread_id,
+        "assistant_id": new.assistant_id,
+        "owner": new.owner,
+        "multitask_strategy": new.multitask_strategy,
+        "now": now,
+        "metadata": Jsonb(new.metadata),
+        "kwargs": Jsonb(new.kwargs),
+        "not_before": new.not_before,
+        "idempotency_key": new.idempotency_key,
+        "fingerprint": new.fingerprint,
+    }
