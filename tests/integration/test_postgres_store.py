@@ -261,6 +261,8 @@ _HOT_FUNCTIONS: dict[str, tuple[dict[str, Any], int]] = {
             "thread_metadata": Jsonb({}),
             "thread_config": Jsonb({"configurable": {}}),
             "thread_metadata_update": Jsonb({"graph_id": "g"}),
+            "worker_id": "w",  # admitted claimed (migration 0018)
+            "lease_expires_at": _NOW,
         },
         9,  # with the foreign key's check of the thread, and the call of runplane_settle_admitted
     ),

@@ -150,6 +150,22 @@ def head_is_claimable(not_before: datetime | None, thread_has_running: bool, now
     return not thread_has_running and run_is_due(not_before, now)
 
 
+def starts_at_admission(
+    active: Iterable[tuple[str, RunStatus]],
+    cancel_pending: Iterable[str],
+    not_before: datetime | None,
+    now: datetime,
+) -> bool:
+    """Whether a run being admitted is claimed by its admission (`NewRun.claim_for`): it would be
+    its thread's queue head at once, claimable at `now`. So the thread keeps no active run once the
+    admission cancelled its pending ones (`admission_plan`; a running run asked to stop still
+    runs), and the run is due. Then the claim a worker would make just after is made by the
+    admission, in its transaction: the same state, one transaction and one wake-up fewer."""
+    cancelled = set(cancel_pending)
+    left = [run_id for run_id, status in active if status in ACTIVE_RUN_STATUSES and run_id not in cancelled]
+    return not left and run_is_due(not_before, now)
+
+
 # --- finish --------------------------------------------------------------------------------------
 
 

@@ -6,7 +6,7 @@ Records are frozen: a store returns fresh copies and nobody mutates what it got 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal, TypeAlias, get_args
 
@@ -135,6 +135,14 @@ class NewThread:
 
 
 @dataclass(frozen=True, slots=True)
+class Claimant:
+    """A worker that takes a run at its admission, with the lease a claim of its would take."""
+
+    worker_id: str
+    lease_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class NewRun:
     """What a caller asks for when creating a run; the store admits it atomically."""
 
@@ -162,12 +170,16 @@ class NewRun:
     thread_metadata_update: Json = field(default_factory=dict)
     #: Set when a cron fires this run: admitted only together with the claim of that slot.
     cron: CronFire | None = None
+    #: A worker of the admitting process with a free slot: the store admits the run already
+    #: claimed by it when the run can start at once (`lifecycle.starts_at_admission`).
+    claim_for: Claimant | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Admission:
     """What a store did to admit a run: the new run and the runs it asked to cancel."""
 
+    #: The new run: `pending`, or `running` (attempt 1, leased) when `NewRun.claim_for` took it.
     run: Run
     #: Running runs that got a durable cancel request (their workers must be told).
     cancel_requested: tuple[Run, ...] = ()
@@ -175,6 +187,28 @@ class Admission:
     cancelled_pending: tuple[Run, ...] = ()
     #: True when an earlier run with the same idempotency key was returned instead.
     replayed: bool = False
+
+    @property
+    def claimed(self) -> bool:
+        """The admission claimed the new run for `NewRun.claim_for`."""
+        return not self.replayed and self.run.status == "running"
+
+    @property
+    def as_created(self) -> Run:
+        """The new run as the admission created it, before its claim: what its creator is answered
+        (LangGraph's server answers a new run `pending`, and a claimed one was, in the same
+        transaction)."""
+        if not self.claimed:
+            return self.run
+        return replace(
+            self.run,
+            status="pending",
+            attempt=0,
+            lease_owner=None,
+            lease_expires_at=None,
+            started_at=None,
+            updated_at=self.run.created_at,
+        )
 
 
 @dataclass(frozen=True, slots=True)

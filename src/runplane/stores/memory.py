@@ -28,6 +28,7 @@ from runplane.core.lifecycle import (
     finish_plan,
     head_is_claimable,
     recovery_plan,
+    starts_at_admission,
     thread_config_after_admission,
     thread_status_with_active,
     webhook_payload,
@@ -375,6 +376,18 @@ class InMemoryStore(
                 not_before=new.not_before,
                 idempotency_key=new.idempotency_key,
             )
+            claimant = new.claim_for
+            if claimant is not None and starts_at_admission(
+                [(r.run_id, r.status) for r in active], cancel_pending, new.not_before, now
+            ):
+                run = replace(
+                    run,
+                    status="running",
+                    attempt=1,
+                    lease_owner=claimant.worker_id,
+                    lease_expires_at=lease_deadline(self._clock, claimant.lease_seconds),
+                    started_at=now,
+                )
             self._seq[run.run_id] = next(self._counter)
             self._thread_runs[new.thread_id].append(run.run_id)
             self._set_run(run)

@@ -10,8 +10,15 @@ from psycopg import AsyncCursor
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
+from runplane.core.clock import lease_deadline
 from runplane.core.errors import Conflict, NotFound, SlotTaken
-from runplane.core.lifecycle import QUEUE_LEFT, admission_plan, cancel_plan, thread_config_after_admission
+from runplane.core.lifecycle import (
+    QUEUE_LEFT,
+    admission_plan,
+    cancel_plan,
+    starts_at_admission,
+    thread_config_after_admission,
+)
 from runplane.core.models import (
     Admission,
     CancelAction,
@@ -45,9 +52,13 @@ class PostgresRuns(PostgresBase):
         strategy to apply, a replay or conflict to tell, or a hold to wait for: then nothing was
         written, and the admission transaction decides. A lost race on the run's id is retried by
         `_statement`: the next attempt finds the id used, and leaves it to the transaction."""
+        now = self._clock.now()
+        # Its fast path admits only on a thread with no active run: the run starts at once if due.
+        claims = starts_at_admission((), (), new.not_before, now)
         rows = await self._statement(
             "admit",
-            **_run_row(new, self._clock.now()),
+            **_run_row(new, now),
+            **self._claim_row(new, claims),
             creates=new.if_not_exists == "create",
             thread_metadata=Jsonb(new.thread_metadata),
             thread_config=Jsonb(new.thread_config) if new.thread_config is not None else None,
@@ -132,7 +143,10 @@ class PostgresRuns(PostgresBase):
             # Under the thread lock already held: a second lock after the wake-up would make the
             # claim's SKIP LOCKED pass this thread over (issue 18).
             metadata_update = Jsonb(new.thread_metadata_update)
-        inserted_row = await send(conn, "insert_run", **_run_row(new, now))
+        claims = starts_at_admission(
+            [(row["run_id"], row["status"]) for row in active], cancel_pending, new.not_before, now
+        )
+        inserted_row = await send(conn, "insert_run", **_run_row(new, now), **self._claim_row(new, claims))
         # Sent with the insert, and both with the COMMIT: one round trip; the run is read once
         # committed (`_admitted`).
         await send(
@@ -144,6 +158,16 @@ class PostgresRuns(PostgresBase):
             metadata=metadata_update,
         )
         return _Inserted(inserted_row, tuple(requested), tuple(cancelled))
+
+    def _claim_row(self, new: NewRun, claims: bool) -> dict[str, Any]:
+        """Bind values of the lease the new run is admitted with (`NewRun.claim_for`), if `claims`
+        (`lifecycle.starts_at_admission`); NULLs admit it pending."""
+        if new.claim_for is None or not claims:
+            return {"worker_id": None, "lease_expires_at": None}
+        return {
+            "worker_id": new.claim_for.worker_id,
+            "lease_expires_at": lease_deadline(self._clock, new.claim_for.lease_seconds),
+        }
 
     async def get_run(self, run_id: str, owner: str, thread_id: str | None = None) -> Run:
         async with self._connection() as conn:

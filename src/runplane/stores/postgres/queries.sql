@@ -139,14 +139,22 @@ WHERE thread_id = %(thread_id)s AND status IN ('pending', 'running')
 ORDER BY seq
 
 -- name: insert_run
--- Admit a run: pending, at the end of the queue.
+-- Admit a run: pending, at the end of the queue; or, with a `worker_id`, claimed by that worker
+-- (`NewRun.claim_for`), as `runplane_admit` (migration 0018) inserts it.
 INSERT INTO runs (
     run_id, thread_id, assistant_id, owner, status, multitask_strategy, created_at, updated_at,
-    metadata, kwargs, not_before, idempotency_key, fingerprint
+    metadata, kwargs, not_before, idempotency_key, fingerprint,
+    attempt, lease_owner, lease_expires_at, claim_seq, started_at
 )
 VALUES (
-    %(run_id)s, %(thread_id)s, %(assistant_id)s, %(owner)s, 'pending', %(multitask_strategy)s, %(now)s, %(now)s,
-    %(metadata)s, %(kwargs)s, %(not_before)s, %(idempotency_key)s, %(fingerprint)s
+    %(run_id)s, %(thread_id)s, %(assistant_id)s, %(owner)s,
+    CASE WHEN %(worker_id)s::text IS NULL THEN 'pending' ELSE 'running' END,
+    %(multitask_strategy)s, %(now)s, %(now)s,
+    %(metadata)s, %(kwargs)s, %(not_before)s, %(idempotency_key)s, %(fingerprint)s,
+    CASE WHEN %(worker_id)s::text IS NULL THEN 0 ELSE 1 END, %(worker_id)s,
+    CASE WHEN %(worker_id)s::text IS NULL THEN NULL ELSE %(lease_expires_at)s::timestamptz END,
+    CASE WHEN %(worker_id)s::text IS NULL THEN NULL ELSE nextval('runs_claim_seq') END,
+    CASE WHEN %(worker_id)s::text IS NULL THEN NULL ELSE %(now)s::timestamptz END
 )
 RETURNING *
 
@@ -212,13 +220,15 @@ DELETE FROM runs WHERE run_id = ANY(%(run_ids)s::text[]) RETURNING *
 
 -- name: admit
 -- Admit a run on a thread with no active run and no hold, in one statement (`runplane_admit`,
--- migration 0017); `outcome` 'decide' leaves the admission to the store's transaction.
+-- migrations 0017 and 0018); `outcome` 'decide' leaves the admission to the store's transaction.
+-- With a `worker_id`, the run is admitted claimed by that worker.
 SELECT (a.admitted_run).*, a.outcome
 FROM runplane_admit(
     %(run_id)s, %(thread_id)s, %(assistant_id)s, %(owner)s, %(multitask_strategy)s,
     %(now)s, %(metadata)s, %(kwargs)s, %(not_before)s,
     %(idempotency_key)s, %(fingerprint)s,
-    %(creates)s, %(thread_metadata)s, %(thread_config)s, %(thread_metadata_update)s
+    %(creates)s, %(thread_metadata)s, %(thread_config)s, %(thread_metadata_update)s,
+    %(worker_id)s, %(lease_expires_at)s
 ) AS a
 
 -- name: claim

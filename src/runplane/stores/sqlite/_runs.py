@@ -19,6 +19,7 @@ from runplane.core.lifecycle import (
     check_transition,
     finish_plan,
     recovery_plan,
+    starts_at_admission,
     thread_config_after_admission,
 )
 from runplane.core.models import (
@@ -81,6 +82,7 @@ class SqliteRuns(RunOnlyCalls, Transactions):
         metadata = dump_json(new.metadata)
         kwargs = dump_json(new.kwargs)
         not_before = opt_micros(new.not_before)
+        claimant = new.claim_for
 
         def admit(conn: sqlite3.Connection) -> Admission | tuple[int, tuple[Run, ...], tuple[Run, ...]]:
             if new.cron is not None:
@@ -142,6 +144,20 @@ class SqliteRuns(RunOnlyCalls, Transactions):
                     "fingerprint": new.fingerprint,
                 },
             )
+            claimed = None
+            if claimant is not None and starts_at_admission(
+                [(run_id, found["status"]) for run_id, found in active.items()],
+                cancel_pending,
+                None if not_before is None else from_micros(not_before),
+                from_micros(now),
+            ):
+                params = {
+                    "run_id": new.run_id,
+                    "worker_id": claimant.worker_id,
+                    "lease_expires_at": to_micros(lease_deadline(self._clock, claimant.lease_seconds)),
+                    "now": now,
+                }
+                claimed = written(row(conn, "claim_admitted_run", params))
             if new.thread_config is not None:
                 config = thread_config_after_admission(load_json(thread["config"]), new.thread_config)
                 rows(conn, "set_thread_config", {"thread_id": new.thread_id, "config": dump_json(config)})
@@ -150,10 +166,18 @@ class SqliteRuns(RunOnlyCalls, Transactions):
                 params = {"thread_id": new.thread_id, "metadata": dump_json(merged), "now": now}
                 rows(conn, "update_thread_metadata", params)
             rows(conn, "mark_thread_busy", {"thread_id": new.thread_id, "now": now})
+            if claimed is not None:
+                return Admission(row_to_run(claimed), tuple(requested), tuple(cancelled))
             return now, tuple(requested), tuple(cancelled)
 
         admitted = await self._transact(admit)
         if isinstance(admitted, Admission):
+            run = admitted.run
+            if claimant is not None and not admitted.replayed and run.lease_expires_at is not None:
+                expires_at = to_micros(run.lease_expires_at)
+                self._remember_lease(
+                    run.run_id, run.attempt, expires_at, to_micros_span(claimant.lease_seconds)
+                )
             return admitted
         now, requested, cancelled = admitted
         created = from_micros(now)
