@@ -67,7 +67,11 @@ def db_url() -> Iterator[str]:
         yield url
 
 
-async def _serve(store: PostgresStore, url: str) -> AsyncIterator[tuple[LangGraphClient, Worker]]:
+async def _serve(
+    store: PostgresStore, url: str, *, claims_only: bool = False
+) -> AsyncIterator[tuple[LangGraphClient, Worker]]:
+    """An API and a worker on `store`. `claims_only`: the worker gets its runs by claiming them, as
+    from another process's API; else the admissions take runs for it (`RunManager.take_runs_here`)."""
     bus = PostgresBus.from_url(url)
     try:
         await store.open()
@@ -75,6 +79,8 @@ async def _serve(store: PostgresStore, url: str) -> AsyncIterator[tuple[LangGrap
         runtime = LangGraphRuntime({"echo": echo}, InMemorySaver())
         worker = Worker(manager, runtime, concurrency=8, shutdown_grace=0.5, poll_interval=NO_POLL)
         await worker.start()
+        if claims_only:
+            manager.take_runs_here(None)
         try:
             async with serve(create_app(manager, runtime, ApiSettings())) as base:
                 client = get_client(url=base, api_key=None)
@@ -102,8 +108,9 @@ async def _run_on_new_threads(client: LangGraphClient, runs: int) -> None:
             assert metadata["assistant_id"] == run["assistant_id"]
 
 
-async def test_runs_on_new_threads_start_on_their_wake_up(db_url: str) -> None:
-    async for client, worker in _serve(PostgresStore.from_url(db_url), db_url):
+@pytest.mark.parametrize("claims_only", [False, True])
+async def test_runs_on_new_threads_start_on_their_wake_up(db_url: str, claims_only: bool) -> None:
+    async for client, worker in _serve(PostgresStore.from_url(db_url), db_url, claims_only=claims_only):
         await _run_on_new_threads(client, RUNS)
         assert worker.claimed == RUNS
         assert worker.polled == 0
@@ -112,7 +119,7 @@ async def test_runs_on_new_threads_start_on_their_wake_up(db_url: str) -> None:
 async def test_a_run_passed_over_by_its_claim_still_starts_without_the_poll(db_url: str) -> None:
     store = LockedAfterAdmission.from_url(db_url)
     assert isinstance(store, LockedAfterAdmission)
-    async for client, worker in _serve(store, db_url):
+    async for client, worker in _serve(store, db_url, claims_only=True):
         await _run_on_new_threads(client, 5)
         assert store.passed_over > 0  # a claim really skipped a run's locked thread
         assert worker.claimed == 5

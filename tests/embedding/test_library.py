@@ -145,13 +145,16 @@ async def test_memory_does_not_grow_with_the_number_of_runs(tmp_path: Path) -> N
                 await rp.runs.join(run.run_id, user="alice")
 
         await run_many(10, [])
+        # A join returns when its run has ended; the run's worker task may still be returning, and
+        # holds that one run meanwhile (at the baseline, or at the end, or both).
+        ending = 1
         baseline = live_runs()
         kept: list[runplane.Run] = []  # what an in-memory run manager does: keep every record
         await run_many(100, kept)
-        assert live_runs() >= baseline + 100  # the measure sees records that are kept...
+        assert live_runs() >= baseline - ending + 100  # the measure sees records that are kept...
         kept.clear()
         # ...and runplane keeps none: the runs are in the database, not in this process.
-        assert live_runs() <= baseline
+        assert live_runs() <= baseline + ending
         assert len(await rp.runs.list(thread.thread_id, user="alice", limit=1000)) == 110
 
 

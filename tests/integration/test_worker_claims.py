@@ -5,6 +5,8 @@ finished run (it may have unblocked its thread's next run): three claims per run
 Now the claim says whether more is claimable (`Claimed.more`) and the finish whether the thread's
 next run became claimable (`Finished.next_claimable`), each in its own transaction; hints cover the
 rest. Every worker here polls once an hour, so a run the push missed would never start in time.
+Runs its own process admits are mostly taken by their admission, without a claim
+(`test_claim_at_admission.py`); the tests that count claims admit theirs as another process would.
 """
 
 from __future__ import annotations
@@ -65,6 +67,12 @@ class Claims:
         return sum(claimed.run is None for claimed in self.seen)
 
 
+def admitted_elsewhere(h: Harness) -> None:
+    """Runs reach the worker by its claims only, as runs another process admits do: its own
+    manager's admissions no longer take runs for it (`RunManager.take_runs_here`)."""
+    h.manager.take_runs_here(None)
+
+
 async def finished(h: Harness, run: Run) -> Run:
     final = await h.manager.wait_for_run(run.run_id, timeout=STALLED_AFTER)
     assert final is not None, f"run {run.run_id} never ended: left to the poll?"
@@ -79,6 +87,7 @@ async def test_sequential_runs_make_one_claim_each(new_threads: bool) -> None:
     async with harness(start=False, poll_interval=NO_POLL) as h:
         claims = Claims(h)
         await h.worker.start()
+        admitted_elsewhere(h)
         await claims.made.wait()  # its first look, at an empty queue (else it races the first run)
         thread_id = await h.thread()
         runs = 12
@@ -122,6 +131,7 @@ async def test_a_hinted_run_another_worker_took_is_not_looked_for_again() -> Non
 
         claims._claim = losing
         await h.worker.start()
+        admitted_elsewhere(h)
         await claims.made.wait()  # its first look, at the empty queue
         claims.made.clear()
         taken = await h.run("echo", input={"n": 1})  # its hint wakes the worker
@@ -178,6 +188,7 @@ async def test_a_run_created_while_a_claim_is_in_flight_is_picked_up() -> None:
 
         h.manager.claim_and_look = claim_then_admit  # type: ignore[method-assign]
         await h.worker.start()
+        admitted_elsewhere(h)
         first = await h.run("echo", input={"n": "first"})
         assert (await finished(h, first)).status == "success"
         assert (await finished(h, late[0])).status == "success"

@@ -15,7 +15,7 @@ from runplane.core.manager import ManagerSettings
 from runplane.core.models import Outcome, TokenUsage
 from runplane.demo.graphs import DEMO_MODEL_NAME
 from runplane.testing import FakeClock
-from runplane.worker import worker as worker_module
+from runplane.worker import attempt as attempt_module
 from tests.integration._worker_support import GATE, STOPPED, decode, harness
 
 
@@ -135,6 +135,9 @@ async def test_idle_worker_picks_up_a_new_run_within_milliseconds() -> None:
 
         h.manager.claim_and_look = timed_claim  # type: ignore[method-assign]
         await h.worker.start()
+        # The runs reach it by its wake-up and claim, as runs admitted by another process do (its
+        # own manager's admissions would take them for it: `test_claim_at_admission.py`).
+        h.manager.take_runs_here(None)
         thread_id = await h.thread()
         to_running, to_first_event = [], []
         for _ in range(20):
@@ -279,7 +282,7 @@ async def test_a_cancel_hinted_before_the_run_executes_is_obeyed_at_once(
     """A cancel whose hint comes between the claim and the execution (here: while the run's first
     event is being published) is kept, and looked at as soon as the run executes, not at its first
     lease renewal (an hour away here)."""
-    monkeypatch.setattr(worker_module, "FIRST_CHECK_SECONDS", 3600.0)
+    monkeypatch.setattr(attempt_module, "FIRST_CHECK_SECONDS", 3600.0)
     async with harness(start=False, heartbeat_seconds=3600) as h:
         publishing, cancelled = asyncio.Event(), asyncio.Event()
         enqueue = h.manager.bus.enqueue

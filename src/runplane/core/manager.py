@@ -34,7 +34,9 @@ from runplane.core.models import (
     CANCEL_ACTIONS,
     MULTITASK_STRATEGIES,
     SINGLE_USER,
+    Admission,
     CancelAction,
+    Claimant,
     CronFire,
     IfNotExists,
     Json,
@@ -59,7 +61,7 @@ from runplane.core.state_updates import StateUpdates
 from runplane.core.store import Store
 from runplane.core.thread_streams import ThreadStreams
 from runplane.core.webhooks import WEBHOOKS_CHANNEL, UrlGuard
-from runplane.core.worker_use_cases import WorkerUseCases
+from runplane.core.worker_use_cases import TakesRunsAtAdmission, WorkerUseCases
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +122,8 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
         self.schedule = schedule
         self.url_guard = url_guard
         self.ended_here = EndedHere()
+        #: A worker of this process that takes runs at their admission (`take_runs_here`).
+        self.taking_runs: TakesRunsAtAdmission | None = None
 
     # -- threads --------------------------------------------------------------------------------
 
@@ -231,7 +235,15 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
                 }
             )
         not_before = self.clock.now() + timedelta(seconds=after_seconds) if after_seconds else None
-        admission = await self._admit(
+        # A worker of this process with a free slot takes the run in its admission, if it can
+        # start at once; the slot is reserved first, so that the run is never claimed for a
+        # worker that could not start it.
+        worker = self.taking_runs
+        if worker is not None and not await worker.reserve_slot():
+            worker = None
+        claimant = None if worker is None else Claimant(worker.worker_id, self.settings.lease_seconds)
+        admission = await self._admit_for(
+            worker,
             NewRun(
                 run_id=run_id or new_id(),
                 thread_id=thread_id,
@@ -248,17 +260,40 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
                 thread_metadata=dict(thread_metadata or {}),
                 cron=cron,
                 thread_metadata_update=dict(thread_metadata_update or {}),
-            )
+                claim_for=claimant,
+            ),
         )
         if admission.replayed:
             return admission.run
-        self.observer.run_created(admission.run)
+        created = admission.as_created
+        self.observer.run_created(created)
+        if worker is not None and admission.claimed:
+            self.observer.run_started(admission.run)
+            if not worker.start_claimed(admission.run):
+                # Its worker stopped during the admission: back to the queue, for another worker,
+                # rather than leased to nobody until the lease expires.
+                await self.release(admission.run)
         for cancelled in admission.cancelled_pending:
             await self._end(cancelled.run_id)
         for running in admission.cancel_requested:
             await self._hint_cancel(running)
+        # Also when a worker here took the run: thread streams follow a thread's new runs.
         await self.bus.notify(WAKEUP_CHANNEL, admission.run.run_id)
-        return admission.run
+        return created
+
+    async def _admit_for(self, worker: TakesRunsAtAdmission | None, new: NewRun) -> Admission:
+        """Admit `new`, claimed for `worker` (whose slot is reserved) if it can start at once; the
+        slot is given back unless the run was claimed. Returns the admission, with `worker` left to
+        start the run it claimed."""
+        try:
+            admission = await self._admit(new)
+        except BaseException:
+            if worker is not None:
+                worker.release_slot()
+            raise
+        if worker is not None and not admission.claimed:
+            worker.release_slot()
+        return admission
 
     async def get_run(self, run_id: str, owner: str = SINGLE_USER, thread_id: str | None = None) -> Run:
         return await self.store.get_run(run_id, owner, thread_id)

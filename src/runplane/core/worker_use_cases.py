@@ -11,7 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from runplane.core.errors import LeaseLost, NotFound
 from runplane.core.events import WAKEUP_CHANNEL, EventBus, cancel_channel
@@ -35,6 +35,31 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+class TakesRunsAtAdmission(Protocol):
+    """A worker in this process that takes runs at their admission (`RunManager.take_runs_here`).
+
+    The admission claims a run for it when the run can start at once, in the admission's own
+    transaction: the claim it would make a moment later, after the wake-up hint, costs nothing more
+    (issues 14 and 18: one transaction, one round trip and a hop through the loop fewer per run).
+    """
+
+    worker_id: str
+
+    async def reserve_slot(self) -> bool:
+        """Take a free slot for a run about to be admitted; False when none is free (or the
+        worker is stopping): the run is admitted pending, for whichever worker claims it."""
+        ...
+
+    def release_slot(self) -> None:
+        """Give back a slot `reserve_slot` took: the admission did not claim the run."""
+        ...
+
+    def start_claimed(self, run: Run) -> bool:
+        """Execute `run`, claimed for this worker by its admission, in the reserved slot. False
+        when the worker stopped meanwhile (the slot is given back): the caller hands the run back."""
+        ...
+
+
 class WorkerUseCases:
     """Claim, renew, fence, publish, finish and recover runs; deliver webhooks; mixed into `RunManager`."""
 
@@ -44,10 +69,16 @@ class WorkerUseCases:
         settings: ManagerSettings
         observer: Observer
         ended_here: EndedHere
+        taking_runs: TakesRunsAtAdmission | None
 
         async def _end(self, run_id: str) -> None: ...
 
         async def _hint_webhook(self, run: Run) -> None: ...
+
+    def take_runs_here(self, worker: TakesRunsAtAdmission | None) -> None:
+        """Have this manager's admissions claim runs for `worker` while it has free slots (None:
+        stop). A worker calls it as it starts and as it stops."""
+        self.taking_runs = worker
 
     def new_run_hints(self) -> AbstractAsyncContextManager[AsyncIterator[str]]:
         """Hints that some run was admitted or handed back (any thread): a worker claims when one

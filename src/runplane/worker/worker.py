@@ -4,6 +4,8 @@ The loop is arq's: claim (a conditional update that takes a TTL lease), heartbea
 `task.cancel()` recording why, and on shutdown stop claiming, wait, then cancel and hand back.
 Pick-up is event driven: the worker listens on `WAKEUP_CHANNEL` before it first looks at the queue,
 so a run created at any later moment wakes it; a slow poll covers lost hints and `after_seconds`.
+A run admitted by this process while the worker has a free slot needs no claim at all: the admission
+claims it for the worker, in its own transaction (`RunManager.take_runs_here`, `start_claimed`).
 """
 
 from __future__ import annotations
@@ -16,26 +18,19 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from runplane.core.errors import CancelRequested, InfrastructureFault, LeaseLost, NotFound
 from runplane.core.manager import RunManager
-from runplane.core.models import CancelAction, Claimed, Outcome, Run, TokenUsage
+from runplane.core.models import CancelAction, Claimed, Outcome, Run
 from runplane.core.observe import bind_run
-from runplane.runtime.serde import dumpb
 from runplane.worker import faults
+from runplane.worker.attempt import Attempt
 from runplane.worker.executor import Execution, Runtime
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-StopReason = Literal["interrupt", "rollback", "lease_lost", "shutdown"]
-
-#: How soon a run first renews its lease and re-reads its durable cancel request: soon, in case a
-#: cancel's hint was lost (the bus was down a moment); then every `heartbeat_seconds`.
-FIRST_CHECK_SECONDS = 0.5
 
 #: Cancel hints remembered for runs this worker has not started executing yet (bounded: a hint for a
 #: run that never starts here is dropped eventually; its request stays in the store).
@@ -52,31 +47,6 @@ PROBE_SECONDS = 5.0
 #: After the store comes back from an outage, live workers get this long to renew the leases that
 #: expired meanwhile before anyone treats those runs as abandoned (a recovery charges an attempt).
 OUTAGE_GRACE_SECONDS = 2 * faults.BACKOFF_CAP + 1.0
-
-
-@dataclass
-class _Attempt:
-    """What the worker tracks about one run it executes."""
-
-    run: Run
-    task: asyncio.Task[Outcome] | None = None
-    stop: StopReason | None = None
-    #: Once the lease is lost nothing more is written for this attempt (fencing).
-    fenced: bool = False
-    watchers: list[asyncio.Task[Any]] = field(default_factory=list)
-    #: Executing, with watchers that a cancel hint may join (see `Worker._hinted_cancel`).
-    watched: bool = False
-
-    def halt(self, reason: StopReason) -> None:
-        """Stop the execution for `reason` (the first reason wins; losing the lease always fences)."""
-        if reason == "lease_lost":
-            self.fenced = True
-        elif reason == "shutdown" and self.task is not None and self.task.done():
-            return  # it ended by itself: let it finish rather than hand a done run back
-        if self.stop is None or reason == "lease_lost":
-            self.stop = reason
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
 
 
 class Worker:
@@ -127,7 +97,7 @@ class Worker:
         #: A wake-up hint came from the bus since the last claim (not just a finished run).
         self._hinted = False
         self._slots = asyncio.Semaphore(concurrency)
-        self._attempts: dict[str, _Attempt] = {}
+        self._attempts: dict[str, Attempt] = {}
         #: Run ids whose cancel hint came before their execution started (an ordered set).
         self._early_cancels: dict[str, None] = {}
         self._running: set[asyncio.Task[None]] = set()
@@ -138,6 +108,9 @@ class Worker:
         self._last_fault = 0.0
         #: Tries resumed after an infrastructure fault, in-process and in the same attempt.
         self.ridden_out = 0
+        #: Runs an admission claimed for this worker (`start_claimed`) whose wake-up hint is still
+        #: to come: it announces a run already taken, not one to claim.
+        self._taken_at_admission: set[str] = set()
 
     def __repr__(self) -> str:
         return (
@@ -156,11 +129,15 @@ class Worker:
             asyncio.create_task(self._recovery_loop(), name=f"runplane-recover-{self.worker_id}"),
         ]
         await listening.wait()
+        # Listening for cancel hints too: a run claimed at its admission is covered from the start.
+        self.manager.take_runs_here(self)
 
     async def stop(self) -> None:
         """Stop claiming, let running runs finish for `shutdown_grace`, then cancel them and hand
         them back to the queue (another worker resumes them from their last checkpoint)."""
         self._stopping = True
+        if self.manager.taking_runs is self:
+            self.manager.take_runs_here(None)
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -170,6 +147,25 @@ class Worker:
             attempt.halt("shutdown")
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
+
+    # -- runs claimed at their admission (`TakesRunsAtAdmission`) ---------------------------------
+
+    async def reserve_slot(self) -> bool:
+        if self._stopping or self._slots.locked():
+            return False
+        await self._slots.acquire()  # free: taken at once
+        return True
+
+    def release_slot(self) -> None:
+        self._slots.release()
+
+    def start_claimed(self, run: Run) -> bool:
+        if self._stopping:  # stopped during the admission
+            self._slots.release()
+            return False
+        self._taken_at_admission.add(run.run_id)
+        self._start(run)
+        return True
 
     async def run_until_idle(self) -> None:
         """Burst mode (tests, scripts): recover, then claim and execute until nothing is claimable
@@ -202,7 +198,7 @@ class Worker:
         # The hint only says "look": the durable request in the store decides what to do.
         attempt = self._attempts.get(run_id)
         if attempt is not None and attempt.watched:
-            attempt.watchers.append(asyncio.create_task(self._check(attempt)))
+            attempt.watchers.append(asyncio.create_task(attempt.check()))
             return
         # Claimed, and not executing yet: `_execute` looks once it watches the attempt.
         self._early_cancels[run_id] = None
@@ -248,7 +244,10 @@ class Worker:
                 pump.cancel()
 
     async def _pump(self, hints: AsyncIterator[str]) -> None:
-        async for _ in hints:
+        async for run_id in hints:
+            if run_id in self._taken_at_admission:
+                self._taken_at_admission.discard(run_id)
+                continue
             self._hinted = True
             self._wake.set()
 
@@ -298,11 +297,15 @@ class Worker:
         if run is None:
             self._slots.release()
             return claimed
+        self._start(run)
+        return claimed
+
+    def _start(self, run: Run) -> None:
+        """Execute `run`, claimed for this worker, in the slot taken for it."""
         self.claimed += 1
         task = asyncio.create_task(self._process(run), name=f"runplane-run-{run.run_id}")
         self._running.add(task)
         task.add_done_callback(self._done)
-        return claimed
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
@@ -347,7 +350,7 @@ class Worker:
 
     async def _process(self, run: Run) -> None:
         bind_run(run, self.worker_id)  # this task is the run's: every log record in it names the run
-        attempt = _Attempt(run)
+        attempt = Attempt(run, self.manager, self.worker_id, self._fault_seen)
         self._attempts[run.run_id] = attempt
         try:
 
@@ -355,9 +358,9 @@ class Worker:
                 return Execution(
                     run,
                     self.runtime,
-                    lambda event, payload: self._publish(attempt, event, payload),
-                    lambda model, usage: self._progress(attempt, model, usage),
-                    lambda: self._hold(attempt),
+                    attempt.publish,
+                    attempt.progress,
+                    attempt.hold,
                     default_timeout=self.default_timeout,
                     retry=retry,
                 )
@@ -378,8 +381,9 @@ class Worker:
         finally:
             del self._attempts[run.run_id]
             self._early_cancels.pop(run.run_id, None)
+            self._taken_at_admission.discard(run.run_id)  # its hint never came
 
-    async def _execute(self, attempt: _Attempt, execution_of: Callable[[bool], Execution]) -> bool:
+    async def _execute(self, attempt: Attempt, execution_of: Callable[[bool], Execution]) -> bool:
         """Execute the attempt while keeping its lease and listening for cancels; then settle it.
 
         An infrastructure fault does not end the attempt: it pauses, waits with backoff until the
@@ -388,12 +392,12 @@ class Worker:
         """
         run = attempt.run
         execution = execution_of(False)
-        await self._publish(attempt, "metadata", {"run_id": run.run_id, "attempt": run.attempt})
-        attempt.watchers.append(asyncio.create_task(self._heartbeat(attempt)))
+        await attempt.publish("metadata", {"run_id": run.run_id, "attempt": run.attempt})
+        attempt.watchers.append(asyncio.create_task(attempt.heartbeat(self.heartbeat_seconds)))
         attempt.watched = True
         if run.run_id in self._early_cancels:  # hinted before it was watched
             del self._early_cancels[run.run_id]
-            attempt.watchers.append(asyncio.create_task(self._check(attempt)))
+            attempt.watchers.append(asyncio.create_task(attempt.check()))
         outcome: Outcome | None = None
         try:
             while True:
@@ -429,7 +433,7 @@ class Worker:
                 watcher.cancel()
         return await self._settle(attempt, execution, outcome)
 
-    async def _ride_out(self, attempt: _Attempt, execution: Execution) -> bool:
+    async def _ride_out(self, attempt: Attempt, execution: Execution) -> bool:
         """Wait, with backoff and jitter, until the attempt may continue: the lease renews (the
         store answers and no one took the run over) and the checkpointer reads. False when it must
         stop instead (lease lost, cancel requested, worker stopping): nothing more is written."""
@@ -439,7 +443,7 @@ class Worker:
         while attempt.stop is None and not self._stopping:
             await asyncio.sleep(backoff.next())
             try:
-                await self._check(attempt, quiet=False)
+                await attempt.check(quiet=False)
                 if attempt.stop is not None:
                     break
                 async with asyncio.timeout(PROBE_SECONDS):  # a checkout may wait on a pool
@@ -454,7 +458,7 @@ class Worker:
             attempt.stop = "shutdown"
         return False
 
-    async def _persist(self, attempt: _Attempt, what: str, call: Callable[[], Awaitable[T]]) -> T:
+    async def _persist(self, attempt: Attempt, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """`call()` again, with backoff, while it fails for an infrastructure fault: the outcome of
         an attempt is written once the store is back, not lost, and the run not charged for it.
         Gives up (re-raises) only once the worker is stopping."""
@@ -470,7 +474,7 @@ class Worker:
                 )
             await asyncio.sleep(backoff.next())
 
-    async def _settle(self, attempt: _Attempt, execution: Execution, outcome: Outcome | None) -> bool:
+    async def _settle(self, attempt: Attempt, execution: Execution, outcome: Outcome | None) -> bool:
         """Write how the attempt ended, unless its lease is lost (then another attempt owns it).
         True when the run reached its end (a hand-back or a lost lease is not one)."""
         run = attempt.run
@@ -505,7 +509,7 @@ class Worker:
             self.failed += 1
         return True
 
-    async def _cancel(self, attempt: _Attempt, execution: Execution, action: CancelAction) -> bool:
+    async def _cancel(self, attempt: Attempt, execution: Execution, action: CancelAction) -> bool:
         """End a run whose cancel was requested: interrupted (checkpoints kept) or rolled back."""
         run = attempt.run
         try:
@@ -537,66 +541,3 @@ class Worker:
         with contextlib.suppress(NotFound):
             await self.manager.delete_thread(run.thread_id, run.owner)
         await self.runtime.delete_thread(run.thread_id)
-
-    async def _heartbeat(self, attempt: _Attempt) -> None:
-        delay = min(FIRST_CHECK_SECONDS, self.heartbeat_seconds)
-        backoff = faults.Backoff()
-        while True:
-            await asyncio.sleep(delay)
-            if await self._check(attempt):
-                delay = self.heartbeat_seconds
-                backoff.reset()
-            else:
-                # The store did not answer: try again soon, so the lease is renewed within moments
-                # of its return, before other workers could take the run for abandoned.
-                delay = min(self.heartbeat_seconds, backoff.next())
-
-    async def _check(self, attempt: _Attempt, *, quiet: bool = True) -> bool:
-        """Renew the lease; stop the execution if it is lost or a cancel was requested. False when
-        the store could not be asked (with `quiet=False`, its error is raised instead)."""
-        try:
-            action = await self.manager.renew(attempt.run, self.worker_id)
-        except (LeaseLost, NotFound):
-            attempt.halt("lease_lost")
-            return True
-        except Exception as exc:
-            if not quiet:
-                raise
-            # The store is unreachable: keep running; the lease decides if we may finish.
-            self._fault_seen(exc, f"run {attempt.run.run_id}: lease renewal failed", attempt.run.run_id)
-            return False
-        if action is not None:
-            attempt.halt(action)
-        return True
-
-    async def _publish(self, attempt: _Attempt, event: str, payload: Any) -> None:
-        if attempt.fenced:
-            return
-        try:
-            await self.manager.enqueue(attempt.run, event, dumpb(payload))
-        except Exception as exc:
-            if not faults.is_infrastructure(exc):
-                raise
-            # The stream is a hint; the run's outcome is in the store. A bus that buffers (see
-            # `runplane.events.resilient`) never gets here; a bare one loses this event only.
-            self._fault_seen(exc, f"run {attempt.run.run_id}: event dropped", attempt.run.run_id)
-
-    @contextlib.asynccontextmanager
-    async def _hold(self, attempt: _Attempt) -> AsyncIterator[None]:
-        """Fence one checkpoint write: an attempt that lost its lease writes nothing and stops."""
-        if attempt.fenced:
-            raise LeaseLost(f"run {attempt.run.run_id} attempt {attempt.run.attempt} lost its lease")
-        try:
-            async with self.manager.hold(attempt.run):
-                yield
-        except (LeaseLost, NotFound):
-            attempt.halt("lease_lost")
-            raise
-
-    async def _progress(self, attempt: _Attempt, model_name: str | None, usage: TokenUsage) -> None:
-        if attempt.fenced:
-            return
-        try:
-            await self.manager.record_progress(attempt.run, model_name=model_name, usage=usage)
-        except (LeaseLost, NotFound):
-            attempt.halt("lease_lost")
