@@ -256,3 +256,54 @@ async def _task_committed(db_url: str, task_id: str) -> bool:
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
         cursor = await conn.execute("SELECT 1 FROM checkpoint_writes WHERE task_id = %s", (task_id,))
         return await cursor.fetchone() is not None
+
+
+# -- acknowledged early (`durability="async"`) ----------------------------------------------------
+
+
+async def _write_early(worker: PostgresStore, saver: FencedPostgresSaver, attempt: int, task_id: str) -> None:
+    """`_write_in_hold`, acknowledged before it commits (`hold_attempt(early=True)`)."""
+
+    @asynccontextmanager
+    async def guard() -> AsyncIterator[None]:
+        async with worker.hold_attempt("r1", attempt, 30, early=True):
+            yield
+
+    async def write() -> None:
+        fence_writes(guard)
+        at: RunnableConfig = {"configurable": {**CONFIG["configurable"], "checkpoint_id": "c1"}}
+        await saver.aput_writes(at, [("a", task_id)], task_id=task_id)
+
+    await asyncio.create_task(write())
+
+
+async def test_early_writes_made_one_after_another_share_transactions(
+    stores: tuple[PostgresStore, PostgresStore], saver: FencedPostgresSaver, db_url: str
+) -> None:
+    """Made one after another, as LangGraph chains a run's checkpoints, awaited writes commit one
+    transaction each; acknowledged early, the writer goes on at once and the ones handed over
+    during a commit share the next. `writes_committed` says when all have landed."""
+    worker, _ = stores
+    claimed = await _claimed(worker)
+    for i in range(6):
+        await _write_early(worker, saver, claimed.attempt, f"task{i}")
+    assert await worker.writes_committed("r1", claimed.attempt) is None
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT count(*), count(DISTINCT xmin::text) FROM checkpoint_writes WHERE thread_id = 't1'"
+        )
+        rows, transactions = await cursor.fetchone() or (0, 0)
+    assert rows == 6
+    assert transactions == 2  # the first alone; the five handed over meanwhile, together
+
+
+async def test_a_stale_attempts_early_writes_do_not_land_and_its_drain_says_why(
+    stores: tuple[PostgresStore, PostgresStore], saver: FencedPostgresSaver, db_url: str, clock: FakeClock
+) -> None:
+    worker, recoverer = stores
+    claimed = await _claimed(worker)
+    clock.advance(31)
+    await recoverer.recover_run("r1", claimed.attempt, max_attempts=3)
+    await _write_early(worker, saver, claimed.attempt, "task0")  # acknowledged: refused later
+    assert isinstance(await worker.writes_committed("r1", claimed.attempt), LeaseLost)
+    assert await _latest(db_url) == 0

@@ -94,3 +94,78 @@ async def test_a_cancelled_leader_leaves_its_followers_writes_to_be_committed() 
     await followers[1]
     assert db.commits == [("r1", 1, ["w0"]), ("r1", 1, ["w2"])]
     assert commits._lanes == {}
+
+
+async def test_writes_waiting_behind_a_refused_batch_are_refused_with_it() -> None:
+    """Committed alone, a later write could leave a checkpoint pointing at values the refused
+    batch held: once a batch fails, the writes handed over after it fail too."""
+    db = Database()
+    commits = AttemptCommits(db.commit)
+    first = await _first_in_flight(commits, db)
+    behind = asyncio.create_task(commits.commit("r1", 1, [("w1", None)]))
+    await asyncio.sleep(0)  # w1 waits for the batch in flight
+    db.fail = LeaseLost("run r1 attempt 1 lost its lease")
+    db.allow()
+    results = await asyncio.gather(first, behind, return_exceptions=True)
+    assert [type(result) for result in results] == [LeaseLost, LeaseLost]
+    db.fail = None
+    db.allow()  # a commit of w1 alone would go through now: none is attempted
+    assert db.commits == []
+    assert commits._lanes == {}
+
+
+# -- acknowledged early ---------------------------------------------------------------------------
+
+
+async def test_early_writes_return_at_once_and_commit_in_order_in_fewer_batches() -> None:
+    db = Database()
+    commits = AttemptCommits(db.commit)
+    commits.submit("r1", 1, [("w0", None)])
+    await db.started.wait()  # w0's commit is in flight; the writer went on long before
+    for i in (1, 2, 3):
+        commits.submit("r1", 1, [(f"w{i}", None)])
+    draining = asyncio.create_task(commits.drain("r1", 1))
+    db.allow(2)
+    assert await draining is None
+    assert db.commits == [("r1", 1, ["w0"]), ("r1", 1, ["w1", "w2", "w3"])]
+    assert commits._lanes == {} and commits._early == {}
+
+
+async def test_an_early_write_that_failed_refuses_the_next_until_drained() -> None:
+    db = Database()
+    commits = AttemptCommits(db.commit)
+    commits.submit("r1", 1, [("w0", None)])
+    await db.started.wait()
+    commits.submit("r1", 1, [("w1", None)])  # behind w0: refused with it
+    db.fail = LeaseLost("run r1 attempt 1 lost its lease")
+    db.allow()
+    await asyncio.wait(set(commits._early[("r1", 1)].commits))
+    with pytest.raises(LeaseLost):
+        commits.submit("r1", 1, [("w2", None)])  # nothing is handed over
+    failure = await commits.drain("r1", 1)
+    assert isinstance(failure, LeaseLost)
+    assert db.commits == []
+    # Drained: the attempt may write again (a retry after an outage continues from what landed).
+    db.fail = None
+    db.started.clear()
+    commits.submit("r1", 1, [("w3", None)])
+    db.allow()
+    assert await commits.drain("r1", 1) is None
+    assert db.commits == [("r1", 1, ["w3"])]
+
+
+async def test_an_awaited_write_after_early_ones_commits_after_them() -> None:
+    db = Database()
+    commits = AttemptCommits(db.commit)
+    commits.submit("r1", 1, [("early", None)])
+    await db.started.wait()
+    awaited = asyncio.create_task(commits.commit("r1", 1, [("awaited", None)]))
+    db.allow(2)
+    await awaited
+    assert db.commits == [("r1", 1, ["early"]), ("r1", 1, ["awaited"])]
+    assert await commits.drain("r1", 1) is None
+
+
+async def test_draining_an_attempt_without_early_writes_returns_at_once() -> None:
+    commits = AttemptCommits(Database().commit)
+    assert await commits.drain("r1", 1) is None

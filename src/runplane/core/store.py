@@ -204,9 +204,13 @@ class Store(Protocol):
         ...
 
     def hold_attempt(
-        self, run_id: str, attempt: int, max_seconds: float
+        self, run_id: str, attempt: int, max_seconds: float, *, early: bool = False
     ) -> AbstractAsyncContextManager[None]:
         """Fence a write made outside the store (LangGraph's checkpoints) by attempt `attempt`.
+
+        `early`: the write may be acknowledged before it commits (LangGraph's `durability="async"`),
+        where the store commits it itself (PostgreSQL, `AttemptCommits.submit`): leaving the block
+        then hands the write over, and `writes_committed` is when it is known to have landed.
 
         Entering checks that the attempt still holds the run. Where the engine can, the run also
         stays held until the block exits: PostgreSQL keeps a share lock on the run row, so the run's
@@ -219,6 +223,12 @@ class Store(Protocol):
             LeaseLost: the run is gone, not running, or held by another attempt; or, on leaving,
                 the hold was lost while the block ran.
         """
+        ...
+
+    async def writes_committed(self, run_id: str, attempt: int) -> BaseException | None:
+        """Wait until every write the attempt's holds acknowledged early has committed or failed.
+        Returns the first failure (None: all committed), and forgets it: the attempt may write
+        again. Stores that commit every write before its hold ends return None at once."""
         ...
 
     async def finish_run(self, run_id: str, attempt: int, outcome: Outcome) -> Run:

@@ -111,9 +111,14 @@ class WorkerUseCases:
     ) -> None:
         await self.store.record_progress(run.run_id, run.attempt, model_name=model_name, usage=usage)
 
-    def hold(self, run: Run) -> AbstractAsyncContextManager[None]:
-        """Fence a checkpoint write of the attempt `run` (see `Store.hold_attempt`)."""
-        return self.store.hold_attempt(run.run_id, run.attempt, self.settings.lease_seconds)
+    def hold(self, run: Run, *, early: bool = False) -> AbstractAsyncContextManager[None]:
+        """Fence a checkpoint write of the attempt `run` (see `Store.hold_attempt`); `early`: it
+        may be acknowledged before it commits (`writes_committed` says when it has)."""
+        return self.store.hold_attempt(run.run_id, run.attempt, self.settings.lease_seconds, early=early)
+
+    async def writes_committed(self, run: Run) -> BaseException | None:
+        """Wait for the attempt's writes acknowledged early; the first failure, if one failed."""
+        return await self.store.writes_committed(run.run_id, run.attempt)
 
     async def publish(self, run: Run, event: str, data: bytes) -> str:
         """Append an event to the run's stream now; returns its id."""

@@ -501,8 +501,13 @@ class InMemoryStore(
             self._set_run(replace(run, lease_expires_at=lease_deadline(self._clock, lease_seconds)))
             return run.cancel_action
 
+    async def writes_committed(self, run_id: str, attempt: int) -> BaseException | None:
+        return None  # every write commits before its hold ends
+
     @contextlib.asynccontextmanager
-    async def hold_attempt(self, run_id: str, attempt: int, max_seconds: float) -> AsyncIterator[None]:
+    async def hold_attempt(
+        self, run_id: str, attempt: int, max_seconds: float, *, early: bool = False
+    ) -> AsyncIterator[None]:
         async with self._lock:
             self._held_run(run_id, attempt)
         yield

@@ -98,17 +98,44 @@ class Attempt:
             # `runplane.events.resilient`) never gets here; a bare one loses this event only.
             self.fault_seen(exc, f"run {self.run.run_id}: event dropped", self.run.run_id)
 
+    @property
+    def acknowledges_early(self) -> bool:
+        """Whether the attempt's checkpoint writes may be acknowledged before they commit: under
+        LangGraph's default `durability="async"`, where LangGraph does not wait for them either."""
+        return self.run.kwargs.durability in (None, "async")
+
     @contextlib.asynccontextmanager
     async def hold(self) -> AsyncIterator[None]:
         """Fence one checkpoint write: an attempt that lost its lease writes nothing and stops."""
         if self.fenced:
             raise LeaseLost(f"run {self.run.run_id} attempt {self.run.attempt} lost its lease")
         try:
-            async with self.manager.hold(self.run):
+            async with self.manager.hold(self.run, early=self.acknowledges_early):
                 yield
         except (LeaseLost, NotFound):
             self.halt("lease_lost")
             raise
+
+    async def writes_committed(self) -> None:
+        """Wait until the checkpoint writes acknowledged early have committed: before the run's
+        final state is read. One refused for a lost lease fences the attempt (its execution is
+        stopped); an outage is raised as an `InfrastructureFault`, to be ridden out: the attempt
+        then continues from what did commit."""
+        failure = await self.manager.writes_committed(self.run)
+        if failure is None:
+            return
+        if isinstance(failure, (LeaseLost, NotFound)):
+            self.halt("lease_lost")
+            return
+        if (fault := faults.as_fault(failure)) is not None:
+            raise fault from failure
+        raise failure
+
+    async def writes_settled(self) -> None:
+        """Wait until the checkpoint writes acknowledged early have committed or failed, whichever:
+        before a cancel reads or rolls back the thread, a hand-back, or a retry after an outage.
+        A rollback must not run before a late commit would put a checkpoint back."""
+        await self.manager.writes_committed(self.run)
 
     async def progress(self, model_name: str | None, usage: TokenUsage) -> None:
         if self.fenced:

@@ -162,6 +162,9 @@ class Execution:
         progress: records model name and token usage.
         guard: the fence every checkpoint write of the attempt runs inside
             (`checkpointer.fence_writes`); raises `LeaseLost` once the attempt may not write.
+        committed: waits until the writes the guard acknowledged before they committed have
+            (raises `InfrastructureFault` when one failed for an outage); awaited before the
+            checkpointer is read in the attempt.
         default_timeout: seconds before the run ends `timeout` (None: never).
         retry: this attempt tried before and met an infrastructure fault: continue from the
             checkpoints it wrote, as a later attempt would.
@@ -174,6 +177,7 @@ class Execution:
         publish: Publish,
         progress: Progress,
         guard: checkpoints.Guard | None = None,
+        committed: checkpoints.Committed | None = None,
         *,
         default_timeout: float | None = None,
         retry: bool = False,
@@ -184,6 +188,7 @@ class Execution:
         self.publish = publish
         self.progress = progress
         self.guard = guard
+        self.committed = committed
         self.kwargs: RunKwargs = run.kwargs
         self.timeout: float | None = default_timeout
         self.usage = UsageTracker()
@@ -307,7 +312,8 @@ class Execution:
     async def execute(self) -> Outcome:
         """Run the graph to its end. Cancelling the calling task interrupts it (CancelledError)."""
         if self.guard is not None:
-            checkpoints.fence_writes(self.guard)  # this task's context: the graph's writes only
+            # This task's context: the graph's writes only, and its reads after them.
+            checkpoints.fence_writes(self.guard, self.committed)
         deadline = asyncio.timeout(self.timeout)
         try:
             async with deadline:
@@ -387,6 +393,9 @@ class Execution:
         values: Json | None = None
         interrupts: Json = {}
         has_next = False
+        if self.committed is not None:
+            # Outside the read's `try`: the state is the run's only once every write landed.
+            await self.committed()
         if self.graph is not None:
             try:
                 snapshot = await self.graph.aget_state(self._root)

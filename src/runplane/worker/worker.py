@@ -361,6 +361,7 @@ class Worker:
                     attempt.publish,
                     attempt.progress,
                     attempt.hold,
+                    attempt.writes_committed,
                     default_timeout=self.default_timeout,
                     retry=retry,
                 )
@@ -417,6 +418,8 @@ class Worker:
                     self._fault_seen(
                         fault, f"run {run.run_id}: paused by an infrastructure fault", run.run_id
                     )
+                    # What failed of its writes is forgotten: the retry continues from what landed.
+                    await attempt.writes_settled()
                     if not await self._ride_out(attempt, execution):
                         break
                     self.ridden_out += 1
@@ -478,6 +481,9 @@ class Worker:
         """Write how the attempt ended, unless its lease is lost (then another attempt owns it).
         True when the run reached its end (a hand-back or a lost lease is not one)."""
         run = attempt.run
+        # Its writes acknowledged early land (or fail) before anything reads, rolls back or hands
+        # back the thread: a late commit after a rollback would bring a checkpoint back.
+        await attempt.writes_settled()
         if attempt.fenced:
             logger.warning("run %s: lease lost; dropped attempt %d", run.run_id, run.attempt)
             return False

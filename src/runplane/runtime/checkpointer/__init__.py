@@ -23,6 +23,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from runplane.core.errors import InvalidInput
 from runplane.runtime._databases import database_kind, sqlite_path
 from runplane.runtime.checkpointer.base import (
+    Committed,
     Guard,
     PublicSaverAdapter,
     Savepoint,
@@ -43,6 +44,7 @@ except ImportError:  # pragma: no cover - the postgres extra is not installed
     PostgresAdapter = None  # type: ignore[assignment,misc]
 
 __all__ = [
+    "Committed",
     "Guard",
     "PublicSaverAdapter",
     "Savepoint",

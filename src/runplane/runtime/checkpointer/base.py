@@ -19,7 +19,7 @@ runs the graph (`Execution.execute`), and only their writes are fenced.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -40,15 +40,28 @@ from runplane.runtime.checkpointer._tables import Strategy
 logger = logging.getLogger(__name__)
 
 Guard = Callable[[], AbstractAsyncContextManager[None]]
+#: Waits until the writes a guard acknowledged before they committed have (raises if one failed).
+Committed = Callable[[], Awaitable[None]]
 
 #: The guard of the attempt whose task (and the tasks LangGraph starts from it) is running.
 _guard: ContextVar[Guard | None] = ContextVar("runplane_checkpoint_guard", default=None)
+_committed: ContextVar[Committed | None] = ContextVar("runplane_checkpoint_committed", default=None)
 
 
-def fence_writes(guard: Guard) -> None:
+def fence_writes(guard: Guard, committed: Committed | None = None) -> None:
     """Make every checkpoint write of the current task, and of the tasks it starts, happen inside
-    `guard()`, which raises (`LeaseLost`) when the attempt may no longer write."""
+    `guard()`, which raises (`LeaseLost`) when the attempt may no longer write; and, with
+    `committed`, every read of the saver wait for it first: a guard may acknowledge a write before
+    it commits (`Store.hold_attempt`), and a read in the run must see the run's own writes (a
+    subgraph with its own persistent state, run twice in one run, reads what it wrote)."""
     _guard.set(guard)
+    _committed.set(committed)
+
+
+async def _own_writes_landed() -> None:
+    committed = _committed.get()
+    if committed is not None:
+        await committed()
 
 
 def _fence() -> AbstractAsyncContextManager[None]:
@@ -112,7 +125,20 @@ class FencedWrites(BaseCheckpointSaver[Any]):
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         if _answered_empty(config):
             return None
+        await _own_writes_landed()
         return await super().aget_tuple(config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        await _own_writes_landed()
+        async for found in super().alist(config, filter=filter, before=before, limit=limit):
+            yield found
 
     async def aput(
         self,

@@ -16,7 +16,17 @@ change:
 - a batch commits whole or not at all, so a lost lease refuses every write in it (a write of a
   newer attempt is never in it: batches are per attempt);
 - one attempt's writes commit in the order they were handed over (they used to race each other on
-  separate connections).
+  separate connections), and none commits once an earlier one failed to: a batch that fails fails
+  the writes waiting behind it too. A later checkpoint committed without an earlier one would point
+  at channel values that were never written (LangGraph writes a value with the checkpoint that
+  introduced its version).
+
+Acknowledged early (`submit`, for `durability="async"`): the write is handed over and the writer goes
+on at once, as LangGraph's own asynchronous durability intends; the writes of a run then share
+fewer, larger batches (LangGraph chains its checkpoints, each `aput` waiting for the previous one,
+so awaited they commit one by one). The order and the all-or-nothing rule above hold as well. What
+changes is when a failure is heard: the next write of the attempt raises it, and so does `drain`,
+which the worker awaits before it reads the run's final state, ends, cancels or hands the run back.
 """
 
 from __future__ import annotations
@@ -48,12 +58,61 @@ class _Lane:
     users: int = 0
 
 
+@dataclass(eq=False, slots=True)
+class _Early:
+    """One attempt's writes acknowledged early: their commits in flight, and the first failure."""
+
+    commits: set[asyncio.Task[None]] = field(default_factory=set)
+    failed: BaseException | None = None
+
+
 class AttemptCommits:
     """Commits each attempt's fenced writes in batches (see the module doc)."""
 
     def __init__(self, commit_checked: CommitChecked) -> None:
         self._commit_checked = commit_checked
         self._lanes: dict[tuple[str, int], _Lane] = {}
+        self._early: dict[tuple[str, int], _Early] = {}
+
+    def submit(self, run_id: str, attempt: int, statements: Statements) -> None:
+        """Hand `statements` over to be committed as `commit` would, without waiting for it.
+
+        Raises (nothing handed over) the failure of an earlier write of the attempt: no later
+        write commits until `drain` has heard it.
+        """
+        key = (run_id, attempt)
+        early = self._early.get(key)
+        if early is None:
+            early = self._early[key] = _Early()
+        if early.failed is not None:
+            raise early.failed
+        # Tasks start in the order they are created, so the writes reach the lane in this order.
+        task = asyncio.get_running_loop().create_task(self.commit(run_id, attempt, statements))
+        early.commits.add(task)
+        task.add_done_callback(lambda done: self._committed_early(early, done))
+
+    @staticmethod
+    def _committed_early(early: _Early, task: asyncio.Task[None]) -> None:
+        early.commits.discard(task)
+        if task.cancelled():
+            return
+        failure = task.exception()
+        if failure is not None and early.failed is None:
+            early.failed = failure
+
+    async def drain(self, run_id: str, attempt: int) -> BaseException | None:
+        """Wait until every write of the attempt acknowledged early has committed or failed, and
+        forget them. Returns the first failure (None: every one committed); the attempt may then
+        write again (a retry after an outage starts from what did commit)."""
+        key = (run_id, attempt)
+        early = self._early.get(key)
+        if early is None:
+            return None
+        while early.commits:
+            await asyncio.wait(set(early.commits))
+        if self._early.get(key) is early:
+            del self._early[key]
+        return early.failed
 
     async def commit(self, run_id: str, attempt: int, statements: Statements) -> None:
         """Commit `statements` with a check of the lease of (`run_id`, `attempt`), together with
@@ -94,7 +153,10 @@ class AttemptCommits:
             lane.waiting[:0] = [write for write in batch if write is not leader]
             raise
         except Exception as exc:
-            for write in batch:
+            # The writes handed over after those of the batch fail with it: committed without
+            # them, a later checkpoint could point at values that were never written.
+            failed, lane.waiting = [*batch, *lane.waiting], []
+            for write in failed:
                 if not write.committed.done():
                     write.committed.set_exception(exc)
             return

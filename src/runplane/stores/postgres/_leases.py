@@ -69,7 +69,9 @@ class PostgresLeases(RunOnlyCalls, PostgresBase):
         return action
 
     @contextlib.asynccontextmanager
-    async def hold_attempt(self, run_id: str, attempt: int, max_seconds: float) -> AsyncIterator[None]:
+    async def hold_attempt(
+        self, run_id: str, attempt: int, max_seconds: float, *, early: bool = False
+    ) -> AsyncIterator[None]:
         if self._pool is None:
             raise StoreUnavailable("the PostgreSQL store is not open")
         # A saver on this database joins the hold (`db.postgres.HoldTransaction`): its statements
@@ -83,7 +85,10 @@ class PostgresLeases(RunOnlyCalls, PostgresBase):
                 yield
             if hold.deferred:
                 # With the attempt's other writes in flight, if any (`AttemptCommits`).
-                await self._attempt_commits.commit(run_id, attempt, hold.deferred)
+                if early:
+                    self._attempt_commits.submit(run_id, attempt, hold.deferred)
+                else:
+                    await self._attempt_commits.commit(run_id, attempt, hold.deferred)
             return
         timeout_ms = str(max(1, round(max_seconds * 1000)))
         async with contextlib.AsyncExitStack() as stack:
@@ -101,6 +106,9 @@ class PostgresLeases(RunOnlyCalls, PostgresBase):
                 await _rollback(conn)
                 raise
             await self._commit_hold(run_id, attempt, hold.deferred, check=False, conn=conn)
+
+    async def writes_committed(self, run_id: str, attempt: int) -> BaseException | None:
+        return await self._attempt_commits.drain(run_id, attempt)
 
     async def _commit_checked(self, run_id: str, attempt: int, statements: Statements) -> None:
         await self._commit_hold(run_id, attempt, statements, check=True)

@@ -309,8 +309,13 @@ class SqliteRuns(RunOnlyCalls, Transactions):
         self._remember_lease(run_id, attempt, expires_at, to_micros_span(lease_seconds))
         return cast(CancelAction | None, renewed["cancel_action"])
 
+    async def writes_committed(self, run_id: str, attempt: int) -> BaseException | None:
+        return None  # every write commits before its hold ends
+
     @contextlib.asynccontextmanager
-    async def hold_attempt(self, run_id: str, attempt: int, max_seconds: float) -> AsyncIterator[None]:
+    async def hold_attempt(
+        self, run_id: str, attempt: int, max_seconds: float, *, early: bool = False
+    ) -> AsyncIterator[None]:
         # A check only: holding this connection's write lock would block the checkpointer's own
         # connection to the same file until its busy timeout. And no check at all while this store
         # took or renewed the attempt's lease less than half a lease ago (see `_lease_is_fresh`).
