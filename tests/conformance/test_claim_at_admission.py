@@ -9,12 +9,13 @@ by its holder, and its thread busy with nothing left to claim.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
 
 from runplane.core.errors import LeaseLost
-from runplane.core.models import Claimant, Claimed
+from runplane.core.models import Claimant, Claimed, RunFilter
 from runplane.core.store import Store
 from runplane.testing import FakeClock
 from tests.conformance._support import OWNER, OpenAnother, add_run, claim, new_run, outcome
@@ -118,3 +119,25 @@ async def test_another_instance_sees_the_claim(store: Store, open_another: OpenA
     assert await other.claim_and_look("w2", LEASE) == Claimed(None)
     seen = await other.get_run("r1", OWNER)
     assert (seen.status, seen.attempt, seen.lease_owner) == ("running", 1, "w1")
+
+
+async def test_concurrent_admissions_on_one_new_thread_claim_exactly_one(
+    store: Store, open_another: OpenAnother
+) -> None:
+    """Two processes admit runs on one new thread at once, each for its own worker: one run is
+    claimed, every other one is queued behind it, pending."""
+    other = await open_another()
+    admissions = await asyncio.gather(
+        *(
+            (store if i % 2 else other).create_run(new_run(f"r{i:02d}", "fresh", claim_for=_for(f"w{i % 2}")))
+            for i in range(20)
+        )
+    )
+    claimed = [admission.run for admission in admissions if admission.claimed]
+    assert len(claimed) == 1
+    runs = await store.list_runs("fresh", OWNER, RunFilter(limit=100))
+    assert sorted(run.status for run in runs) == ["pending"] * 19 + ["running"]
+    # Its end makes the next one claimable: the queue goes on from it.
+    finished = await store.finish_and_look(claimed[0].run_id, 1, outcome())
+    assert finished.next_claimable
+    assert await store.claim_and_look("w0", LEASE) != Claimed(None)
