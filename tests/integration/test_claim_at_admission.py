@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from pathlib import Path
 
 import pytest
+from langgraph.checkpoint.memory import InMemorySaver
 
+from runplane.core.manager import RunManager
 from runplane.core.models import Admission, Claimed, NewRun, Run
-from tests.integration._worker_support import GATE, Harness, harness
+from runplane.events.memory import InMemoryBus
+from runplane.runtime.graphs import LangGraphRuntime
+from runplane.stores import open_store
+from runplane.worker import Worker
+from tests.integration._worker_support import GATE, GRAPHS, Harness, harness
 
 NO_POLL = 3600.0
 STALLED_AFTER = 30.0
@@ -138,3 +145,49 @@ async def test_a_run_claimed_for_a_worker_that_stopped_meanwhile_goes_back_to_th
         # Claimed by the admission, then handed back rather than leased to a stopped worker.
         assert (run.status, run.lease_owner) == ("pending", None)
         assert h.worker.claimed == 0
+
+
+async def test_a_run_taken_at_admission_wakes_no_worker_of_another_process(tmp_path: Path) -> None:
+    """Two processes, each an API and a worker, on one database and one bus (as Redis is shared).
+    A run taken by its admission still announces itself (thread streams follow a thread's runs),
+    but as taken: the other process's worker, which would have raced for it and found nothing,
+    makes no claim."""
+    url = f"sqlite:///{tmp_path / 'runplane.db'}"
+    bus = InMemoryBus()
+    runtime = LangGraphRuntime(GRAPHS, InMemorySaver())
+    stores = [open_store(url), open_store(url)]
+    workers: list[Worker] = []
+    try:
+        for store in stores:
+            await store.open()
+            workers.append(Worker(RunManager(store, bus), runtime, poll_interval=NO_POLL, shutdown_grace=0.5))
+        here, elsewhere = workers
+        seen_elsewhere = asyncio.Event()
+        claims_elsewhere: list[Claimed] = []
+        claim = elsewhere.manager.claim_and_look
+
+        async def counted(worker_id: str) -> Claimed:
+            claimed = await claim(worker_id)
+            claims_elsewhere.append(claimed)
+            seen_elsewhere.set()
+            return claimed
+
+        elsewhere.manager.claim_and_look = counted  # type: ignore[method-assign]
+        for worker in workers:
+            await worker.start()
+        await seen_elsewhere.wait()  # its first look, at the empty queue
+        manager = here.manager
+        for i in range(5):
+            thread = await manager.create_thread()
+            run = await manager.create_run(
+                thread.thread_id, "echo", kwargs={"graph_id": "echo", "input": {"n": i}}
+            )
+            final = await manager.wait_for_run(run.run_id, timeout=STALLED_AFTER)
+            assert final is not None and final.status == "success"
+        assert here.claimed == 5 and elsewhere.claimed == 0
+        assert len(claims_elsewhere) == 1  # the first look only
+    finally:
+        for worker in workers:
+            await worker.stop()
+        for store in stores:
+            await store.close()

@@ -14,8 +14,22 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-#: Channel on which a new runnable run wakes idle workers.
+#: Channel on which a new runnable run wakes idle workers (the message is the run's id), and a new
+#: run of any kind wakes those who follow a thread's runs.
 WAKEUP_CHANNEL = "runplane:wakeup"
+
+#: Starts the message of a wake-up for a run its admission already claimed (`taken_hint`).
+_TAKEN = "taken "
+
+
+def taken_hint(run_id: str) -> str:
+    """The wake-up message of a run admitted already claimed by a worker: thread followers re-read
+    as for any new run; workers have nothing to claim (`is_taken_hint`)."""
+    return _TAKEN + run_id
+
+
+def is_taken_hint(message: str) -> bool:
+    return message.startswith(_TAKEN)
 
 
 def cancel_channel(worker_id: str) -> str:

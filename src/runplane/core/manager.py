@@ -28,6 +28,7 @@ from runplane.core.events import (
     StreamEvent,
     cancel_channel,
     done_channel,
+    taken_hint,
 )
 from runplane.core.lifecycle import webhook_url
 from runplane.core.models import (
@@ -277,8 +278,10 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
             await self._end(cancelled.run_id)
         for running in admission.cancel_requested:
             await self._hint_cancel(running)
-        # Also when a worker here took the run: thread streams follow a thread's new runs.
-        await self.bus.notify(WAKEUP_CHANNEL, admission.run.run_id)
+        # Also when a worker took the run (thread streams follow a thread's new runs), saying so:
+        # no worker, here or in another process, claims for it.
+        hint = taken_hint(created.run_id) if admission.claimed else created.run_id
+        await self.bus.notify(WAKEUP_CHANNEL, hint)
         return created
 
     async def _admit_for(self, worker: TakesRunsAtAdmission | None, new: NewRun) -> Admission:

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from runplane.core.errors import CancelRequested, InfrastructureFault, LeaseLost, NotFound
+from runplane.core.events import is_taken_hint
 from runplane.core.manager import RunManager
 from runplane.core.models import CancelAction, Claimed, Outcome, Run
 from runplane.core.observe import bind_run
@@ -108,9 +109,6 @@ class Worker:
         self._last_fault = 0.0
         #: Tries resumed after an infrastructure fault, in-process and in the same attempt.
         self.ridden_out = 0
-        #: Runs an admission claimed for this worker (`start_claimed`) whose wake-up hint is still
-        #: to come: it announces a run already taken, not one to claim.
-        self._taken_at_admission: set[str] = set()
 
     def __repr__(self) -> str:
         return (
@@ -163,7 +161,6 @@ class Worker:
         if self._stopping:  # stopped during the admission
             self._slots.release()
             return False
-        self._taken_at_admission.add(run.run_id)
         self._start(run)
         return True
 
@@ -244,10 +241,9 @@ class Worker:
                 pump.cancel()
 
     async def _pump(self, hints: AsyncIterator[str]) -> None:
-        async for run_id in hints:
-            if run_id in self._taken_at_admission:
-                self._taken_at_admission.discard(run_id)
-                continue
+        async for message in hints:
+            if is_taken_hint(message):
+                continue  # a run its admission claimed, here or elsewhere: nothing to claim
             self._hinted = True
             self._wake.set()
 
@@ -382,7 +378,6 @@ class Worker:
         finally:
             del self._attempts[run.run_id]
             self._early_cancels.pop(run.run_id, None)
-            self._taken_at_admission.discard(run.run_id)  # its hint never came
 
     async def _execute(self, attempt: Attempt, execution_of: Callable[[bool], Execution]) -> bool:
         """Execute the attempt while keeping its lease and listening for cancels; then settle it.
