@@ -20,7 +20,7 @@ from typing_extensions import TypedDict
 
 from runplane.core.events import StreamEvent
 from runplane.core.manager import ManagerSettings, RunManager
-from runplane.core.models import Run
+from runplane.core.models import Claimed, Run
 from runplane.demo.graphs import chat, echo, hitl, slow
 from runplane.runtime.checkpointer import open_checkpointer
 from runplane.runtime.graphs import LangGraphRuntime
@@ -204,6 +204,31 @@ class Harness:
         return sorted(
             [c.config["configurable"]["checkpoint_id"] async for c in self.runtime.checkpointer.alist(config)]
         )
+
+
+class Claims:
+    """Every claim the harness's worker makes, through the manager's one door."""
+
+    def __init__(self, h: Harness) -> None:
+        self.seen: list[Claimed] = []
+        self.made = asyncio.Event()
+        self._claim = h.manager.claim_and_look
+        h.manager.claim_and_look = self._counted  # type: ignore[method-assign]
+
+    async def _counted(self, worker_id: str) -> Claimed:
+        claimed = await self._claim(worker_id)
+        self.seen.append(claimed)
+        self.made.set()
+        return claimed
+
+    @property
+    def empty(self) -> int:
+        return sum(claimed.run is None for claimed in self.seen)
+
+    @property
+    def runs(self) -> list[str]:
+        """The ids of the runs claimed, in order."""
+        return [claimed.run.run_id for claimed in self.seen if claimed.run is not None]
 
 
 @asynccontextmanager

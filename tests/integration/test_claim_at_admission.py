@@ -21,7 +21,7 @@ from runplane.events.memory import InMemoryBus
 from runplane.runtime.graphs import LangGraphRuntime
 from runplane.stores import open_store
 from runplane.worker import Worker
-from tests.integration._worker_support import GATE, GRAPHS, Harness, harness
+from tests.integration._worker_support import GATE, GRAPHS, Claims, Harness, harness
 
 NO_POLL = 3600.0
 STALLED_AFTER = 30.0
@@ -30,26 +30,6 @@ STALLED_AFTER = 30.0
 @pytest.fixture(autouse=True)
 def _fresh_gate() -> None:
     GATE["second"] = asyncio.Event()
-
-
-class Claims:
-    """Every claim the worker makes."""
-
-    def __init__(self, h: Harness) -> None:
-        self.seen: list[Claimed] = []
-        self.made = asyncio.Event()
-        self._claim = h.manager.claim_and_look
-        h.manager.claim_and_look = self._counted  # type: ignore[method-assign]
-
-    async def _counted(self, worker_id: str) -> Claimed:
-        claimed = await self._claim(worker_id)
-        self.seen.append(claimed)
-        self.made.set()
-        return claimed
-
-    @property
-    def runs(self) -> list[str]:
-        return [claimed.run.run_id for claimed in self.seen if claimed.run is not None]
 
 
 async def finished(h: Harness, run: Run) -> Run:

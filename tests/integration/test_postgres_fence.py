@@ -65,6 +65,15 @@ async def _claimed(store: PostgresStore) -> Run:
     return claimed
 
 
+async def _recovered_from(worker: PostgresStore, recoverer: PostgresStore, clock: FakeClock) -> int:
+    """Run r1 claimed by `worker`, then recovered by another process once its lease expired: the
+    worker's attempt, now stale."""
+    claimed = await _claimed(worker)
+    clock.advance(31)
+    await recoverer.recover_run("r1", claimed.attempt, max_attempts=3)
+    return claimed.attempt
+
+
 async def _put_fenced(saver: FencedPostgresSaver, guard: Guard, write: str = "checkpoint") -> None:
     """One write of an attempt whose guard is `guard`, as the attempt's task makes it: a checkpoint,
     or pending writes (several rows in one `executemany`)."""
@@ -212,36 +221,30 @@ async def test_writes_of_one_attempt_in_flight_together_commit_together(
         assert await _task_committed(db_url, task_id)  # durable once the call returned
 
     await asyncio.gather(*(asyncio.create_task(write(f"task{i}")) for i in range(6)))
-    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
-        cursor = await conn.execute(
-            "SELECT count(*), count(DISTINCT xmin::text) FROM checkpoint_writes WHERE thread_id = 't1'"
-        )
-        rows, transactions = await cursor.fetchone() or (0, 0)
-    assert rows == 6
-    assert transactions == 2  # the first alone; the five handed over meanwhile, together
+    # The first alone; the five handed over meanwhile, together.
+    assert await _writes_and_transactions(db_url) == (6, 2)
 
 
 async def test_a_stale_attempts_batched_writes_all_fail_and_none_lands(
     stores: tuple[PostgresStore, PostgresStore], saver: FencedPostgresSaver, db_url: str, clock: FakeClock
 ) -> None:
     worker, recoverer = stores
-    claimed = await _claimed(worker)
-    clock.advance(31)
-    await recoverer.recover_run("r1", claimed.attempt, max_attempts=3)
-    writes = (_write_in_hold(worker, saver, claimed.attempt, f"task{i}") for i in range(4))
+    stale = await _recovered_from(worker, recoverer, clock)
+    writes = (_write_in_hold(worker, saver, stale, f"task{i}") for i in range(4))
     results = await asyncio.gather(*writes, return_exceptions=True)
     assert [type(result) for result in results] == [LeaseLost] * 4
     assert await _latest(db_url) == 0
 
 
 async def _write_in_hold(
-    worker: PostgresStore, saver: FencedPostgresSaver, attempt: int, task_id: str
+    worker: PostgresStore, saver: FencedPostgresSaver, attempt: int, task_id: str, *, early: bool = False
 ) -> None:
-    """One pending write of run r1's `attempt`, in a task of its own, fenced by the worker's hold."""
+    """One pending write of run r1's `attempt`, in a task of its own, fenced by the worker's hold
+    (`early`: acknowledged before it commits)."""
 
     @asynccontextmanager
     async def guard() -> AsyncIterator[None]:
-        async with worker.hold_attempt("r1", attempt, 30):
+        async with worker.hold_attempt("r1", attempt, 30, early=early):
             yield
 
     async def write() -> None:
@@ -250,6 +253,16 @@ async def _write_in_hold(
         await saver.aput_writes(at, [("a", task_id)], task_id=task_id)
 
     await asyncio.create_task(write())
+
+
+async def _writes_and_transactions(db_url: str) -> tuple[int, int]:
+    """Thread t1's committed pending writes, and how many transactions wrote them (their `xmin`)."""
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT count(*), count(DISTINCT xmin::text) FROM checkpoint_writes WHERE thread_id = 't1'"
+        )
+        rows, transactions = await cursor.fetchone() or (0, 0)
+    return int(rows), int(transactions)
 
 
 async def _task_committed(db_url: str, task_id: str) -> bool:
@@ -261,22 +274,6 @@ async def _task_committed(db_url: str, task_id: str) -> bool:
 # -- acknowledged early (`durability="async"`) ----------------------------------------------------
 
 
-async def _write_early(worker: PostgresStore, saver: FencedPostgresSaver, attempt: int, task_id: str) -> None:
-    """`_write_in_hold`, acknowledged before it commits (`hold_attempt(early=True)`)."""
-
-    @asynccontextmanager
-    async def guard() -> AsyncIterator[None]:
-        async with worker.hold_attempt("r1", attempt, 30, early=True):
-            yield
-
-    async def write() -> None:
-        fence_writes(guard)
-        at: RunnableConfig = {"configurable": {**CONFIG["configurable"], "checkpoint_id": "c1"}}
-        await saver.aput_writes(at, [("a", task_id)], task_id=task_id)
-
-    await asyncio.create_task(write())
-
-
 async def test_early_writes_made_one_after_another_share_transactions(
     stores: tuple[PostgresStore, PostgresStore], saver: FencedPostgresSaver, db_url: str
 ) -> None:
@@ -286,24 +283,17 @@ async def test_early_writes_made_one_after_another_share_transactions(
     worker, _ = stores
     claimed = await _claimed(worker)
     for i in range(6):
-        await _write_early(worker, saver, claimed.attempt, f"task{i}")
+        await _write_in_hold(worker, saver, claimed.attempt, f"task{i}", early=True)
     assert await worker.writes_committed("r1", claimed.attempt) is None
-    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
-        cursor = await conn.execute(
-            "SELECT count(*), count(DISTINCT xmin::text) FROM checkpoint_writes WHERE thread_id = 't1'"
-        )
-        rows, transactions = await cursor.fetchone() or (0, 0)
-    assert rows == 6
-    assert transactions == 2  # the first alone; the five handed over meanwhile, together
+    # The first alone; the five handed over meanwhile, together.
+    assert await _writes_and_transactions(db_url) == (6, 2)
 
 
 async def test_a_stale_attempts_early_writes_do_not_land_and_its_drain_says_why(
     stores: tuple[PostgresStore, PostgresStore], saver: FencedPostgresSaver, db_url: str, clock: FakeClock
 ) -> None:
     worker, recoverer = stores
-    claimed = await _claimed(worker)
-    clock.advance(31)
-    await recoverer.recover_run("r1", claimed.attempt, max_attempts=3)
-    await _write_early(worker, saver, claimed.attempt, "task0")  # acknowledged: refused later
-    assert isinstance(await worker.writes_committed("r1", claimed.attempt), LeaseLost)
+    stale = await _recovered_from(worker, recoverer, clock)
+    await _write_in_hold(worker, saver, stale, "task0", early=True)  # acknowledged: refused later
+    assert isinstance(await worker.writes_committed("r1", stale), LeaseLost)
     assert await _latest(db_url) == 0

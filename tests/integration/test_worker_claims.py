@@ -30,7 +30,7 @@ from runplane.stores import open_store
 from runplane.testing import FakeClock
 from runplane.worker import Worker
 from tests._services import postgres_database
-from tests.integration._worker_support import GATE, GRAPHS, STOPPED, Harness, harness
+from tests.integration._worker_support import GATE, GRAPHS, STOPPED, Claims, Harness, harness
 
 #: Far beyond anything a test waits: a run left to the poll does not start within the test.
 NO_POLL = 3600.0
@@ -45,26 +45,6 @@ NO_RETRY: tuple[float, ...] = ()
 def _fresh_gate() -> None:
     GATE["second"] = asyncio.Event()
     STOPPED.clear()
-
-
-class Claims:
-    """Every claim the worker makes, through the manager's one door."""
-
-    def __init__(self, h: Harness) -> None:
-        self.seen: list[Claimed] = []
-        self.made = asyncio.Event()
-        self._claim = h.manager.claim_and_look
-        h.manager.claim_and_look = self._counted  # type: ignore[method-assign]
-
-    async def _counted(self, worker_id: str) -> Claimed:
-        claimed = await self._claim(worker_id)
-        self.seen.append(claimed)
-        self.made.set()
-        return claimed
-
-    @property
-    def empty(self) -> int:
-        return sum(claimed.run is None for claimed in self.seen)
 
 
 def admitted_elsewhere(h: Harness) -> None:
