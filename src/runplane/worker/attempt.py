@@ -42,6 +42,11 @@ class Attempt:
     watchers: list[asyncio.Task[Any]] = field(default_factory=list)
     #: Executing, with watchers that a cancel hint may join (see `Worker._hinted_cancel`).
     watched: bool = False
+    #: Holds entered with `early`, and how many of them a finished wait covers: a wait asks the
+    #: store only while some are outstanding. A run's final read, its saver reads and its
+    #: settlement each wait; after the first, the others have nothing to ask.
+    _handed_early: int = field(default=0, init=False)
+    _confirmed: int = field(default=0, init=False)
 
     def halt(self, reason: StopReason) -> None:
         """Stop the execution for `reason` (the first reason wins; losing the lease always fences)."""
@@ -109,8 +114,10 @@ class Attempt:
         """Fence one checkpoint write: an attempt that lost its lease writes nothing and stops."""
         if self.fenced:
             raise LeaseLost(f"run {self.run.run_id} attempt {self.run.attempt} lost its lease")
+        early = self.acknowledges_early
+        self._handed_early += early
         try:
-            async with self.manager.hold(self.run, early=self.acknowledges_early):
+            async with self.manager.hold(self.run, early=early):
                 yield
         except (LeaseLost, NotFound):
             self.halt("lease_lost")
@@ -121,7 +128,7 @@ class Attempt:
         final state is read. One refused for a lost lease fences the attempt (its execution is
         stopped); an outage is raised as an `InfrastructureFault`, to be ridden out: the attempt
         then continues from what did commit."""
-        failure = await self.manager.writes_committed(self.run)
+        failure = await self._early_writes_landed()
         if failure is None:
             return
         if isinstance(failure, (LeaseLost, NotFound)):
@@ -135,7 +142,17 @@ class Attempt:
         """Wait until the checkpoint writes acknowledged early have committed or failed, whichever:
         before a cancel reads or rolls back the thread, a hand-back, or a retry after an outage.
         A rollback must not run before a late commit would put a checkpoint back."""
-        await self.manager.writes_committed(self.run)
+        await self._early_writes_landed()
+
+    async def _early_writes_landed(self) -> BaseException | None:
+        """`RunManager.writes_committed`, when writes were handed over early since the last wait
+        finished. Concurrent waits each ask the store, which makes each one wait for all."""
+        handed = self._handed_early
+        if self._confirmed >= handed:
+            return None
+        failure = await self.manager.writes_committed(self.run)
+        self._confirmed = max(self._confirmed, handed)
+        return failure
 
     async def progress(self, model_name: str | None, usage: TokenUsage) -> None:
         if self.fenced:

@@ -115,11 +115,13 @@ def _wrote() -> None:
 
 
 class FencedWrites(BaseCheckpointSaver[Any]):
-    """Mixed into a saver: its writes run inside the current attempt's guard, if any, and a new
-    thread's first read is answered from its savepoint (`no_checkpoint_yet`).
+    """Mixed into a saver: its writes run inside the current attempt's guard, if any; its reads
+    in the attempt wait for the attempt's own writes (`fence_writes`); and a new thread's first
+    read is answered from its savepoint (`no_checkpoint_yet`).
 
     Overrides LangGraph's public `aput` / `aput_writes`, the two methods a running graph writes
-    through (langgraph 1.0 to 1.2), and `aget_tuple`; deletes and copies are not fenced.
+    through (langgraph 1.0 to 1.2), and the reads `aget_tuple` and `alist`; deletes and copies are
+    not fenced.
     """
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
