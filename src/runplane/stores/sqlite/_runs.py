@@ -66,8 +66,10 @@ def to_micros_span(seconds: float) -> int:
     return int(seconds * 1_000_000)
 
 
-# `claim_run` updates whatever `claimable_run` picks, in the same statement.
+# `claim_run` updates whatever `claimable_run` picks, in the same statement; or the run an admission
+# just inserted (`NewRun.claim_for`).
 _CLAIM_SQL = QUERIES["claim_run"].replace(":seq", "(" + QUERIES["claimable_run"].rstrip(";") + ")")
+_CLAIM_ADMITTED_SQL = QUERIES["claim_run"].replace(":seq", "(SELECT seq FROM runs WHERE run_id = :run_id)")
 
 
 class SqliteRuns(RunOnlyCalls, Transactions):
@@ -157,7 +159,7 @@ class SqliteRuns(RunOnlyCalls, Transactions):
                     "lease_expires_at": to_micros(lease_deadline(self._clock, claimant.lease_seconds)),
                     "now": now,
                 }
-                claimed = written(row(conn, "claim_admitted_run", params))
+                claimed = written(row(conn, "claim_run", params, _CLAIM_ADMITTED_SQL))
             if new.thread_config is not None:
                 config = thread_config_after_admission(load_json(thread["config"]), new.thread_config)
                 rows(conn, "set_thread_config", {"thread_id": new.thread_id, "config": dump_json(config)})
@@ -173,7 +175,7 @@ class SqliteRuns(RunOnlyCalls, Transactions):
         admitted = await self._transact(admit)
         if isinstance(admitted, Admission):
             run = admitted.run
-            if claimant is not None and not admitted.replayed and run.lease_expires_at is not None:
+            if claimant is not None and admitted.claimed and run.lease_expires_at is not None:
                 expires_at = to_micros(run.lease_expires_at)
                 self._remember_lease(
                     run.run_id, run.attempt, expires_at, to_micros_span(claimant.lease_seconds)

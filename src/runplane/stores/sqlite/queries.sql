@@ -219,18 +219,6 @@ SET status = 'running',
 WHERE seq = :seq AND status = 'pending'
 RETURNING *;
 
--- name: claim_admitted_run
--- Take a lease on a run its admission just inserted (`NewRun.claim_for`), as `claim_run` would.
-UPDATE runs
-SET status = 'running',
-    attempt = attempt + 1,
-    lease_owner = :worker_id,
-    lease_expires_at = :lease_expires_at,
-    started_at = :now,
-    updated_at = :now
-WHERE run_id = :run_id AND status = 'pending'
-RETURNING *;
-
 -- name: get_held_run
 -- The run if `attempt` still holds it.
 SELECT * FROM runs WHERE run_id = :run_id AND status = 'running' AND attempt = :attempt;
