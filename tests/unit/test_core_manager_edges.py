@@ -124,3 +124,21 @@ async def test_the_webhook_outbox_is_empty_without_webhooks(manager: RunManager)
     await manager.finish(run, Outcome("success", "idle"))
     assert await manager.list_webhooks() == []
     assert await manager.next_webhook_due() is None
+
+
+@pytest.mark.parametrize("follow", ["stream_run", "follow_new_run"])
+async def test_a_reader_ends_when_the_run_ended_without_its_end_mark(follow: str) -> None:
+    """The worker was killed between the run's terminal commit and its end mark (simulated: the
+    store ends the run, nothing ends its stream). A reader already following ends all the same,
+    within a fallback period, with every event the run published; it used to wait for ever."""
+    manager = memory_manager(clock=FakeClock(), settings=ManagerSettings(wait_fallback_seconds=0.01))
+    run = await _running(manager)
+    await manager.publish(run, "values", b'{"n":1}')
+    events = (
+        await manager.stream_run(run.run_id) if follow == "stream_run" else manager.follow_new_run(run.run_id)
+    )
+    reading = asyncio.create_task(_collect(events))
+    await manager.store.finish_run(run.run_id, run.attempt, Outcome("success", "idle"))
+    async with asyncio.timeout(10):  # liveness bound: without the watch it never ends
+        read = await reading
+    assert [e.data for e in read if e.event == "values"] == [b'{"n":1}']

@@ -244,7 +244,7 @@ def _subscribe_created(call: Call, run: Run) -> AsyncIterator[StreamEvent]:
     temporary run may already have been deleted with its thread by then (its events stay on the
     bus for the retention period).
     """
-    return call.manager.follow_new_run(run.run_id)
+    return call.manager.follow_new_run(run.run_id, call.owner)
 
 
 def _background(call: Call, created: Created) -> Response:

@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar
 from runplane.core.clock import Clock, SystemClock
 from runplane.core.cron_use_cases import CronUseCases
 from runplane.core.ended_here import EndedHere
-from runplane.core.errors import Conflict, InvalidInput, NotFound
+from runplane.core.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
 from runplane.core.events import (
     WAKEUP_CHANNEL,
     EventBus,
@@ -491,7 +491,7 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
         if from_now and last_event_id is None and run.status != "pending":
             # Read before subscribing: whatever is published in between is after it, so kept.
             last_event_id = await self.bus.latest_event_id(run_id)
-        return self.bus.subscribe(run_id, last_event_id)
+        return self._ending_with_run(self.bus.subscribe(run_id, last_event_id), run_id, owner, thread_id)
 
     async def check_webhook(self, url: object) -> None:
         """Refuse (`InvalidInput`) a webhook URL the server must not call."""
@@ -524,10 +524,46 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
 
     # -- runs: protocol adapters (MCP, A2A, thread streaming) --------------------------------------
 
-    def follow_new_run(self, run_id: str, last_event_id: str | None = None) -> AsyncIterator[StreamEvent]:
-        """The events of a run the caller has just created (its ownership is known).
+    def follow_new_run(
+        self, run_id: str, owner: str = SINGLE_USER, last_event_id: str | None = None
+    ) -> AsyncIterator[StreamEvent]:
+        """The events of a run `owner` has just created (its ownership is known).
 
         Unlike `stream_run` this does not re-read the run first: a fast temporary run may already
         be gone with its thread, while its events stay on the bus for the retention period.
         """
-        return self.bus.subscribe(run_id, last_event_id)
+        return self._ending_with_run(self.bus.subscribe(run_id, last_event_id), run_id, owner, None)
+
+    async def _ending_with_run(
+        self, events: AsyncIterator[StreamEvent], run_id: str, owner: str, thread_id: str | None
+    ) -> AsyncIterator[StreamEvent]:
+        """`events`, ended once the run is over even if its end mark never comes.
+
+        A worker killed between the run's terminal commit and its end mark leaves none, and a
+        reader already following would wait for ever (a reader that starts later puts the mark
+        itself: `stream_run`). So every `wait_fallback_seconds` the run is read, and once it is
+        over (or gone), this reader puts the end mark: its events were all on the bus before its
+        status changed. A stream that ends by itself first never reads the store."""
+        watching = asyncio.create_task(self._end_stream_when_over(run_id, owner, thread_id))
+        try:
+            async for event in events:
+                yield event
+        finally:
+            watching.cancel()
+            close = getattr(events, "aclose", None)
+            if close is not None:
+                await close()
+
+    async def _end_stream_when_over(self, run_id: str, owner: str, thread_id: str | None) -> None:
+        while True:
+            await asyncio.sleep(self.settings.wait_fallback_seconds)
+            try:
+                run = await self.store.get_run(run_id, owner, thread_id)
+            except NotFound:
+                break
+            except StoreUnavailable:
+                continue  # look again at the next period
+            if run.is_terminal:
+                break
+        with contextlib.suppress(StoreUnavailable):
+            await self.bus.end_stream(run_id)

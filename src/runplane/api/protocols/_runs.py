@@ -56,7 +56,7 @@ async def run_to_output(call: Call, body: s.RunCreateStateless) -> Outcome:
     created = await runs.create(inner, inner.body, wait=True)
     values: Any = None
     error: Mapping[str, Any] | None = None
-    async for event in call.manager.follow_new_run(created.run.run_id):
+    async for event in call.manager.follow_new_run(created.run.run_id, call.owner):
         if event.event == "values":
             values = orjson.loads(event.data)
         elif event.event == "error":

@@ -381,7 +381,7 @@ async def _stream(
         "message", _rpc_result(id_, _dump(_task(task_id, context_id, submitted, thread=thread)))
     )
     working = False
-    async for _event in call.manager.follow_new_run(run.run_id):
+    async for _event in call.manager.follow_new_run(run.run_id, call.owner):
         if not working:  # the graph has started
             working = True
             update = a2a.TaskStatusUpdateEvent(
