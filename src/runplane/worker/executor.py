@@ -314,6 +314,7 @@ class Execution:
         if self.guard is not None:
             # This task's context: the graph's writes only, and its reads after them.
             checkpoints.fence_writes(self.guard, self.committed)
+        checkpoints.track_own_puts(self.run.thread_id)  # answers `ended`'s read
         deadline = asyncio.timeout(self.timeout)
         try:
             async with deadline:
@@ -398,7 +399,8 @@ class Execution:
             await self.committed()
         if self.graph is not None:
             try:
-                snapshot = await self.graph.aget_state(self._root)
+                with checkpoints.answering_from_own_puts():
+                    snapshot = await self.graph.aget_state(self._root)
                 values = jsonable(snapshot.values) if snapshot.values is not None else None
                 interrupts = thread_interrupts(snapshot)
                 has_next = bool(snapshot.next)

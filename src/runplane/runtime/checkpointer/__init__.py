@@ -22,6 +22,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from runplane.core.errors import InvalidInput
 from runplane.runtime._databases import database_kind, sqlite_path
+from runplane.runtime.checkpointer._own_puts import answering_from_own_puts, track_own_puts
 from runplane.runtime.checkpointer.base import (
     Committed,
     Guard,
@@ -50,6 +51,7 @@ __all__ = [
     "Savepoint",
     "SaverAdapter",
     "adapter_for",
+    "answering_from_own_puts",
     "copy_thread",
     "delete_thread",
     "fence_writes",
@@ -57,6 +59,7 @@ __all__ = [
     "open_checkpointer",
     "rollback",
     "savepoint",
+    "track_own_puts",
 ]
 
 

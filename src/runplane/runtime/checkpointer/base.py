@@ -35,6 +35,7 @@ from langgraph.checkpoint.base import (
 )
 
 from runplane.core.errors import InvalidInput
+from runplane.runtime.checkpointer import _own_puts
 from runplane.runtime.checkpointer._tables import Strategy
 
 logger = logging.getLogger(__name__)
@@ -116,8 +117,9 @@ def _wrote() -> None:
 
 class FencedWrites(BaseCheckpointSaver[Any]):
     """Mixed into a saver: its writes run inside the current attempt's guard, if any; its reads
-    in the attempt wait for the attempt's own writes (`fence_writes`); and a new thread's first
-    read is answered from its savepoint (`no_checkpoint_yet`).
+    in the attempt wait for the attempt's own writes (`fence_writes`); a new thread's first read
+    is answered from its savepoint (`no_checkpoint_yet`), and a run's final read from its own
+    puts (`_own_puts`).
 
     Overrides LangGraph's public `aput` / `aput_writes`, the two methods a running graph writes
     through (langgraph 1.0 to 1.2), and the reads `aget_tuple` and `alist`; deletes and copies are
@@ -128,6 +130,9 @@ class FencedWrites(BaseCheckpointSaver[Any]):
         if _answered_empty(config):
             return None
         await _own_writes_landed()
+        own = _own_puts.tracked(config)
+        if own is not None and (answer := own.answer(config, self.serde)) is not None:
+            return answer
         return await super().aget_tuple(config)
 
     async def alist(
@@ -150,15 +155,22 @@ class FencedWrites(BaseCheckpointSaver[Any]):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         _wrote()
-        async with _fence():
-            return await super().aput(config, checkpoint, metadata, new_versions)
+        with _own_puts.watching(config) as own:
+            async with _fence():
+                saved = await super().aput(config, checkpoint, metadata, new_versions)
+            if own is not None:
+                own.put(config, checkpoint, metadata)
+        return saved
 
     async def aput_writes(
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
     ) -> None:
         _wrote()
-        async with _fence():
-            await super().aput_writes(config, writes, task_id, task_path)
+        with _own_puts.watching(config) as own:
+            async with _fence():
+                await super().aput_writes(config, writes, task_id, task_path)
+            if own is not None:
+                own.put_writes(config, list(writes), task_id, task_path)
 
 
 #: A checkpoint of a thread: (namespace, checkpoint id).
