@@ -208,7 +208,10 @@ class Settings(BaseSettings):
         description="Seconds a connection has to deliver a request's line and headers (slow clients).",
     )
     http_keepalive_timeout: int = Field(
-        5, gt=0, description="Seconds an idle kept-alive connection stays open between requests."
+        75,
+        gt=0,
+        description="Seconds an idle kept-alive connection stays open between requests "
+        "(longer than the clients' own, so that they close first).",
     )
     http_max_connections: int = Field(
         1000, gt=0, description="Connections served at once; beyond it, new requests get 503."

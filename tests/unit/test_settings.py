@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any, get_args
 
+import httpx
 import pytest
 from langgraph.graph import START, StateGraph
 from pydantic import ValidationError
@@ -197,6 +198,15 @@ def test_the_composition_root_maps_every_knob_onto_the_components() -> None:
     assert limits["timeout_keep_alive"] == settings.http_keepalive_timeout
     assert limits["limit_concurrency"] == settings.http_max_connections
     assert issubclass(limits["http"], server.HeaderTimeoutH11Protocol)  # RUNPLANE_HTTP_PARSER=h11
+
+
+def test_idle_connections_outlive_the_sdk_clients_own_keep_alive() -> None:
+    """The client closes an idle connection first: were both to close it at once, a request sent
+    on it as the server closes it would fail (`RemoteProtocolError`)."""
+    client_expiry = httpx.Limits().keepalive_expiry  # what langgraph-sdk's httpx client keeps
+    assert client_expiry is not None
+    assert Settings().http_keepalive_timeout > client_expiry
+    assert server.http_limits()["timeout_keep_alive"] > client_expiry
 
 
 def test_pool_variables_become_the_database_urls_pool_parameters() -> None:

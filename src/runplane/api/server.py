@@ -4,8 +4,12 @@ sockets for ever (slowloris) and bound how many connections one process serves.
 - header-read timeout, 10 s (`RUNPLANE_HTTP_HEADER_TIMEOUT` in `runplane.settings`): a connection
   must deliver a request's line and headers within it, from its opening or from the first byte of
   its next request;
-- keep-alive timeout, 5 s (`RUNPLANE_HTTP_KEEPALIVE_TIMEOUT`): an idle connection between requests
-  is closed after it;
+- keep-alive timeout, 75 s (`RUNPLANE_HTTP_KEEPALIVE_TIMEOUT`): an idle connection between requests
+  is closed after it. It is longer than the clients' own (httpx, under the Python SDK, drops an
+  idle connection after 5 s; Node's fetch after 4 s), so that the client always closes first: at
+  uvicorn's 5 s both closed at once, and a request the client sent on the connection as the server
+  closed it failed (`RemoteProtocolError: Server disconnected`; one join in 10,000 runs in
+  agentbench's W6);
 - connection cap, 1000 (`RUNPLANE_HTTP_MAX_CONNECTIONS`): beyond it, new requests get 503;
 - the largest incomplete request head h11 buffers: 64 KiB.
 
@@ -35,7 +39,7 @@ except ImportError:  # httptools is not installed: h11 only
 T = TypeVar("T")
 
 HEADER_TIMEOUT = 10.0
-KEEPALIVE_TIMEOUT = 5
+KEEPALIVE_TIMEOUT = 75
 MAX_CONNECTIONS = 1000
 MAX_HEAD_BYTES = 64 * 1024
 
