@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from runplane.core.errors import StoreUnavailable
 from runplane.core.manager import RunManager
 from runplane.core.models import Run
 from runplane.events.memory import InMemoryBus
@@ -148,3 +149,49 @@ async def test_a_rollback_waits_for_the_writes_acknowledged_early(
         await worker.manager.cancel_run(run.run_id, action="rollback")
         assert await worker.manager.wait_for_run(run.run_id, timeout=STALLED_AFTER) is None  # gone
         assert await _checkpoints_of(db_url, run.run_id) == 0
+
+
+async def test_the_final_state_is_read_while_the_writes_commit_and_stands_only_once_they_have(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The final state comes from the run's own puts (`_own_puts`), so it is read while the writes
+    it comes from commit. Their commit then fails (an outage): the run does not end with that state;
+    the attempt rides the fault out, continues from what committed, and ends with the same values."""
+    from langgraph.pregel import Pregel
+
+    async with worker_on(db_url) as (worker, store):
+        order: list[str] = []
+        commits = store._attempt_commits
+        commit = commits._commit_checked
+        barrier_reached = asyncio.Event()
+
+        async def failing_once(run_id: str, attempt: int, statements: Statements) -> None:
+            if "failed" not in order:
+                await barrier_reached.wait()  # the run's end waits for this commit
+                order.append("failed")
+                raise StoreUnavailable("the database went away")
+            await commit(run_id, attempt, statements)
+
+        commits._commit_checked = failing_once
+        writes_committed = worker.manager.writes_committed
+
+        async def at_the_barrier(run: Run) -> BaseException | None:
+            order.append("barrier")
+            barrier_reached.set()
+            return await writes_committed(run)
+
+        worker.manager.writes_committed = at_the_barrier  # type: ignore[method-assign]
+        aget_state = Pregel.aget_state
+
+        async def reading(self: Any, *args: Any, **kwargs: Any) -> Any:
+            order.append("read")
+            return await aget_state(self, *args, **kwargs)
+
+        monkeypatch.setattr(Pregel, "aget_state", reading)
+        run = await _create(worker, "echo", input={"messages": ["hi"], "n": 7})
+        final = await worker.manager.wait_for_run(run.run_id, timeout=STALLED_AFTER)
+        assert order[:3] == ["read", "barrier", "failed"]
+        assert final is not None and final.status == "success" and final.attempt == 1
+        thread = await worker.manager.get_thread(run.thread_id)
+        assert thread.values == {"messages": ["hi"], "n": 7}
+        assert await _checkpoints_of(db_url, run.run_id) >= 2

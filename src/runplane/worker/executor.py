@@ -394,18 +394,21 @@ class Execution:
         values: Json | None = None
         interrupts: Json = {}
         has_next = False
-        if self.committed is not None:
-            # Outside the read's `try`: the state is the run's only once every write landed.
-            await self.committed()
-        if self.graph is not None:
-            try:
-                with checkpoints.answering_from_own_puts():
+        with checkpoints.answering_from_own_puts() as answered_here:
+            if self.committed is not None and not answered_here:
+                # Outside the read's `try`: the state is the run's only once every write landed.
+                await self.committed()
+            if self.graph is not None:
+                try:
                     snapshot = await self.graph.aget_state(self._root)
-                values = jsonable(snapshot.values) if snapshot.values is not None else None
-                interrupts = thread_interrupts(snapshot)
-                has_next = bool(snapshot.next)
-            except Exception:
-                logger.exception("could not read the final state of run %s", self.run.run_id)
+                    values = jsonable(snapshot.values) if snapshot.values is not None else None
+                    interrupts = thread_interrupts(snapshot)
+                    has_next = bool(snapshot.next)
+                except Exception:
+                    logger.exception("could not read the final state of run %s", self.run.run_id)
+        if self.committed is not None and answered_here:
+            # The state came from the run's own writes while they committed: it stands once they have.
+            await self.committed()
         usage = self.usage
         return Outcome(
             status=status,

@@ -12,8 +12,11 @@ The answer is a copy made through the saver's serializer, as the database's is: 
 as the saver would give it (a tuple as a list, say), and the run's objects are not shared.
 
 It answers only when it knows. Every put it saw returned, none failed and none is under way (a put
-cancelled midway may have landed or not); the read asks for the newest checkpoint of the root
-namespace. Otherwise the database is asked, as before.
+cancelled midway may have landed or not) as the read begins; the read asks for the newest
+checkpoint of the root namespace. Otherwise the database is asked, as before.
+
+An answer does not wait for the writes it comes from to commit (`Store.hold_attempt` acknowledges
+them early): its caller reads while they commit, and waits for them after (`Execution.ended`).
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ class OwnPuts:
     under_way: int = 0
     #: A put failed or was cancelled: whether it landed is unknown.
     unsure: bool = False
-    answering: bool = False
+    #: Within `answering_from_own_puts`: the newest checkpoint as it began, if it could answer.
+    frozen: CheckpointTuple | None = None
 
     def put(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata) -> None:
         checkpoint_id = checkpoint["id"]
@@ -81,9 +85,14 @@ class OwnPuts:
             if replaces or key not in on:
                 on[key] = (task_path, channel, value)
 
+    def answerable(self) -> CheckpointTuple | None:
+        if self.unsure or self.under_way:
+            return None
+        return self.latest
+
     def answer(self, config: RunnableConfig, serde: SerializerProtocol) -> CheckpointTuple | None:
-        latest = self.latest
-        if not self.answering or self.unsure or self.under_way or latest is None:
+        latest = self.frozen
+        if latest is None:
             return None
         checkpoint_id = latest.config["configurable"]["checkpoint_id"]
         if config["configurable"].get("checkpoint_id") not in (None, checkpoint_id):
@@ -145,14 +154,15 @@ def watching(config: RunnableConfig) -> Iterator[OwnPuts | None]:
 
 
 @contextmanager
-def answering_from_own_puts() -> Iterator[None]:
-    """Within: the saver answers the tracked thread's newest root checkpoint from its own puts."""
+def answering_from_own_puts() -> Iterator[bool]:
+    """Within: the saver answers the tracked thread's newest root checkpoint from its own puts,
+    as they were as the block began. Yields whether it will (False: the database answers)."""
     own = _own_puts.get()
     if own is None:
-        yield
+        yield False
         return
-    own.answering = True
+    own.frozen = own.answerable()
     try:
-        yield
+        yield own.frozen is not None
     finally:
-        own.answering = False
+        own.frozen = None

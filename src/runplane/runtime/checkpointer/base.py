@@ -129,10 +129,10 @@ class FencedWrites(BaseCheckpointSaver[Any]):
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         if _answered_empty(config):
             return None
-        await _own_writes_landed()
         own = _own_puts.tracked(config)
         if own is not None and (answer := own.answer(config, self.serde)) is not None:
-            return answer
+            return answer  # what the run put: its caller waits for those writes to commit
+        await _own_writes_landed()
         return await super().aget_tuple(config)
 
     async def alist(
