@@ -153,6 +153,7 @@ async def create(call: Call, body: s.RunCreateBase, *, wait: bool = False) -> Cr
             after_seconds=body.after_seconds,
             thread_config=thread_config(body, assistant),
             thread_metadata_update=_graph_of(assistant),
+            awaited=wait,
         )
         return Created(run, assistant, stateless=False)
 
@@ -187,6 +188,7 @@ async def create(call: Call, body: s.RunCreateBase, *, wait: bool = False) -> Cr
             metadata=metadata,
             after_seconds=body.after_seconds,
             thread_config=thread_config(body, assistant),
+            awaited=wait and not temporary,  # a temporary run's waiter reads its stream
         )
     except BaseException:
         with contextlib.suppress(Exception):

@@ -196,6 +196,7 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
         thread_metadata: Json | None = None,
         cron: CronFire | None = None,
         thread_metadata_update: Json | None = None,
+        awaited: bool = False,
     ) -> Run:
         """Admit a run; it starts as soon as a worker is free and its thread is.
 
@@ -204,7 +205,9 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
         `lifecycle.thread_config_after_admission`); the store merges it when it admits the run.
         `cron` admits it for that cron slot only (see `Store.create_run`); `thread_metadata` is
         given to a thread that `if_not_exists="create"` creates; `thread_metadata_update` is merged
-        into the thread's metadata by the admission itself.
+        into the thread's metadata by the admission itself. `awaited`: the caller will wait for the
+        run (`wait_for_outcome`); if a worker here takes it, its end is kept for that wait
+        (`EndedHere.expect`).
 
         Raises:
             InvalidInput: unknown strategy, negative delay, unknown or ill-typed kwargs.
@@ -270,7 +273,10 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
         self.observer.run_created(created)
         if worker is not None and admission.claimed:
             self.observer.run_started(admission.run)
-            if not worker.start_claimed(admission.run):
+            if worker.start_claimed(admission.run):
+                if awaited:  # before the run's task first runs: its end is kept, however soon
+                    self.ended_here.expect(admission.run)
+            else:
                 # Its worker stopped during the admission: back to the queue, for another worker,
                 # rather than leased to nobody until the lease expires.
                 await self.release(admission.run)
@@ -394,7 +400,9 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
         def from_ended(run: Run, outcome: Outcome) -> tuple[Run, None]:
             return run, None
 
-        run, _ = await self._wait_until_terminal(run_id, first, after_hint, from_ended, timeout)
+        run, _ = await self._wait_until_terminal(
+            run_id, owner, thread_id, first, after_hint, from_ended, timeout
+        )
         return run
 
     async def wait_for_outcome(
@@ -429,7 +437,9 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
                 return None  # the worker could not read the final state: the thread keeps its own
             return run, ThreadOutput(outcome.thread_values, outcome.thread_interrupts)
 
-        return await self._wait_until_terminal(run_id, first, after_hint, from_ended, timeout)
+        return await self._wait_until_terminal(
+            run_id, owner, thread_id, first, after_hint, from_ended, timeout
+        )
 
     async def _thread_output(self, thread_id: str, owner: str) -> ThreadOutput | None:
         try:
@@ -441,6 +451,8 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
     async def _wait_until_terminal(
         self,
         run_id: str,
+        owner: str,
+        thread_id: str | None,
         first: Callable[[], Awaitable[tuple[Run, T]]],
         after_hint: Callable[[], Awaitable[tuple[Run | None, T]]],
         from_ended: Callable[[Run, Outcome], tuple[Run, T] | None],
@@ -448,7 +460,9 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
     ) -> tuple[Run | None, T]:
         """Read with `first` (its NotFound is raised), then at each "done" hint (or fallback
         period) until the run is terminal, or gone (None): with `from_ended` when a worker of this
-        process ended it (`EndedHere`) and that is enough, else with `after_hint`."""
+        process ended it (`EndedHere`) and that is enough, else with `after_hint`. The first read
+        is skipped for `owner`'s run that a worker here took in its admission for this wait
+        (`EndedHere.expected`)."""
         async with asyncio.timeout(timeout):
             async with (
                 self.bus.listen(done_channel(run_id)) as hints,
@@ -456,8 +470,18 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
             ):
                 with self.ended_here.waiting(run_id):
                     run: Run | None
-                    run, extra = await first()
-                    while run is not None and not run.is_terminal:
+                    extra: T
+                    unread = self.ended_here.expected(run_id, owner, thread_id)
+                    if not unread:
+                        run, extra = await first()
+                    elif (ended := self.ended_here.get(run_id)) is not None:
+                        handed = from_ended(*ended)
+                        unread = False
+                        run, extra = handed if handed is not None else await after_hint()
+                    # else: taken here in its admission for this wait, it has not ended yet (its
+                    # end is kept since, and heard of): nothing to read until it does.
+                    while unread or (run is not None and not run.is_terminal):
+                        unread = False
                         await hint.wait()
                         ended = self.ended_here.get(run_id)
                         handed = from_ended(*ended) if ended is not None else None
