@@ -10,12 +10,10 @@ are still checked: another caller's wait reads, and is refused, as before.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC
 from typing import Any
 
 import pytest
 
-from runplane.core.ended_here import KEPT_AT_MOST, EndedHere
 from runplane.core.errors import NotFound
 from runplane.core.events import done_channel
 from runplane.core.manager import ManagerSettings, RunManager
@@ -136,30 +134,3 @@ async def test_a_run_not_taken_here_is_read_first() -> None:
         with pytest.raises(TimeoutError):
             await h.manager.wait_for_run(run.run_id, timeout=0.05)
         assert reads.by(asyncio.current_task()) == [run.run_id]
-
-
-def _run(run_id: str) -> Run:
-    from datetime import datetime
-
-    now = datetime.now(UTC)
-    return Run(
-        run_id=run_id,
-        thread_id="t",
-        assistant_id="a",
-        owner="",
-        status="pending",
-        multitask_strategy="enqueue",
-        created_at=now,
-        updated_at=now,
-    )
-
-
-def test_expected_runs_are_kept_at_most_a_bounded_number() -> None:
-    kept = EndedHere()
-    for i in range(KEPT_AT_MOST + 10):
-        kept.expect(_run(f"r{i}"))
-    assert not kept.expected("r0", "", None) and not kept.expected("r9", "", None)
-    assert kept.expected("r10", "", None) and kept.expected(f"r{KEPT_AT_MOST + 9}", "", "t")
-    with kept.waiting("r10"):
-        pass
-    assert not kept.expected("r10", "", None)  # its waiter came and went
