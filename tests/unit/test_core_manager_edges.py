@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -142,3 +143,33 @@ async def test_a_reader_ends_when_the_run_ended_without_its_end_mark(follow: str
     async with asyncio.timeout(10):  # liveness bound: without the watch it never ends
         read = await reading
     assert [e.data for e in read if e.event == "values"] == [b'{"n":1}']
+
+
+async def test_a_reader_waits_for_events_still_coming_after_the_run_ended() -> None:
+    """A worker that buffered its run's events through a bus outage delivers them, and its end
+    mark, after the run ended in the store. A reader's watch that finds the run over must not end
+    the stream then (an end mark drops later events): only once it stayed still for a period."""
+    manager = memory_manager(clock=FakeClock(), settings=ManagerSettings(wait_fallback_seconds=0.01))
+    run = await _running(manager)
+    await manager.publish(run, "values", b'{"n":1}')
+    events = await manager.stream_run(run.run_id)
+    reading = asyncio.create_task(_collect(events))
+    looked = asyncio.Event()
+    bus: Any = manager.bus
+    for name in ("latest_event_id", "end_stream"):  # how the watch's first look ends, either way
+        original = getattr(bus, name)
+
+        async def observed(*args: Any, _original: Any = original) -> Any:
+            try:
+                return await _original(*args)
+            finally:
+                looked.set()
+
+        setattr(bus, name, observed)
+    await manager.store.finish_run(run.run_id, run.attempt, Outcome("success", "idle"))
+    await looked.wait()  # the run is over, the buffered events are not delivered yet
+    await manager.publish(run, "values", b'{"n":2}')  # the bus is back: the worker delivers them
+    await bus.end_stream(run.run_id)  # and its own end mark
+    async with asyncio.timeout(10):
+        read = await reading
+    assert [e.data for e in read if e.event == "values"] == [b'{"n":1}', b'{"n":2}']

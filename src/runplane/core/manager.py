@@ -507,10 +507,12 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
         from the bus) yields nothing; the caller reads the final state from the thread.
         """
         run = await self.store.get_run(run_id, owner, thread_id)
-        if run.is_terminal:
-            # This bus may never have seen the run (it ended in another process, or before a
-            # restart): without an end mark the subscription would wait forever. Ending an ended
-            # stream is a no-op, so this is safe when the bus did see it.
+        if run.is_terminal and await self.bus.latest_event_id(run_id) is None:
+            # This bus never saw the run, or its stream expired (it ended in another process, or
+            # before a restart): without an end mark the subscription would wait forever. A stream
+            # with events may still be getting the rest, and its end mark, from a worker that
+            # buffered them through a bus outage (`ResilientBus`): an end mark put now would drop
+            # them. The reader's watch ends that one, if nothing else does (`_ending_with_run`).
             await self.bus.end_stream(run_id)
         if from_now and last_event_id is None and run.status != "pending":
             # Read before subscribing: whatever is published in between is after it, so kept.
@@ -564,10 +566,9 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
         """`events`, ended once the run is over even if its end mark never comes.
 
         A worker killed between the run's terminal commit and its end mark leaves none, and a
-        reader already following would wait for ever (a reader that starts later puts the mark
-        itself: `stream_run`). So every `wait_fallback_seconds` the run is read, and once it is
-        over (or gone), this reader puts the end mark: its events were all on the bus before its
-        status changed. A stream that ends by itself first never reads the store."""
+        reader already following would wait for ever. So the reader watches the run
+        (`_end_stream_when_over`) and puts the end mark itself once the run is over and its
+        stream stays still. A stream that ends by itself first never reads the store."""
         watching = asyncio.create_task(self._end_stream_when_over(run_id, owner, thread_id))
         try:
             async for event in events:
@@ -579,15 +580,28 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
                 await close()
 
     async def _end_stream_when_over(self, run_id: str, owner: str, thread_id: str | None) -> None:
+        """End the run's stream once it is gone, or once it was over at two looks a
+        `wait_fallback_seconds` apart, with the bus answering both and the stream unchanged
+        between them. Over is not enough: a worker that buffered the run's events through a bus
+        outage (`ResilientBus`) delivers them, then its own end mark, after the run ended and
+        within about a second of the bus's return; an end mark put before would drop them."""
+        still: str | None = None  # the stream's newest event at the last look that found it over
+        seen_over = False
         while True:
             await asyncio.sleep(self.settings.wait_fallback_seconds)
             try:
                 run = await self.store.get_run(run_id, owner, thread_id)
+                if run.is_terminal:
+                    newest = await self.bus.latest_event_id(run_id)
+                    if seen_over and newest == still:
+                        await self.bus.end_stream(run_id)
+                        return
+                    seen_over, still = True, newest
+                else:
+                    seen_over = False
             except NotFound:
-                break
+                with contextlib.suppress(StoreUnavailable):
+                    await self.bus.end_stream(run_id)
+                return
             except StoreUnavailable:
-                continue  # look again at the next period
-            if run.is_terminal:
-                break
-        with contextlib.suppress(StoreUnavailable):
-            await self.bus.end_stream(run_id)
+                seen_over = False  # the store or the bus is down: look again, from the start
