@@ -22,10 +22,12 @@ CONSTRAINTS="$ROOT/constraints/lowest.txt"
 INSTALL_SPEC='.[postgres,redis]'
 TEST_TOOLS=("pytest>=8.3" "pytest-asyncio>=0.25" "pytest-timeout>=2.3" "hypothesis>=6.100")
 
-#: The saver adapters' contract, then runs through the worker: lifecycle, cancel and rollback,
-#: crash resume, the checkpoint fence and TTL sweep, thread state, graph loading.
+#: The saver adapters' contract, a run's final read answered as each saver answers it, then runs
+#: through the worker: lifecycle, cancel and rollback, crash resume, the checkpoint fence and TTL
+#: sweep, thread state, graph loading.
 SMOKE=(
     tests/conformance/test_saver_adapters.py
+    tests/integration/test_final_read_from_own_puts.py
     tests/integration/test_worker_lifecycle.py
     tests/integration/test_worker_cancel.py
     tests/integration/test_worker_faults.py

@@ -531,7 +531,8 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
         # The "done" hint first: a waiter in this process hears it at once (a local delivery) and
         # answers, instead of after the end mark's round trip to a shared bus. Stream readers lose
         # nothing: the run's events were on the bus before its status changed, and a reader that
-        # finds the run over before the end mark puts one itself (`stream_run`).
+        # finds the run over before the end mark gets it a moment later (or its watch puts one:
+        # `_ending_with_run`).
         await self._announce_done(run_id)
         await self.bus.end_stream(run_id)
 
