@@ -3,6 +3,7 @@
 #
 #   benchmarks/cpu_budget.sh                          SQLite and PostgreSQL + Redis, W2 (32 clients)
 #   BUDGET_MODES="pg pg+redis" BUDGET_RUNS=1000 benchmarks/cpu_budget.sh
+#   BENCH_SRC=/work/wt/before/src benchmarks/cpu_budget.sh      another checkout's runplane
 #
 # On a machine whose cores the server shares with its database and with the benchmark's client,
 # throughput is bounded by the sum of those processes' CPU per run, not by the server's alone. For
@@ -62,7 +63,7 @@ for mode in $MODES; do
         url="${RP_PG_URL%/postgres}/budget_${mode//+/_}"
         [ "$mode" = pg+redis ] && redis="$RP_REDIS_URL"
     fi
-    rp_bench_serve "$OUT/$mode.serve.log" "" "$url" "$redis"
+    rp_bench_serve "$OUT/$mode.serve.log" "${BENCH_SRC:-}" "$url" "$redis"
     "$PY" "$BENCH_DIR/agentbench.py" --url "$BENCH_URL" --only W2 --w2-n 200 --no-warmup \
         >"$OUT/$mode.warmup.out" 2>&1 || rp_die "agentbench failed: $OUT/$mode.warmup.out"
 

@@ -154,3 +154,37 @@ def test_expected_runs_are_kept_at_most_a_bounded_number() -> None:
         kept.expect(_run(f"r{i}"))
     assert not kept.expected("r0", "", None) and not kept.expected("r9", "", None)
     assert kept.expected("r10", "", None) and kept.expected(f"r{KEPT_AT_MOST + 9}", "", "t")
+
+
+async def test_the_waiter_listens_on_no_bus(manager: RunManager) -> None:
+    """Its end is announced here (`EndedHere.announce`): no subscription per wait on a shared bus."""
+    run = await _taken(manager, TakingWorker())
+    listened: list[str] = []
+    bus: Any = manager.bus
+    listen = bus.listen
+
+    def counted(channel: str) -> Any:
+        listened.append(channel)
+        return listen(channel)
+
+    bus.listen = counted
+    waiter = asyncio.create_task(manager.wait_for_run(run.run_id))
+    await asyncio.sleep(0)
+    await manager.cancel_run(run.run_id, action="rollback")
+    await manager.discard(run)  # as the worker ends a rollback: announced, with no outcome
+    async with asyncio.timeout(1):
+        assert await waiter is None
+    assert listened == []
+
+
+async def test_a_run_ended_elsewhere_after_all_is_found_by_the_fallback_read() -> None:
+    """Its lease lost, another process ended it: nothing is announced here, the periodic read
+    finds it."""
+    manager = memory_manager(settings=ManagerSettings(lease_seconds=30, wait_fallback_seconds=0.05))
+    run = await _taken(manager, TakingWorker())
+    waiter = asyncio.create_task(manager.wait_for_run(run.run_id))
+    await asyncio.sleep(0)
+    await manager.store.finish_run(run.run_id, run.attempt, Outcome("success", "idle"))
+    async with asyncio.timeout(5):
+        ended = await waiter
+    assert ended is not None and ended.status == "success"

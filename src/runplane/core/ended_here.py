@@ -11,13 +11,14 @@ before.
 
 A run that a worker here took in its admission, for a creator that will wait for it (`runs.wait`),
 is *expected* (`expect`): its end is kept from then on, even before its waiter comes, so the waiter
-need not read the run first to learn whether it ended before it began to wait (`expected`). It
-ends here, or its waiter hears of it as of any run: a hint, or the fallback read. Kept ends are
+need not read the run first to learn whether it ended before it began to wait (`expected`), nor
+listen on a shared bus: this process announces the ends it makes (`announce`). Kept ends are
 bounded (`KEPT_AT_MOST`): a waiter that never comes leaves no more than that behind.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections import Counter, OrderedDict
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ class EndedHere:
     def __init__(self) -> None:
         self._waiters: Counter[str] = Counter()
         self._ended: dict[str, tuple[Run, Outcome]] = {}
+        self._announced: dict[str, asyncio.Event] = {}
         #: Expected runs, oldest first: whose (owner, thread) they are, and their end once a
         #: worker here ended them.
         self._expected: OrderedDict[str, tuple[str, str, tuple[Run, Outcome] | None]] = OrderedDict()
@@ -53,17 +55,25 @@ class EndedHere:
         return found is not None and found[0] == owner and thread_id in (None, found[1])
 
     @contextlib.contextmanager
-    def waiting(self, run_id: str) -> Iterator[None]:
-        """While the block runs, keep what a worker here ends `run_id` with (`ended`)."""
+    def waiting(self, run_id: str) -> Iterator[asyncio.Event]:
+        """While the block runs, keep what a worker here ends `run_id` with (`ended`); the event
+        yielded is set each time this process announces the run's end (`announce`)."""
         self._waiters[run_id] += 1
+        announced = self._announced.setdefault(run_id, asyncio.Event())
         try:
-            yield
+            yield announced
         finally:
             self._waiters[run_id] -= 1
             if self._waiters[run_id] <= 0:
                 del self._waiters[run_id]
                 self._ended.pop(run_id, None)
                 self._expected.pop(run_id, None)
+                self._announced.pop(run_id, None)
+
+    def announce(self, run_id: str) -> None:
+        """This process is sending `run_id`'s "done" hint (an end, a rollback's deletion)."""
+        if (announced := self._announced.get(run_id)) is not None:
+            announced.set()
 
     def ended(self, run: Run, outcome: Outcome) -> None:
         """A worker here ended `run` (terminal, as the store returned it) with `outcome`."""

@@ -12,10 +12,10 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from runplane.core.clock import Clock, SystemClock
 from runplane.core.cron_use_cases import CronUseCases
@@ -24,7 +24,6 @@ from runplane.core.errors import Conflict, InvalidInput, NotFound, StoreUnavaila
 from runplane.core.events import (
     WAKEUP_CHANNEL,
     EventBus,
-    HintWaiter,
     StreamEvent,
     cancel_channel,
     done_channel,
@@ -44,12 +43,10 @@ from runplane.core.models import (
     MultitaskStrategy,
     NewRun,
     NewThread,
-    Outcome,
     Run,
     RunFilter,
     Thread,
     ThreadFilter,
-    ThreadOutput,
     ThreadStatus,
     TokenUsage,
 )
@@ -61,12 +58,12 @@ from runplane.core.schedule import Schedule
 from runplane.core.state_updates import StateUpdates
 from runplane.core.store import Store
 from runplane.core.thread_streams import ThreadStreams
+from runplane.core.waits import Waits
 from runplane.core.webhooks import WEBHOOKS_CHANNEL, UrlGuard
 from runplane.core.worker_use_cases import TakesRunsAtAdmission, WorkerUseCases
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 __all__ = ["MAX_LIMIT", "ManagerSettings", "RunManager", "fingerprint", "new_id"]
 
@@ -91,7 +88,7 @@ def fingerprint(payload: Json) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, ThreadStreams):
+class RunManager(WorkerUseCases, Waits, CronUseCases, StateUpdates, ResourceUseCases, ThreadStreams):
     """Create, cancel, wait for and stream runs; the primitives workers execute them with.
 
     Args:
@@ -370,124 +367,6 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
             return result.run
         return await self.wait_for_run(run_id, owner, thread_id=thread_id)
 
-    async def wait_for_run(
-        self,
-        run_id: str,
-        owner: str = SINGLE_USER,
-        *,
-        timeout: float | None = None,
-        thread_id: str | None = None,
-    ) -> Run | None:
-        """Wait until the run is terminal; None when it was deleted meanwhile (rollback).
-
-        Holds no database connection while waiting: it sleeps on the "done" hint and re-reads the
-        store when the hint comes (or every `wait_fallback_seconds`, in case a hint was lost).
-
-        Raises:
-            NotFound: unknown run (at the first read).
-            TimeoutError: `timeout` elapsed first.
-        """
-
-        async def first() -> tuple[Run, None]:
-            return await self.store.get_run(run_id, owner, thread_id), None
-
-        async def after_hint() -> tuple[Run | None, None]:
-            try:
-                return await first()
-            except NotFound:
-                return None, None
-
-        def from_ended(run: Run, outcome: Outcome) -> tuple[Run, None]:
-            return run, None
-
-        run, _ = await self._wait_until_terminal(
-            run_id, owner, thread_id, first, after_hint, from_ended, timeout
-        )
-        return run
-
-    async def wait_for_outcome(
-        self, run_id: str, thread_id: str, owner: str = SINGLE_USER, *, timeout: float | None = None
-    ) -> tuple[Run | None, ThreadOutput | None]:
-        """`wait_for_run`, and what the run left on its thread (None when the thread is gone).
-
-        Once a hint says the run ended, the run and its thread are read together (one hop on
-        SQLite, two connections at once on PostgreSQL), not one after the other; or not at all
-        when a worker of this process ended it (`EndedHere`)."""
-
-        async def first() -> tuple[Run, ThreadOutput | None]:
-            run = await self.store.get_run(run_id, owner, thread_id)
-            return run, (await self._thread_output(thread_id, owner) if run.is_terminal else None)
-
-        async def after_hint() -> tuple[Run | None, ThreadOutput | None]:
-            run, thread = await asyncio.gather(
-                self.store.get_run(run_id, owner, thread_id),
-                self._thread_output(thread_id, owner),
-                return_exceptions=True,
-            )
-            if isinstance(thread, BaseException):
-                raise thread
-            if isinstance(run, NotFound):
-                return None, thread  # deleted (a rollback): the thread as it was restored
-            if isinstance(run, BaseException):
-                raise run
-            return run, thread
-
-        def from_ended(run: Run, outcome: Outcome) -> tuple[Run, ThreadOutput] | None:
-            if outcome.thread_values is None and run.status not in ("error", "timeout"):
-                return None  # the worker could not read the final state: the thread keeps its own
-            return run, ThreadOutput(outcome.thread_values, outcome.thread_interrupts)
-
-        return await self._wait_until_terminal(
-            run_id, owner, thread_id, first, after_hint, from_ended, timeout
-        )
-
-    async def _thread_output(self, thread_id: str, owner: str) -> ThreadOutput | None:
-        try:
-            thread = await self.store.get_thread(thread_id, owner)
-        except NotFound:
-            return None
-        return ThreadOutput(thread.values, thread.interrupts)
-
-    async def _wait_until_terminal(
-        self,
-        run_id: str,
-        owner: str,
-        thread_id: str | None,
-        first: Callable[[], Awaitable[tuple[Run, T]]],
-        after_hint: Callable[[], Awaitable[tuple[Run | None, T]]],
-        from_ended: Callable[[Run, Outcome], tuple[Run, T] | None],
-        timeout: float | None,
-    ) -> tuple[Run | None, T]:
-        """Read with `first` (its NotFound is raised), then at each "done" hint (or fallback
-        period) until the run is terminal, or gone (None): with `from_ended` when a worker of this
-        process ended it (`EndedHere`) and that is enough, else with `after_hint`. The first read
-        is skipped for `owner`'s run that a worker here took in its admission for this wait
-        (`EndedHere.expected`)."""
-        async with asyncio.timeout(timeout):
-            async with (
-                self.bus.listen(done_channel(run_id)) as hints,
-                contextlib.aclosing(HintWaiter(hints, self.settings.wait_fallback_seconds)) as hint,
-            ):
-                with self.ended_here.waiting(run_id):
-                    run: Run | None
-                    extra: T
-                    unread = self.ended_here.expected(run_id, owner, thread_id)
-                    if not unread:
-                        run, extra = await first()
-                    elif (ended := self.ended_here.get(run_id)) is not None:
-                        handed = from_ended(*ended)
-                        unread = False
-                        run, extra = handed if handed is not None else await after_hint()
-                    # else: taken here in its admission for this wait, it has not ended yet (its
-                    # end is kept since, and heard of): nothing to read until it does.
-                    while unread or (run is not None and not run.is_terminal):
-                        unread = False
-                        await hint.wait()
-                        ended = self.ended_here.get(run_id)
-                        handed = from_ended(*ended) if ended is not None else None
-                        run, extra = handed if handed is not None else await after_hint()
-                    return run, extra
-
     async def stream_run(
         self,
         run_id: str,
@@ -542,6 +421,7 @@ class RunManager(WorkerUseCases, CronUseCases, StateUpdates, ResourceUseCases, T
             await self.bus.notify(cancel_channel(run.lease_owner), run.run_id)
 
     async def _announce_done(self, run_id: str) -> None:
+        self.ended_here.announce(run_id)
         await self.bus.notify(done_channel(run_id), run_id)
 
     async def _hint_webhook(self, run: Run) -> None:
