@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import operator
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,15 +22,8 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, Send, interrupt
 from typing_extensions import TypedDict
 
-from runplane.core.manager import RunManager
-from runplane.core.models import Outcome, TokenUsage
-from runplane.events.memory import InMemoryBus
-from runplane.runtime.checkpointer import answering_from_own_puts, open_checkpointer, track_own_puts
-from runplane.runtime.checkpointer.base import FencedWrites
-from runplane.runtime.graphs import LangGraphRuntime
-from runplane.stores import open_store
-from runplane.worker.executor import Execution
-from tests._services import postgres_database
+from runplane.runtime.checkpointer import answering_from_own_puts, track_own_puts
+from tests._reads import deployment, execute_once, reads_reaching_the_saver, saver_class_under_fence
 
 STORES = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -78,43 +69,6 @@ def _graph(last: Any) -> Any:
 GRAPHS = {"asks": _graph(_ask).compile(name="asks"), "fails": _graph(_fail).compile(name="fails")}
 
 
-@asynccontextmanager
-async def deployment(kind: str, tmp_path: Path) -> AsyncIterator[tuple[RunManager, LangGraphRuntime]]:
-    with contextlib.ExitStack() as databases:
-        url = {"memory": "memory:", "sqlite": f"sqlite:///{tmp_path / 'runplane.db'}"}.get(kind)
-        if url is None:
-            url = databases.enter_context(postgres_database())
-        store = open_store(url)
-        await store.open()
-        try:
-            async with open_checkpointer(url) as saver:
-                yield RunManager(store, InMemoryBus()), LangGraphRuntime(GRAPHS, saver)
-        finally:
-            await store.close()
-
-
-def _inner(saver: BaseCheckpointSaver[Any]) -> Any:
-    """The saver's own LangGraph class, under `FencedWrites`."""
-    mro = type(saver).__mro__
-    return mro[mro.index(FencedWrites) + 1]
-
-
-@contextlib.contextmanager
-def reads_reaching_the_database(saver: BaseCheckpointSaver[Any]) -> Iterator[list[RunnableConfig]]:
-    inner = _inner(saver)
-    original = inner.aget_tuple
-    reads: list[RunnableConfig] = []
-
-    async def counted(self: Any, config: RunnableConfig) -> CheckpointTuple | None:
-        reads.append(config)
-        found: CheckpointTuple | None = await original(self, config)
-        return found
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(inner, "aget_tuple", counted)
-        yield reads
-
-
 def _root(thread_id: str) -> RunnableConfig:
     return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
 
@@ -134,7 +88,7 @@ def _comparable(found: CheckpointTuple | None) -> Any:
 
 
 async def _from_database(saver: BaseCheckpointSaver[Any], thread_id: str) -> CheckpointTuple | None:
-    found: CheckpointTuple | None = await _inner(saver).aget_tuple(saver, _root(thread_id))
+    found: CheckpointTuple | None = await saver_class_under_fence(saver).aget_tuple(saver, _root(thread_id))
     return found
 
 
@@ -145,7 +99,7 @@ async def test_the_answer_is_what_the_database_returns(kind: str, graph_id: str,
     tracker answers as the saver's own read does. A second run resumes (a new checkpoint: answered
     again) or fails again (its writes go on the old checkpoint and it puts none: the database is
     asked)."""
-    async with deployment(kind, tmp_path) as (_, runtime):
+    async with deployment(kind, tmp_path, GRAPHS) as (_, runtime):
         saver = runtime.checkpointer
         graph = GRAPHS[graph_id].copy(update={"checkpointer": saver})
         config: RunnableConfig = {"configurable": {"thread_id": "t1"}}
@@ -153,7 +107,7 @@ async def test_the_answer_is_what_the_database_returns(kind: str, graph_id: str,
             track_own_puts("t1")
             with contextlib.suppress(ValueError):
                 await graph.ainvoke(Command(resume="yes") if second else {"log": ["start"]}, config)
-            with answering_from_own_puts(), reads_reaching_the_database(saver) as reads:
+            with answering_from_own_puts(), reads_reaching_the_saver(saver) as reads:
                 answered = await saver.aget_tuple(_root("t1"))
             stored = await _from_database(saver, "t1")
             assert _comparable(answered) == _comparable(stored)
@@ -172,22 +126,9 @@ async def test_the_answer_is_what_the_database_returns(kind: str, graph_id: str,
 async def test_a_run_reads_nothing_at_its_end_and_its_outcome_is_the_threads_state(
     kind: str, tmp_path: Path
 ) -> None:
-    async with deployment(kind, tmp_path) as (manager, runtime):
+    async with deployment(kind, tmp_path, GRAPHS) as (manager, runtime):
         thread = await manager.create_thread()
-        run = await manager.create_run(thread.thread_id, "asks", kwargs={"graph_id": "asks", "input": {}})
-        claimed = await manager.claim("worker")
-        assert claimed is not None and claimed.run_id == run.run_id
-
-        async def publish(event: str, payload: Any) -> None:
-            pass
-
-        async def progress(model_name: str | None, usage: TokenUsage) -> None:
-            pass
-
-        with reads_reaching_the_database(runtime.checkpointer) as reads:
-            outcome: Outcome = await Execution(
-                claimed, runtime, publish, progress, lambda: manager.hold(claimed)
-            ).execute()
+        _, outcome, reads = await execute_once(manager, runtime, thread.thread_id, "asks")
         # The first read was answered by the savepoint of the new thread, the last by the puts.
         assert reads == []
         assert outcome.status == "success" and outcome.thread_status == "interrupted"
@@ -207,7 +148,7 @@ async def test_it_asks_the_database_when_unsure_or_not_asked_for_its_own_latest(
     await graph.ainvoke({"log": ["start"]}, {"configurable": {"thread_id": "t1"}})
     latest = await _from_database(saver, "t1")
     assert latest is not None and latest.parent_config is not None
-    with reads_reaching_the_database(saver) as reads:
+    with reads_reaching_the_saver(saver) as reads:
         await saver.aget_tuple(_root("t1"))  # outside `answering_from_own_puts`
         assert len(reads) == 1
         with answering_from_own_puts():
@@ -220,16 +161,16 @@ async def test_it_asks_the_database_when_unsure_or_not_asked_for_its_own_latest(
             await saver.aget_tuple(latest.parent_config)  # an older checkpoint
             assert len(reads) == 4
 
-        failing = _inner(saver).aput_writes
+        failing = saver_class_under_fence(saver).aput_writes
 
         async def fails(*args: Any, **kwargs: Any) -> None:
             raise ConnectionError("the database went away")
 
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(_inner(saver), "aput_writes", fails)
+            patch.setattr(saver_class_under_fence(saver), "aput_writes", fails)
             with pytest.raises(ConnectionError):
                 await saver.aput_writes(latest.config, [("answer", "late")], "task")
-        assert failing is _inner(saver).aput_writes
+        assert failing is saver_class_under_fence(saver).aput_writes
         with answering_from_own_puts():
             await saver.aget_tuple(_root("t1"))  # did the failed write land? the database knows
         assert len(reads) == 5

@@ -8,28 +8,18 @@ the run's later reads, and the next run's, reach the database. On each store wit
 
 from __future__ import annotations
 
-import contextlib
 import operator
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import pytest
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 from langgraph.graph import END, START, StateGraph
 from typing_extensions import TypedDict
 
 from runplane.core.manager import RunManager
-from runplane.core.models import TokenUsage
-from runplane.events.memory import InMemoryBus
-from runplane.runtime.checkpointer import open_checkpointer
-from runplane.runtime.checkpointer.base import FencedWrites
 from runplane.runtime.graphs import LangGraphRuntime
-from runplane.stores import open_store
-from runplane.worker.executor import Execution
-from tests._services import postgres_database
+from tests._reads import deployment, execute_once, reads_reaching_the_saver
 
 
 class LogState(TypedDict, total=False):
@@ -47,54 +37,9 @@ _builder.add_edge("step", END)
 logging_graph = _builder.compile(name="log")
 
 
-@asynccontextmanager
-async def deployment(kind: str, tmp_path: Path) -> AsyncIterator[tuple[RunManager, LangGraphRuntime]]:
-    with contextlib.ExitStack() as databases:
-        url = {"memory": "memory:", "sqlite": f"sqlite:///{tmp_path / 'runplane.db'}"}.get(kind)
-        if url is None:
-            url = databases.enter_context(postgres_database())
-        store = open_store(url)
-        await store.open()
-        try:
-            async with open_checkpointer(url) as saver:
-                yield RunManager(store, InMemoryBus()), LangGraphRuntime({"log": logging_graph}, saver)
-        finally:
-            await store.close()
-
-
-@contextlib.contextmanager
-def reads_reaching_the_saver(saver: BaseCheckpointSaver[Any]) -> Iterator[list[RunnableConfig]]:
-    """The `aget_tuple` calls that `FencedWrites` passes on to the saver's own class."""
-    mro = type(saver).__mro__
-    inner: Any = mro[mro.index(FencedWrites) + 1]
-    original = inner.aget_tuple
-    reads: list[RunnableConfig] = []
-
-    async def counted(self: Any, config: RunnableConfig) -> CheckpointTuple | None:
-        reads.append(config)
-        found: CheckpointTuple | None = await original(self, config)
-        return found
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(inner, "aget_tuple", counted)
-        yield reads
-
-
 async def _run_once(manager: RunManager, runtime: LangGraphRuntime, thread_id: str) -> int:
     """Run the graph once on `thread_id` as a worker does; the root reads it made of the saver."""
-    run = await manager.create_run(thread_id, "log", kwargs={"graph_id": "log", "input": {}})
-    claimed = await manager.claim("worker")
-    assert claimed is not None and claimed.run_id == run.run_id
-
-    async def publish(event: str, payload: Any) -> None:
-        pass
-
-    async def progress(model_name: str | None, usage: TokenUsage) -> None:
-        pass
-
-    with reads_reaching_the_saver(runtime.checkpointer) as reads:
-        execution = Execution(claimed, runtime, publish, progress, lambda: manager.hold(claimed))
-        outcome = await execution.execute()
+    claimed, outcome, reads = await execute_once(manager, runtime, thread_id, "log")
     assert outcome.status == "success", outcome.error
     await manager.finish(claimed, outcome)
     return sum(1 for config in reads if not config["configurable"].get("checkpoint_ns"))
@@ -102,7 +47,7 @@ async def _run_once(manager: RunManager, runtime: LangGraphRuntime, thread_id: s
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite", "postgres"])
 async def test_the_first_run_of_a_thread_skips_one_read_and_only_that_one(kind: str, tmp_path: Path) -> None:
-    async with deployment(kind, tmp_path) as (manager, runtime):
+    async with deployment(kind, tmp_path, {"log": logging_graph}) as (manager, runtime):
         thread = await manager.create_thread()
         first = await _run_once(manager, runtime, thread.thread_id)
         second = await _run_once(manager, runtime, thread.thread_id)

@@ -16,9 +16,10 @@ import pytest
 
 from runplane.core.errors import NotFound
 from runplane.core.events import done_channel
-from runplane.core.manager import ManagerSettings, RunManager
+from runplane.core.manager import ManagerSettings
 from runplane.core.models import Run
 from runplane.core.pages import new_id
+from tests._reads import RunReads
 from tests.integration._worker_support import GATE, Harness, harness
 
 #: Far above any wait here: a waiter that missed the run's end would sit out this fallback.
@@ -28,25 +29,6 @@ SLOW_FALLBACK = 30.0
 @pytest.fixture(autouse=True)
 def _fresh_gate() -> None:
     GATE["second"] = asyncio.Event()
-
-
-class RunReads:
-    """The store's reads of runs (`get_run`), by the task that made each."""
-
-    def __init__(self, manager: RunManager) -> None:
-        self.made: list[tuple[asyncio.Task[Any] | None, str]] = []
-        store: Any = manager.store
-        read = store.get_run
-
-        async def counted(run_id: str, *args: Any, **kwargs: Any) -> Run:
-            self.made.append((asyncio.current_task(), run_id))
-            run: Run = await read(run_id, *args, **kwargs)
-            return run
-
-        store.get_run = counted
-
-    def by(self, task: asyncio.Task[Any] | None) -> list[str]:
-        return [run_id for made_by, run_id in self.made if made_by is task]
 
 
 async def _awaited(

@@ -18,6 +18,7 @@ from runplane.core.errors import NotFound
 from runplane.core.manager import ManagerSettings, RunManager
 from runplane.core.models import Outcome, Run
 from runplane.testing import memory_manager
+from tests._reads import RunReads
 
 #: A waiter that missed the run's end would sit out this fallback: far above every wait here.
 NO_POLLING = ManagerSettings(lease_seconds=30, wait_fallback_seconds=3600)
@@ -45,25 +46,6 @@ class TakingWorker:
         return self.starts
 
 
-class ReadsOf:
-    """The store's reads of runs, by the task that made each."""
-
-    def __init__(self, manager: RunManager) -> None:
-        self.made: list[tuple[asyncio.Task[Any] | None, str]] = []
-        store: Any = manager.store
-        read = store.get_run
-
-        async def counted(run_id: str, *args: Any, **kwargs: Any) -> Run:
-            self.made.append((asyncio.current_task(), run_id))
-            run: Run = await read(run_id, *args, **kwargs)
-            return run
-
-        store.get_run = counted
-
-    def by(self, task: asyncio.Task[Any] | None) -> list[str]:
-        return [run_id for made_by, run_id in self.made if made_by is task]
-
-
 @pytest.fixture
 def manager() -> RunManager:
     return memory_manager(settings=NO_POLLING)
@@ -78,7 +60,7 @@ async def _taken(manager: RunManager, worker: TakingWorker, *, awaited: bool = T
 
 async def test_a_waiter_of_a_run_taken_for_it_reads_nothing(manager: RunManager) -> None:
     run = await _taken(manager, TakingWorker())
-    reads = ReadsOf(manager)
+    reads = RunReads(manager)
     waiter = asyncio.create_task(manager.wait_for_outcome(run.run_id, "t1"))
     await asyncio.sleep(0)
     assert not waiter.done()
@@ -92,7 +74,7 @@ async def test_a_waiter_of_a_run_taken_for_it_reads_nothing(manager: RunManager)
 
 async def test_an_end_before_the_waiter_came_is_handed_over_at_once(manager: RunManager) -> None:
     run = await _taken(manager, TakingWorker())
-    reads = ReadsOf(manager)
+    reads = RunReads(manager)
     await manager.finish_and_look(run, Outcome("error", "error", error="boom"))
     async with asyncio.timeout(1):
         ended = await manager.wait_for_run(run.run_id, thread_id="t1")
