@@ -66,7 +66,27 @@ def _graph(last: Any) -> Any:
     return builder
 
 
-GRAPHS = {"asks": _graph(_ask).compile(name="asks"), "fails": _graph(_fail).compile(name="fails")}
+def _nested() -> Any:
+    """`first`, then a subgraph that asks: the subgraph checkpoints in its own namespace, and the
+    root keeps the interrupt as a pending write of the subgraph's task."""
+    inner = StateGraph(State)
+    inner.add_node("ask", _ask)
+    inner.add_edge(START, "ask")
+    inner.add_edge("ask", END)
+    outer = StateGraph(State)
+    outer.add_node("first", _first)
+    outer.add_node("inner", inner.compile())
+    outer.add_edge(START, "first")
+    outer.add_edge("first", "inner")
+    outer.add_edge("inner", END)
+    return outer
+
+
+GRAPHS = {
+    "asks": _graph(_ask).compile(name="asks"),
+    "fails": _graph(_fail).compile(name="fails"),
+    "nested": _nested().compile(name="nested"),
+}
 
 
 def _root(thread_id: str) -> RunnableConfig:
@@ -93,12 +113,12 @@ async def _from_database(saver: BaseCheckpointSaver[Any], thread_id: str) -> Che
 
 
 @pytest.mark.parametrize("kind", STORES)
-@pytest.mark.parametrize("graph_id", ["asks", "fails"])
+@pytest.mark.parametrize("graph_id", ["asks", "fails", "nested"])
 async def test_the_answer_is_what_the_database_returns(kind: str, graph_id: str, tmp_path: Path) -> None:
-    """Fan-out writes returned out of order, an interrupt's or an error's special writes: the
-    tracker answers as the saver's own read does. A second run resumes (a new checkpoint: answered
-    again) or fails again (its writes go on the old checkpoint and it puts none: the database is
-    asked)."""
+    """Fan-out writes returned out of order, an interrupt's or an error's special writes, a
+    subgraph's interrupt: the tracker answers as the saver's own read does. A second run resumes
+    (a new checkpoint: answered again) or fails again (its writes go on the old checkpoint and it
+    puts none: the database is asked)."""
     async with deployment(kind, tmp_path, GRAPHS) as (_, runtime):
         saver = runtime.checkpointer
         graph = GRAPHS[graph_id].copy(update={"checkpointer": saver})
@@ -114,12 +134,12 @@ async def test_the_answer_is_what_the_database_returns(kind: str, graph_id: str,
             assert answered is not None
             if not second:
                 assert reads == [] and answered.pending_writes  # the interrupt or error, and leaves
-            elif graph_id == "asks":
+            elif graph_id != "fails":
                 assert reads == [] and answered.checkpoint["channel_values"]["answer"] == "yes"
             else:
                 assert len(reads) == 1
         snapshot = await graph.aget_state(config)
-        assert snapshot.next == (() if graph_id == "asks" else ("last",))
+        assert snapshot.next == (("last",) if graph_id == "fails" else ())
 
 
 @pytest.mark.parametrize("kind", STORES)
