@@ -139,10 +139,19 @@ class Waits:
                     run, extra = await first()
                     while run is not None and not run.is_terminal:
                         await hint.wait()
-                        ended = self.ended_here.get(run_id)
-                        handed = from_ended(*ended) if ended is not None else None
-                        run, extra = handed if handed is not None else await after_hint()
+                        run, extra = await self._handed_or_read(run_id, after_hint, from_ended)
                     return run, extra
+
+    async def _handed_or_read(
+        self,
+        run_id: str,
+        after_hint: Callable[[], Awaitable[tuple[Run | None, T]]],
+        from_ended: Callable[[Run, Outcome], tuple[Run, T] | None],
+    ) -> tuple[Run | None, T]:
+        """What a worker here ended the run with, when it did and that is enough; else a read."""
+        ended = self.ended_here.get(run_id)
+        handed = from_ended(*ended) if ended is not None else None
+        return handed if handed is not None else await after_hint()
 
     async def _wait_here(
         self,
@@ -152,23 +161,19 @@ class Waits:
     ) -> tuple[Run | None, T]:
         """Wait for a run a worker here took in its admission for this wait
         (`EndedHere.expected`): it ends here, where its end is kept from the admission on and its
-        "done" hint is heard without the bus (`EndedHere.announced`). So nothing is read first,
+        "done" hint is heard without the bus (`EndedHere.announce`). So nothing is read first,
         and no hint is listened for on a shared bus (a subscription, and its round trips, per
         wait). Should it end elsewhere after all (its lease lost, or handed back by a worker
         stopping), the read every `wait_fallback_seconds` finds it."""
         fallback = self.settings.wait_fallback_seconds
         with self.ended_here.waiting(run_id) as announced:
             while True:
-                ended = self.ended_here.get(run_id)
-                if ended is None:
+                if self.ended_here.get(run_id) is None:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(fallback):
                             await announced.wait()
                     announced.clear()
-                    ended = self.ended_here.get(run_id)
-                handed = from_ended(*ended) if ended is not None else None
-                if handed is not None:
-                    return handed
-                run, extra = await after_hint()  # ended without an outcome here, or not heard of
+                # A read when it ended without an outcome here (a rollback), or was not heard of.
+                run, extra = await self._handed_or_read(run_id, after_hint, from_ended)
                 if run is None or run.is_terminal:
                     return run, extra
