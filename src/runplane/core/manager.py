@@ -386,16 +386,18 @@ class RunManager(WorkerUseCases, Waits, CronUseCases, StateUpdates, ResourceUseC
         from the bus) yields nothing; the caller reads the final state from the thread.
         """
         run = await self.store.get_run(run_id, owner, thread_id)
-        if run.is_terminal and await self.bus.latest_event_id(run_id) is None:
+        joins_now = from_now and last_event_id is None and run.status != "pending"
+        # Read before subscribing: whatever is published in between is after it, so kept.
+        newest = await self.bus.latest_event_id(run_id) if run.is_terminal or joins_now else None
+        if run.is_terminal and newest is None:
             # This bus never saw the run, or its stream expired (it ended in another process, or
             # before a restart): without an end mark the subscription would wait forever. A stream
             # with events may still be getting the rest, and its end mark, from a worker that
             # buffered them through a bus outage (`ResilientBus`): an end mark put now would drop
             # them. The reader's watch ends that one, if nothing else does (`_ending_with_run`).
             await self.bus.end_stream(run_id)
-        if from_now and last_event_id is None and run.status != "pending":
-            # Read before subscribing: whatever is published in between is after it, so kept.
-            last_event_id = await self.bus.latest_event_id(run_id)
+        if joins_now:
+            last_event_id = newest
         return self._ending_with_run(self.bus.subscribe(run_id, last_event_id), run_id, owner, thread_id)
 
     async def check_webhook(self, url: object) -> None:
