@@ -64,10 +64,10 @@ class OwnPuts:
             return  # ids grow with time: the newest is what the database answers first
         parent_id = config["configurable"].get("checkpoint_id")
         self.latest = CheckpointTuple(
-            config=_root_config(self.thread_id, checkpoint_id),
+            config=saved_config(self.thread_id, "", checkpoint_id),
             checkpoint=checkpoint,
             metadata=get_checkpoint_metadata(config, metadata),
-            parent_config=_root_config(self.thread_id, parent_id) if parent_id else None,
+            parent_config=saved_config(self.thread_id, "", parent_id) if parent_id else None,
             pending_writes=[],
         )
         for older in [key for key in self.writes if key < checkpoint_id]:
@@ -112,8 +112,16 @@ def _through(serde: SerializerProtocol, value: Any) -> Any:
     return serde.loads_typed(serde.dumps_typed(value))
 
 
-def _root_config(thread_id: str, checkpoint_id: str) -> RunnableConfig:
-    return {"configurable": {"thread_id": thread_id, "checkpoint_ns": "", "checkpoint_id": checkpoint_id}}
+def saved_config(thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> RunnableConfig:
+    """What a saver's `aput` returns: the config of the checkpoint it saved (also the config a
+    saver's read gives the checkpoint and its parent)."""
+    return {
+        "configurable": {
+            "thread_id": thread_id,
+            "checkpoint_ns": checkpoint_ns,
+            "checkpoint_id": checkpoint_id,
+        }
+    }
 
 
 _own_puts: ContextVar[OwnPuts | None] = ContextVar("runplane_own_puts", default=None)

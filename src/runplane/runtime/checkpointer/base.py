@@ -36,6 +36,7 @@ from langgraph.checkpoint.base import (
 
 from runplane.core.errors import InvalidInput
 from runplane.runtime.checkpointer import _own_puts
+from runplane.runtime.checkpointer._own_puts import saved_config as saved_config
 from runplane.runtime.checkpointer._tables import Strategy
 
 logger = logging.getLogger(__name__)
@@ -189,17 +190,6 @@ class Savepoint:
     writes: dict[CheckpointKey, Any] = field(default_factory=dict)
     #: The adapter found no root checkpoint on the thread: it has none yet (`no_checkpoint_yet`).
     new_thread: bool = False
-
-
-def saved_config(thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> RunnableConfig:
-    """What a saver's `aput` returns: the config of the checkpoint it saved."""
-    return {
-        "configurable": {
-            "thread_id": thread_id,
-            "checkpoint_ns": checkpoint_ns,
-            "checkpoint_id": checkpoint_id,
-        }
-    }
 
 
 def resumed_namespaces(namespaces: Iterable[str], task_ids: Iterable[str]) -> list[str]:
