@@ -124,8 +124,9 @@ class Attempt:
             raise
 
     async def writes_committed(self) -> None:
-        """Wait until the checkpoint writes acknowledged early have committed: before the run's
-        final state is read. One refused for a lost lease fences the attempt (its execution is
+        """Wait until the checkpoint writes acknowledged early have committed: before the run ends
+        (its final state may be read meanwhile, from its own puts), and before any read of the
+        saver's database in the attempt. One refused for a lost lease fences the attempt (its execution is
         stopped); an outage is raised as an `InfrastructureFault`, to be ridden out: the attempt
         then continues from what did commit."""
         failure = await self._early_writes_landed()

@@ -164,7 +164,7 @@ class Execution:
             (`checkpointer.fence_writes`); raises `LeaseLost` once the attempt may not write.
         committed: waits until the writes the guard acknowledged before they committed have
             (raises `InfrastructureFault` when one failed for an outage); awaited before the
-            checkpointer is read in the attempt.
+            checkpointer's database is read in the attempt, and before the run ends.
         default_timeout: seconds before the run ends `timeout` (None: never).
         retry: this attempt tried before and met an infrastructure fault: continue from the
             checkpoints it wrote, as a later attempt would.

@@ -26,7 +26,8 @@ on at once, as LangGraph's own asynchronous durability intends; the writes of a 
 fewer, larger batches (LangGraph chains its checkpoints, each `aput` waiting for the previous one,
 so awaited they commit one by one). The order and the all-or-nothing rule above hold as well. What
 changes is when a failure is heard: the next write of the attempt raises it, and so does `drain`,
-which the worker awaits before it reads the run's final state, ends, cancels or hands the run back.
+which the worker awaits before the run ends (its final state read meanwhile from its own puts),
+before it reads the saver's database, cancels or hands the run back.
 """
 
 from __future__ import annotations
