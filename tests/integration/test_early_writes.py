@@ -3,8 +3,9 @@
 LangGraph does not wait for a run's checkpoints under its default durability, but it chains them:
 each `aput` waits for the previous one. Acknowledged at once (`Store.hold_attempt(early=True)`),
 they commit together in fewer transactions, and the worker waits for them where it matters: before
-the run's final state is read (so before it ends), and before a cancel reads or rolls back the
-thread. These tests hold the commits back at the store and watch what the worker does meanwhile.
+the run ends (the last of them commit in the finish's own transaction), and before a cancel reads
+or rolls back the thread. These tests hold the commits back at the store and watch what the worker
+does meanwhile.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from runplane.events.memory import InMemoryBus
 from runplane.runtime import checkpointer as checkpoints
 from runplane.runtime.checkpointer import open_checkpointer
 from runplane.runtime.graphs import LangGraphRuntime
+from runplane.stores.postgres import _attempt_commits
 from runplane.stores.postgres._attempt_commits import Statements
 from runplane.stores.postgres.store import PostgresStore
 from runplane.worker import Worker
@@ -47,19 +49,21 @@ def _fresh_gate() -> None:
 
 
 class HeldCommits:
-    """Holds back the store's commits of checkpoint writes until `release()`."""
+    """Holds back the store's transactions of checkpoint writes (the finish's too, when writes go
+    with it) until `release()`; counts them."""
 
     def __init__(self, store: PostgresStore) -> None:
-        commits = store._attempt_commits
-        self._commit = commits._commit_checked
-        commits._commit_checked = self._held
+        self._commit = store._commit_hold
+        store._commit_hold = self._held  # type: ignore[method-assign]
         self.waiting = asyncio.Event()
         self.released = asyncio.Event()
+        self.transactions: list[Statements] = []
 
-    async def _held(self, run_id: str, attempt: int, statements: Statements) -> None:
+    async def _held(self, run_id: str, attempt: int, statements: Statements, **kwargs: Any) -> Any:
+        self.transactions.append(statements)
         self.waiting.set()
         await self.released.wait()
-        await self._commit(run_id, attempt, statements)
+        return await self._commit(run_id, attempt, statements, **kwargs)
 
     def release(self) -> None:
         self.released.set()
@@ -100,14 +104,14 @@ async def test_a_run_ends_only_once_its_writes_acknowledged_early_have_landed(db
         barrier_reached = asyncio.Event()
         writes_committed = worker.manager.writes_committed
 
-        async def at_the_barrier(run: Run) -> BaseException | None:
+        async def at_the_barrier(run: Run, **kwargs: Any) -> BaseException | None:
             barrier_reached.set()
-            return await writes_committed(run)
+            return await writes_committed(run, **kwargs)
 
         worker.manager.writes_committed = at_the_barrier  # type: ignore[method-assign]
         run = await _create(worker, "echo", input={"messages": ["hi"], "n": 7})
-        await held.waiting.wait()  # the graph's first write is handed over, its commit held back
-        await barrier_reached.wait()  # the graph ran to its end meanwhile: it was not kept waiting
+        await barrier_reached.wait()  # the graph ran to its end: no write kept it waiting
+        await held.waiting.wait()  # its writes' transaction is held back
         assert (await worker.manager.get_run(run.run_id)).status == "running"
         assert await _checkpoints_of(db_url, run.run_id) == 0
         held.release()
@@ -117,6 +121,9 @@ async def test_a_run_ends_only_once_its_writes_acknowledged_early_have_landed(db
         assert await _checkpoints_of(db_url, run.run_id) >= 2
         thread = await worker.manager.get_thread(run.thread_id)
         assert thread.values == {"messages": ["hi"], "n": 7}
+        # A run shorter than the writes' linger: its writes and its end made one transaction.
+        assert len(held.transactions) == 1
+        assert any("runplane_finish" in str(query) for query, _ in held.transactions[0])
 
 
 async def test_a_rollback_waits_for_the_writes_acknowledged_early(
@@ -130,9 +137,9 @@ async def test_a_rollback_waits_for_the_writes_acknowledged_early(
         rollback = checkpoints.rollback
         writes_committed = worker.manager.writes_committed
 
-        async def releasing(run: Run) -> BaseException | None:
+        async def releasing(run: Run, **kwargs: Any) -> BaseException | None:
             held.release()  # the worker waits for the writes: let them land
-            return await writes_committed(run)
+            return await writes_committed(run, **kwargs)
 
         async def then_release(*args: Any, **kwargs: Any) -> None:
             await rollback(*args, **kwargs)
@@ -156,9 +163,11 @@ async def test_the_final_state_is_read_while_the_writes_commit_and_stands_only_o
 ) -> None:
     """The final state comes from the run's own puts (`_own_puts`), so it is read while the writes
     it comes from commit. Their commit then fails (an outage): the run does not end with that state;
-    the attempt rides the fault out, continues from what committed, and ends with the same values."""
+    the attempt rides the fault out, continues from what committed, and ends with the same values.
+    (Writes begin to commit at once here, as a long run's do, rather than linger to its end.)"""
     from langgraph.pregel import Pregel
 
+    monkeypatch.setattr(_attempt_commits, "LINGER_SECONDS", 0)
     async with worker_on(db_url) as (worker, store):
         order: list[str] = []
         commits = store._attempt_commits
@@ -175,10 +184,10 @@ async def test_the_final_state_is_read_while_the_writes_commit_and_stands_only_o
         commits._commit_checked = failing_once
         writes_committed = worker.manager.writes_committed
 
-        async def at_the_barrier(run: Run) -> BaseException | None:
+        async def at_the_barrier(run: Run, **kwargs: Any) -> BaseException | None:
             order.append("barrier")
             barrier_reached.set()
-            return await writes_committed(run)
+            return await writes_committed(run, **kwargs)
 
         worker.manager.writes_committed = at_the_barrier  # type: ignore[method-assign]
         aget_state = Pregel.aget_state
@@ -195,3 +204,27 @@ async def test_the_final_state_is_read_while_the_writes_commit_and_stands_only_o
         thread = await worker.manager.get_thread(run.thread_id)
         assert thread.values == {"messages": ["hi"], "n": 7}
         assert await _checkpoints_of(db_url, run.run_id) >= 2
+
+
+async def test_a_finish_that_fails_with_the_last_writes_commits_them_when_tried_again(db_url: str) -> None:
+    """The finish's transaction, which carries the run's last writes, fails (an outage): nothing of
+    it committed. The worker tries the finish again once the database answers, with the same
+    writes: the run ends once, in its first attempt, with its checkpoints and its values."""
+    async with worker_on(db_url) as (worker, store):
+        commit = store._commit_hold
+        failures: list[Statements] = []
+
+        async def failing_once(run_id: str, attempt: int, statements: Statements, **kwargs: Any) -> Any:
+            if not failures:
+                failures.append(statements)
+                raise StoreUnavailable("the database went away")
+            return await commit(run_id, attempt, statements, **kwargs)
+
+        store._commit_hold = failing_once  # type: ignore[method-assign]
+        run = await _create(worker, "echo", input={"messages": ["hi"], "n": 7})
+        final = await worker.manager.wait_for_run(run.run_id, timeout=STALLED_AFTER)
+        assert final is not None and final.status == "success" and final.attempt == 1
+        assert any("runplane_finish" in str(query) for query, _ in failures[0])  # the finish's
+        assert await _checkpoints_of(db_url, run.run_id) >= 2
+        thread = await worker.manager.get_thread(run.thread_id)
+        assert thread.values == {"messages": ["hi"], "n": 7}

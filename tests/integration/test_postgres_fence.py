@@ -18,9 +18,10 @@ from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
 from runplane.core.errors import LeaseLost
-from runplane.core.models import NewRun, NewThread, Run
+from runplane.core.models import NewRun, NewThread, Outcome, Run
 from runplane.runtime.checkpointer import Guard, fence_writes, open_checkpointer
 from runplane.runtime.checkpointer.postgres import FencedPostgresSaver
+from runplane.stores.postgres import _attempt_commits
 from runplane.stores.postgres.store import PostgresStore
 from runplane.testing import FakeClock
 from tests._services import postgres_database
@@ -275,11 +276,16 @@ async def _task_committed(db_url: str, task_id: str) -> bool:
 
 
 async def test_early_writes_made_one_after_another_share_transactions(
-    stores: tuple[PostgresStore, PostgresStore], saver: FencedPostgresSaver, db_url: str
+    stores: tuple[PostgresStore, PostgresStore],
+    saver: FencedPostgresSaver,
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Made one after another, as LangGraph chains a run's checkpoints, awaited writes commit one
     transaction each; acknowledged early, the writer goes on at once and the ones handed over
-    during a commit share the next. `writes_committed` says when all have landed."""
+    during a commit share the next, even without lingering. `writes_committed` says when all have
+    landed."""
+    monkeypatch.setattr(_attempt_commits, "LINGER_SECONDS", 0)
     worker, _ = stores
     claimed = await _claimed(worker)
     for i in range(6):
@@ -287,6 +293,59 @@ async def test_early_writes_made_one_after_another_share_transactions(
     assert await worker.writes_committed("r1", claimed.attempt) is None
     # The first alone; the five handed over meanwhile, together.
     assert await _writes_and_transactions(db_url) == (6, 2)
+
+
+async def test_early_writes_made_within_the_linger_commit_in_one_transaction(
+    stores: tuple[PostgresStore, PostgresStore], saver: FencedPostgresSaver, db_url: str
+) -> None:
+    worker, _ = stores
+    claimed = await _claimed(worker)
+    for i in range(6):
+        await _write_in_hold(worker, saver, claimed.attempt, f"task{i}", early=True)
+    assert await worker.writes_committed("r1", claimed.attempt) is None
+    assert await _writes_and_transactions(db_url) == (6, 1)
+
+
+async def _xmin_of_run(db_url: str) -> str:
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        cursor = await conn.execute("SELECT xmin::text FROM runs WHERE run_id = 'r1'")
+        row = await cursor.fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+async def test_the_writes_left_to_the_finish_commit_in_its_transaction(
+    stores: tuple[PostgresStore, PostgresStore], saver: FencedPostgresSaver, db_url: str
+) -> None:
+    """At the run's end, the writes not yet begun wait for the finish (`for_finish`): nothing of
+    them is visible before it, and they commit in the finish's own transaction."""
+    worker, _ = stores
+    claimed = await _claimed(worker)
+    for i in range(3):
+        await _write_in_hold(worker, saver, claimed.attempt, f"task{i}", early=True)
+    assert await worker.writes_committed("r1", claimed.attempt, for_finish=True) is None
+    assert await _latest(db_url) == 0
+    finished = await worker.finish_and_look("r1", claimed.attempt, Outcome("success", "idle"))
+    assert finished.run.status == "success"
+    assert await _writes_and_transactions(db_url) == (3, 1)
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT DISTINCT xmin::text FROM checkpoint_writes WHERE thread_id = 't1'"
+        )
+        (writes_xmin,) = await cursor.fetchone() or ("",)
+    assert writes_xmin == await _xmin_of_run(db_url)
+
+
+async def test_a_stale_attempts_writes_left_to_its_finish_do_not_land(
+    stores: tuple[PostgresStore, PostgresStore], saver: FencedPostgresSaver, db_url: str, clock: FakeClock
+) -> None:
+    worker, recoverer = stores
+    stale = await _recovered_from(worker, recoverer, clock)
+    await _write_in_hold(worker, saver, stale, "task0", early=True)
+    assert await worker.writes_committed("r1", stale, for_finish=True) is None
+    with pytest.raises(LeaseLost):
+        await worker.finish_and_look("r1", stale, Outcome("success", "idle"))
+    assert await _latest(db_url) == 0
 
 
 async def test_a_stale_attempts_early_writes_do_not_land_and_its_drain_says_why(

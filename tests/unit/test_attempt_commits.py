@@ -7,7 +7,8 @@ import asyncio
 
 import pytest
 
-from runplane.core.errors import LeaseLost
+from runplane.core.errors import LeaseLost, StoreUnavailable
+from runplane.stores.postgres import _attempt_commits
 from runplane.stores.postgres._attempt_commits import AttemptCommits, Statements
 
 
@@ -169,3 +170,94 @@ async def test_an_awaited_write_after_early_ones_commits_after_them() -> None:
 async def test_draining_an_attempt_without_early_writes_returns_at_once() -> None:
     commits = AttemptCommits(Database().commit)
     assert await commits.drain("r1", 1) is None
+
+
+# -- lingering, and the writes left to the finish ---------------------------------------------------
+
+
+@pytest.fixture
+def linger_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lingering writes begin on the loop's next turn, not after `LINGER_SECONDS`."""
+    monkeypatch.setattr(_attempt_commits, "LINGER_SECONDS", 0)
+
+
+async def test_early_writes_handed_over_together_linger_into_one_batch() -> None:
+    db = Database()
+    commits = AttemptCommits(db.commit)
+    for i in range(3):
+        commits.submit("r1", 1, [(f"w{i}", None)])
+    await db.started.wait()  # after the linger: one batch for the three
+    db.allow()
+    assert await commits.drain("r1", 1) is None
+    assert db.commits == [("r1", 1, ["w0", "w1", "w2"])]
+
+
+async def test_the_writes_still_lingering_at_the_end_are_left_to_the_finish(linger_now: None) -> None:
+    db = Database()
+    commits = AttemptCommits(db.commit)
+    commits.submit("r1", 1, [("w0", None)])
+    await db.started.wait()  # w0 in flight
+    commits.submit("r1", 1, [("w1", None)])
+    commits.submit("r1", 1, [("w2", None)])
+    draining = asyncio.create_task(commits.drain("r1", 1, for_finish=True))
+    await asyncio.sleep(0)
+    db.allow()
+    assert await draining is None  # w0 committed; w1 and w2 left, not begun
+    for _ in range(3):
+        await asyncio.sleep(0)  # a linger timer left armed would begin them now
+    assert db.commits == [("r1", 1, ["w0"])]
+    assert await commits.take_for_finish("r1", 1) == [("w1", None), ("w2", None)]
+    assert commits._early == {} and await commits.take_for_finish("r1", 1) == []
+
+
+async def test_writes_given_back_by_a_failed_finish_go_with_its_next_try(linger_now: None) -> None:
+    db = Database()
+    commits = AttemptCommits(db.commit)
+    commits.submit("r1", 1, [("last", None)])
+    assert await commits.drain("r1", 1, for_finish=True) is None
+    taken = await commits.take_for_finish("r1", 1)
+    commits.give_back("r1", 1, taken)  # its transaction failed
+    assert await commits.take_for_finish("r1", 1) == [("last", None)]
+    assert db.commits == []
+
+
+async def test_writes_left_to_a_finish_that_never_comes_commit_at_the_next_drain(linger_now: None) -> None:
+    """A cancel or a hand-back after the run ended drains without `for_finish`: what was left to
+    the finish commits then, before the thread is read or rolled back."""
+    db = Database()
+    commits = AttemptCommits(db.commit)
+    commits.submit("r1", 1, [("last", None)])
+    assert await commits.drain("r1", 1, for_finish=True) is None
+    db.allow()
+    assert await commits.drain("r1", 1) is None
+    assert db.commits == [("r1", 1, ["last"])]
+    assert commits._early == {}
+
+
+async def test_a_failed_write_drops_those_lingering_behind_it(linger_now: None) -> None:
+    db = Database()
+    commits = AttemptCommits(db.commit)
+    commits.submit("r1", 1, [("w0", None)])
+    await db.started.wait()
+    commits.submit("r1", 1, [("w1", None)])  # lingering behind w0
+    draining = asyncio.create_task(commits.drain("r1", 1, for_finish=True))
+    await asyncio.sleep(0)
+    db.fail = LeaseLost("run r1 attempt 1 lost its lease")
+    db.allow()
+    assert isinstance(await draining, LeaseLost)
+    assert await commits.take_for_finish("r1", 1) == []  # nothing left to a finish
+    assert db.commits == []
+
+
+async def test_a_finish_after_a_failed_write_it_was_not_told_of_refuses(linger_now: None) -> None:
+    """The worker drains, and rides out a failure, before it finishes; a finish that finds one
+    unheard raises rather than commit the run's end without the write."""
+    db = Database()
+    commits = AttemptCommits(db.commit)
+    commits.submit("r1", 1, [("w0", None)])
+    await db.started.wait()
+    db.fail = StoreUnavailable("the database went away")
+    db.allow()
+    with pytest.raises(RuntimeError, match="checkpoint write failed"):
+        await commits.take_for_finish("r1", 1)
+    assert commits._early == {}

@@ -225,10 +225,17 @@ class Store(Protocol):
         """
         ...
 
-    async def writes_committed(self, run_id: str, attempt: int) -> BaseException | None:
+    async def writes_committed(
+        self, run_id: str, attempt: int, *, for_finish: bool = False
+    ) -> BaseException | None:
         """Wait until every write the attempt's holds acknowledged early has committed or failed.
         Returns the first failure (None: all committed), and forgets it: the attempt may write
-        again. Stores that commit every write before its hold ends return None at once."""
+        again. Stores that commit every write before its hold ends return None at once.
+
+        With `for_finish` (the run ended, and its outcome goes next to `finish_and_look`), a store
+        may leave the writes it has not begun to commit to that finish, which then commits them
+        in its transaction, after its lease check: outcome and last writes commit together. A
+        later call without it commits them after all (a cancel, a hand-back)."""
         ...
 
     async def finish_run(self, run_id: str, attempt: int, outcome: Outcome) -> Run:
@@ -243,7 +250,8 @@ class Store(Protocol):
 
     async def finish_and_look(self, run_id: str, attempt: int, outcome: Outcome) -> Finished:
         """`finish_run`, and in the same transaction whether the thread's next run became claimable
-        (`Finished.next_claimable`). Raises as `finish_run`."""
+        (`Finished.next_claimable`), and the writes left to it (`writes_committed(for_finish=True)`),
+        which commit even when the finish yields to a cancel request. Raises as `finish_run`."""
         ...
 
     async def discard_run(self, run_id: str, attempt: int) -> Run:

@@ -116,9 +116,10 @@ class WorkerUseCases:
         may be acknowledged before it commits (`writes_committed` says when it has)."""
         return self.store.hold_attempt(run.run_id, run.attempt, self.settings.lease_seconds, early=early)
 
-    async def writes_committed(self, run: Run) -> BaseException | None:
-        """Wait for the attempt's writes acknowledged early; the first failure, if one failed."""
-        return await self.store.writes_committed(run.run_id, run.attempt)
+    async def writes_committed(self, run: Run, *, for_finish: bool = False) -> BaseException | None:
+        """Wait for the attempt's writes acknowledged early; the first failure, if one failed.
+        With `for_finish`, those not yet begun may be left to the finish (`Store.writes_committed`)."""
+        return await self.store.writes_committed(run.run_id, run.attempt, for_finish=for_finish)
 
     async def publish(self, run: Run, event: str, data: bytes) -> str:
         """Append an event to the run's stream now; returns its id."""

@@ -501,7 +501,9 @@ class InMemoryStore(
             self._set_run(replace(run, lease_expires_at=lease_deadline(self._clock, lease_seconds)))
             return run.cancel_action
 
-    async def writes_committed(self, run_id: str, attempt: int) -> BaseException | None:
+    async def writes_committed(
+        self, run_id: str, attempt: int, *, for_finish: bool = False
+    ) -> BaseException | None:
         return None  # every write commits before its hold ends
 
     @contextlib.asynccontextmanager

@@ -123,13 +123,14 @@ class Attempt:
             self.halt("lease_lost")
             raise
 
-    async def writes_committed(self) -> None:
+    async def writes_committed(self, *, for_finish: bool = False) -> None:
         """Wait until the checkpoint writes acknowledged early have committed: before the run ends
         (its final state may be read meanwhile, from its own puts), and before any read of the
         saver's database in the attempt. One refused for a lost lease fences the attempt (its execution is
         stopped); an outage is raised as an `InfrastructureFault`, to be ridden out: the attempt
-        then continues from what did commit."""
-        failure = await self._early_writes_landed()
+        then continues from what did commit. With `for_finish` (the run ended), the store may
+        leave writes not yet begun to the finish, which commits them with the outcome."""
+        failure = await self._early_writes_landed(for_finish=for_finish)
         if failure is None:
             return
         if isinstance(failure, (LeaseLost, NotFound)):
@@ -145,14 +146,15 @@ class Attempt:
         A rollback must not run before a late commit would put a checkpoint back."""
         await self._early_writes_landed()
 
-    async def _early_writes_landed(self) -> BaseException | None:
+    async def _early_writes_landed(self, *, for_finish: bool = False) -> BaseException | None:
         """`RunManager.writes_committed`, when writes were handed over early since the last wait
         finished. Concurrent waits each ask the store, which makes each one wait for all."""
         handed = self._handed_early
         if self._confirmed >= handed:
             return None
-        failure = await self.manager.writes_committed(self.run)
-        self._confirmed = max(self._confirmed, handed)
+        failure = await self.manager.writes_committed(self.run, for_finish=for_finish)
+        if not for_finish:  # writes left to the finish have not landed: a later wait asks again
+            self._confirmed = max(self._confirmed, handed)
         return failure
 
     async def progress(self, model_name: str | None, usage: TokenUsage) -> None:

@@ -407,8 +407,9 @@ class Execution:
                 except Exception:
                     logger.exception("could not read the final state of run %s", self.run.run_id)
         if self.committed is not None and answered_here:
-            # The state came from the run's own writes while they committed: it stands once they have.
-            await self.committed()
+            # The state came from the run's own writes while they committed: it stands once they
+            # have, or once the finish commits those left to it with the outcome.
+            await self.committed(for_finish=True)
         usage = self.usage
         return Outcome(
             status=status,

@@ -476,6 +476,10 @@ class Worker:
         """Write how the attempt ended, unless its lease is lost (then another attempt owns it).
         True when the run reached its end (a hand-back or a lost lease is not one)."""
         run = attempt.run
+        if outcome is not None and attempt.stop is None:
+            # Its last writes commit with the outcome (`Execution.ended` left them to the finish).
+            # A cancel requested, or the lease lost, meanwhile is the store's to say: it refuses.
+            return await self._finish(attempt, execution, outcome)
         # Its writes acknowledged early land (or fail) before anything reads, rolls back or hands
         # back the thread: a late commit after a rollback would bring a checkpoint back.
         await attempt.writes_settled()
@@ -488,8 +492,11 @@ class Worker:
             return False
         if attempt.stop in ("interrupt", "rollback"):
             return await self._cancel(attempt, execution, attempt.stop)
-        if outcome is None:
-            return False  # stopped by a fault it could not ride out: the lease decides who resumes
+        return False  # stopped by a fault it could not ride out: the lease decides who resumes
+
+    async def _finish(self, attempt: Attempt, execution: Execution, outcome: Outcome) -> bool:
+        """Write the outcome of an attempt that ran to its end; True unless its lease was lost."""
+        run = attempt.run
         try:
             finished = await self._persist(
                 attempt, "finishing", lambda: self.manager.finish_and_look(run, outcome)

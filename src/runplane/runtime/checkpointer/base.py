@@ -42,8 +42,15 @@ from runplane.runtime.checkpointer._tables import Strategy
 logger = logging.getLogger(__name__)
 
 Guard = Callable[[], AbstractAsyncContextManager[None]]
-#: Waits until the writes a guard acknowledged before they committed have (raises if one failed).
-Committed = Callable[[], Awaitable[None]]
+
+
+class Committed(Protocol):
+    """Waits until the writes a guard acknowledged before they committed have (raises if one
+    failed). With `for_finish` (a run's end, its outcome next), the store may leave the writes it
+    has not begun to the finish, which commits them with the outcome (`Store.writes_committed`)."""
+
+    def __call__(self, *, for_finish: bool = False) -> Awaitable[None]: ...
+
 
 #: The guard of the attempt whose task (and the tasks LangGraph starts from it) is running.
 _guard: ContextVar[Guard | None] = ContextVar("runplane_checkpoint_guard", default=None)

@@ -22,12 +22,18 @@ change:
   introduced its version).
 
 Acknowledged early (`submit`, for `durability="async"`): the write is handed over and the writer goes
-on at once, as LangGraph's own asynchronous durability intends; the writes of a run then share
-fewer, larger batches (LangGraph chains its checkpoints, each `aput` waiting for the previous one,
-so awaited they commit one by one). The order and the all-or-nothing rule above hold as well. What
-changes is when a failure is heard: the next write of the attempt raises it, and so does `drain`,
-which the worker awaits before the run ends (its final state read meanwhile from its own puts),
-before it reads the saver's database, cancels or hands the run back.
+on at once, as LangGraph's own asynchronous durability intends. Nobody waits for such a write, so
+it lingers (`LINGER_SECONDS`) for the attempt's next ones before its batch begins: the writes of a
+short run, or of one step's burst, share one transaction. The order and the all-or-nothing rule
+above hold as well. What changes is when a failure is heard: the next write of the attempt raises
+it, and so does `drain`, which the worker awaits before the run ends (its final state read
+meanwhile from its own puts), before it reads the saver's database, cancels or hands the run back.
+
+The run's end (`drain(for_finish=True)`) does not start the writes still lingering: it waits for
+those in flight and leaves the rest to the finish, which commits them in its own transaction,
+after the same lease check (`take_for_finish`). A run that puts its last checkpoint and ends then
+makes one transaction of both, not two: one round trip and one WAL flush fewer per run, on its
+path. Outcome and last checkpoint commit together or not at all.
 """
 
 from __future__ import annotations
@@ -42,6 +48,12 @@ Statements = list[tuple[Query, Params | None]]
 
 #: Commits `statements` in one transaction that checks the attempt's lease (`run_id`, `attempt`).
 CommitChecked = Callable[[str, int, Statements], Awaitable[None]]
+
+#: How long a write acknowledged early waits for the attempt's next writes before its batch
+#: begins. Long enough for a short run's writes and its end to meet (an echo run takes about 3 ms
+#: from its first put to its end on an idle server, many times that under load), short beside what
+#: a crash costs a long run: the steps of the last few milliseconds, done again on resume.
+LINGER_SECONDS = 0.025
 
 
 @dataclass(eq=False, slots=True)
@@ -61,10 +73,14 @@ class _Lane:
 
 @dataclass(eq=False, slots=True)
 class _Early:
-    """One attempt's writes acknowledged early: their commits in flight, and the first failure."""
+    """One attempt's writes acknowledged early: those lingering (not begun), their commits in
+    flight, and the first failure."""
 
     commits: set[asyncio.Task[None]] = field(default_factory=set)
     failed: BaseException | None = None
+    lingering: Statements = field(default_factory=list)
+    #: Begins the lingering writes' batch; None while none linger, or once they are left to the finish.
+    timer: asyncio.TimerHandle | None = None
 
 
 class AttemptCommits:
@@ -76,7 +92,9 @@ class AttemptCommits:
         self._early: dict[tuple[str, int], _Early] = {}
 
     def submit(self, run_id: str, attempt: int, statements: Statements) -> None:
-        """Hand `statements` over to be committed as `commit` would, without waiting for it.
+        """Hand `statements` over to be committed as `commit` would, without waiting for it: in a
+        batch that begins once they have lingered `LINGER_SECONDS`, with the attempt's writes
+        handed over meanwhile (or in the attempt's finish: `take_for_finish`).
 
         Raises (nothing handed over) the failure of an earlier write of the attempt: no later
         write commits until `drain` has heard it.
@@ -87,7 +105,21 @@ class AttemptCommits:
             early = self._early[key] = _Early()
         if early.failed is not None:
             raise early.failed
-        # Tasks start in the order they are created, so the writes reach the lane in this order.
+        early.lingering.extend(statements)
+        if early.timer is None:
+            early.timer = asyncio.get_running_loop().call_later(
+                LINGER_SECONDS, self._begin_lingering, run_id, attempt, early
+            )
+
+    def _begin_lingering(self, run_id: str, attempt: int, early: _Early) -> None:
+        """Start the batch of the writes lingering (a task per batch, created in the order the
+        writes were handed over: tasks start in that order, so they reach the lane in it)."""
+        if early.timer is not None:
+            early.timer.cancel()
+            early.timer = None
+        statements, early.lingering = early.lingering, []
+        if not statements or early.failed is not None:
+            return  # after a failed write, none commits (see the module doc)
         task = asyncio.get_running_loop().create_task(self.commit(run_id, attempt, statements))
         early.commits.add(task)
         task.add_done_callback(lambda done: self._committed_early(early, done))
@@ -101,19 +133,61 @@ class AttemptCommits:
         if failure is not None and early.failed is None:
             early.failed = failure
 
-    async def drain(self, run_id: str, attempt: int) -> BaseException | None:
+    async def drain(self, run_id: str, attempt: int, *, for_finish: bool = False) -> BaseException | None:
         """Wait until every write of the attempt acknowledged early has committed or failed, and
         forget them. Returns the first failure (None: every one committed); the attempt may then
-        write again (a retry after an outage starts from what did commit)."""
+        write again (a retry after an outage starts from what did commit).
+
+        With `for_finish` (the run ended), the writes still lingering are not begun: they are left
+        to the attempt's finish (`take_for_finish`), unless one in flight failed (then none of
+        them will commit). A later `drain` without it begins them after all.
+        """
         key = (run_id, attempt)
         early = self._early.get(key)
         if early is None:
             return None
+        if for_finish:
+            if early.timer is not None:
+                early.timer.cancel()
+                early.timer = None
+        else:
+            self._begin_lingering(run_id, attempt, early)
         while early.commits:
             await asyncio.wait(set(early.commits))
+        if early.failed is None and early.lingering:
+            return None  # left to the finish (`for_finish`)
         if self._early.get(key) is early:
             del self._early[key]
         return early.failed
+
+    async def take_for_finish(self, run_id: str, attempt: int) -> Statements:
+        """The attempt's writes left to its finish (`drain(for_finish=True)`), to commit in the
+        finish's transaction after its lease check; forgotten here. Call `give_back` with them if
+        that transaction failed, so that the next try of the finish commits them again.
+
+        Raises `RuntimeError` when an earlier write of the attempt failed: the finish must not
+        commit without it (the worker drains, and rides out such a failure, before it finishes).
+        """
+        key = (run_id, attempt)
+        early = self._early.get(key)
+        if early is None:
+            return []
+        if early.timer is not None:  # not drained for the finish: its own commits come first
+            early.timer.cancel()
+            early.timer = None
+        while early.commits:
+            await asyncio.wait(set(early.commits))
+        del self._early[key]
+        if early.failed is not None:
+            raise RuntimeError(f"run {run_id} attempt {attempt}: a checkpoint write failed") from early.failed
+        return early.lingering
+
+    def give_back(self, run_id: str, attempt: int, statements: Statements) -> None:
+        """Hold `statements` (from `take_for_finish`, whose transaction failed) for the next try of
+        the attempt's finish, ahead of any write handed over since."""
+        if statements:
+            early = self._early.setdefault((run_id, attempt), _Early())
+            early.lingering[:0] = statements
 
     async def commit(self, run_id: str, attempt: int, statements: Statements) -> None:
         """Commit `statements` with a check of the lease of (`run_id`, `attempt`), together with

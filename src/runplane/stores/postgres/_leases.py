@@ -107,18 +107,21 @@ class PostgresLeases(RunOnlyCalls, PostgresBase):
                 raise
             await self._commit_hold(run_id, attempt, hold.deferred, check=False, conn=conn)
 
-    async def writes_committed(self, run_id: str, attempt: int) -> BaseException | None:
-        return await self._attempt_commits.drain(run_id, attempt)
+    async def writes_committed(
+        self, run_id: str, attempt: int, *, for_finish: bool = False
+    ) -> BaseException | None:
+        return await self._attempt_commits.drain(run_id, attempt, for_finish=for_finish)
 
     async def _commit_checked(self, run_id: str, attempt: int, statements: Statements) -> None:
         await self._commit_hold(run_id, attempt, statements, check=True)
 
     async def _commit_hold(
         self, run_id: str, attempt: int, statements: Statements, *, check: bool, conn: Conn | None = None
-    ) -> None:
+    ) -> AsyncCursor[DictRow]:
         """Run the statements deferred to the hold and commit, in one round trip (one simple query,
         parameters bound client side); with `check`, begin the transaction and check the lease
-        first, in the same round trip. A failed check fails the transaction: nothing commits."""
+        first, in the same round trip. A failed check fails the transaction: nothing commits.
+        Returns the cursor, on the first statement's result (`nextset` for the others')."""
         async with contextlib.AsyncExitStack() as stack:
             if conn is None:
                 conn = await stack.enter_async_context(self._connection())
@@ -130,7 +133,7 @@ class PostgresLeases(RunOnlyCalls, PostgresBase):
                 script[:0] = [b"BEGIN", binder.mogrify(QUERIES["check_hold"], params).encode(encoding)]
             script.append(b"COMMIT")
             try:
-                await conn.execute(b"; ".join(script), prepare=False)
+                return await conn.execute(b"; ".join(script), prepare=False)
             except psycopg.Error as exc:
                 await _rollback(conn)  # nothing of the transaction was committed
                 if check and isinstance(exc, pg_errors.DivisionByZero):
@@ -166,18 +169,22 @@ class PostgresLeases(RunOnlyCalls, PostgresBase):
         # depend on a cancel request (only whether the finish yields to it does), so the plan is
         # made here and the statement applies it: one round trip.
         settlement = finish_plan(run_id, "running", None, outcome)
-        rows = await self._statement(
-            "finish",
-            run_id=run_id,
-            attempt=attempt,
-            now=self._clock.now(),
-            status=outcome.status,
-            error=outcome.error,
-            model_name=outcome.model_name,
+        params = {
+            "run_id": run_id,
+            "attempt": attempt,
+            "now": self._clock.now(),
+            "status": outcome.status,
+            "error": outcome.error,
+            "model_name": outcome.model_name,
             **usage_params(outcome.usage),
-            yields_to_cancel=yields_to_cancel(outcome),
+            "yields_to_cancel": yields_to_cancel(outcome),
             **_settlement_params(settlement, outcome),
-        )
+        }
+        writes = await self._attempt_commits.take_for_finish(run_id, attempt)
+        if writes:
+            rows = await self._finish_with_writes(run_id, attempt, writes, params)
+        else:
+            rows = await self._statement("finish", **params)
         if not rows:
             raise lease_lost(run_id, attempt)
         row = rows[0]
@@ -188,6 +195,31 @@ class PostgresLeases(RunOnlyCalls, PostgresBase):
             # statements, which the statement left to us (it wrote nothing).
             return await self._finish_with_webhook(run_id, attempt, outcome)
         return Finished(run_from_row(row), bool(row["head_claimable"]))
+
+    async def _finish_with_writes(
+        self, run_id: str, attempt: int, writes: Statements, params: dict[str, Any]
+    ) -> list[DictRow]:
+        """The `finish` statement's rows, with the attempt's last checkpoint writes (left to the
+        finish: `AttemptCommits.drain`) committed before it in its transaction, after the lease
+        check: one round trip. They commit even when the finish yields to a cancel (it writes
+        nothing then), as they would have alone. If the transaction fails, they are held for the
+        next try of the finish."""
+        finish = (QUERIES["finish"], params)
+
+        async def once(conn: Conn) -> list[DictRow]:
+            cursor = await self._commit_hold(run_id, attempt, [*writes, finish], check=True, conn=conn)
+            for _ in range(len(writes) + 2):  # past BEGIN, the check and the writes
+                cursor.nextset()
+            return await cursor.fetchall()
+
+        try:
+            rows: list[DictRow] = await self._retrying(once)
+        except LeaseLost:
+            raise  # the writes of an attempt that lost its lease never commit
+        except BaseException:
+            self._attempt_commits.give_back(run_id, attempt, writes)
+            raise
+        return rows
 
     async def _finish_with_webhook(self, run_id: str, attempt: int, outcome: Outcome) -> Finished:
         async def body(conn: Conn) -> tuple[Run, AsyncCursor[DictRow]]:

@@ -311,7 +311,9 @@ class SqliteRuns(RunOnlyCalls, Transactions):
         self._remember_lease(run_id, attempt, expires_at, to_micros_span(lease_seconds))
         return cast(CancelAction | None, renewed["cancel_action"])
 
-    async def writes_committed(self, run_id: str, attempt: int) -> BaseException | None:
+    async def writes_committed(
+        self, run_id: str, attempt: int, *, for_finish: bool = False
+    ) -> BaseException | None:
         return None  # every write commits before its hold ends
 
     @contextlib.asynccontextmanager
