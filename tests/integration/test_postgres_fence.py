@@ -22,6 +22,7 @@ from runplane.core.models import NewRun, NewThread, Outcome, Run
 from runplane.runtime.checkpointer import Guard, fence_writes, open_checkpointer
 from runplane.runtime.checkpointer.postgres import FencedPostgresSaver
 from runplane.stores.postgres import _attempt_commits
+from runplane.stores.postgres._attempt_commits import Statements
 from runplane.stores.postgres.store import PostgresStore
 from runplane.testing import FakeClock
 from tests._services import postgres_database
@@ -287,23 +288,57 @@ async def test_early_writes_made_one_after_another_share_transactions(
     landed."""
     monkeypatch.setattr(_attempt_commits, "LINGER_SECONDS", 0)
     worker, _ = stores
+    commits = worker._attempt_commits
+    commit = commits._commit_checked
+    first_in_flight, all_handed_over = asyncio.Event(), asyncio.Event()
+
+    async def holding_the_first(run_id: str, attempt: int, statements: Statements) -> None:
+        if not first_in_flight.is_set():
+            first_in_flight.set()
+            await all_handed_over.wait()
+        await commit(run_id, attempt, statements)
+
+    commits._commit_checked = holding_the_first
     claimed = await _claimed(worker)
-    for i in range(6):
+    await _write_in_hold(worker, saver, claimed.attempt, "task0", early=True)
+    await first_in_flight.wait()
+    for i in range(1, 6):
         await _write_in_hold(worker, saver, claimed.attempt, f"task{i}", early=True)
+    all_handed_over.set()
     assert await worker.writes_committed("r1", claimed.attempt) is None
     # The first alone; the five handed over meanwhile, together.
     assert await _writes_and_transactions(db_url) == (6, 2)
 
 
-async def test_early_writes_made_within_the_linger_commit_in_one_transaction(
-    stores: tuple[PostgresStore, PostgresStore], saver: FencedPostgresSaver, db_url: str
+async def test_early_writes_after_the_first_batch_linger_into_one_transaction(
+    stores: tuple[PostgresStore, PostgresStore],
+    saver: FencedPostgresSaver,
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """An attempt's first write begins to commit at once; once it has, the writes made one after
+    another linger (`LINGER_SECONDS`) and share one transaction. Without the linger, the first of
+    them would begin alone, the others sharing the next."""
+    monkeypatch.setattr(_attempt_commits, "LINGER_SECONDS", 3600)  # however slow the machine
     worker, _ = stores
     claimed = await _claimed(worker)
-    for i in range(6):
+    await _write_in_hold(worker, saver, claimed.attempt, "task0", early=True)
+    await _first_batch_committed(worker, claimed.attempt)
+    for i in range(1, 6):
         await _write_in_hold(worker, saver, claimed.attempt, f"task{i}", early=True)
     assert await worker.writes_committed("r1", claimed.attempt) is None
-    assert await _writes_and_transactions(db_url) == (6, 1)
+    assert await _writes_and_transactions(db_url) == (6, 2)
+
+
+async def _first_batch_committed(worker: PostgresStore, attempt: int) -> None:
+    """Wait for the batches of run r1's `attempt` in flight, without draining (a drain ends the
+    attempt's first turn: its next write would begin at once again)."""
+    commits = worker._attempt_commits
+    early = commits._early[("r1", attempt)]
+    if early.timer is not None:  # it would begin at the loop's next turn: now
+        commits._begin_lingering("r1", attempt, early)
+    await asyncio.wait(set(early.commits))
+    assert early.failed is None
 
 
 async def _xmin_of_run(db_url: str) -> str:
@@ -315,22 +350,28 @@ async def _xmin_of_run(db_url: str) -> str:
 
 
 async def test_the_writes_left_to_the_finish_commit_in_its_transaction(
-    stores: tuple[PostgresStore, PostgresStore], saver: FencedPostgresSaver, db_url: str
+    stores: tuple[PostgresStore, PostgresStore],
+    saver: FencedPostgresSaver,
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """At the run's end, the writes not yet begun wait for the finish (`for_finish`): nothing of
     them is visible before it, and they commit in the finish's own transaction."""
+    monkeypatch.setattr(_attempt_commits, "LINGER_SECONDS", 3600)  # however slow the machine
     worker, _ = stores
     claimed = await _claimed(worker)
-    for i in range(3):
+    await _write_in_hold(worker, saver, claimed.attempt, "task0", early=True)
+    await _first_batch_committed(worker, claimed.attempt)
+    for i in (1, 2):
         await _write_in_hold(worker, saver, claimed.attempt, f"task{i}", early=True)
     assert await worker.writes_committed("r1", claimed.attempt, for_finish=True) is None
-    assert await _latest(db_url) == 0
+    assert await _latest(db_url) == 1  # the first write only
     finished = await worker.finish_and_look("r1", claimed.attempt, Outcome("success", "idle"))
     assert finished.run.status == "success"
-    assert await _writes_and_transactions(db_url) == (3, 1)
+    assert await _writes_and_transactions(db_url) == (3, 2)
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
         cursor = await conn.execute(
-            "SELECT DISTINCT xmin::text FROM checkpoint_writes WHERE thread_id = 't1'"
+            "SELECT DISTINCT xmin::text FROM checkpoint_writes WHERE thread_id = 't1' AND task_id <> 'task0'"
         )
         (writes_xmin,) = await cursor.fetchone() or ("",)
     assert writes_xmin == await _xmin_of_run(db_url)

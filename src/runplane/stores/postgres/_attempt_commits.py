@@ -22,12 +22,14 @@ change:
   introduced its version).
 
 Acknowledged early (`submit`, for `durability="async"`): the write is handed over and the writer goes
-on at once, as LangGraph's own asynchronous durability intends. Nobody waits for such a write, so
-it lingers (`LINGER_SECONDS`) for the attempt's next ones before its batch begins: the writes of a
-short run, or of one step's burst, share one transaction. The order and the all-or-nothing rule
-above hold as well. What changes is when a failure is heard: the next write of the attempt raises
-it, and so does `drain`, which the worker awaits before the run ends (its final state read
-meanwhile from its own puts), before it reads the saver's database, cancels or hands the run back.
+on at once, as LangGraph's own asynchronous durability intends. The attempt's first writes begin
+to commit at once (those handed over in the same turn of the loop together), while the graph goes
+on; nobody waits for the later ones, so they linger (`LINGER_SECONDS`) for the attempt's next
+writes before their batch begins: the writes of a short run's last steps share one transaction.
+The order and the all-or-nothing rule above hold as well. What changes is when a failure is
+heard: the next write of the attempt raises it, and so does `drain`, which the worker awaits
+before the run ends (its final state read meanwhile from its own puts), before it reads the
+saver's database, cancels or hands the run back.
 
 The run's end (`drain(for_finish=True)`) does not start the writes still lingering: it waits for
 those in flight and leaves the rest to the finish, which commits them in its own transaction,
@@ -49,10 +51,11 @@ Statements = list[tuple[Query, Params | None]]
 #: Commits `statements` in one transaction that checks the attempt's lease (`run_id`, `attempt`).
 CommitChecked = Callable[[str, int, Statements], Awaitable[None]]
 
-#: How long a write acknowledged early waits for the attempt's next writes before its batch
-#: begins. Long enough for a short run's writes and its end to meet (an echo run takes about 3 ms
-#: from its first put to its end on an idle server, many times that under load), short beside what
-#: a crash costs a long run: the steps of the last few milliseconds, done again on resume.
+#: How long a write acknowledged early, once the attempt's first batch began, waits for the
+#: attempt's next writes before its batch begins. Long enough for a short run's last writes and its
+#: end to meet (an echo run takes about 2 ms from its first put to its end on an idle server, many
+#: times that under load), short beside what a crash costs a long run: the steps of the last few
+#: milliseconds, done again on resume.
 LINGER_SECONDS = 0.025
 
 
@@ -81,6 +84,8 @@ class _Early:
     lingering: Statements = field(default_factory=list)
     #: Begins the lingering writes' batch; None while none linger, or once they are left to the finish.
     timer: asyncio.TimerHandle | None = None
+    #: A batch was begun: the writes handed over since linger.
+    begun: bool = False
 
 
 class AttemptCommits:
@@ -93,8 +98,9 @@ class AttemptCommits:
 
     def submit(self, run_id: str, attempt: int, statements: Statements) -> None:
         """Hand `statements` over to be committed as `commit` would, without waiting for it: in a
-        batch that begins once they have lingered `LINGER_SECONDS`, with the attempt's writes
-        handed over meanwhile (or in the attempt's finish: `take_for_finish`).
+        batch that begins at the loop's next turn for the attempt's first writes, else once they
+        have lingered `LINGER_SECONDS`, with the attempt's writes handed over meanwhile (or in the
+        attempt's finish: `take_for_finish`).
 
         Raises (nothing handed over) the failure of an earlier write of the attempt: no later
         write commits until `drain` has heard it.
@@ -107,8 +113,10 @@ class AttemptCommits:
             raise early.failed
         early.lingering.extend(statements)
         if early.timer is None:
+            # The first at the loop's next turn: it overlaps the graph's next steps.
+            linger = LINGER_SECONDS if early.begun else 0
             early.timer = asyncio.get_running_loop().call_later(
-                LINGER_SECONDS, self._begin_lingering, run_id, attempt, early
+                linger, self._begin_lingering, run_id, attempt, early
             )
 
     def _begin_lingering(self, run_id: str, attempt: int, early: _Early) -> None:
@@ -120,6 +128,7 @@ class AttemptCommits:
         statements, early.lingering = early.lingering, []
         if not statements or early.failed is not None:
             return  # after a failed write, none commits (see the module doc)
+        early.begun = True
         task = asyncio.get_running_loop().create_task(self.commit(run_id, attempt, statements))
         early.commits.add(task)
         task.add_done_callback(lambda done: self._committed_early(early, done))
