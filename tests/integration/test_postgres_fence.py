@@ -380,13 +380,19 @@ async def test_the_writes_left_to_the_finish_commit_in_its_transaction(
 async def test_a_stale_attempts_writes_left_to_its_finish_do_not_land(
     stores: tuple[PostgresStore, PostgresStore], saver: FencedPostgresSaver, db_url: str, clock: FakeClock
 ) -> None:
+    """The attempt's first write commits; its lease then expires and another process recovers the
+    run. The attempt's last write, left to its finish, does not land: the finish is refused whole."""
     worker, recoverer = stores
-    stale = await _recovered_from(worker, recoverer, clock)
-    await _write_in_hold(worker, saver, stale, "task0", early=True)
-    assert await worker.writes_committed("r1", stale, for_finish=True) is None
+    claimed = await _claimed(worker)
+    await _write_in_hold(worker, saver, claimed.attempt, "task0", early=True)
+    await _first_batch_committed(worker, claimed.attempt)
+    clock.advance(31)
+    await recoverer.recover_run("r1", claimed.attempt, max_attempts=3)
+    await _write_in_hold(worker, saver, claimed.attempt, "task1", early=True)
+    assert await worker.writes_committed("r1", claimed.attempt, for_finish=True) is None
     with pytest.raises(LeaseLost):
-        await worker.finish_and_look("r1", stale, Outcome("success", "idle"))
-    assert await _latest(db_url) == 0
+        await worker.finish_and_look("r1", claimed.attempt, Outcome("success", "idle"))
+    assert await _latest(db_url) == 1  # the first write only
 
 
 async def test_a_stale_attempts_early_writes_do_not_land_and_its_drain_says_why(

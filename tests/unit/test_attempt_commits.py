@@ -181,15 +181,25 @@ def linger_now(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_attempt_commits, "LINGER_SECONDS", 0)
 
 
-async def test_early_writes_handed_over_together_linger_into_one_batch() -> None:
+async def _first_committed(commits: AttemptCommits, db: Database) -> None:
+    """Run r1's first write, committed without a drain: the attempt's next writes linger."""
+    commits.submit("r1", 1, [("first", None)])
+    db.allow()
+    await asyncio.wait(set(commits._early[("r1", 1)].commits))
+
+
+async def test_the_first_early_write_begins_at_once_and_the_next_linger_into_one_batch() -> None:
     db = Database()
     commits = AttemptCommits(db.commit)
     for i in range(3):
         commits.submit("r1", 1, [(f"w{i}", None)])
-    await db.started.wait()  # after the linger: one batch for the three
+    await db.started.wait()  # w0's batch, alone: it did not wait for the others
+    db.started.clear()
+    db.allow()
+    await db.started.wait()  # after the linger: one batch for w1 and w2
     db.allow()
     assert await commits.drain("r1", 1) is None
-    assert db.commits == [("r1", 1, ["w0", "w1", "w2"])]
+    assert db.commits == [("r1", 1, ["w0"]), ("r1", 1, ["w1", "w2"])]
 
 
 async def test_the_writes_still_lingering_at_the_end_are_left_to_the_finish(linger_now: None) -> None:
@@ -213,12 +223,13 @@ async def test_the_writes_still_lingering_at_the_end_are_left_to_the_finish(ling
 async def test_writes_given_back_by_a_failed_finish_go_with_its_next_try(linger_now: None) -> None:
     db = Database()
     commits = AttemptCommits(db.commit)
+    await _first_committed(commits, db)
     commits.submit("r1", 1, [("last", None)])
     assert await commits.drain("r1", 1, for_finish=True) is None
     taken = await commits.take_for_finish("r1", 1)
     commits.give_back("r1", 1, taken)  # its transaction failed
     assert await commits.take_for_finish("r1", 1) == [("last", None)]
-    assert db.commits == []
+    assert db.commits == [("r1", 1, ["first"])]
 
 
 async def test_writes_left_to_a_finish_that_never_comes_commit_at_the_next_drain(linger_now: None) -> None:
@@ -226,11 +237,12 @@ async def test_writes_left_to_a_finish_that_never_comes_commit_at_the_next_drain
     the finish commits then, before the thread is read or rolled back."""
     db = Database()
     commits = AttemptCommits(db.commit)
+    await _first_committed(commits, db)
     commits.submit("r1", 1, [("last", None)])
     assert await commits.drain("r1", 1, for_finish=True) is None
     db.allow()
     assert await commits.drain("r1", 1) is None
-    assert db.commits == [("r1", 1, ["last"])]
+    assert db.commits == [("r1", 1, ["first"]), ("r1", 1, ["last"])]
     assert commits._early == {}
 
 

@@ -22,10 +22,10 @@ change:
   introduced its version).
 
 Acknowledged early (`submit`, for `durability="async"`): the write is handed over and the writer goes
-on at once, as LangGraph's own asynchronous durability intends. The attempt's first writes begin
-to commit at once (those handed over in the same turn of the loop together), while the graph goes
-on; nobody waits for the later ones, so they linger (`LINGER_SECONDS`) for the attempt's next
-writes before their batch begins: the writes of a short run's last steps share one transaction.
+on at once, as LangGraph's own asynchronous durability intends. The attempt's first write begins
+to commit at once, while the graph goes on; nobody waits for the later ones, so they linger
+(`LINGER_SECONDS`) for the attempt's next writes before their batch begins: the writes of a short
+run's last steps share one transaction.
 The order and the all-or-nothing rule above hold as well. What changes is when a failure is
 heard: the next write of the attempt raises it, and so does `drain`, which the worker awaits
 before the run ends (its final state read meanwhile from its own puts), before it reads the
@@ -97,10 +97,10 @@ class AttemptCommits:
         self._early: dict[tuple[str, int], _Early] = {}
 
     def submit(self, run_id: str, attempt: int, statements: Statements) -> None:
-        """Hand `statements` over to be committed as `commit` would, without waiting for it: in a
-        batch that begins at the loop's next turn for the attempt's first writes, else once they
-        have lingered `LINGER_SECONDS`, with the attempt's writes handed over meanwhile (or in the
-        attempt's finish: `take_for_finish`).
+        """Hand `statements` over to be committed as `commit` would, without waiting for it: at once
+        for the attempt's first write, else in a batch that begins once they have lingered
+        `LINGER_SECONDS`, with the attempt's writes handed over meanwhile (or in the attempt's
+        finish: `take_for_finish`).
 
         Raises (nothing handed over) the failure of an earlier write of the attempt: no later
         write commits until `drain` has heard it.
@@ -112,11 +112,11 @@ class AttemptCommits:
         if early.failed is not None:
             raise early.failed
         early.lingering.extend(statements)
-        if early.timer is None:
-            # The first at the loop's next turn: it overlaps the graph's next steps.
-            linger = LINGER_SECONDS if early.begun else 0
+        if not early.begun:
+            self._begin_lingering(run_id, attempt, early)  # at once: it overlaps the graph's next steps
+        elif early.timer is None:
             early.timer = asyncio.get_running_loop().call_later(
-                linger, self._begin_lingering, run_id, attempt, early
+                LINGER_SECONDS, self._begin_lingering, run_id, attempt, early
             )
 
     def _begin_lingering(self, run_id: str, attempt: int, early: _Early) -> None:
