@@ -53,10 +53,10 @@ CommitChecked = Callable[[str, int, Statements], Awaitable[None]]
 
 #: How long a write acknowledged early, once the attempt's first batch began, waits for the
 #: attempt's next writes before its batch begins. Long enough for a short run's last writes and its
-#: end to meet (an echo run takes about 2 ms from its first put to its end on an idle server, many
-#: times that under load), short beside what a crash costs a long run: the steps of the last few
-#: milliseconds, done again on resume.
-LINGER_SECONDS = 0.025
+#: end to meet under load (an echo run takes about 2 ms from its first put to its end on an idle
+#: server; with 16 clients, 25 ms left a second batch to half the runs, 100 ms to none), short
+#: beside what a crash costs a long run: the steps of its last 100 ms, done again on resume.
+LINGER_SECONDS = 0.1
 
 
 @dataclass(eq=False, slots=True)
