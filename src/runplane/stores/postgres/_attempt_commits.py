@@ -87,6 +87,18 @@ class _Early:
     #: A batch was begun: the writes handed over since linger.
     begun: bool = False
 
+    def stop_timer(self) -> None:
+        """The lingering writes' batch is not to begin when the linger ends (it begins now, or
+        they are left to the finish)."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    async def settled(self) -> None:
+        """Wait until every commit in flight (those begun meanwhile too) has committed or failed."""
+        while self.commits:
+            await asyncio.wait(set(self.commits))
+
 
 class AttemptCommits:
     """Commits each attempt's fenced writes in batches (see the module doc)."""
@@ -122,9 +134,7 @@ class AttemptCommits:
     def _begin_lingering(self, run_id: str, attempt: int, early: _Early) -> None:
         """Start the batch of the writes lingering (a task per batch, created in the order the
         writes were handed over: tasks start in that order, so they reach the lane in it)."""
-        if early.timer is not None:
-            early.timer.cancel()
-            early.timer = None
+        early.stop_timer()
         statements, early.lingering = early.lingering, []
         if not statements or early.failed is not None:
             return  # after a failed write, none commits (see the module doc)
@@ -156,17 +166,13 @@ class AttemptCommits:
         if early is None:
             return None
         if for_finish:
-            if early.timer is not None:
-                early.timer.cancel()
-                early.timer = None
+            early.stop_timer()
         else:
             self._begin_lingering(run_id, attempt, early)
-        while early.commits:
-            await asyncio.wait(set(early.commits))
+        await early.settled()
         if early.failed is None and early.lingering:
             return None  # left to the finish (`for_finish`)
-        if self._early.get(key) is early:
-            del self._early[key]
+        self._forget(key, early)
         return early.failed
 
     async def take_for_finish(self, run_id: str, attempt: int) -> Statements:
@@ -181,15 +187,17 @@ class AttemptCommits:
         early = self._early.get(key)
         if early is None:
             return []
-        if early.timer is not None:  # not drained for the finish: its own commits come first
-            early.timer.cancel()
-            early.timer = None
-        while early.commits:
-            await asyncio.wait(set(early.commits))
-        del self._early[key]
+        early.stop_timer()  # if not drained for the finish, its lingering writes go with it too
+        await early.settled()
+        self._forget(key, early)
         if early.failed is not None:
             raise RuntimeError(f"run {run_id} attempt {attempt}: a checkpoint write failed") from early.failed
         return early.lingering
+
+    def _forget(self, key: tuple[str, int], early: _Early) -> None:
+        # Unless a wait that ended meanwhile forgot it first (and later writes made another).
+        if self._early.get(key) is early:
+            del self._early[key]
 
     def give_back(self, run_id: str, attempt: int, statements: Statements) -> None:
         """Hold `statements` (from `take_for_finish`, whose transaction failed) for the next try of
