@@ -26,11 +26,16 @@ from runplane.core.models import AssistantFilter, AssistantPatch, Json, ThreadFi
 TAG = "Assistants"
 
 
-async def resolve_assistant(call: Call, assistant_id: str, *, authorized: bool = True) -> Assistant:
+async def resolve_assistant(
+    call: Call, assistant_id: str, *, authorized: bool = True, for_run: bool = False
+) -> Assistant:
     """The assistant a request names (an id or a graph name), visible to the caller and, with
-    `authorized`, to the call's authorization filters (an assistants route's); NotFound otherwise."""
+    `authorized`, to the call's authorization filters (an assistants route's); NotFound otherwise.
+    `for_run`: perhaps this process's copy (`RunManager.assistant_for_run`), for a run admitted
+    with `assistant_seen`."""
     await call.manager.register_graphs(call.runtime.assistants())
-    assistant = await call.manager.get_assistant(assistant_id, call.owner)
+    read = call.manager.assistant_for_run if for_run else call.manager.get_assistant
+    assistant = await read(assistant_id, call.owner)
     if authorized and not filter_matches(assistant.metadata, call.filters):
         raise NotFound(f"assistant {assistant_id} not found")
     return assistant

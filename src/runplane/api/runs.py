@@ -24,11 +24,11 @@ from runplane.api.http_config import with_configurable_headers
 from runplane.api.render import final_output, json_response, run_json, select
 from runplane.api.routing import Call, Endpoint, HeaderParam, Reply
 from runplane.api.sse import EventStream, OnDisconnect, WaitJson, mode_filter
-from runplane.core.errors import InvalidInput, NotFound
+from runplane.core.errors import AssistantChanged, InvalidInput, NotFound
 from runplane.core.events import StreamEvent
 from runplane.core.graphs import Assistant
 from runplane.core.manager import MAX_LIMIT, new_id
-from runplane.core.models import Json, Run, RunFilter, ThreadFilter
+from runplane.core.models import AssistantSeen, Json, Run, RunFilter, ThreadFilter
 from runplane.core.resources import merge_assistant_config
 from runplane.core.run_kwargs import RunKwargs
 from runplane.core.stream_modes import StreamModes
@@ -121,8 +121,24 @@ def _graph_of(assistant: Assistant) -> dict[str, Any]:
 
 
 async def create(call: Call, body: s.RunCreateBase, *, wait: bool = False) -> Created:
-    """Admit a run for `body`, on the path's thread or, without one, on a new temporary thread."""
-    assistant = await resolve_assistant(call, body.assistant_id, authorized=False)
+    """Admit a run for `body`, on the path's thread or, without one, on a new temporary thread.
+
+    The run is built from this process's copy of its assistant, admitted only while that is the
+    assistant's current version. When another process changed it, nothing of that try was
+    written, and the run is built again from a fresh read and admitted as it was before such
+    copies were kept: without a check, as the reference server admits it."""
+    assistant = await resolve_assistant(call, body.assistant_id, authorized=False, for_run=True)
+    try:
+        return await _create_from(call, body, assistant, wait=wait, seen=assistant.seen)
+    except AssistantChanged:
+        call.manager.forget_assistant(assistant.assistant_id)
+    assistant = await resolve_assistant(call, body.assistant_id, authorized=False, for_run=True)
+    return await _create_from(call, body, assistant, wait=wait, seen=None)
+
+
+async def _create_from(
+    call: Call, body: s.RunCreateBase, assistant: Assistant, *, wait: bool, seen: AssistantSeen | None
+) -> Created:
     # A graph that failed to load at start stays listed, but a run on it is refused before anything
     # is created (`GraphUnavailable`, 424), rather than admitted to fail in a worker.
     call.runtime.resolve(assistant.graph_id)
@@ -154,6 +170,7 @@ async def create(call: Call, body: s.RunCreateBase, *, wait: bool = False) -> Cr
             thread_config=thread_config(body, assistant),
             thread_metadata_update=_graph_of(assistant),
             awaited=wait,
+            assistant_seen=seen,
         )
         return Created(run, assistant, stateless=False)
 
@@ -189,6 +206,7 @@ async def create(call: Call, body: s.RunCreateBase, *, wait: bool = False) -> Cr
             after_seconds=body.after_seconds,
             thread_config=thread_config(body, assistant),
             awaited=wait and not temporary,  # a temporary run's waiter reads its stream
+            assistant_seen=seen,
         )
     except BaseException:
         with contextlib.suppress(Exception):

@@ -77,5 +77,10 @@ class SlotTaken(Conflict):
     """Another scheduler already fired this cron slot."""
 
 
+class AssistantChanged(Conflict):
+    """The assistant changed since it was read for this run (`NewRun.assistant_seen`); nothing was
+    written. The caller reads it again and builds the run anew."""
+
+
 class InfrastructureFault(StoreUnavailable):
     """A dependency (database, event bus, checkpointer) failed; the run did not."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from runplane.core.models import Json
+from runplane.core.models import AssistantSeen, Json
 
 #: The namespace LangGraph's server derives default assistant ids from (uuid5(ns, graph_id)).
 ASSISTANT_NAMESPACE = uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
@@ -34,6 +34,11 @@ class Assistant:
     metadata: Json = field(default_factory=dict)
     version: int = 1
     description: str | None = None
+
+    @property
+    def seen(self) -> AssistantSeen:
+        """Which assistant this is, for an admission to check it is still current."""
+        return AssistantSeen(self.version, self.created_at)
 
 
 class GraphRegistry(Protocol):

@@ -11,9 +11,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from runplane.core.errors import CancelRequested, InvalidTransition, LeaseLost, ThreadBusy, ThreadReserved
+from runplane.core.errors import (
+    AssistantChanged,
+    CancelRequested,
+    InvalidTransition,
+    LeaseLost,
+    ThreadBusy,
+    ThreadReserved,
+)
 from runplane.core.models import (
     ACTIVE_RUN_STATUSES,
+    AssistantSeen,
     CancelAction,
     Json,
     MultitaskStrategy,
@@ -263,6 +271,19 @@ def admission_plan(
     running = [run_id for run_id, status in runs if status == "running"]
     pending = [run_id for run_id, status in runs if status == "pending"]
     return running, pending, action
+
+
+def check_assistant_unchanged(
+    assistant_id: str, seen: AssistantSeen | None, current: AssistantSeen | None
+) -> None:
+    """Admit a run built from the assistant `seen` only while that is still its current version
+    (`current`: the store's, None when the assistant is gone). No `seen`: nothing to check.
+
+    Raises:
+        AssistantChanged: it was patched, deleted, or deleted and created again.
+    """
+    if seen is not None and seen != current:
+        raise AssistantChanged(f"assistant {assistant_id} changed since it was read")
 
 
 def thread_config_after_admission(current: Json, run_config: Json) -> Json:

@@ -35,6 +35,7 @@ from runplane.core.models import (
     MULTITASK_STRATEGIES,
     SINGLE_USER,
     Admission,
+    AssistantSeen,
     CancelAction,
     Claimant,
     CronFire,
@@ -194,6 +195,7 @@ class RunManager(WorkerUseCases, Waits, CronUseCases, StateUpdates, ResourceUseC
         cron: CronFire | None = None,
         thread_metadata_update: Json | None = None,
         awaited: bool = False,
+        assistant_seen: AssistantSeen | None = None,
     ) -> Run:
         """Admit a run; it starts as soon as a worker is free and its thread is.
 
@@ -204,13 +206,15 @@ class RunManager(WorkerUseCases, Waits, CronUseCases, StateUpdates, ResourceUseC
         given to a thread that `if_not_exists="create"` creates; `thread_metadata_update` is merged
         into the thread's metadata by the admission itself. `awaited`: the caller will wait for the
         run (`wait_for_outcome`); if a worker here takes it, its end is kept for that wait
-        (`EndedHere.expect`).
+        (`EndedHere.expect`). `assistant_seen`: the assistant version the run was built from
+        (`assistant_for_run`), admitted only while current.
 
         Raises:
             InvalidInput: unknown strategy, negative delay, unknown or ill-typed kwargs.
             NotFound: unknown thread and `if_not_exists` is "reject".
             ThreadBusy: `reject` on a busy thread.
             Conflict: idempotency key reused with another payload.
+            AssistantChanged: `assistant_seen` is no longer the assistant's current version.
         """
         if multitask_strategy not in MULTITASK_STRATEGIES:
             raise InvalidInput(f"unknown multitask_strategy {multitask_strategy!r}")
@@ -262,6 +266,7 @@ class RunManager(WorkerUseCases, Waits, CronUseCases, StateUpdates, ResourceUseC
                 cron=cron,
                 thread_metadata_update=dict(thread_metadata_update or {}),
                 claim_for=claimant,
+                assistant_seen=assistant_seen,
             ),
         )
         if admission.replayed:

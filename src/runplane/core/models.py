@@ -173,6 +173,20 @@ class NewRun:
     #: A worker of the admitting process with a free slot: the store admits the run already
     #: claimed by it when the run can start at once (`lifecycle.starts_at_admission`).
     claim_for: Claimant | None = None
+    #: The assistant the run was built from, as the caller read it (perhaps from a cache): the
+    #: store admits the run only if that is still the assistant's current version, and raises
+    #: `AssistantChanged` otherwise (`lifecycle.assistant_unchanged`). None: no check.
+    assistant_seen: AssistantSeen | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AssistantSeen:
+    """Which assistant a run was built from: a version of the assistant created at `created_at`.
+    Versions are immutable, and a deleted assistant created again has a new `created_at`, so the
+    pair names the assistant's content."""
+
+    version: int
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)

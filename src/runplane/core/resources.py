@@ -26,6 +26,9 @@ from runplane.core.models import (
 )
 from runplane.core.store import AssistantStore, ThreadLifecycleStore
 
+#: How many (assistant, owner) copies `assistant_for_run` keeps before it starts over.
+_ASSISTANT_COPIES = 1024
+
 if TYPE_CHECKING:
     from runplane.core.store import Store
 
@@ -208,6 +211,39 @@ class ResourceUseCases:
         found = await self._assistant_store.get_assistant(self._assistant_id(assistant_id), owner)
         return self._served(found)
 
+    async def assistant_for_run(self, assistant_id: str, owner: str = SINGLE_USER) -> Assistant:
+        """`get_assistant`, from this process's copy when it has one, for building a run.
+
+        Another process may have patched or deleted the assistant since: the run is to be created
+        with `assistant_seen=assistant.seen`, which the admission checks, and on `AssistantChanged`
+        the caller calls `forget_assistant` and builds the run again from a fresh read. So a run
+        never starts from a version that was not current at its admission, and a run's creation
+        makes no read of its assistant while nothing changes it (issues 14 and 18).
+        """
+        copies = self._assistant_copies
+        key = (self._assistant_id(assistant_id), owner)
+        found = copies.get(key)
+        if found is None:
+            found = await self.get_assistant(assistant_id, owner)
+            if len(copies) >= _ASSISTANT_COPIES:
+                copies.clear()  # many owners' private assistants: start over rather than grow
+            copies[key] = found
+        return found
+
+    def forget_assistant(self, assistant_id: str) -> None:
+        """Drop this process's copies of an assistant (every owner's), after it changed."""
+        gone = self._assistant_id(assistant_id)
+        for key in [key for key in self._assistant_copies if key[0] == gone]:
+            del self._assistant_copies[key]
+
+    @property
+    def _assistant_copies(self) -> dict[tuple[str, str], Assistant]:
+        """`assistant_for_run`'s copies by (assistant id, owner)."""
+        copies: dict[tuple[str, str], Assistant] | None = self.__dict__.get("_assistants_for_runs")
+        if copies is None:
+            copies = self.__dict__["_assistants_for_runs"] = {}
+        return copies
+
     async def update_assistant(
         self, assistant_id: str, patch: AssistantPatch, owner: str = SINGLE_USER
     ) -> Assistant:
@@ -229,12 +265,18 @@ class ResourceUseCases:
                 name=patch.name,
                 description=patch.description,
             )
-        return await self._assistant_store.patch_assistant(self._assistant_id(assistant_id), owner, patch)
+        try:
+            return await self._assistant_store.patch_assistant(self._assistant_id(assistant_id), owner, patch)
+        finally:
+            self.forget_assistant(assistant_id)
 
     async def delete_assistant(self, assistant_id: str, owner: str = SINGLE_USER) -> list[Run]:
         """Delete an assistant and its versions, as LangGraph does: its pending and running runs
         are cancelled (`interrupt`); its finished runs keep their record. Returns the cancelled runs."""
-        active = await self._assistant_store.delete_assistant(self._assistant_id(assistant_id), owner)
+        try:
+            active = await self._assistant_store.delete_assistant(self._assistant_id(assistant_id), owner)
+        finally:
+            self.forget_assistant(assistant_id)
         for run in active:
             try:
                 await self.cancel_run(run.run_id, run.owner, action="interrupt", thread_id=run.thread_id)
@@ -259,9 +301,12 @@ class ResourceUseCases:
     async def set_latest_assistant_version(
         self, assistant_id: str, version: int, owner: str = SINGLE_USER
     ) -> Assistant:
-        return await self._assistant_store.set_latest_assistant_version(
-            self._assistant_id(assistant_id), owner, version
-        )
+        try:
+            return await self._assistant_store.set_latest_assistant_version(
+                self._assistant_id(assistant_id), owner, version
+            )
+        finally:
+            self.forget_assistant(assistant_id)
 
     def _scoped(self, filter: AssistantFilter) -> AssistantFilter:
         if filter.graph_id is not None:

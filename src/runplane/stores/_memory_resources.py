@@ -18,6 +18,7 @@ from runplane.core.models import (
     ACTIVE_RUN_STATUSES,
     AssistantFilter,
     AssistantPatch,
+    AssistantSeen,
     Json,
     NewAssistant,
     Run,
@@ -95,6 +96,11 @@ class MemoryAssistants:
         if record is None or not visible(record.owner, record.system, owner):
             raise NotFound(f"assistant {assistant_id} not found")
         return record
+
+    def _assistant_seen(self, assistant_id: str) -> AssistantSeen | None:
+        """The assistant's current version, for an admission's check; None when it is gone."""
+        record = self._assistants.get(assistant_id)
+        return None if record is None else record.current.seen
 
     def _writable_assistant(self, assistant_id: str, owner: str) -> _AssistantRecord:
         record = self._visible_assistant(assistant_id, owner)

@@ -24,6 +24,7 @@ from runplane.core.lifecycle import (
     ThreadSettlement,
     admission_plan,
     cancel_plan,
+    check_assistant_unchanged,
     check_transition,
     finish_plan,
     head_is_claimable,
@@ -314,6 +315,8 @@ class InMemoryStore(
         async with self._lock:
             if new.cron is not None:  # checked first; the cron moves only once the run is admitted
                 self._check_slot(new.cron)
+            assistant_now = self._assistant_seen(new.assistant_id)
+            check_assistant_unchanged(new.assistant_id, new.assistant_seen, assistant_now)
             if new.idempotency_key is not None:
                 seen = self._idempotency.get((new.owner, new.idempotency_key))
                 if seen is not None:

@@ -11,16 +11,18 @@ from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from runplane.core.clock import lease_deadline
-from runplane.core.errors import Conflict, NotFound, SlotTaken
+from runplane.core.errors import AssistantChanged, Conflict, NotFound, SlotTaken
 from runplane.core.lifecycle import (
     QUEUE_LEFT,
     admission_plan,
     cancel_plan,
+    check_assistant_unchanged,
     starts_at_admission,
     thread_config_after_admission,
 )
 from runplane.core.models import (
     Admission,
+    AssistantSeen,
     CancelAction,
     CancelResult,
     NewRun,
@@ -63,8 +65,12 @@ class PostgresRuns(PostgresBase):
             thread_metadata=Jsonb(new.thread_metadata),
             thread_config=Jsonb(new.thread_config) if new.thread_config is not None else None,
             thread_metadata_update=Jsonb(new.thread_metadata_update),
+            assistant_version=new.assistant_seen.version if new.assistant_seen else None,
+            assistant_created_at=new.assistant_seen.created_at if new.assistant_seen else None,
         )
         row = rows[0]
+        if row["outcome"] == "assistant_changed":
+            raise AssistantChanged(f"assistant {new.assistant_id} changed since it was read")
         if row["outcome"] == "not_found":
             raise NotFound(f"thread {new.thread_id} not found")
         if row["outcome"] == "admitted":
@@ -87,6 +93,10 @@ class PostgresRuns(PostgresBase):
 
     async def _admit(self, conn: Conn, new: NewRun) -> Admission | _Inserted:
         now = self._clock.now()
+        if new.assistant_seen is not None:
+            current = await one(conn, "assistant_seen", assistant_id=new.assistant_id)
+            seen = None if current is None else AssistantSeen(current["version"], current["created_at"])
+            check_assistant_unchanged(new.assistant_id, new.assistant_seen, seen)
         # Sent together (the transaction is pipelined) and run in this order by the server, each
         # statement with its own snapshot: the runs are read after the thread's lock is held. A
         # replay or a conflict found by the probe commits nothing but that lock; a thread to create

@@ -221,9 +221,11 @@ DELETE FROM runs WHERE run_id = ANY(%(run_ids)s::text[]) RETURNING *
 -- name: admit
 -- Admit a run on a thread with no active run and no hold, in one statement (`runplane_admit`,
 -- migrations 0017 and 0018); `outcome` 'decide' leaves the admission to the store's transaction.
--- With a `worker_id`, the run is admitted claimed by that worker.
+-- With a `worker_id`, the run is admitted claimed by that worker. With an `assistant_version`,
+-- only if that is still the assistant's (migration 0019; else `outcome` 'assistant_changed').
 SELECT (a.admitted_run).*, a.outcome
-FROM runplane_admit(
+FROM runplane_admit_built_from(
+    %(assistant_version)s, %(assistant_created_at)s,
     %(run_id)s, %(thread_id)s, %(assistant_id)s, %(owner)s, %(multitask_strategy)s,
     %(now)s, %(metadata)s, %(kwargs)s, %(not_before)s,
     %(idempotency_key)s, %(fingerprint)s,
@@ -445,6 +447,10 @@ SELECT * FROM webhook_outbox ORDER BY created_at, seq LIMIT %(limit)s
 -- name: get_assistant
 -- One assistant by id, whoever owns it (callers check visibility).
 SELECT * FROM assistants WHERE assistant_id = %(assistant_id)s
+
+-- name: assistant_seen
+-- Which version of an assistant is current (an admission checks the one its run was built from).
+SELECT version, created_at FROM assistants WHERE assistant_id = %(assistant_id)s
 
 -- name: lock_assistant
 -- One assistant by id, locked until the transaction ends (versions are numbered under it).

@@ -16,6 +16,7 @@ from runplane.core.lifecycle import (
     admission_plan,
     can_transition,
     cancel_plan,
+    check_assistant_unchanged,
     check_transition,
     finish_plan,
     recovery_plan,
@@ -24,6 +25,7 @@ from runplane.core.lifecycle import (
 )
 from runplane.core.models import (
     Admission,
+    AssistantSeen,
     CancelAction,
     CancelResult,
     Claimed,
@@ -87,6 +89,12 @@ class SqliteRuns(RunOnlyCalls, Transactions):
         claimant = new.claim_for
 
         def admit(conn: sqlite3.Connection) -> Admission | tuple[int, tuple[Run, ...], tuple[Run, ...]]:
+            if new.assistant_seen is not None:
+                found = row(conn, "assistant_seen", {"assistant_id": new.assistant_id})
+                assistant_now = None
+                if found is not None:
+                    assistant_now = AssistantSeen(found["version"], from_micros(found["created_at"]))
+                check_assistant_unchanged(new.assistant_id, new.assistant_seen, assistant_now)
             if new.cron is not None:
                 # In this transaction: the slot moves if and only if the run is admitted.
                 self._claim_slot_in(conn, new.cron)

@@ -420,6 +420,10 @@ SELECT * FROM webhook_outbox ORDER BY created_at, seq LIMIT :limit;
 -- One assistant by id, whoever owns it (callers check visibility).
 SELECT * FROM assistants WHERE assistant_id = :assistant_id;
 
+-- name: assistant_seen
+-- Which version of an assistant is current (an admission checks the one its run was built from).
+SELECT version, created_at FROM assistants WHERE assistant_id = :assistant_id;
+
 -- name: insert_assistant
 -- A new assistant at version 1.
 INSERT INTO assistants (assistant_id, owner, system, graph_id, name, description, config, context,
