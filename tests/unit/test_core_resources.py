@@ -9,12 +9,14 @@ from typing import Any
 import pytest
 from langgraph.store.memory import InMemoryStore as LangGraphMemoryStore
 
-from runplane.core.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
+from runplane.core import resources
+from runplane.core.errors import AssistantChanged, Conflict, InvalidInput, NotFound, StoreUnavailable
 from runplane.core.graphs import Assistant, default_assistant_id
 from runplane.core.items import owner_root
 from runplane.core.manager import RunManager
-from runplane.core.models import AssistantFilter, AssistantPatch, Outcome, ThreadTtl
+from runplane.core.models import SINGLE_USER, AssistantFilter, AssistantPatch, Outcome, ThreadTtl
 from runplane.core.resources import merge_assistant_config, sync_config_context
+from runplane.core.store import AssistantStore
 from runplane.events.memory import InMemoryBus
 from runplane.runtime.items import LangGraphItems
 from runplane.testing import FakeClock, memory_manager
@@ -132,6 +134,58 @@ async def test_create_update_and_version_an_assistant(manager: RunManager) -> No
         await manager.search_assistants(filter=AssistantFilter(offset=-1))
     found = await manager.search_assistants(filter=AssistantFilter(graph_id="agent", metadata={"team": "x"}))
     assert [a.assistant_id for a in found] == [created.assistant_id]
+
+
+async def test_runs_are_built_from_a_copy_the_admission_checks(manager: RunManager, clock: FakeClock) -> None:
+    created = await manager.create_assistant("agent", name="one")
+    copy = await manager.assistant_for_run(created.assistant_id)
+    assert copy == created
+    # The copy is kept: another process's patch (the store itself here) does not show in it...
+    assert isinstance(manager.store, AssistantStore)
+    clock.advance(1)
+    await manager.store.patch_assistant(created.assistant_id, SINGLE_USER, AssistantPatch(name="two"))
+    assert await manager.assistant_for_run(created.assistant_id) == copy
+    # ...but a run built from it is refused, with nothing written.
+    with pytest.raises(AssistantChanged):
+        await manager.create_run("t1", created.assistant_id, if_not_exists="create", assistant_seen=copy.seen)
+    with pytest.raises(NotFound):
+        await manager.get_thread("t1")
+    manager.forget_assistant(created.assistant_id)
+    fresh = await manager.assistant_for_run(created.assistant_id)
+    assert (fresh.version, fresh.name) == (2, "two")
+    run = await manager.create_run(
+        "t1", created.assistant_id, if_not_exists="create", assistant_seen=fresh.seen
+    )
+    assert run.assistant_id == created.assistant_id
+    # A change through this manager drops its copies at once (every owner's).
+    await manager.update_assistant(created.assistant_id, AssistantPatch(name="three"))
+    assert (await manager.assistant_for_run(created.assistant_id)).name == "three"
+    await manager.set_latest_assistant_version(created.assistant_id, 1)
+    assert (await manager.assistant_for_run(created.assistant_id)).name == "one"
+    await manager.delete_assistant(created.assistant_id)
+    with pytest.raises(NotFound):
+        await manager.assistant_for_run(created.assistant_id)
+
+
+async def test_copies_of_assistants_are_bounded(manager: RunManager, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(resources, "_ASSISTANT_COPIES", 2)
+    for owner in ("a", "b", "c"):
+        await manager.assistant_for_run("agent", owner)
+    # The third owner's copy started the copies over: the first owner's is read again.
+    reads = 0
+    assert isinstance(manager.store, AssistantStore)
+    read = manager.store.get_assistant
+
+    async def counted(assistant_id: str, owner: str) -> Assistant:
+        nonlocal reads
+        reads += 1
+        return await read(assistant_id, owner)
+
+    monkeypatch.setattr(manager.store, "get_assistant", counted)
+    await manager.assistant_for_run("agent", "c")
+    assert reads == 0
+    await manager.assistant_for_run("agent", "a")
+    assert reads == 1
 
 
 async def test_deleting_an_assistant_cancels_its_active_runs(manager: RunManager) -> None:
