@@ -41,12 +41,13 @@ DB_URL="${RP_PG_URL%/postgres}/trace"
 rp_bench_serve "$OUT/serve.log" "${BENCH_SRC:-}" "$DB_URL" "$redis_url"
 URL="$BENCH_URL"
 
-"$PY" - "$URL" "$DB_URL" "$SERVER_PID" "$TRACE_RUNS" "$TRACE_CLIENTS" <<'PYEOF'
+"$PY" - "$URL" "$DB_URL" "$SERVER_PID" "$TRACE_RUNS" "$TRACE_CLIENTS" "$redis_url" <<'PYEOF'
 import asyncio, os, sys, time
 import psycopg
 from langgraph_sdk import get_client
 
 url, db_url, pid, runs, clients = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+redis_url = sys.argv[6]
 tick = os.sysconf("SC_CLK_TCK")
 
 def cpu() -> float:
@@ -70,6 +71,10 @@ asyncio.run(batch(20))  # warm up: pools, prepared statements, graph compiled
 conn = psycopg.connect(db_url, autocommit=True)
 conn.execute("SELECT pg_stat_statements_reset()")
 conn.execute("SELECT pg_stat_reset()")
+if redis_url:
+    import redis
+    bus = redis.Redis.from_url(redis_url)
+    bus.config_resetstat()
 time.sleep(0.6)  # the statistics collector flushes every 500 ms
 x0, c0, t0 = xacts(conn), cpu(), time.monotonic()
 asyncio.run(batch(runs))
@@ -88,4 +93,10 @@ print(f"per run: statements {total / runs:.2f} (BEGIN..COMMIT blocks {begins / r
 for calls, query in rows:
     if calls / runs >= 0.05:
         print(f"{calls / runs:7.2f}  {query[:150]}")
+if redis_url:
+    stats = bus.info("commandstats")
+    print(f"Redis commands per run: {sum(v['calls'] for v in stats.values()) / runs:.2f}")
+    for name, value in sorted(stats.items(), key=lambda item: -item[1]["calls"]):
+        if value["calls"] / runs >= 0.05:
+            print(f"{value['calls'] / runs:7.2f}  {name.removeprefix('cmdstat_')}")
 PYEOF

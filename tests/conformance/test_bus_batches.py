@@ -92,6 +92,18 @@ async def test_publish_many_after_the_end_writes_nothing(bus: EventBus, other: E
     await bus.end_stream("a")
     await shared.publish_many([StreamBatch("a", [("custom", b"2")], end=True)])
     assert [event.data for event in await _collect(other.subscribe("a"))] == [b"1"]
+    # In a call with other runs, only the ended run's batch is dropped.
+    await shared.publish_many(
+        [
+            StreamBatch("b", [("custom", b"b1")]),
+            StreamBatch("a", [("custom", b"3")]),
+            StreamBatch("c", [], end=True),
+        ]
+    )
+    await bus.end_stream("b")
+    assert [event.data for event in await _collect(other.subscribe("a"))] == [b"1"]
+    assert [event.data for event in await _collect(other.subscribe("b"))] == [b"b1"]
+    assert await _collect(other.subscribe("c")) == []
 
 
 async def test_subscribe_batches_yield_what_subscribe_does(bus: EventBus, other: EventBus) -> None:

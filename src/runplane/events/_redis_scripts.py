@@ -76,27 +76,37 @@ return {state, entries}
 """
 ENDED, MISSING = 1, 2
 
-# Appends a batch of events (`RedisBus.publish_many`), then the end mark when ARGV[5] is '1', in one
-# step: dropped whole once the stream ended, as `PUBLISH` and `END` are. One wake-up for the batch.
-# ARGV: max events, idle TTL seconds, retention seconds, wake channel, end flag, then event/data
-# pairs.
+# Appends batches of events of several runs (`RedisBus.publish_many`), each run's followed by its
+# end mark when its end flag is '1': one script call for a whole flush, where one per run inside a
+# MULTI/EXEC cost a command each, the transaction's two and redis-py's SCRIPT EXISTS before it.
+# A run's batch is dropped whole once its stream ended, as `PUBLISH` and `END` drop theirs. One
+# wake-up per run. KEYS: the runs' streams. ARGV: max events, idle TTL seconds, retention seconds,
+# then for each key in order: its wake channel, its end flag, its number of events, and that many
+# event/data pairs.
 PUBLISH_MANY = """
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-if last[1] and last[1][2][1] == 'end' then return 0 end
-local id = false
-for i = 6, #ARGV, 2 do
-  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'event', ARGV[i], 'data', ARGV[i + 1])
-end
-if ARGV[5] == '1' then
-  if id or last[1] then
-    id = redis.call('XADD', KEYS[1], '*', 'end', '1')
-  else
-    id = redis.call('XADD', KEYS[1], '*', 'end', '1', 'guard', '1')
+local at = 4
+for k = 1, #KEYS do
+  local key, wake, ends, count = KEYS[k], ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2])
+  local first = at + 3
+  at = first + 2 * count
+  local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+  if not (last[1] and last[1][2][1] == 'end') then
+    local id = false
+    for i = first, at - 1, 2 do
+      id = redis.call('XADD', key, 'MAXLEN', '~', ARGV[1], '*', 'event', ARGV[i], 'data', ARGV[i + 1])
+    end
+    if ends == '1' then
+      if id or last[1] then
+        id = redis.call('XADD', key, '*', 'end', '1')
+      else
+        id = redis.call('XADD', key, '*', 'end', '1', 'guard', '1')
+      end
+      redis.call('EXPIRE', key, ARGV[3])
+    elseif id then
+      redis.call('EXPIRE', key, ARGV[2])
+    end
+    if id then redis.call('PUBLISH', wake, id) end
   end
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
-elseif id then
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
 end
-if id then redis.call('PUBLISH', ARGV[4], id) end
 return 1
 """

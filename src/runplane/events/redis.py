@@ -222,34 +222,27 @@ class RedisBus:
         """Nothing is queued here."""
 
     async def publish_many(self, batches: Sequence[StreamBatch]) -> None:
-        """Append several runs' events and end marks in one round trip (one `PUBLISH_MANY` script
-        per run, pipelined in a MULTI/EXEC when there are several); a run's events after its stream
-        ended are dropped.
+        """Append several runs' events and end marks in one round trip: one `PUBLISH_MANY` script
+        call for them all, atomic; a run's events after its stream ended are dropped.
 
         Raises:
             StoreUnavailable: Redis failed.
         """
         self._check_open()
-        calls = []
+        if not batches:
+            return
+        keys: list[str] = []
+        args: list[Any] = [
+            self.max_events,
+            _seconds(self.idle_ttl_seconds),
+            _seconds(self.retention_seconds),
+        ]
         for batch in batches:
-            args: list[Any] = [
-                self.max_events,
-                _seconds(self.idle_ttl_seconds),
-                _seconds(self.retention_seconds),
-                self._wake_channel(batch.run_id),
-                "1" if batch.end else "0",
-            ]
+            keys.append(self._key(batch.run_id))
+            args += [self._wake_channel(batch.run_id), "1" if batch.end else "0", len(batch.events)]
             for event, data in batch.events:
                 args += [event, data]
-            calls.append(([self._key(batch.run_id)], args))
-        if len(calls) == 1:
-            keys, args = calls[0]
-            await self._command(self._publish_many_script(keys=keys, args=args))
-        elif calls:
-            pipe = self._redis.pipeline(transaction=True)
-            for keys, args in calls:
-                await self._publish_many_script(keys=keys, args=args, client=pipe)
-            await self._command(pipe.execute())
+        await self._command(self._publish_many_script(keys=keys, args=args))
 
     async def end_stream(self, run_id: str) -> None:
         """Append the end sentinel (idempotent) and let the stream expire after retention.

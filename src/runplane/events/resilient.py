@@ -94,6 +94,8 @@ class ResilientBus:
         pace_seconds: float = 0.001,
     ) -> None:
         self.inner = inner
+        # Asked once: `isinstance` against a runtime-checkable protocol inspects its members.
+        self._publish_many = inner.publish_many if isinstance(inner, SupportsPublishMany) else None
         self.max_batch_events = max(1, max_batch_events)
         self._pacer = Pacer(pace_seconds)
         self.max_backlog_bytes = max_backlog_bytes
@@ -143,7 +145,7 @@ class ResilientBus:
             await self._delivered.wait()
 
     async def end_stream(self, run_id: str) -> None:
-        if isinstance(self.inner, SupportsPublishMany):
+        if self._publish_many is not None:
             # Queued like an event: it goes out with the run's last events, and with the other
             # runs' deliveries of the moment (runs that end together share one write).
             self._buffer(run_id, _END, b"")
@@ -252,14 +254,13 @@ class ResilientBus:
         for run_id, backlog in self._backlog.items():
             backlog.in_flight = min(len(backlog.events), self.max_batch_events)
             (single if backlog.replay else batched).append((run_id, backlog))
-        inner = self.inner
-        if batched and isinstance(inner, SupportsPublishMany):
+        if batched and self._publish_many is not None:
             batches = []
             for run_id, backlog in batched:
                 events = list(itertools.islice(backlog.events, backlog.in_flight))
                 ended = events[-1][0] == _END  # an end mark is always the last of its backlog
                 batches.append(StreamBatch(run_id, events[:-1] if ended else events, ended))
-            await self._guarded(inner.publish_many(batches), [run_id for run_id, _ in batched])
+            await self._guarded(self._publish_many(batches), [run_id for run_id, _ in batched])
             for run_id, backlog in batched:
                 self._delivered_prefix(run_id, backlog, backlog.in_flight)
         else:
