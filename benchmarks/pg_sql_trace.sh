@@ -34,7 +34,7 @@ rp_start_postgres
 redis_url=""
 if [ -n "$REDIS" ]; then rp_ensure_redis_server; rp_start_redis; redis_url="$RP_REDIS_URL"; fi
 rp_restart_postgres_durable "$OUT/pg_restart.log" \
-    -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all -c pg_stat_statements.max=5000
+    -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all -c pg_stat_statements.track_planning=on -c pg_stat_statements.max=5000
 "$PY" -c "import sys, psycopg; c = psycopg.connect(sys.argv[1], autocommit=True); c.execute('CREATE DATABASE trace'); psycopg.connect(sys.argv[1].rsplit('/', 1)[0] + '/trace', autocommit=True).execute('CREATE EXTENSION pg_stat_statements')" "$RP_PG_URL"
 DB_URL="${RP_PG_URL%/postgres}/trace"
 
@@ -81,18 +81,22 @@ asyncio.run(batch(runs))
 time.sleep(0.6)
 x1, c1, t1 = xacts(conn), cpu(), time.monotonic()
 rows = conn.execute(
-    "SELECT calls, regexp_replace(query, '\\s+', ' ', 'g') FROM pg_stat_statements"
+    "SELECT calls, regexp_replace(query, '\\s+', ' ', 'g'), total_exec_time + total_plan_time, total_plan_time FROM pg_stat_statements"
     " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
     " AND query NOT LIKE '%pg_stat%' ORDER BY calls DESC"
 ).fetchall()
-total = sum(calls for calls, _ in rows)
-begins = sum(calls for calls, q in rows if q.strip().upper().startswith("BEGIN"))
+total = sum(calls for calls, *_ in rows)
+begins = sum(calls for calls, q, *_ in rows if q.strip().upper().startswith("BEGIN"))
+# Nested statements (inside the run-path functions) count in their caller's time as well.
+top_ms = sum(ms for _, q, ms, _ in rows if not q.startswith(("EXISTS", "(", "SELECT 1 FROM ONLY")) and "p_" not in q)
 print(f"runs {runs}, clients {clients}, wall {t1 - t0:.1f} s")
 print(f"per run: statements {total / runs:.2f} (BEGIN..COMMIT blocks {begins / runs:.2f}),"
       f" committed transactions {(x1 - x0 - 2) / runs:.2f}, server CPU {1000 * (c1 - c0) / runs:.2f} ms")
-for calls, query in rows:
+print(f"statement time (planning and execution) per run, top-level statements: {top_ms / runs:.2f} ms")
+print("calls/run  ms/run (planning)  statement")
+for calls, query, ms, plan_ms in rows:
     if calls / runs >= 0.05:
-        print(f"{calls / runs:7.2f}  {query[:150]}")
+        print(f"{calls / runs:7.2f}  {ms / runs:7.3f} ({plan_ms / runs:5.3f})  {query[:130]}")
 if redis_url:
     stats = bus.info("commandstats")
     print(f"Redis commands per run: {sum(v['calls'] for v in stats.values()) / runs:.2f}")

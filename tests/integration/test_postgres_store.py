@@ -239,7 +239,7 @@ _HOT_QUERIES: dict[str, dict[str, Any]] = {
     "get_run": {"run_id": "r", "owner": "", "thread_id": None},
 }
 
-#: The statements that call a function (migration 0017), with sample parameters that make each
+#: The statements that call a function (migrations 0017 to 0019), with sample parameters that make each
 #: statement of the function run (a due queue head; a run held at attempt 0), and how many
 #: statements that is, the calls of nested functions included: their plans are read from
 #: `auto_explain`.
@@ -263,9 +263,13 @@ _HOT_FUNCTIONS: dict[str, tuple[dict[str, Any], int]] = {
             "thread_metadata_update": Jsonb({"graph_id": "g"}),
             "worker_id": "w",  # admitted claimed (migration 0018)
             "lease_expires_at": _NOW,
+            "assistant_version": 1,  # checked (migration 0019): the backlog's assistant
+            "assistant_created_at": _NOW,
         },
-        9,  # with the foreign key's check of the thread, and the call of runplane_settle_admitted
+        10,  # with the assistant's check, the foreign key's check of the thread, and the call of
+        # runplane_settle_admitted
     ),
+    "check_hold": ({"run_id": "r15001", "attempt": 0}, 1),
     "settle_thread": (
         {
             "thread_id": "t1",
@@ -325,6 +329,12 @@ def _unbounded_scans(node: dict[str, Any]) -> Iterator[str]:
 
 
 _BACKLOG = """
+INSERT INTO assistants (assistant_id, owner, graph_id, name, version, created_at, updated_at)
+SELECT 'a' || g, '', 'agent', 'a', 1, %(now)s, %(now)s FROM generate_series(1, 1000) AS g;
+--
+INSERT INTO assistants (assistant_id, owner, graph_id, name, version, created_at, updated_at)
+VALUES ('agent', '', 'agent', 'agent', 1, %(now)s, %(now)s);
+--
 INSERT INTO threads (thread_id, owner, status, created_at, updated_at)
 SELECT 't' || g, '', 'busy', %(now)s, %(now)s FROM generate_series(1, 1000) AS g;
 --
@@ -381,8 +391,9 @@ def _nested_plans(conn: psycopg.Connection[Any], query: str, params: dict[str, A
     conn.execute(query, params).fetchall()
     conn.execute("ROLLBACK")
     plans = [json.loads(report.partition("plan:")[2])["Plan"] for report in reports if "plan:" in report]
-    # The last report is the calling statement's own plan (a function scan).
-    assert plans and plans[-1]["Node Type"] == "Function Scan", plans
+    # The last report is the calling statement's own plan (a function scan, or a result for a
+    # function called as a value).
+    assert plans and plans[-1]["Node Type"] in ("Function Scan", "Result"), plans
     return plans[:-1]
 
 

@@ -31,6 +31,9 @@ from runplane.stores.postgres._base import (
 )
 from runplane.stores.postgres._rows import Conn, held_row, lease_lost, run_from_row, usage_params
 
+#: The SQLSTATE `runplane_check_hold` fails a transaction with when the attempt lost its lease.
+LEASE_NOT_HELD = "RPL01"
+
 
 class PostgresLeases(RunOnlyCalls, PostgresBase):
     """The worker's methods; see `core.store.Store` for the contracts."""
@@ -136,7 +139,7 @@ class PostgresLeases(RunOnlyCalls, PostgresBase):
                 return await conn.execute(b"; ".join(script), prepare=False)
             except psycopg.Error as exc:
                 await _rollback(conn)  # nothing of the transaction was committed
-                if check and isinstance(exc, pg_errors.DivisionByZero):
+                if check and exc.sqlstate == LEASE_NOT_HELD:
                     raise lease_lost(run_id, attempt) from exc  # the check failed (`check_hold`)
                 if isinstance(exc, pg_errors.IdleInTransactionSessionTimeout):
                     # PostgreSQL ended the session: the holder stalled past `max_seconds`, and the

@@ -184,13 +184,9 @@ FOR SHARE OF r
 -- name: check_hold
 -- `hold_attempt` for a transaction sent whole (BEGIN, this, the fenced checkpoint's statements,
 -- COMMIT: one round trip): share-lock the run while `attempt` still holds it, else fail the
--- transaction, so that nothing after it commits. Plain SQL has no RAISE: the failure is a division
--- by zero (SQLSTATE 22012), which the store reads as a lost lease.
-SELECT 1 / count(*) AS held FROM (
-    SELECT 1 FROM runs AS r
-    WHERE r.run_id = %(run_id)s AND r.status = 'running' AND r.attempt = %(attempt)s
-    FOR SHARE OF r
-) AS run_held
+-- transaction (SQLSTATE RPL01, `runplane_check_hold`, migration 0019), so that nothing after it
+-- commits.
+SELECT runplane_check_hold(%(run_id)s, %(attempt)s)
 
 -- name: list_runs
 -- A page of a thread's runs, newest first.
@@ -224,13 +220,13 @@ DELETE FROM runs WHERE run_id = ANY(%(run_ids)s::text[]) RETURNING *
 -- With a `worker_id`, the run is admitted claimed by that worker. With an `assistant_version`,
 -- only if that is still the assistant's (migration 0019; else `outcome` 'assistant_changed').
 SELECT (a.admitted_run).*, a.outcome
-FROM runplane_admit_built_from(
-    %(assistant_version)s, %(assistant_created_at)s,
+FROM runplane_admit(
     %(run_id)s, %(thread_id)s, %(assistant_id)s, %(owner)s, %(multitask_strategy)s,
     %(now)s, %(metadata)s, %(kwargs)s, %(not_before)s,
     %(idempotency_key)s, %(fingerprint)s,
     %(creates)s, %(thread_metadata)s, %(thread_config)s, %(thread_metadata_update)s,
-    %(worker_id)s, %(lease_expires_at)s
+    %(worker_id)s, %(lease_expires_at)s,
+    %(assistant_version)s, %(assistant_created_at)s
 ) AS a
 
 -- name: claim
