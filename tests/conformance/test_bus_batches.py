@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from runplane.core.events import EventBus, StreamEvent
-from runplane.events.batching import StreamBatch, SupportsPublishMany
+from runplane.events.batching import StreamBatch, SupportsBatchedHints, SupportsPublishMany
 from runplane.events.resilient import ResilientBus
 from tests.conformance import test_bus_conformance as bus_suite
 
@@ -121,3 +121,36 @@ async def test_subscribe_batches_yield_what_subscribe_does(bus: EventBus, other:
     assert events == await _collect(other.subscribe("r1"))
     resumed = [event async for batch in other.subscribe_batches("r1", ids[99]) for event in batch]
     assert [event.data for event in resumed] == [b"%d" % n for n in range(100, 610)]
+
+
+async def test_hints_sent_with_a_batch_are_heard_once_here_and_there(bus: EventBus, other: EventBus) -> None:
+    if not isinstance(bus, SupportsBatchedHints):
+        pytest.skip("this bus sends its hints alone")
+    async with bus.listen("chan") as here, other.listen("chan") as there:
+        hint = bus.hint_here("chan", "h1")
+        assert await bus_suite._next(here) == "h1"  # at once, before anything is sent
+        await bus.publish_many([StreamBatch("a", [("custom", b"1")], end=True)], [hint])
+        assert await bus_suite._next(there) == "h1"
+        # Its copy from the bus was dropped here: what is heard next is the next hint.
+        await other.notify("chan", "h2")
+        assert await bus_suite._next(here) == "h2"
+        assert await bus_suite._next(there) == "h2"
+        # Hints alone, without events.
+        await bus.publish_many([], [bus.hint_here("chan", "h3")])
+        assert await bus_suite._next(there) == "h3"
+        assert await bus_suite._next(here) == "h3"
+    assert [event.data for event in await _collect(other.subscribe("a"))] == [b"1"]
+
+
+async def test_a_resilient_bus_delivers_hints_here_and_there(bus: EventBus, other: EventBus) -> None:
+    writer = ResilientBus(bus)
+    async with writer.listen("done") as here, other.listen("done") as there:
+        await writer.enqueue("r1", "custom", b"x")
+        await writer.notify("done", "r1")  # as a run's end: its done hint, then its end mark
+        await writer.end_stream("r1")
+        assert await bus_suite._next(here) == "r1"
+        assert await bus_suite._next(there) == "r1"
+        await other.notify("done", "r2")
+        assert await bus_suite._next(here) == "r2"  # not a second copy of "r1"
+    assert [event.data for event in await _collect(other.subscribe("r1"))] == [b"x"]
+    await writer.close()

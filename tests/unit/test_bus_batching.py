@@ -7,10 +7,11 @@ import asyncio
 import math
 from collections.abc import AsyncIterator, Sequence
 
+from runplane.core.errors import StoreUnavailable
 from runplane.core.events import StreamEvent
 from runplane.core.manager import RunManager
 from runplane.core.models import Finished, Outcome
-from runplane.events.batching import StreamBatch
+from runplane.events.batching import Hint, StreamBatch
 from runplane.events.memory import InMemoryBus
 from runplane.events.resilient import ResilientBus
 from runplane.stores.memory import InMemoryStore
@@ -161,3 +162,73 @@ async def test_a_joiner_after_the_terminal_status_gets_every_event() -> None:
     await finishing
 
     assert [event.data for event in store.joined] == [b"%d" % n for n in range(5)]
+
+
+class HintingBus(BatchingBus):
+    """`BatchingBus` that also sends hints with its batches (as `RedisBus` does); `fail` makes the
+    next delivery fail as an outage."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent_hints: list[list[Hint]] = []
+        self.alone: list[tuple[str, str]] = []
+        self.lost: list[Hint] = []
+        self.handed_here: list[tuple[str, str]] = []
+        self.fail = False
+
+    def hint_here(self, channel: str, message: str) -> Hint:
+        self.handed_here.append((channel, message))
+        for queue in self._listeners.get(channel, ()):
+            queue.put_nowait(message)
+        return Hint(channel, message, echo=True)
+
+    def hint_lost(self, hint: Hint) -> None:
+        self.lost.append(hint)
+
+    async def publish_many(self, batches: Sequence[StreamBatch], hints: Sequence[Hint] = ()) -> None:
+        if self.fail:
+            self.fail = False
+            raise StoreUnavailable("event bus unavailable: ConnectionError")
+        self.sent_hints.append(list(hints))
+        await super().publish_many(batches)
+
+    async def notify(self, channel: str, message: str = "") -> None:
+        self.alone.append((channel, message))
+        await super().notify(channel, message)
+
+
+async def test_a_hint_is_heard_here_at_once_and_sent_with_the_runs_end() -> None:
+    inner = HintingBus()
+    bus = ResilientBus(inner, pace_seconds=math.inf)
+    async with bus.listen("done") as heard:
+        await bus.enqueue("a", "custom", b"1")
+        await bus.flush("a")
+        # A run's end: its done hint, then its end mark, with no turn of the loop in between.
+        await bus.notify("done", "a")
+        assert inner.sent_hints == [[]]  # not sent yet...
+        assert inner.handed_here == [("done", "a")]  # ...but handed to this process's listeners
+        await bus.end_stream("a")
+        assert await asyncio.wait_for(heard.__anext__(), 1) == "a"
+    # The end mark and the hint in one delivery, the hint sent after the batches; none alone.
+    assert [[(b.run_id, len(b.events), b.end) for b in call] for call in inner.calls] == [
+        [("a", 1, False)],
+        [("a", 0, True)],
+    ]
+    assert inner.sent_hints == [[], [Hint("done", "a", echo=True)]]
+    assert inner.alone == []
+    await bus.close()
+
+
+async def test_a_failed_delivery_drops_its_hints_and_later_ones_go_alone_until_it_is_back() -> None:
+    inner = HintingBus()
+    bus = ResilientBus(inner, pace_seconds=math.inf)
+    inner.fail = True
+    await bus.notify("wake", "a")
+    await bus.enqueue("a", "custom", b"1")  # yields the loop: one delivery of both, which fails
+    await bus.flush("a")  # returns once the delivery failed: the bus is down
+    assert inner.lost == [Hint("wake", "a", echo=True)]  # no copy of it will come
+    await bus.notify("wake", "b")  # while down: tried alone, as a bus without batches does
+    assert inner.alone == [("wake", "b")]
+    await bus.end_stream("a")  # the events are delivered once the bus answers again
+    assert [event.data for event in await _collect(bus.subscribe("a"))] == [b"1"]
+    await bus.close()

@@ -77,14 +77,16 @@ return {state, entries}
 ENDED, MISSING = 1, 2
 
 # Appends batches of events of several runs (`RedisBus.publish_many`), each run's followed by its
-# end mark when its end flag is '1': one script call for a whole flush, where one per run inside a
-# MULTI/EXEC cost a command each, the transaction's two and redis-py's SCRIPT EXISTS before it.
-# A run's batch is dropped whole once its stream ended, as `PUBLISH` and `END` drop theirs. One
-# wake-up per run. KEYS: the runs' streams. ARGV: max events, idle TTL seconds, retention seconds,
-# then for each key in order: its wake channel, its end flag, its number of events, and that many
-# event/data pairs.
+# end mark when its end flag is '1', then publishes the hints given with them: one script call for
+# a whole flush, where one per run inside a MULTI/EXEC cost a command each, the transaction's two
+# and redis-py's SCRIPT EXISTS before it, and each hint a PUBLISH of its own. A run's batch is
+# dropped whole once its stream ended, as `PUBLISH` and `END` drop theirs. One wake-up per run.
+# KEYS: the runs' streams. ARGV: max events, idle TTL seconds, retention seconds, the number of
+# hints, that many channel/message pairs, then for each key in order: its wake channel, its end
+# flag, its number of events, and that many event/data pairs.
 PUBLISH_MANY = """
-local at = 4
+local hints = tonumber(ARGV[4])
+local at = 5 + 2 * hints
 for k = 1, #KEYS do
   local key, wake, ends, count = KEYS[k], ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2])
   local first = at + 3
@@ -107,6 +109,9 @@ for k = 1, #KEYS do
     end
     if id then redis.call('PUBLISH', wake, id) end
   end
+end
+for i = 5, 4 + 2 * hints, 2 do
+  redis.call('PUBLISH', ARGV[i], ARGV[i + 1])
 end
 return 1
 """

@@ -34,6 +34,40 @@ class SupportsPublishMany(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Hint:
+    """A hint (`EventBus.notify`) to send with a batch, as its bus names it on the wire (`channel`);
+    `echo`: this process's listeners heard it already, and its copy from the bus is to be dropped."""
+
+    channel: str
+    message: str
+    echo: bool = False
+
+
+@runtime_checkable
+class SupportsBatchedHints(Protocol):
+    """A shared bus whose `publish_many` also sends hints, after the batches, in the same step:
+    `ResilientBus.notify` then costs no round trip of its own, and a run's end and its done hint
+    leave together."""
+
+    def hint_here(self, channel: str, message: str) -> Hint:
+        """Hand a hint on `channel` to this process's listeners now; returns it as `publish_many`
+        sends it to the others."""
+        ...
+
+    def hint_lost(self, hint: Hint) -> None:
+        """`hint` will not be sent after all (its delivery failed): expect no copy of it."""
+        ...
+
+    async def publish_many(self, batches: Sequence[StreamBatch], hints: Sequence[Hint] = ()) -> None:
+        """`SupportsPublishMany.publish_many`, then each hint, in one step.
+
+        Raises:
+            StoreUnavailable: the bus failed; nothing was written or sent.
+        """
+        ...
+
+
 class Pacer:
     """Makes a producer that never waits yield the event loop every `slice_seconds`.
 

@@ -56,7 +56,7 @@ from runplane.core.errors import InvalidInput, StoreUnavailable
 from runplane.core.events import StreamEvent
 from runplane.events import _redis_scripts as scripts
 from runplane.events._redis_pubsub import PubSubHub
-from runplane.events.batching import StreamBatch
+from runplane.events.batching import Hint, StreamBatch
 
 logger = logging.getLogger(__name__)
 
@@ -221,22 +221,26 @@ class RedisBus:
     async def flush(self, run_id: str) -> None:
         """Nothing is queued here."""
 
-    async def publish_many(self, batches: Sequence[StreamBatch]) -> None:
-        """Append several runs' events and end marks in one round trip: one `PUBLISH_MANY` script
-        call for them all, atomic; a run's events after its stream ended are dropped.
+    async def publish_many(self, batches: Sequence[StreamBatch], hints: Sequence[Hint] = ()) -> None:
+        """Append several runs' events and end marks, then send `hints` (from `hint_here`), in one
+        round trip: one `PUBLISH_MANY` script call, atomic; a run's events after its stream ended
+        are dropped.
 
         Raises:
             StoreUnavailable: Redis failed.
         """
         self._check_open()
-        if not batches:
+        if not batches and not hints:
             return
         keys: list[str] = []
         args: list[Any] = [
             self.max_events,
             _seconds(self.idle_ttl_seconds),
             _seconds(self.retention_seconds),
+            len(hints),
         ]
+        for hint in hints:
+            args += [hint.channel, hint.message]
         for batch in batches:
             keys.append(self._key(batch.run_id))
             args += [self._wake_channel(batch.run_id), "1" if batch.end else "0", len(batch.events)]
@@ -405,17 +409,25 @@ class RedisBus:
         """Publish a hint; Redis errors are logged and swallowed (every listener has a fallback)."""
         if self._closed:
             return
-        hint_channel = self._hint_channel(channel)
-        # This process's listeners hear it now; other processes' by way of Redis.
-        echo_expected = self._hub.deliver_locally(hint_channel, message)
+        hint = self.hint_here(channel, message)
         try:
-            await self._command(self._redis.publish(hint_channel, message))
+            await self._command(self._redis.publish(hint.channel, message))
         except StoreUnavailable as exc:
-            if echo_expected:
-                self._hub.echoes.forget(hint_channel, message)
+            self.hint_lost(hint)
             logger.warning(
                 "dropped hint on %s: %s", channel, exc, extra={"action": "bus_notify", "channel": channel}
             )
+
+    def hint_here(self, channel: str, message: str) -> Hint:
+        """This process's listeners hear the hint now; other processes' by way of Redis, from
+        `notify` or `publish_many` (see `batching.SupportsBatchedHints`)."""
+        hint_channel = self._hint_channel(channel)
+        return Hint(hint_channel, message, echo=self._hub.deliver_locally(hint_channel, message))
+
+    def hint_lost(self, hint: Hint) -> None:
+        """The hint was not published: its copy from Redis is not coming."""
+        if hint.echo:
+            self._hub.echoes.forget(hint.channel, hint.message)
 
     @asynccontextmanager
     async def listen(self, channel: str) -> AsyncIterator[AsyncIterator[str]]:

@@ -13,6 +13,10 @@ written; the worker calls it before storing a terminal status, so a joiner that 
 every event on the bus. `publish`, `end_stream` and `latest_event_id` of a run with queued events
 go after them, so ids, order and join-from-now stay as if every event had been written at once.
 
+Hints go the same way on a bus that can send them with its batches (`SupportsBatchedHints`: Redis):
+`notify` hands a hint to this process's listeners at once and queues it for the next delivery, so
+it costs no round trip of its own, and a run's done hint leaves in the same step as its end mark.
+
 The bus carries hints and streams; the database holds the truth. So while the bus is down:
 
 - `notify` drops the hint (logged): every listener has a store-reading fallback (workers poll the
@@ -43,7 +47,7 @@ from typing import Any
 
 from runplane.core.errors import StoreUnavailable
 from runplane.core.events import EventBus, StreamEvent
-from runplane.events.batching import Pacer, StreamBatch, SupportsPublishMany
+from runplane.events.batching import Hint, Pacer, StreamBatch, SupportsBatchedHints, SupportsPublishMany
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +100,9 @@ class ResilientBus:
         self.inner = inner
         # Asked once: `isinstance` against a runtime-checkable protocol inspects its members.
         self._publish_many = inner.publish_many if isinstance(inner, SupportsPublishMany) else None
+        self._hinting = inner if isinstance(inner, SupportsBatchedHints) else None
+        #: Hints to send with the next delivery (only while the bus is up).
+        self._hints: list[Hint] = []
         self.max_batch_events = max(1, max_batch_events)
         self._pacer = Pacer(pace_seconds)
         self.max_backlog_bytes = max_backlog_bytes
@@ -195,6 +202,9 @@ class ResilientBus:
         self._backlog_bytes += len(data)
         while self._backlog_bytes > self.max_backlog_bytes and self._drop_oldest():
             pass
+        self._start_delivering()
+
+    def _start_delivering(self) -> None:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="runplane-bus-backlog")
 
@@ -227,7 +237,7 @@ class ResilientBus:
     async def _flush(self) -> None:
         """Deliver every backlog in order, waiting (backoff with jitter) while the bus is down."""
         delay = _RETRY_FIRST
-        while self._backlog:
+        while self._backlog or self._hints:
             try:
                 await self._deliver()
             except StoreUnavailable:
@@ -254,13 +264,23 @@ class ResilientBus:
         for run_id, backlog in self._backlog.items():
             backlog.in_flight = min(len(backlog.events), self.max_batch_events)
             (single if backlog.replay else batched).append((run_id, backlog))
-        if batched and self._publish_many is not None:
+        hints, self._hints = self._hints, []
+        if (batched or hints) and self._publish_many is not None:
             batches = []
             for run_id, backlog in batched:
                 events = list(itertools.islice(backlog.events, backlog.in_flight))
                 ended = events[-1][0] == _END  # an end mark is always the last of its backlog
                 batches.append(StreamBatch(run_id, events[:-1] if ended else events, ended))
-            await self._guarded(self._publish_many(batches), [run_id for run_id, _ in batched])
+            run_ids = [run_id for run_id, _ in batched]
+            try:
+                if hints:
+                    assert self._hinting is not None  # hints are only queued for such a bus
+                    await self._guarded(self._hinting.publish_many(batches, hints), run_ids)
+                else:
+                    await self._guarded(self._publish_many(batches), run_ids)
+            except StoreUnavailable as exc:
+                self._drop_hints(hints, exc)  # the events are tried again; hints are only hints
+                raise
             for run_id, backlog in batched:
                 self._delivered_prefix(run_id, backlog, backlog.in_flight)
         else:
@@ -311,10 +331,23 @@ class ResilientBus:
     # -- hints ----------------------------------------------------------------------------------
 
     async def notify(self, channel: str, message: str = "") -> None:
+        if self._hinting is not None and not self._down:
+            # Heard in this process now; sent to the others with the next delivery, which starts
+            # at the loop's next turn: no round trip of its own, and a run's done hint leaves with
+            # its end mark (after it).
+            self._hints.append(self._hinting.hint_here(channel, message))
+            self._start_delivering()
+            return
         try:
             await self.inner.notify(channel, message)
         except StoreUnavailable as exc:
             logger.warning("dropped hint on %s: %s", channel, exc, extra={"action": "bus_notify"})
+
+    def _drop_hints(self, hints: list[Hint], exc: StoreUnavailable) -> None:
+        for hint in hints:
+            assert self._hinting is not None
+            self._hinting.hint_lost(hint)
+            logger.warning("dropped hint on %s: %s", hint.channel, exc, extra={"action": "bus_notify"})
 
     @asynccontextmanager
     async def listen(self, channel: str) -> AsyncIterator[AsyncIterator[str]]:
