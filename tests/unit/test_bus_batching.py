@@ -135,11 +135,16 @@ class JoinOnFinish(InMemoryStore):
     (a manager with its own bus wrapper) stream the run, as a client arriving then would."""
 
     joiner: RunManager
-    joined: list[StreamEvent]
+    shared: BatchingBus
+    latest_at_finish: str | None
+    joining: asyncio.Task[list[StreamEvent]]
 
     async def finish_and_look(self, run_id: str, attempt: int, outcome: Outcome) -> Finished:
         finished = await super().finish_and_look(run_id, attempt, outcome)
-        self.joined = await _collect(await self.joiner.stream_run(run_id))
+        # What the shared bus holds when the status is stored; the join starts now, and reads on
+        # while the finish goes on (the end mark comes after it).
+        self.latest_at_finish = await self.shared.latest_event_id(run_id)
+        self.joining = asyncio.create_task(_collect(await self.joiner.stream_run(run_id)))
         return finished
 
 
@@ -149,6 +154,7 @@ async def test_a_joiner_after_the_terminal_status_gets_every_event() -> None:
     store = JoinOnFinish()
     worker_side = RunManager(store, ResilientBus(shared))
     store.joiner = RunManager(store, ResilientBus(shared))
+    store.shared = shared
     thread = await worker_side.create_thread()
     await worker_side.create_run(thread.thread_id, "echo")
     run = await worker_side.claim("w")
@@ -161,7 +167,9 @@ async def test_a_joiner_after_the_terminal_status_gets_every_event() -> None:
     shared.open.set()
     await finishing
 
-    assert [event.data for event in store.joined] == [b"%d" % n for n in range(5)]
+    joined = await store.joining
+    assert [event.data for event in joined] == [b"%d" % n for n in range(5)]
+    assert store.latest_at_finish == joined[-1].id  # every event was on the bus before the status
 
 
 class HintingBus(BatchingBus):
