@@ -52,7 +52,7 @@ from runplane.core.events import StreamEvent
 from runplane.db.postgres import GuardedPool, breaker_for, closed_by_server, parse_url
 from runplane.db.sql import load_queries
 from runplane.events._pg_notify import NotifyHub, hint_payload, payload_fits, wake_payload
-from runplane.events.batching import StreamBatch
+from runplane.events.batching import Hint, StreamBatch
 from runplane.events.memory import parse_event_id
 
 logger = logging.getLogger(__name__)
@@ -265,9 +265,10 @@ class PostgresBus:
     async def flush(self, run_id: str) -> None:
         """Nothing is queued here."""
 
-    async def publish_many(self, batches: Sequence[StreamBatch]) -> None:
-        """Append several runs' events and end marks in one statement (see `publish_many` in
-        `postgres.sql`); a run's events after its stream ended are dropped.
+    async def publish_many(self, batches: Sequence[StreamBatch], hints: Sequence[Hint] = ()) -> None:
+        """Append several runs' events and end marks, then send `hints` (from `hint_here`), in one
+        statement (see `publish_many` in `postgres.sql`); a run's events after its stream ended are
+        dropped.
 
         Raises:
             StoreUnavailable: PostgreSQL failed (nothing was written), or the event tables are missing.
@@ -278,7 +279,14 @@ class PostgresBus:
             if not ended:
                 events.extend(batch.events)
             merged[batch.run_id] = (events, ended or batch.end)
-        if not merged:
+        payloads: dict[str, None] = {}
+        for hint in hints:
+            payload = hint_payload(hint.channel, hint.message)
+            if payload in payloads:
+                # PostgreSQL folds a transaction's equal notifications into one: one copy comes back.
+                self.hint_lost(hint)
+            payloads[payload] = None
+        if not merged and not payloads:
             return
         run_ids = list(merged)
         params = {
@@ -291,6 +299,7 @@ class PostgresBus:
             "max_events": self.max_events,
             "trim_every": self.trim_every,
             "channel": self.channel,
+            "hints": list(payloads),
         }
         async with self._connection() as conn:
             await conn.execute(QUERIES["publish_many"], params)
@@ -424,19 +433,30 @@ class PostgresBus:
         """
         if self._closed:
             return
-        payload = hint_payload(channel, message)
-        if not payload_fits(payload):
-            raise InvalidInput("hint too long for a PostgreSQL notification")
-        # This process's listeners hear it now; other processes' by way of the notification.
-        echo_expected = self._hub.deliver_locally(channel, message)
+        hint = self.hint_here(channel, message)
         try:
-            await self._send(payload)
+            await self._send(hint_payload(channel, message))
         except StoreUnavailable as exc:
-            if echo_expected:
-                self._hub.echoes.forget(channel, message)
+            self.hint_lost(hint)
             logger.warning(
                 "dropped hint on %s: %s", channel, exc, extra={"action": "bus_notify", "channel": channel}
             )
+
+    def hint_here(self, channel: str, message: str) -> Hint:
+        """This process's listeners hear the hint now; other processes' by way of a notification,
+        from `notify` or `publish_many` (see `batching.SupportsBatchedHints`).
+
+        Raises:
+            InvalidInput: channel and message together exceed a notification's 8000 bytes.
+        """
+        if not payload_fits(hint_payload(channel, message)):
+            raise InvalidInput("hint too long for a PostgreSQL notification")
+        return Hint(channel, message, echo=self._hub.deliver_locally(channel, message))
+
+    def hint_lost(self, hint: Hint) -> None:
+        """The hint was not sent: its copy from PostgreSQL is not coming."""
+        if hint.echo:
+            self._hub.echoes.forget(hint.channel, hint.message)
 
     @asynccontextmanager
     async def listen(self, channel: str) -> AsyncIterator[AsyncIterator[str]]:

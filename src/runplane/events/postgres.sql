@@ -27,8 +27,9 @@ SELECT seq, pg_notify(%(channel)s, %(wake)s) FROM appended
 -- row's upsert bumps `last_seq` by the run's event count (taking the row lock to commit, so ids stay
 -- dense and committed in order) unless the stream ended, the events take the ids below it in batch
 -- order, old events are trimmed when the batch crosses a multiple of `trim_every`, and one wake-up
--- per run is announced at commit. Runs are locked in run id order (no deadlock between batches).
--- Event arrays are parallel (`event_runs` holds each event's run id); run arrays too.
+-- per run is announced at commit, then the `hints` given (payloads), in that order. Runs are locked
+-- in run id order (no deadlock between batches). Event arrays are parallel (`event_runs` holds each
+-- event's run id); run arrays too.
 WITH batch AS (
     SELECT run_id, event, data, ord
     FROM unnest(%(event_runs)s::text[], %(events)s::text[], %(datas)s::bytea[])
@@ -56,9 +57,13 @@ WITH batch AS (
     WHERE e.run_id = st.run_id
       AND e.seq <= st.last_seq - %(max_events)s
       AND st.last_seq / %(trim_every)s > (st.last_seq - r.n) / %(trim_every)s
+), woken AS (
+    SELECT pg_notify(%(channel)s, r.wake) FROM streams AS st JOIN runs AS r USING (run_id)
+), hinted AS (
+    SELECT pg_notify(%(channel)s, h.payload) FROM unnest(%(hints)s::text[]) WITH ORDINALITY AS h (payload, ord)
 )
-SELECT st.run_id, pg_notify(%(channel)s, r.wake), (SELECT count(*) FROM appended)
-FROM streams AS st JOIN runs AS r USING (run_id)
+-- One row whatever the batch holds, so both run: the wake-ups first, then the hints.
+SELECT (SELECT count(*) FROM woken), (SELECT count(*) FROM hinted), (SELECT count(*) FROM appended)
 
 -- name: last_seq
 -- The id a dropped publish returns: the stream's last event.
