@@ -13,7 +13,8 @@ written; the worker calls it before storing a terminal status, so a joiner that 
 every event on the bus. `publish`, `end_stream` and `latest_event_id` of a run with queued events
 go after them, so ids, order and join-from-now stay as if every event had been written at once.
 
-Hints go the same way on a bus that can send them with its batches (`SupportsBatchedHints`: Redis):
+Hints go the same way on a bus that can send them with its batches (`SupportsBatchedHints`: Redis,
+PostgreSQL):
 `notify` hands a hint to this process's listeners at once and queues it for the next delivery, so
 it costs no round trip of its own, and a run's done hint leaves in the same step as its end mark.
 
