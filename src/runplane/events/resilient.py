@@ -14,9 +14,9 @@ every event on the bus. `publish`, `end_stream` and `latest_event_id` of a run w
 go after them, so ids, order and join-from-now stay as if every event had been written at once.
 
 Hints go the same way on a bus that can send them with its batches (`SupportsBatchedHints`: Redis,
-PostgreSQL):
-`notify` hands a hint to this process's listeners at once and queues it for the next delivery, so
-it costs no round trip of its own, and a run's done hint leaves in the same step as its end mark.
+PostgreSQL): `notify` hands a hint to this process's listeners at once and queues it for the next
+delivery, so it costs no round trip of its own, and a run's done hint leaves in the same step as its
+end mark.
 
 The bus carries hints and streams; the database holds the truth. So while the bus is down:
 
