@@ -175,7 +175,7 @@ class NewRun:
     claim_for: Claimant | None = None
     #: The assistant the run was built from, as the caller read it (perhaps from a cache): the
     #: store admits the run only if that is still the assistant's current version, and raises
-    #: `AssistantChanged` otherwise (`lifecycle.assistant_unchanged`). None: no check.
+    #: `AssistantChanged` otherwise (`lifecycle.check_assistant_unchanged`). None: no check.
     assistant_seen: AssistantSeen | None = None
 
 

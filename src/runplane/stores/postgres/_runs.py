@@ -93,20 +93,23 @@ class PostgresRuns(PostgresBase):
 
     async def _admit(self, conn: Conn, new: NewRun) -> Admission | _Inserted:
         now = self._clock.now()
-        if new.assistant_seen is not None:
-            current = await one(conn, "assistant_seen", assistant_id=new.assistant_id)
-            seen = None if current is None else AssistantSeen(current["version"], current["created_at"])
-            check_assistant_unchanged(new.assistant_id, new.assistant_seen, seen)
         # Sent together (the transaction is pipelined) and run in this order by the server, each
         # statement with its own snapshot: the runs are read after the thread's lock is held. A
-        # replay or a conflict found by the probe commits nothing but that lock; a thread to create
-        # is created only once the probe found neither.
+        # changed assistant, a replay or a conflict found by the probe commits nothing but that
+        # lock; a thread to create is created only once none of them was found.
+        seen_rows = None
+        if new.assistant_seen is not None:
+            seen_rows = await send(conn, "assistant_seen", assistant_id=new.assistant_id)
         probe_rows = await send(
             conn, "admission_probe", run_id=new.run_id, owner=new.owner, idempotency_key=new.idempotency_key
         )
         creates = new.if_not_exists == "create"
         if not creates:
             thread_row, active_rows = await self._lock_for_admission(conn, new.thread_id)
+        if seen_rows is not None:
+            current = await seen_rows.fetchone()
+            seen = None if current is None else AssistantSeen(current["version"], current["created_at"])
+            check_assistant_unchanged(new.assistant_id, new.assistant_seen, seen)
         probe = await probe_rows.fetchall()
         for row in probe:
             if row["idempotent"]:
