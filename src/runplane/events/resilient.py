@@ -272,13 +272,14 @@ class ResilientBus:
                 events = list(itertools.islice(backlog.events, backlog.in_flight))
                 ended = events[-1][0] == _END  # an end mark is always the last of its backlog
                 batches.append(StreamBatch(run_id, events[:-1] if ended else events, ended))
-            run_ids = [run_id for run_id, _ in batched]
+            # Hints are only queued for a bus that sends them with its batches.
+            delivery = (
+                self._publish_many(batches)
+                if self._hinting is None
+                else self._hinting.publish_many(batches, hints)
+            )
             try:
-                if hints:
-                    assert self._hinting is not None  # hints are only queued for such a bus
-                    await self._guarded(self._hinting.publish_many(batches, hints), run_ids)
-                else:
-                    await self._guarded(self._publish_many(batches), run_ids)
+                await self._guarded(delivery, [run_id for run_id, _ in batched])
             except StoreUnavailable as exc:
                 self._drop_hints(hints, exc)  # the events are tried again; hints are only hints
                 raise
@@ -346,7 +347,7 @@ class ResilientBus:
 
     def _drop_hints(self, hints: list[Hint], exc: StoreUnavailable) -> None:
         for hint in hints:
-            assert self._hinting is not None
+            assert self._hinting is not None  # only such a bus had hints queued
             self._hinting.hint_lost(hint)
             logger.warning("dropped hint on %s: %s", hint.channel, exc, extra={"action": "bus_notify"})
 
